@@ -1,0 +1,737 @@
+"""Configuration: frozen dataclasses, validated in their constructors.
+
+Every config class records which fields were given explicitly, so that values
+can be layered field by field: explicit argument > config object > environment
+> default (:meth:`_Config.resolve`). ``from_env()`` reads the variables the
+reference document lists with environs and reports every invalid one at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import os
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type
+from urllib.parse import urlsplit
+
+from environs import Env, EnvError
+
+from .exceptions import ConfigError, UnknownOptionError
+
+# -- defaults ---------------------------------------------------------------
+
+#: Seconds to wait for a TCP (and TLS) connection.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for the server between bytes of the response.
+DEFAULT_READ_TIMEOUT = 30.0
+#: Connections kept per host; raised to the number of threads that share a client.
+DEFAULT_MAX_CONNECTIONS = 10
+#: Seconds a pooled connection may sit idle before it is closed instead of reused.
+DEFAULT_KEEPALIVE_EXPIRY = 30.0
+#: Largest response body read, in bytes (10 MiB); larger bodies raise ResponseTooLarge.
+DEFAULT_MAX_RESPONSE_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_REDIRECTS = 5
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 1.0
+DEFAULT_RETRY_BACKOFF = 2.0
+#: Statuses that are retried: timeouts, throttling and transient server errors.
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+#: Longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
+DEFAULT_RETRY_AFTER_MAX = 60.0
+DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_WEBHOOK_TIMEOUT = 30.0
+#: Threads of a webhook worker's pool (broadcast fan-out, outbox delivery).
+DEFAULT_WEBHOOK_WORKERS = 32
+#: Outbox schedule in the spirit of Standard Webhooks: at once, then after each delay
+#: (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 28 hours in all).
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+AUTH_TYPES = ("none", "bearer", "api_key", "basic")
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marks a field that was not given; replaced by the default in ``__post_init__``.
+UNSET: Any = _Unset()
+
+
+class RetryStrategy(str, enum.Enum):
+    """How the wait grows between retries (retry k = 1, 2, ...)."""
+
+    FIXED = "fixed"  #: ``initial_delay``
+    LINEAR = "linear"  #: ``initial_delay * k``
+    EXPONENTIAL = "exponential"  #: ``initial_delay * exponential_base ** (k - 1)``
+
+
+# -- validation helpers -----------------------------------------------------
+
+
+def _number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
+            optional: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    raise ValueError(f"must be a number, got {value!r}") from None
+            else:
+                raise ValueError(f"must be a number, got {value!r}")
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"must be a whole number, got {value!r}")
+            value = int(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value!r}")
+        if above is not None and value <= above:
+            raise ValueError(f"must be > {above}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _url(optional: bool = True, relative_ok: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"must be a URL, got {value!r}")
+        value = value.strip()
+        if relative_ok and value.startswith("/"):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"has an invalid port: {value!r}") from None
+        return value
+
+    return check
+
+
+def _choice(options: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        norm = value.strip().upper() if upper else value.strip().lower()
+        if norm not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return norm
+
+    return check
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _existing_file(value: Any) -> Optional[str]:
+    value = _optional_str(value)
+    if value is not None and not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r}")
+    return value
+
+
+def _str_mapping(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of strings, got {type(value).__name__}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"keys and values must be strings, got {k!r}: {type(v).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def _strategy(value: Any) -> RetryStrategy:
+    try:
+        return RetryStrategy(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(
+            f"must be one of {', '.join(s.value for s in RetryStrategy)}, got {value!r}"
+        ) from None
+
+
+def _statuses(value: Any) -> Tuple[int, ...]:
+    try:
+        codes = tuple(sorted({int(v) for v in value}))
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a collection of status codes, got {value!r}") from None
+    if any(not 100 <= c <= 599 for c in codes):
+        raise ValueError(f"status codes must be 100-599, got {value!r}")
+    return codes
+
+
+def _delays(value: Any) -> Tuple[float, ...]:
+    if isinstance(value, (str, bytes)):
+        value = [v for v in str(value).split(",") if v.strip()]
+    try:
+        delays = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
+    if any(d < 0 or d != d for d in delays):
+        raise ValueError(f"delays must be >= 0, got {value!r}")
+    return delays
+
+
+def _exception_spec(value: Any) -> Any:
+    def is_exc(v: Any) -> bool:
+        return isinstance(v, type) and issubclass(v, BaseException)
+
+    if is_exc(value) or (isinstance(value, tuple) and value and all(is_exc(v) for v in value)):
+        return value
+    raise ValueError(f"must be an exception class or a tuple of them, got {value!r}")
+
+
+def _verify_path(value: Any) -> str:
+    if isinstance(value, str) and os.path.exists(value):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
+        return _boolean(value)  # type: ignore[return-value]
+    raise ValueError(f"must be true, false or the path of a CA bundle, got {value!r}")
+
+
+def _choice_header(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
+        raise ValueError(f"must be an HTTP header name, got {value!r}")
+    return value.strip()
+
+
+def _instance(value: Any, cls: Type) -> Any:
+    if value is not None and not isinstance(value, cls):
+        raise ValueError(f"must be a {cls.__name__}, got {type(value).__name__}")
+    return value
+
+
+# -- the config base ---------------------------------------------------------
+
+
+class _Config:
+    """Shared machinery: validation, explicit-field tracking, env loading, layering."""
+
+    #: field name -> validator(value) -> normalised value (raises ValueError)
+    _VALIDATORS: ClassVar[Dict[str, Callable[[Any], Any]]] = {}
+    #: field name -> (ENV_VAR, environs parser name)
+    _ENV: ClassVar[Dict[str, Tuple[str, str]]] = {}
+    #: fields whose values are secrets: masked in repr()
+    _SECRETS: ClassVar[Tuple[str, ...]] = ()
+    _explicit: frozenset
+
+    def __post_init__(self) -> None:
+        explicit = set()
+        errors: Dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is UNSET:
+                factory = f.metadata.get("factory")
+                object.__setattr__(self, f.name, factory() if factory else f.metadata.get("default"))
+                continue
+            explicit.add(f.name)
+            check = self._VALIDATORS.get(f.name)
+            if check is not None:
+                try:
+                    object.__setattr__(self, f.name, check(value))
+                except ValueError as exc:
+                    errors[f.name] = f"{f.name} {exc}"
+        object.__setattr__(self, "_explicit", frozenset(explicit))
+        if not errors:
+            try:
+                self._validate()
+            except ValueError as exc:
+                errors["__all__"] = str(exc)
+        if errors:
+            raise ConfigError(
+                f"invalid {type(self).__name__}: " + "; ".join(errors.values()), errors
+            )
+
+    def _validate(self) -> None:
+        """Cross-field checks; raise ValueError."""
+
+    def is_set(self, name: str) -> bool:
+        """True if *name* was given explicitly (as an argument or from the environment)."""
+        return name in self._explicit
+
+    @property
+    def explicit_fields(self) -> frozenset:
+        return self._explicit
+
+    def explicit_items(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in self._explicit}
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self._SECRETS and value:
+                value = "***"
+            elif isinstance(value, MappingProxyType):
+                value = dict(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def _read_env(cls, names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        """Read this class's variables: (values by field, errors by variable)."""
+        env = Env(eager=False)
+        values: Dict[str, Any] = {}
+        for field_name, (var, parser) in cls._ENV.items():
+            if (names is not None and field_name not in names) or var not in os.environ:
+                continue
+            values[field_name] = getattr(env, parser)(var, None)
+        errors: Dict[str, str] = {}
+        try:
+            env.seal()
+        except EnvError as exc:
+            for var, msgs in (getattr(exc, "error_messages", {}) or {}).items():
+                errors[var] = f"{var}={_quoted(var)}: {'; '.join(map(str, msgs))}"
+        by_var = {var: name for name, (var, _) in cls._ENV.items()}
+        bad_fields = {by_var.get(var) for var in errors}
+        return {k: v for k, v in values.items() if v is not None and k not in bad_fields}, errors
+
+    @classmethod
+    def _from_values(cls, values: Dict[str, Any], env_errors: Optional[Dict[str, str]] = None,
+                     env_fields: Sequence[str] = ()):
+        """Build from *values*; errors in env-derived fields name their variable.
+
+        Every problem (unparseable variables in *env_errors* and invalid values)
+        is raised together in one ConfigError.
+        """
+        errors = dict(env_errors or {})
+        try:
+            config = cls(**values)
+        except UnknownOptionError:
+            raise
+        except ConfigError as exc:
+            for key, message in exc.errors.items():
+                if key in env_fields:
+                    var = cls._ENV[key][0]
+                    errors[var] = f"{var}={_quoted(var)}: {message}"
+                else:
+                    errors[key] = message
+            config = None
+        if errors:
+            raise ConfigError(f"invalid {cls.__name__} settings: " + "; ".join(errors.values()),
+                              errors)
+        return config
+
+    @classmethod
+    def from_env(cls, **overrides: Any):
+        """Build from the environment; *overrides* win over the variables."""
+        values, errors = cls._read_env()
+        env_fields = set(values) - set(overrides)
+        values.update(overrides)
+        return cls._from_values(values, errors, env_fields)
+
+    @classmethod
+    def resolve(cls, *layers: Any, env: bool = True, **explicit: Any):
+        """Merge field by field: *explicit* (non-None) > each layer in order > environment > default.
+
+        A layer is a config instance (only its explicit fields count), a dict, or None.
+        """
+        merged: Dict[str, Any] = {}
+        sources = [{k: v for k, v in explicit.items() if v is not None}]
+        for layer in layers:
+            if layer is None:
+                continue
+            sources.append(layer.explicit_items() if isinstance(layer, _Config) else dict(layer))
+        env_values: Dict[str, Any] = {}
+        env_errors: Dict[str, str] = {}
+        if env:
+            env_values, env_errors = cls._read_env()
+            overridden = {cls._ENV[k][0] for s in sources for k in s if k in cls._ENV}
+            env_errors = {var: msg for var, msg in env_errors.items() if var not in overridden}
+        merged = dict(env_values)
+        for source in reversed(sources):
+            merged.update(source)
+        names = {f.name for f in dataclasses.fields(cls)}
+        env_fields = {k for k in env_values if all(k not in s for s in sources)}
+        return cls._from_values({k: v for k, v in merged.items() if k in names}, env_errors,
+                                env_fields)
+
+
+def _quoted(var: str) -> str:
+    value = os.environ.get(var, "")
+    if any(word in var.upper() for word in ("TOKEN", "KEY", "SECRET", "PASSWORD")):
+        return "'***'"
+    return repr(value)
+
+
+def _config(cls: type) -> type:
+    """Make *cls* a frozen dataclass whose unknown keywords raise UnknownOptionError."""
+    cls = dataclasses.dataclass(frozen=True, repr=False)(cls)
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise UnknownOptionError(
+                f"{cls.__name__} got unknown option(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(names))})"
+            )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _field(default: Any = None, factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A field that starts UNSET; *default* (or ``factory()``) fills it in."""
+    return dataclasses.field(default=UNSET, metadata={"default": default, "factory": factory})
+
+
+# -- the config classes --------------------------------------------------------
+
+
+@_config
+class RetryConfig(_Config):
+    """How a failed request is retried. ``max_attempts`` counts the first attempt too."""
+
+    strategy: RetryStrategy = _field(RetryStrategy.EXPONENTIAL)
+    max_attempts: int = _field(DEFAULT_MAX_RETRIES + 1)
+    initial_delay: float = _field(DEFAULT_RETRY_DELAY)
+    max_delay: float = _field(60.0)
+    exponential_base: float = _field(DEFAULT_RETRY_BACKOFF)
+    jitter: bool = _field(False)
+    #: Cap on a server's ``Retry-After``, in seconds.
+    retry_after_max: float = _field(DEFAULT_RETRY_AFTER_MAX)
+    retry_on_status: Tuple[int, ...] = _field(RETRY_STATUSES)
+
+    _VALIDATORS = {
+        "strategy": _strategy,
+        "max_attempts": _number(int, minimum=1),
+        "initial_delay": _number(float, minimum=0),
+        "max_delay": _number(float, minimum=0),
+        "exponential_base": _number(float, minimum=1),
+        "jitter": _boolean,
+        "retry_after_max": _number(float, minimum=0),
+        "retry_on_status": _statuses,
+    }
+
+    @classmethod
+    def from_retries(cls, max_retries: int, retry_delay: float, retry_backoff: float) -> "RetryConfig":
+        """The WebhookConfig/env shape: *max_retries* after the first attempt,
+        waits of ``retry_delay * retry_backoff ** (k - 1)`` (fixed when backoff is 1)."""
+        errors = {}
+        for name, value, check in (("max_retries", max_retries, _number(int, minimum=0)),
+                                   ("retry_delay", retry_delay, _number(float, minimum=0)),
+                                   ("retry_backoff", retry_backoff, _number(float, minimum=1))):
+            try:
+                check(value)
+            except ValueError as exc:
+                errors[name] = f"{name} {exc}"
+        if errors:
+            raise ConfigError("invalid retry settings: " + "; ".join(errors.values()), errors)
+        backoff = float(retry_backoff)
+        return cls(
+            strategy=RetryStrategy.FIXED if backoff == 1.0 else RetryStrategy.EXPONENTIAL,
+            max_attempts=int(max_retries) + 1,
+            initial_delay=float(retry_delay),
+            exponential_base=backoff,
+            max_delay=max(60.0, float(retry_delay)),
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "RetryConfig":
+        """Built from HTTP_MAX_RETRIES, HTTP_RETRY_DELAY and HTTP_RETRY_BACKOFF."""
+        values, errors = HTTPClientConfig._read_env(("max_retries", "retry_delay", "retry_backoff"))
+        if errors:
+            raise ConfigError("invalid environment variables: " + "; ".join(errors.values()), errors)
+        if not values:
+            return cls(**overrides)
+        base = cls.from_retries(values.get("max_retries", DEFAULT_MAX_RETRIES),
+                                values.get("retry_delay", DEFAULT_RETRY_DELAY),
+                                values.get("retry_backoff", DEFAULT_RETRY_BACKOFF))
+        return cls(**{**base.explicit_items(), **overrides})
+
+
+@_config
+class CircuitBreakerConfig(_Config):
+    """Per-host circuit breaker: open after ``failure_threshold`` consecutive failures
+    (5xx, 429, transport errors), refuse calls for ``timeout_seconds``, then let one probe through."""
+
+    failure_threshold: int = _field(5)
+    timeout_seconds: float = _field(60.0)
+    #: Which transport exceptions count as failures (statuses 5xx/429 always do).
+    expected_exception: Any = _field(Exception)
+    enabled: bool = _field(True)
+
+    _VALIDATORS = {
+        "failure_threshold": _number(int, minimum=1),
+        "timeout_seconds": _number(float, above=0),
+        "expected_exception": _exception_spec,
+        "enabled": _boolean,
+    }
+
+
+@_config
+class HTTPClientConfig(_Config):
+    """Settings of one pooled HTTP client (see the README's table of variables)."""
+
+    base_url: Optional[str] = _field(None)
+    #: Shorthand: the read timeout, and the connect timeout when that is not set.
+    timeout: Optional[float] = _field(None)
+    connect_timeout: float = _field(DEFAULT_CONNECT_TIMEOUT)
+    read_timeout: float = _field(DEFAULT_READ_TIMEOUT)
+    max_connections: int = _field(DEFAULT_MAX_CONNECTIONS)
+    #: Idle connections kept per host (default: max_connections).
+    max_keepalive_connections: Optional[int] = _field(None)
+    keepalive_expiry: float = _field(DEFAULT_KEEPALIVE_EXPIRY)
+    #: True, False, or the path of a CA bundle.
+    verify_ssl: Any = _field(True)
+    ssl_cert_file: Optional[str] = _field(None)
+    ssl_key_file: Optional[str] = _field(None)
+    default_headers: Mapping[str, str] = _field(factory=lambda: MappingProxyType({}))
+    user_agent: Optional[str] = _field(None)
+    auth_type: str = _field("none")
+    bearer_token: Optional[str] = _field(None)
+    api_key: Optional[str] = _field(None)
+    api_key_header: str = _field("X-API-Key")
+    basic_user: Optional[str] = _field(None)
+    basic_password: Optional[str] = _field(None)
+    follow_redirects: bool = _field(True)
+    max_redirects: int = _field(DEFAULT_MAX_REDIRECTS)
+    max_response_size: int = _field(DEFAULT_MAX_RESPONSE_SIZE)
+    #: Read proxy settings and .netrc from the environment (costly per request; off by default).
+    trust_env: bool = _field(False)
+    max_retries: int = _field(DEFAULT_MAX_RETRIES)
+    retry_delay: float = _field(DEFAULT_RETRY_DELAY)
+    retry_backoff: float = _field(DEFAULT_RETRY_BACKOFF)
+    #: Wins over max_retries / retry_delay / retry_backoff when given.
+    retry_config: Optional[RetryConfig] = _field(None)
+    circuit_breaker_config: Optional[CircuitBreakerConfig] = _field(factory=CircuitBreakerConfig)
+
+    _VALIDATORS = {
+        "base_url": _url(),
+        "timeout": _number(float, above=0, optional=True),
+        "connect_timeout": _number(float, above=0),
+        "read_timeout": _number(float, above=0),
+        "max_connections": _number(int, minimum=1),
+        "max_keepalive_connections": _number(int, minimum=0, optional=True),
+        "keepalive_expiry": _number(float, minimum=0),
+        "verify_ssl": lambda v: v if isinstance(v, bool) else _verify_path(v),
+        "ssl_cert_file": _existing_file,
+        "ssl_key_file": _existing_file,
+        "default_headers": _str_mapping,
+        "user_agent": _optional_str,
+        "auth_type": _choice(AUTH_TYPES),
+        "bearer_token": _optional_str,
+        "api_key": _optional_str,
+        "api_key_header": _choice_header,
+        "basic_user": _optional_str,
+        "basic_password": _optional_str,
+        "follow_redirects": _boolean,
+        "max_redirects": _number(int, minimum=0),
+        "max_response_size": _number(int, minimum=1),
+        "trust_env": _boolean,
+        "max_retries": _number(int, minimum=0),
+        "retry_delay": _number(float, minimum=0),
+        "retry_backoff": _number(float, minimum=1),
+        "retry_config": lambda v: _instance(v, RetryConfig),
+        "circuit_breaker_config": lambda v: _instance(v, CircuitBreakerConfig),
+    }
+    _ENV = {
+        "base_url": ("HTTP_BASE_URL", "str"),
+        "timeout": ("HTTP_TIMEOUT", "float"),
+        "max_retries": ("HTTP_MAX_RETRIES", "int"),
+        "retry_delay": ("HTTP_RETRY_DELAY", "float"),
+        "retry_backoff": ("HTTP_RETRY_BACKOFF", "float"),
+        "auth_type": ("HTTP_AUTH_TYPE", "str"),
+        "bearer_token": ("HTTP_BEARER_TOKEN", "str"),
+        "api_key": ("HTTP_API_KEY", "str"),
+        "api_key_header": ("HTTP_API_KEY_HEADER", "str"),
+        "basic_user": ("HTTP_BASIC_USER", "str"),
+        "basic_password": ("HTTP_BASIC_PASSWORD", "str"),
+        "verify_ssl": ("HTTP_SSL_VERIFY", "bool"),
+        "ssl_cert_file": ("HTTP_SSL_CERT_FILE", "str"),
+        "ssl_key_file": ("HTTP_SSL_KEY_FILE", "str"),
+        "max_connections": ("HTTP_CONNECTION_POOL_SIZE", "int"),
+        "max_keepalive_connections": ("HTTP_MAX_KEEPALIVE_CONNECTIONS", "int"),
+        "keepalive_expiry": ("HTTP_KEEPALIVE_EXPIRY", "float"),
+    }
+    _SECRETS = ("bearer_token", "api_key", "basic_password")
+
+    def _validate(self) -> None:
+        if self.auth_type == "bearer" and not self.bearer_token:
+            raise ValueError("auth_type 'bearer' needs bearer_token (HTTP_BEARER_TOKEN)")
+        if self.auth_type == "api_key" and not self.api_key:
+            raise ValueError("auth_type 'api_key' needs api_key (HTTP_API_KEY)")
+        if self.auth_type == "basic" and (self.basic_user is None or self.basic_password is None):
+            raise ValueError("auth_type 'basic' needs basic_user and basic_password "
+                             "(HTTP_BASIC_USER, HTTP_BASIC_PASSWORD)")
+        if self.ssl_key_file and not self.ssl_cert_file:
+            raise ValueError("ssl_key_file needs ssl_cert_file")
+
+    @property
+    def timeouts(self) -> Tuple[float, float]:
+        """The (connect, read) timeouts in effect."""
+        connect, read = self.connect_timeout, self.read_timeout
+        if self.timeout is not None:
+            if not self.is_set("read_timeout"):
+                read = self.timeout
+            if not self.is_set("connect_timeout"):
+                connect = min(self.timeout, DEFAULT_CONNECT_TIMEOUT)
+        return connect, read
+
+    @property
+    def effective_retry(self) -> RetryConfig:
+        """``retry_config`` if given, else one built from max_retries/retry_delay/retry_backoff."""
+        if self.retry_config is not None:
+            return self.retry_config
+        return RetryConfig.from_retries(self.max_retries, self.retry_delay, self.retry_backoff)
+
+    @property
+    def effective_breaker(self) -> CircuitBreakerConfig:
+        return self.circuit_breaker_config or CircuitBreakerConfig(enabled=False)
+
+    @property
+    def keepalive_connections(self) -> int:
+        """Idle connections kept per host."""
+        if self.max_keepalive_connections is None:
+            return self.max_connections
+        return self.max_keepalive_connections
+
+
+@_config
+class PollerConfig(_Config):
+    """What to poll and how often; its HTTP fields override the worker's HTTPClientConfig."""
+
+    base_url: Optional[str] = _field(None)
+    url: Optional[str] = _field(None)
+    interval: float = _field(DEFAULT_POLL_INTERVAL)
+    method: str = _field("GET")
+    connect_timeout: float = _field(DEFAULT_CONNECT_TIMEOUT)
+    read_timeout: float = _field(DEFAULT_READ_TIMEOUT)
+    max_connections: int = _field(DEFAULT_MAX_CONNECTIONS)
+    verify_ssl: Any = _field(True)
+    follow_redirects: bool = _field(True)
+    user_agent: Optional[str] = _field(None)
+    #: Up to this many seconds of random delay added to each tick (0 = none).
+    jitter: float = _field(0.0)
+    #: Send If-None-Match / If-Modified-Since from the last ETag / Last-Modified.
+    conditional: bool = _field(True)
+
+    #: Fields that are HTTP client settings, layered over HTTPClientConfig.
+    CLIENT_FIELDS: ClassVar[Tuple[str, ...]] = (
+        "connect_timeout", "read_timeout", "max_connections", "verify_ssl",
+        "follow_redirects", "user_agent",
+    )
+
+    _VALIDATORS = {
+        "base_url": _url(),
+        "url": _url(relative_ok=True),
+        "interval": _number(float, above=0),
+        "method": _choice(HTTP_METHODS, upper=True),
+        "connect_timeout": _number(float, above=0),
+        "read_timeout": _number(float, above=0),
+        "max_connections": _number(int, minimum=1),
+        "verify_ssl": lambda v: v if isinstance(v, bool) else _verify_path(v),
+        "follow_redirects": _boolean,
+        "user_agent": _optional_str,
+        "jitter": _number(float, minimum=0),
+        "conditional": _boolean,
+    }
+    _ENV = {
+        "url": ("POLLER_URL", "str"),
+        "interval": ("POLLER_INTERVAL", "float"),
+        "method": ("POLLER_METHOD", "str"),
+        "connect_timeout": ("POLLER_CONNECT_TIMEOUT", "float"),
+        "read_timeout": ("POLLER_READ_TIMEOUT", "float"),
+    }
+
+    def _validate(self) -> None:
+        if self.jitter and self.jitter >= self.interval:
+            raise ValueError(f"jitter must be smaller than interval, got jitter={self.jitter!r} "
+                             f"interval={self.interval!r}")
+
+
+@_config
+class WebhookConfig(_Config):
+    """Where and how webhooks are sent."""
+
+    base_url: Optional[str] = _field(None)
+    #: Read timeout of each attempt, in seconds (the connect timeout is at most 5 s of it).
+    timeout: float = _field(DEFAULT_WEBHOOK_TIMEOUT)
+    max_retries: int = _field(DEFAULT_MAX_RETRIES)
+    retry_delay: float = _field(DEFAULT_RETRY_DELAY)
+    retry_backoff: float = _field(DEFAULT_RETRY_BACKOFF)
+    #: Names usable as ``send_webhook(endpoint=...)``: name -> path or absolute URL.
+    endpoints: Mapping[str, str] = _field(factory=lambda: MappingProxyType({}))
+    #: Threads for broadcast fan-out and outbox delivery.
+    max_workers: int = _field(DEFAULT_WEBHOOK_WORKERS)
+    #: SQLite file of the durable outbox; None = in memory (not durable).
+    outbox_path: Optional[str] = _field(None)
+    #: Outbox schedule: attempt 1 at once, then one attempt after each delay.
+    retry_schedule: Tuple[float, ...] = _field(DEFAULT_RETRY_SCHEDULE)
+    signing_secret: Any = _field(None)
+
+    _VALIDATORS = {
+        "base_url": _url(),
+        "timeout": _number(float, above=0),
+        "max_retries": _number(int, minimum=0),
+        "retry_delay": _number(float, minimum=0),
+        "retry_backoff": _number(float, minimum=1),
+        "endpoints": _str_mapping,
+        "max_workers": _number(int, minimum=1),
+        "outbox_path": _optional_str,
+        "retry_schedule": _delays,
+    }
+    _ENV = {
+        "base_url": ("HTTP_BASE_URL", "str"),
+        "timeout": ("HTTP_TIMEOUT", "float"),
+        "max_retries": ("HTTP_MAX_RETRIES", "int"),
+        "retry_delay": ("HTTP_RETRY_DELAY", "float"),
+        "retry_backoff": ("HTTP_RETRY_BACKOFF", "float"),
+        "outbox_path": ("WEBHOOK_OUTBOX_PATH", "str"),
+        "retry_schedule": ("WEBHOOK_RETRY_SCHEDULE", "str"),
+        "signing_secret": ("WEBHOOK_SIGNING_SECRET", "str"),
+    }
+    _SECRETS = ("signing_secret",)
+
+    def _validate(self) -> None:
+        for name, target in self.endpoints.items():
+            if not target.startswith("/"):
+                _url(optional=False)(target)
+
+    @property
+    def retry(self) -> RetryConfig:
+        return RetryConfig.from_retries(self.max_retries, self.retry_delay, self.retry_backoff)
+
+
+__all__ = [
+    "RetryStrategy",
+    "RetryConfig",
+    "CircuitBreakerConfig",
+    "HTTPClientConfig",
+    "PollerConfig",
+    "WebhookConfig",
+    "UNSET",
+]

@@ -1,0 +1,135 @@
+"""The syncworkers exception tree.
+
+Every error the toolkit raises derives from :class:`SyncWorkersError`. Errors
+that concern a request carry context (``url``, ``method``, ``status``,
+``attempts``, ``cause``) but never headers or bodies, so their text is safe to
+log: secrets travel in headers and never reach an exception message.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+
+def safe_url(url: Optional[str]) -> Optional[str]:
+    """Return *url* without its userinfo and query string (where tokens hide)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class SyncWorkersError(Exception):
+    """Root of every error raised by syncworkers."""
+
+
+class ConfigError(SyncWorkersError, ValueError):
+    """A configuration value (argument, config field or environment variable) is invalid.
+
+    ``errors`` maps each offending name to its message, so that every bad
+    environment variable is reported at once.
+    """
+
+    def __init__(self, message: str, errors: Optional[dict] = None):
+        super().__init__(message)
+        self.errors = dict(errors or {})
+
+
+class UnknownOptionError(ConfigError, TypeError):
+    """A config object or worker was given a keyword it does not know."""
+
+
+class RequestError(SyncWorkersError):
+    """An HTTP request did not produce a usable response."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: Optional[str] = None,
+        method: Optional[str] = None,
+        status: Optional[int] = None,
+        attempts: int = 0,
+        cause: Optional[BaseException] = None,
+    ):
+        self.url = safe_url(url)
+        self.method = method
+        self.status = status
+        self.attempts = attempts
+        self.cause = cause
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        context = []
+        if self.method or self.url:
+            context.append(f"{self.method or ''} {self.url or ''}".strip())
+        if self.status is not None:
+            context.append(f"status={self.status}")
+        if self.attempts:
+            context.append(f"attempts={self.attempts}")
+        if self.cause is not None and str(self.cause) not in text:
+            context.append(f"cause={type(self.cause).__name__}: {self.cause}")
+        return f"{text} ({', '.join(context)})" if context else text
+
+
+class TransportError(RequestError):
+    """The connection failed: refused, reset, closed early, or a protocol error."""
+
+
+class RequestTimeout(TransportError):
+    """The connect or read timeout expired."""
+
+
+class ResponseTooLarge(RequestError):
+    """The response body exceeded the configured size cap."""
+
+
+class CircuitOpenError(RequestError):
+    """The host's circuit is open: the request was refused without touching the network."""
+
+    def __init__(self, message: str, *, host: Optional[str] = None, remaining: float = 0.0, **kw):
+        self.host = host
+        self.remaining = remaining
+        super().__init__(message, **kw)
+
+
+class RetryInterrupted(RequestError):
+    """A retry wait was cut short because the caller asked to stop (shutdown or fail_fast)."""
+
+
+class DeliveryError(RequestError):
+    """A webhook was not delivered: a non-2xx answer after every allowed attempt."""
+
+
+class SignatureError(SyncWorkersError, ValueError):
+    """A webhook signature, id or timestamp did not verify."""
+
+
+class WorkerError(SyncWorkersError):
+    """A worker was used in a way its lifecycle does not allow (e.g. started twice)."""
+
+
+__all__ = [
+    "SyncWorkersError",
+    "ConfigError",
+    "UnknownOptionError",
+    "RequestError",
+    "TransportError",
+    "RequestTimeout",
+    "ResponseTooLarge",
+    "CircuitOpenError",
+    "RetryInterrupted",
+    "DeliveryError",
+    "SignatureError",
+    "WorkerError",
+    "safe_url",
+]
