@@ -1,0 +1,147 @@
+"""Standard Webhooks signing and verification (https://www.standardwebhooks.com).
+
+A signature is ``v1,`` + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")).
+Several secrets sign at once (space-separated signatures) so that receivers can
+rotate keys. Pure: no I/O; time is an argument where it matters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from typing import List, Mapping, Optional, Sequence, Union
+
+from .exceptions import ConfigError, SignatureError
+
+__all__ = ["load_secret", "sign", "Signer", "webhook_headers", "verify"]
+
+SECRET_PREFIX = "whsec_"
+DEFAULT_TOLERANCE = 300
+"""Seconds a receiver accepts between the webhook's timestamp and its own clock, either way."""
+
+Secret = Union[str, bytes]
+Secrets = Union[Secret, Sequence[Secret]]
+
+
+def load_secret(secret: str | bytes) -> bytes:
+    """Return the HMAC key of *secret*: ``whsec_`` + base64, bare base64, or raw bytes as-is."""
+    if isinstance(secret, (bytes, bytearray)):
+        key = bytes(secret)
+    elif isinstance(secret, str):
+        text = secret.strip()
+        text = text[len(SECRET_PREFIX):] if text.startswith(SECRET_PREFIX) else text
+        text = text.rstrip("=")
+        try:  # padding is often dropped; strict decoding rejects anything else
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            msg = f"signing secret is not valid base64 (expected '{SECRET_PREFIX}<base64>')"
+            raise ConfigError(msg) from None
+    else:
+        raise ConfigError(f"signing secret must be str or bytes, not {type(secret).__name__}")
+    if not key:
+        raise ConfigError("signing secret is empty")
+    return key
+
+
+def _load_all(secrets: Secrets) -> List[bytes]:
+    items = list(secrets) if isinstance(secrets, (list, tuple)) else [secrets]
+    if not items:
+        raise ConfigError("no signing secret given")
+    return [load_secret(s) for s in items]
+
+
+def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
+    return hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def _sign_keys(keys: List[bytes], msg_id: str, timestamp: int, body: bytes | str) -> str:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        raise TypeError(f"timestamp must be an int (seconds since epoch), not {type(timestamp).__name__}")
+    data = _as_bytes(body)
+    return " ".join("v1," + base64.b64encode(_digest(k, msg_id, timestamp, data)).decode() for k in keys)
+
+
+def sign(msg_id: str, timestamp: int, body: bytes | str, secrets: Secrets) -> str:
+    """Return the ``webhook-signature`` value: one ``v1,<sig>`` per secret, in the order given."""
+    return _sign_keys(_load_all(secrets), msg_id, timestamp, body)
+
+
+class Signer:
+    """Signs outgoing webhooks with one or several secrets (validated at construction)."""
+
+    def __init__(self, secrets: Secrets):
+        self._keys = _load_all(secrets)
+        try:  # logging.py may not exist yet; redaction is best effort on top of never logging keys
+            from .logging import register_secret
+        except ImportError:
+            return
+        for s in secrets if isinstance(secrets, (list, tuple)) else [secrets]:
+            if isinstance(s, str):
+                register_secret(s)
+
+    def headers(self, msg_id: str, body: bytes, timestamp: Optional[int] = None) -> dict[str, str]:
+        """Return the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        return {"webhook-id": msg_id, "webhook-timestamp": str(ts),
+                "webhook-signature": _sign_keys(self._keys, msg_id, ts, body)}
+
+    def __repr__(self) -> str:
+        n = len(self._keys)
+        return f"Signer({n} secret{'' if n == 1 else 's'})"
+
+
+def webhook_headers(msg_id: str, body: bytes, signer: Optional[Signer] = None,
+                    timestamp: Optional[int] = None) -> dict[str, str]:
+    """Return the Standard Webhooks headers; ``webhook-signature`` only when there is a *signer*."""
+    if signer is not None:
+        return signer.headers(msg_id, body, timestamp)
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts)}
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    # Svix, where the standard comes from, sends the same headers as svix-*.
+    value = headers.get(f"webhook-{name}") or headers.get(f"svix-{name}")
+    if not value:
+        raise SignatureError(f"missing webhook-{name} header")
+    return value
+
+
+def verify(body: bytes | str, headers: Mapping[str, str], secret: Secrets,
+           tolerance: int = DEFAULT_TOLERANCE, now: Optional[float] = None) -> bool:
+    """Check a received webhook; return True or raise :class:`SignatureError` saying why.
+
+    *headers* is any mapping (Django's or Flask's ``request.headers``, a dict in any case).
+    Passes when any ``v1`` signature matches any of the secrets (rotation).
+    """
+    keys = _load_all(secret)
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    msg_id, raw_ts, signatures = (_header(lowered, n) for n in ("id", "timestamp", "signature"))
+    if not (raw_ts.isascii() and raw_ts.isdigit()):
+        raise SignatureError("webhook-timestamp is not an integer")
+    timestamp = int(raw_ts)
+    now = time.time() if now is None else now
+    if timestamp < now - tolerance:
+        raise SignatureError(f"webhook-timestamp is too old (more than {tolerance}s in the past)")
+    if timestamp > now + tolerance:
+        raise SignatureError(f"webhook-timestamp is too new (more than {tolerance}s in the future)")
+    data = _as_bytes(body)
+    expected = [_digest(k, msg_id, timestamp, data) for k in keys]
+    for entry in signatures.split():
+        version, _, sig = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            given = base64.b64decode(sig, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if any(hmac.compare_digest(given, e) for e in expected):
+            return True
+    raise SignatureError("no webhook-signature matches (wrong secret or altered id, timestamp or body)")
