@@ -76,8 +76,9 @@ class RequestError(SyncWorkersError):
             context.append(f"status={self.status}")
         if self.attempts:
             context.append(f"attempts={self.attempts}")
-        if self.cause is not None and str(self.cause) not in text:
-            context.append(f"cause={type(self.cause).__name__}: {self.cause}")
+        if self.cause is not None:
+            # Only the type: a cause's own text may quote a full URL with its query string.
+            context.append(f"cause={type(self.cause).__name__}")
         return f"{text} ({', '.join(context)})" if context else text
 
 

@@ -1,0 +1,101 @@
+import random
+
+import pytest
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
+
+from syncworkers import ConfigError, RetryConfig, RetryStrategy
+from syncworkers.retry import apply_jitter, backoff_delay, build_retry, parse_retry_after, retry_delay
+
+
+def cfg(**kw):
+    return RetryConfig(**kw)
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    (RetryStrategy.FIXED, [2.0, 2.0, 2.0, 2.0]),
+    (RetryStrategy.LINEAR, [2.0, 4.0, 6.0, 8.0]),
+    (RetryStrategy.EXPONENTIAL, [2.0, 6.0, 18.0, 54.0]),
+])
+def test_each_strategy_delay_per_retry(strategy, expected):
+    config = cfg(strategy=strategy, initial_delay=2.0, exponential_base=3.0, max_delay=100.0)
+    assert [backoff_delay(config, k) for k in range(1, 5)] == expected
+
+
+def test_delays_are_capped_at_max_delay():
+    config = cfg(strategy="exponential", initial_delay=1.0, exponential_base=2.0, max_delay=5.0)
+    assert [backoff_delay(config, k) for k in range(1, 7)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    # huge exponents do not overflow
+    assert backoff_delay(config, 5000) == 5.0
+
+
+def test_strategy_accepts_strings_and_rejects_unknown():
+    assert cfg(strategy="linear").strategy is RetryStrategy.LINEAR
+    with pytest.raises(ConfigError, match="strategy"):
+        cfg(strategy="fibonacci")
+
+
+def test_jitter_stays_within_half_to_full_delay_and_varies():
+    rng = random.Random(7)
+    picks = [apply_jitter(8.0, rng) for _ in range(200)]
+    assert all(4.0 <= p <= 8.0 for p in picks)
+    assert len({round(p, 6) for p in picks}) > 100
+    jittered = cfg(initial_delay=8.0, jitter=True, strategy="fixed")
+    assert 4.0 <= retry_delay(jittered, 1, random.Random(1)) <= 8.0
+    assert retry_delay(cfg(initial_delay=8.0, strategy="fixed"), 1) == 8.0
+
+
+def test_retry_after_seconds_date_cap_and_garbage():
+    assert parse_retry_after("7", cap=60) == 7.0
+    assert parse_retry_after(" 120 ", cap=60) == 60.0
+    now = 1_700_000_000.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:40 GMT", cap=60, now=now) == 20.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", cap=60, now=now) == 0.0
+    assert parse_retry_after("soon", cap=60) is None
+    assert parse_retry_after(None, cap=60) is None
+
+
+def test_max_attempts_counts_the_first_attempt():
+    policy = build_retry(cfg(max_attempts=3, initial_delay=0.5, strategy="fixed"))
+    err = NewConnectionError(None, "refused")
+    policy = policy.increment("POST", "http://127.0.0.1/x", error=err)
+    assert policy.attempts == 2
+    policy = policy.increment("POST", "http://127.0.0.1/x", error=err)
+    assert policy.attempts == 3
+    with pytest.raises(MaxRetryError):
+        policy.increment("POST", "http://127.0.0.1/x", error=err)
+
+
+def test_first_retry_waits_initial_delay_not_zero():
+    # urllib3's own backoff gives 0 s before the first retry; ours gives initial_delay.
+    policy = build_retry(cfg(max_attempts=5, initial_delay=1.5, exponential_base=2.0))
+    waits = []
+    for _ in range(3):
+        policy = policy.increment("GET", "http://127.0.0.1/", error=ReadTimeoutError(None, "/", "t"))
+        waits.append(policy.next_wait())
+    assert waits == [1.5, 3.0, 6.0]
+
+
+def test_retry_after_wins_over_backoff_up_to_its_cap():
+    policy = build_retry(cfg(max_attempts=5, initial_delay=1.0, retry_after_max=10.0))
+    policy = policy.increment("GET", "http://127.0.0.1/", error=ReadTimeoutError(None, "/", "t"))
+    assert policy.next_wait("3") == 3.0
+    assert policy.next_wait("3600") == 10.0
+    assert policy.next_wait("not-a-date") == 1.0
+
+
+def test_post_is_retried_on_the_configured_statuses_only():
+    policy = build_retry(cfg())
+    for status in (408, 425, 429, 500, 502, 503, 504):
+        assert policy.is_retry("POST", status)
+    for status in (200, 301, 400, 401, 404, 410, 422, 501):
+        assert not policy.is_retry("POST", status)
+
+
+@pytest.mark.parametrize("bad", [
+    {"max_attempts": 0}, {"initial_delay": -1}, {"exponential_base": 0.5}, {"retry_on_status": [700]},
+])
+def test_invalid_retry_config_quotes_field_and_value(bad):
+    (name, value), = bad.items()
+    with pytest.raises(ConfigError) as info:
+        cfg(**bad)
+    assert name in str(info.value) and repr(value).strip("[]") in str(info.value)
