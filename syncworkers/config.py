@@ -612,13 +612,6 @@ class HTTPClientConfig(_Config):
     def effective_breaker(self) -> CircuitBreakerConfig:
         return self.circuit_breaker_config or CircuitBreakerConfig(enabled=False)
 
-    @property
-    def keepalive_connections(self) -> int:
-        """Idle connections kept per host."""
-        if self.max_keepalive_connections is None:
-            return self.max_connections
-        return self.max_keepalive_connections
-
 
 @_config
 class PollerConfig(_Config):

@@ -43,3 +43,38 @@ def server():
 def server2():
     with LoopbackServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A self-signed server certificate for 127.0.0.1 and a self-signed client certificate."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("tls")
+
+    def make(name, subject, san=None):
+        cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+               "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), "-subj", subject]
+        if san:
+            cmd += ["-addext", san]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    make("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    make("client", "/CN=syncworkers-test-client")
+    return d
+
+
+@pytest.fixture
+def tls_server(tls_files):
+    """An HTTPS loopback server that asks for (but does not require) a client certificate."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
+    ctx.load_verify_locations(tls_files / "client.pem")
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    with LoopbackServer(tls=ctx) as srv:
+        yield srv

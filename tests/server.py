@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.owner._connections += 1
             self._conn_id = self.server.owner._connections
             self.server.owner._open_sockets.add(self.connection)
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.server.owner.peer_certs.append(self.connection.getpeercert())
 
     def finish(self) -> None:
         with self.server.owner._lock:
@@ -143,8 +146,10 @@ class _Server(ThreadingHTTPServer):
 class LoopbackServer:
     """A scripted HTTP/1.1 server on 127.0.0.1 (an ephemeral port), used as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Optional[ssl.SSLContext] = None) -> None:
         self._lock = threading.Lock()
+        self.peer_certs: List[dict] = []
+        self.scheme = "https" if tls else "http"
         self._routes: Dict[Tuple[str, str], _Route] = {}
         self._connections = 0
         self._open_sockets: set = set()
@@ -153,14 +158,16 @@ class LoopbackServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self.port = self._httpd.server_address[1]
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread: Optional[threading.Thread] = None
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def route(self, method: str, path: str, *, status: Union[int, List[int]] = 200,
               body: Union[bytes, str] = b"", json=None, headers: Optional[Dict[str, str]] = None,

@@ -1,0 +1,310 @@
+"""HTTPClient: one pooled ``requests.Session`` with timeouts, retries, breakers and error mapping.
+
+Every request has (connect, read) timeouts, goes through the host's circuit
+breaker, is retried per the RetryConfig (waits happen on a ``threading.Event``,
+so a shutdown or a ``fail_fast`` broadcast cuts them short), reads at most
+``max_response_size`` bytes, and fails with an exception from
+:mod:`syncworkers.exceptions` — never a bare requests or urllib3 error.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
+from urllib.parse import urljoin
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .breaker import BreakerRegistry
+from .config import HTTPClientConfig, RetryConfig
+from .exceptions import (
+    CircuitOpenError,
+    ConfigError,
+    RequestError,
+    RequestTimeout,
+    ResponseTooLarge,
+    RetryInterrupted,
+    TransportError,
+    safe_url,
+)
+from .logging import get_logger, register_secret
+from .pool import pool_classes
+from .retry import SyncRetry, build_retry
+
+DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"
+#: Chunk size for reading bodies under the size cap.
+_CHUNK = 64 * 1024
+
+Timeout = Union[float, Tuple[float, float]]
+
+
+class _Adapter(HTTPAdapter):
+    """HTTPAdapter whose pools bound idle connections and expire stale ones."""
+
+    def __init__(self, config: HTTPClientConfig, pool_maxsize: int, clock: Any) -> None:
+        max_idle = config.max_keepalive_connections
+        self._pool_classes = pool_classes(config.keepalive_expiry,
+                                          pool_maxsize if max_idle is None else max_idle, clock)
+        # Retries are driven by HTTPClient (interruptible waits, breaker bookkeeping):
+        # the adapter makes exactly one attempt.
+        super().__init__(pool_connections=32, pool_maxsize=pool_maxsize,
+                         max_retries=Retry(0, read=False, redirect=False), pool_block=False)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+
+class HTTPClient:
+    """A thread-safe HTTP client for one worker.
+
+    *threads* is how many threads will share the client: the per-host pool is
+    never smaller, so there is no "Connection pool is full" churn under load.
+    *stop_event*, when set, interrupts retry waits (the worker's shutdown).
+    """
+
+    def __init__(self, config: Optional[HTTPClientConfig] = None, *, threads: int = 1,
+                 breakers: Optional[BreakerRegistry] = None, stop_event: Optional[threading.Event] = None,
+                 clock: Any = time.monotonic, logger: Any = None) -> None:
+        self.config = config if config is not None else HTTPClientConfig.from_env()
+        self.timeout: Tuple[float, float] = self.config.timeouts
+        self.retry_config: RetryConfig = self.config.effective_retry
+        self.breakers = breakers or BreakerRegistry(self.config.effective_breaker, clock=clock)
+        self.stop_event = stop_event or threading.Event()
+        self.logger = logger or get_logger("syncworkers.http")
+        self.pool_size = max(self.config.max_connections, threads)
+        for secret in (self.config.bearer_token, self.config.api_key, self.config.basic_password):
+            register_secret(secret)
+        self.session = self._build_session(clock)
+        # Settings requests would otherwise merge into every call, resolved once.
+        self._send_kwargs = {"verify": self.session.verify, "cert": self.session.cert,
+                             "proxies": {}, "stream": True}
+
+    def _build_session(self, clock: Any) -> requests.Session:
+        cfg = self.config
+        session = requests.Session()
+        session.trust_env = cfg.trust_env
+        session.max_redirects = cfg.max_redirects
+        session.verify = cfg.verify_ssl
+        if cfg.ssl_cert_file:
+            session.cert = (cfg.ssl_cert_file, cfg.ssl_key_file) if cfg.ssl_key_file else cfg.ssl_cert_file
+        adapter = _Adapter(cfg, self.pool_size, clock)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        headers = session.headers
+        headers["User-Agent"] = cfg.user_agent or DEFAULT_USER_AGENT
+        # Auth first, so that explicitly given headers (default_headers, per call) win over it.
+        if cfg.auth_type == "bearer":
+            headers["Authorization"] = f"Bearer {cfg.bearer_token}"
+        elif cfg.auth_type == "api_key":
+            headers[cfg.api_key_header] = cfg.api_key
+        elif cfg.auth_type == "basic":
+            token = base64.b64encode(f"{cfg.basic_user}:{cfg.basic_password}".encode()).decode()
+            register_secret(token)
+            headers["Authorization"] = f"Basic {token}"
+        headers.update(cfg.default_headers)
+        return session
+
+    # -- public API -------------------------------------------------------------
+
+    def url_for(self, url: str) -> str:
+        """An absolute URL: *url* itself, or *url* joined to ``base_url``."""
+        if "://" in url:
+            return url
+        if not self.config.base_url:
+            raise ConfigError(f"relative URL {url!r} needs a base_url (HTTP_BASE_URL)")
+        return urljoin(self.config.base_url.rstrip("/") + "/", url.lstrip("/"))
+
+    def request(self, method: str, url: str, *, params: Any = None, headers: Optional[Mapping[str, str]] = None,
+                json: Any = None, data: Any = None, timeout: Optional[Timeout] = None,
+                retry: Union[RetryConfig, SyncRetry, bool, None] = None, cancel: Optional[threading.Event] = None,
+                allow_redirects: Optional[bool] = None) -> requests.Response:
+        """Send one request with retries; return the final response, whatever its status.
+
+        ``response.attempts`` is the number of attempts made. Raises
+        CircuitOpenError (nothing sent), RequestTimeout / TransportError (after
+        retries), ResponseTooLarge, or RetryInterrupted when *cancel* (default:
+        the client's stop event) is set during a retry wait.
+        """
+        method = method.upper()
+        full_url = self.url_for(url)
+        prepared = self.session.prepare_request(
+            requests.Request(method, full_url, headers=headers, params=params, json=json, data=data))
+        policy = self._policy(retry)
+        cancel = cancel or self.stop_event
+        follow = self.config.follow_redirects if allow_redirects is None else allow_redirects
+        timeout = self.timeout if timeout is None else timeout
+        breaker = self.breakers.for_url(full_url)
+        try:
+            breaker.before_request()
+        except CircuitOpenError as exc:
+            raise CircuitOpenError(str(exc), host=exc.host, remaining=exc.remaining, url=full_url,
+                                   method=method) from None
+        attempt = 0
+        verdict = False
+        try:
+            while True:
+                attempt += 1
+                retry_after: Optional[str] = None
+                try:
+                    response = self._send(prepared.copy(), timeout, follow, full_url, method)
+                except (TransportError, ResponseTooLarge) as exc:
+                    exc.attempts = attempt
+                    if policy is None or isinstance(exc, ResponseTooLarge):
+                        breaker.record_failure(exc)
+                        verdict = True
+                        raise
+                    try:
+                        policy = policy.increment(method, full_url, error=_urllib3_error(exc))
+                    except Exception:
+                        breaker.record_failure(exc)
+                        verdict = True
+                        raise exc from exc.cause
+                    reason = str(exc)
+                else:
+                    status = response.status_code
+                    has_retry_after = "Retry-After" in response.headers
+                    if policy is not None and policy.is_retry(method, status, has_retry_after):
+                        try:
+                            policy = policy.increment(method, full_url, response=response.raw)
+                        except MaxRetryError:
+                            pass
+                        else:
+                            retry_after = response.headers.get("Retry-After")
+                            reason = f"status {status}"
+                            response.close()
+                            self._pause(policy, retry_after, reason, attempt, method, full_url, cancel)
+                            continue
+                    breaker.record_status(status)
+                    verdict = True
+                    response.attempts = attempt  # type: ignore[attr-defined]
+                    return response
+                self._pause(policy, retry_after, reason, attempt, method, full_url, cancel)
+        finally:
+            if not verdict:
+                breaker.release()
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", url, **kwargs)
+
+    def close(self) -> None:
+        """Interrupt retry waits and close pooled connections."""
+        self.stop_event.set()
+        self.session.close()
+
+    def __enter__(self) -> "HTTPClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"HTTPClient(base_url={cfg.base_url!r}, auth_type={cfg.auth_type!r}, "
+                f"pool_size={self.pool_size}, timeout={self.timeout!r})")
+
+    # -- internals ----------------------------------------------------------------
+
+    def _policy(self, retry: Union[RetryConfig, SyncRetry, bool, None]) -> Optional[SyncRetry]:
+        if retry is False:
+            return None
+        if isinstance(retry, SyncRetry):
+            return retry
+        if isinstance(retry, RetryConfig):
+            return build_retry(retry)
+        return build_retry(self.retry_config)
+
+    def _pause(self, policy: SyncRetry, retry_after: Optional[str], reason: str, attempt: int,
+               method: str, url: str, cancel: threading.Event) -> None:
+        wait = policy.next_wait(retry_after)
+        self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
+                         reason=reason, wait=round(wait, 3))
+        if cancel.wait(wait):
+            raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
+
+    def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
+              url: str, method: str) -> requests.Response:
+        try:
+            response = self.session.send(prepared, timeout=timeout, allow_redirects=follow,
+                                         **self._send_kwargs)
+            self._read_body(response, url, method)
+            return response
+        except requests.exceptions.ConnectTimeout as exc:
+            raise RequestTimeout("connect timeout", url=url, method=method, cause=exc) from exc
+        except requests.exceptions.ReadTimeout as exc:
+            raise RequestTimeout("read timeout", url=url, method=method, cause=exc) from exc
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(f"TLS error: {_describe(exc)}", url=url, method=method, cause=exc) from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            raise TransportError(f"connection failed: {_describe(exc)}", url=url, method=method,
+                                 cause=exc) from exc
+        except requests.exceptions.TooManyRedirects as exc:
+            raise RequestError("too many redirects", url=url, method=method, cause=exc) from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            raise ConfigError(f"invalid URL {safe_url(url)!r}") from exc
+
+    def _read_body(self, response: requests.Response, url: str, method: str) -> None:
+        """Read the whole body, refusing more than max_response_size bytes."""
+        cap = self.config.max_response_size
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > cap:
+            response.close()
+            raise ResponseTooLarge(f"response body of {length} bytes exceeds {cap}", url=url,
+                                   method=method, status=response.status_code)
+        chunks = []
+        total = 0
+        for chunk in response.iter_content(_CHUNK):
+            total += len(chunk)
+            if total > cap:
+                response.close()
+                raise ResponseTooLarge(f"response body exceeds {cap} bytes", url=url, method=method,
+                                       status=response.status_code)
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+
+
+def _urllib3_error(exc: RequestError) -> Exception:
+    """The urllib3 error under one of ours, for ``Retry.increment`` to classify."""
+    cause: Any = exc.cause
+    inner = cause.args[0] if cause is not None and cause.args else cause
+    if isinstance(inner, MaxRetryError) and inner.reason is not None:
+        inner = inner.reason
+    if isinstance(inner, Exception) and type(inner).__module__.startswith("urllib3"):
+        return inner
+    return ProtocolError(str(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason without the URL requests puts in its messages."""
+    inner: Any = exc.args[0] if exc.args else exc
+    if isinstance(inner, MaxRetryError) and inner.reason is not None:
+        inner = inner.reason
+    text = str(inner)
+    if isinstance(inner, ProtocolError) and inner.args and len(inner.args) > 1:
+        text = f"{inner.args[0]} {type(inner.args[1]).__name__}"
+    # urllib3 prefixes "<connection object at 0x...>: " or "HTTPConnectionPool(host=..): "
+    return text.rsplit("): ", 1)[-1].rsplit(">: ", 1)[-1][:200]
+
+
+def merge_headers(*layers: Optional[Mapping[str, str]]) -> MutableMapping[str, str]:
+    """Case-insensitive merge, later layers winning."""
+    merged: MutableMapping[str, str] = requests.structures.CaseInsensitiveDict()
+    for layer in layers:
+        if layer:
+            merged.update(layer)
+    return merged
+
+
+__all__ = ["HTTPClient", "DEFAULT_USER_AGENT", "merge_headers"]
