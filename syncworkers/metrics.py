@@ -1,0 +1,123 @@
+"""Thread-safe in-process metrics: counters and latency summaries.
+
+Workers count into a :class:`Metrics`; ``snapshot()`` gives a plain dict for
+health endpoints and logs. With the ``prometheus`` extra installed,
+:func:`prometheus_collector` exposes the same numbers to prometheus_client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, Optional
+
+#: Latencies kept per series for percentiles (a sliding window, bounded memory).
+LATENCY_WINDOW = 1024
+
+
+class _Summary:
+    __slots__ = ("count", "total", "max", "window")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.window: Deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.max = max(self.max, value)
+        self.window.append(value)
+
+    def as_dict(self) -> Dict[str, float]:
+        ordered = sorted(self.window)
+        return {
+            "count": self.count,
+            "avg": self.total / self.count if self.count else 0.0,
+            "max": self.max,
+            "p50": percentile(ordered, 50),
+            "p99": percentile(ordered, 99),
+        }
+
+
+def percentile(ordered: Iterable[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when empty)."""
+    values = list(ordered)
+    if not values:
+        return 0.0
+    rank = max(1, int(round(pct / 100.0 * len(values) + 0.4999)))
+    return values[min(rank, len(values)) - 1]
+
+
+class Metrics:
+    """Counters (``incr``) and latency summaries (``observe``), safe from any thread."""
+
+    def __init__(self, **labels: str) -> None:
+        self.labels = dict(labels)
+        self._lock = threading.Lock()
+        self._counters: Dict[str, float] = {}
+        self._summaries: Dict[str, _Summary] = {}
+
+    def incr(self, name: str, value: float = 1) -> None:
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + value
+
+    def observe(self, name: str, value: float) -> None:
+        with self._lock:
+            summary = self._summaries.get(name)
+            if summary is None:
+                summary = self._summaries[name] = _Summary()
+            summary.add(value)
+
+    def get(self, name: str, default: float = 0) -> float:
+        with self._lock:
+            return self._counters.get(name, default)
+
+    def __getitem__(self, name: str) -> float:
+        return self.get(name)
+
+    def summary(self, name: str) -> Optional[Dict[str, float]]:
+        with self._lock:
+            summary = self._summaries.get(name)
+            return summary.as_dict() if summary else None
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Every counter, and every summary as {count, avg, max, p50, p99}."""
+        with self._lock:
+            data: Dict[str, Any] = dict(self._counters)
+            data.update({name: s.as_dict() for name, s in self._summaries.items()})
+        return data
+
+    def __repr__(self) -> str:
+        return f"Metrics({self.snapshot()!r})"
+
+
+def prometheus_collector(metrics: Metrics, prefix: str = "syncworkers"):
+    """A prometheus_client collector for *metrics* (needs the ``prometheus`` extra).
+
+    Register it with ``prometheus_client.REGISTRY.register(...)``.
+    """
+    try:
+        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise ImportError("prometheus export needs: pip install 'syncworkers[prometheus]'") from exc
+
+    class _Collector:
+        def collect(self):
+            label_names = sorted(metrics.labels)
+            label_values = [metrics.labels[k] for k in label_names]
+            for name, value in metrics.snapshot().items():
+                metric = f"{prefix}_{name}".replace(".", "_").replace("-", "_")
+                if isinstance(value, dict):
+                    family = SummaryMetricFamily(metric, f"{name} (seconds)", labels=label_names)
+                    family.add_metric(label_values, value["count"], value["avg"] * value["count"])
+                else:
+                    family = CounterMetricFamily(metric, name, labels=label_names)
+                    family.add_metric(label_values, value)
+                yield family
+
+    return _Collector()
+
+
+__all__ = ["Metrics", "percentile", "prometheus_collector", "LATENCY_WINDOW"]

@@ -1,0 +1,140 @@
+"""HTTPWorker: the lifecycle and shared parts of every HTTP worker."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+
+from ..config import HTTPClientConfig
+from ..exceptions import WorkerError
+from ..http import HTTPClient
+from ..logging import get_logger
+from ..metrics import Metrics
+from ..runner import LoopJob, PeriodicJob
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runner import Runner
+
+Job = Union[PeriodicJob, LoopJob]
+
+
+class HTTPWorker:
+    """Base of PollerWorker and WebhookSenderWorker.
+
+    Owns one :class:`~syncworkers.http.HTTPClient` (``self.client``), a
+    structured ``self.logger`` and ``self.metrics``. Lifecycle:
+
+    * ``start()`` runs the worker in the background (its own Runner);
+      ``stop(timeout)`` stops it promptly, whatever its interval;
+    * ``run_sync()`` blocks until stopped (SIGINT/SIGTERM stop it on the main thread);
+    * ``startup()`` / ``shutdown()`` are hooks for subclasses, called once per run;
+    * several workers share one pool and timer with ``Runner([w1, w2, ...])``.
+
+    ``self.metrics`` may be replaced by a subclass (the reference examples put a
+    dict there); the worker keeps counting into its own :class:`Metrics`.
+    """
+
+    #: Threads that will share this worker's HTTP client (sizes its pool).
+    client_threads = 1
+
+    def __init__(self, http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
+                 client_config: Optional[HTTPClientConfig] = None) -> None:
+        self.name = name or type(self).__name__
+        self.logger = get_logger(f"syncworkers.{type(self).__module__}").bind(worker=self.name)
+        self._stats = Metrics(worker=self.name)
+        self.metrics: Any = self._stats
+        self._stop_event = threading.Event()
+        self.http_config = client_config or HTTPClientConfig.resolve(http_config)
+        self.client = HTTPClient(self.http_config, threads=self.client_threads, stop_event=self._stop_event,
+                                 logger=self.logger)
+        self._runner: Optional["Runner"] = None
+        self._own_runner: Optional["Runner"] = None
+        self._lock = threading.RLock()
+
+    # -- hooks for subclasses ---------------------------------------------------------
+
+    def startup(self) -> None:
+        """Called once before the worker's jobs start (override; no need to call super)."""
+
+    def shutdown(self) -> None:
+        """Called once after the worker's jobs ended (override; no need to call super)."""
+
+    def jobs(self) -> List[Job]:
+        """What a Runner should run for this worker."""
+        return []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        runner = self._runner
+        return runner is not None and runner.running and not self._stop_event.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the worker is asked to stop; long loops should wait on it."""
+        return self._stop_event
+
+    def start(self) -> "HTTPWorker":
+        """Run in the background (a Runner of its own); returns at once."""
+        from ..runner import Runner
+
+        with self._lock:
+            if self.running:
+                raise WorkerError(f"{self.name} is already running")
+            runner = Runner([self], max_workers=self._runner_threads(), name=self.name)
+            self._own_runner = runner
+            runner.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        """Stop: interrupt waits, let in-flight work finish up to *timeout*; True if all ended."""
+        self._stop_event.set()
+        runner = self._own_runner
+        if runner is None:
+            return True
+        ended = runner.stop(timeout)
+        with self._lock:
+            if self._own_runner is runner:
+                self._own_runner = None
+        return ended
+
+    def run_sync(self) -> None:
+        """Block until stopped; on the main thread SIGINT and SIGTERM stop it cleanly."""
+        from ..runner import Runner
+
+        Runner([self], max_workers=self._runner_threads(), name=self.name).run()
+
+    def close(self) -> None:
+        """Stop if running and release connections."""
+        self.stop()
+        self.client.close()
+
+    def __enter__(self) -> "HTTPWorker":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _runner_threads(self) -> int:
+        return max(1, len([j for j in self.jobs() if isinstance(j, PeriodicJob)]))
+
+    def _bind_runner(self, runner: "Runner") -> None:
+        """Called by a Runner before startup(): share its stop event for every wait."""
+        self._runner = runner
+        self._stop_event = runner.stop_event
+        self.client.stop_event = runner.stop_event
+
+    # -- observability ----------------------------------------------------------------
+
+    def health(self) -> Dict[str, Any]:
+        """A JSON-friendly view: running, circuits, metrics."""
+        return {
+            "worker": self.name,
+            "running": self.running,
+            "circuits": self.client.breakers.states(),
+            "metrics": self._stats.snapshot(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} running={self.running} client={self.client!r}>"
