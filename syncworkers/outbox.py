@@ -1,0 +1,612 @@
+"""The durable webhook outbox: a delivery queue on SQLite (stdlib ``sqlite3``).
+
+A delivery is written (and fsynced) before :meth:`Outbox.add` returns, and leaves
+the queue only as ``delivered`` or ``dead``. Workers take deliveries with
+:meth:`Outbox.claim_due`, which leases them to one owner at a time; the lease of a
+process that died expires and another owner takes the delivery over, so a crash
+loses nothing (at-least-once, same id). Several threads and several processes may
+share one file. This module stores and schedules; it sends nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from .exceptions import ConfigError, safe_url
+from .message import new_id
+
+logger = logging.getLogger(__name__)
+
+PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
+STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
+
+#: Seconds a claim stays valid unless renewed; a dead owner's claims are taken over after it.
+DEFAULT_LEASE_SECONDS = 10.0
+#: Seconds a connection waits for another writer's lock before giving up.
+BUSY_TIMEOUT = 30.0
+#: Idle connections kept for reuse; more concurrent callers open (and later close) extra ones.
+MAX_IDLE_CONNECTIONS = 8
+#: Ids per ``IN (...)`` clause, well under SQLite's host-parameter limit.
+_CHUNK = 500
+
+#: Schema migrations: entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n + 1``.
+_MIGRATIONS = (
+    """
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        url TEXT NOT NULL,
+        body BLOB NOT NULL,
+        headers TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        owner TEXT,
+        lease_until REAL,
+        delivered_at REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+    CREATE INDEX deliveries_updated ON deliveries (state, updated_at);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = (
+    "id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
+    " last_status, last_error, owner, lease_until, delivered_at"
+)
+#: Header names whose values :meth:`Delivery.to_dict` hides.
+_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|signature|password|api[-_]?key", re.I)
+
+
+@dataclass
+class Delivery:
+    """One webhook delivery as stored in the outbox (timestamps are epoch seconds).
+
+    ``repr()`` shows neither body nor headers, and the URL without its query string.
+    """
+
+    id: str
+    endpoint: str
+    url: str
+    body: bytes = field(repr=False)
+    headers: Dict[str, str] = field(repr=False)
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    last_status: Optional[int]
+    last_error: Optional[str]
+    owner: Optional[str]
+    lease_until: Optional[float]
+    delivered_at: Optional[float]
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(id={self.id!r}, endpoint={self.endpoint!r}, url={safe_url(self.url)!r},"
+            f" state={self.state!r}, attempts={self.attempts}, next_attempt_at={self.next_attempt_at},"
+            f" last_status={self.last_status!r})"
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-friendly form for the CLI.
+
+        The body is text when it is UTF-8, else base64 (``body_encoding`` says which).
+        Secret-looking header values and the URL's query string are redacted.
+        """
+        try:
+            body, encoding = self.body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            body, encoding = base64.b64encode(self.body).decode("ascii"), "base64"
+        headers = {k: "<redacted>" if _SECRET_HEADER.search(k) else v for k, v in self.headers.items()}
+        return {
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "url": safe_url(self.url),
+            "body": body,
+            "body_encoding": encoding,
+            "headers": headers,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "owner": self.owner,
+            "lease_until": self.lease_until,
+            "delivered_at": self.delivered_at,
+        }
+
+
+def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]:
+    """Seconds to wait before the next attempt, or None when the schedule is exhausted.
+
+    Attempt 1 is at once; after attempt ``n`` the next waits ``schedule[n-1]``, so a
+    schedule of k delays allows k + 1 attempts in all.
+    """
+    if attempts_made < 0:
+        raise ValueError(f"attempts_made must be >= 0, got {attempts_made!r}")
+    if attempts_made == 0:
+        return 0.0
+    if attempts_made > len(schedule):
+        return None
+    return float(schedule[attempts_made - 1])
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[List[str]]:
+    ids = list(ids)
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _row_to_delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"], endpoint=row["endpoint"], url=row["url"], body=bytes(row["body"]),
+        headers=json.loads(row["headers"]), state=row["state"], attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"], created_at=row["created_at"],
+        updated_at=row["updated_at"], last_status=row["last_status"], last_error=row["last_error"],
+        owner=row["owner"], lease_until=row["lease_until"], delivered_at=row["delivered_at"],
+    )
+
+
+class Outbox:
+    """A delivery queue in a SQLite file (durable) or in memory (``path`` None; not durable).
+
+    Every method is safe from many threads at once. A file is opened in WAL mode with
+    ``synchronous=FULL``, so a delivery survives a crash once :meth:`add` returns; each
+    thread borrows a connection from a small pool. Times come from ``clock`` unless a
+    method is given ``now``. ``owner`` names this process's claims.
+    """
+
+    def __init__(
+        self,
+        path: Optional[str] = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: Optional[str] = None,
+    ):
+        if not lease_seconds > 0:
+            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        if path is not None:
+            path = os.fspath(path)
+        self.path: Optional[str] = None if path in (None, ":memory:") else path
+        self.durable: bool = self.path is not None
+        self.lease_seconds = float(lease_seconds)
+        self.owner = owner or _default_owner()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._idle: List[sqlite3.Connection] = []
+        self._closed = False
+        self._shared: Optional[sqlite3.Connection] = None
+        if self.path is None:
+            self._shared = self._connect(":memory:")
+            self._migrate(self._shared)
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise ConfigError(f"outbox directory {directory!r} does not exist (outbox path {self.path!r})")
+        conn = None
+        try:
+            conn = self._connect(self.path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._migrate(conn)
+        except (sqlite3.Error, ConfigError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"cannot open outbox {self.path!r}: {exc}") from exc
+        self._idle.append(conn)
+
+    # -- connections ------------------------------------------------------
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; writes use BEGIN IMMEDIATE so they
+        # take the write lock up front and wait up to `timeout` (busy_timeout) instead of failing.
+        # check_same_thread=False: pooled connections move between threads, one at a time.
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"outbox {self.path!r} has schema version {version}; this syncworkers knows"
+                    f" up to {SCHEMA_VERSION}"
+                )
+            for script in _MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        if self._shared is not None:
+            with self._lock:
+                self._check_open()
+                yield self._shared
+            return
+        with self._lock:
+            self._check_open()
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect(self.path)  # type: ignore[arg-type]
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self._closed and not conn.in_transaction and len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside BEGIN IMMEDIATE: committed on success, rolled back on error."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the outbox is closed")
+
+    def _now(self, now: Optional[float]) -> float:
+        return float(self._clock() if now is None else now)
+
+    # -- writing ----------------------------------------------------------
+
+    def add(
+        self,
+        endpoint: str,
+        url: str,
+        body: bytes,
+        headers: Optional[Dict[str, str]] = None,
+        id: Optional[str] = None,
+        now: Optional[float] = None,
+    ) -> str:
+        """Store a pending delivery due at once and return its id; committed before it returns.
+
+        Adding an id that is already stored changes nothing and returns that id.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        if not url:
+            raise ValueError("url is empty")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"body must be bytes, got {type(body).__name__}")
+        headers = dict(headers or {})
+        for key, value in headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"header names and values must be str (header {key!r})")
+        id = new_id() if id is None else str(id)
+        at = self._now(now)
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO deliveries (id, endpoint, url, body, headers, state, attempts,"
+                " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                (id, endpoint, url, bytes(body), json.dumps(headers), PENDING, at, at, at),
+            )
+        return id
+
+    def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]:
+        """Lease up to ``limit`` due deliveries to this owner, earliest due first.
+
+        Due means pending with ``next_attempt_at <= now``, or in flight under an expired
+        lease (its owner died or stalled: the claim is taken over). While a lease is
+        valid no other owner gets the delivery.
+        """
+        if limit <= 0:
+            return []
+        at = self._now(now)
+        lease_until = at + self.lease_seconds
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM deliveries"
+                " WHERE (state = ? AND next_attempt_at <= ?) OR (state = ? AND lease_until < ?)"
+                " ORDER BY next_attempt_at, rowid LIMIT ?",
+                (PENDING, at, IN_FLIGHT, at, int(limit)),
+            ).fetchall()
+            claimed = [_row_to_delivery(row) for row in rows]
+            conn.executemany(
+                "UPDATE deliveries SET state = ?, owner = ?, lease_until = ?, updated_at = ? WHERE id = ?",
+                [(IN_FLIGHT, self.owner, lease_until, at, d.id) for d in claimed],
+            )
+        taken = sorted({d.owner or "?" for d in claimed if d.state == IN_FLIGHT})
+        if taken:
+            logger.warning("outbox: took over deliveries whose lease expired (owners: %s)", ", ".join(taken))
+        for d in claimed:
+            d.state, d.owner, d.lease_until, d.updated_at = IN_FLIGHT, self.owner, lease_until, at
+        return claimed
+
+    def renew(self, ids: Sequence[str], now: Optional[float] = None) -> None:
+        """Extend the leases this owner still holds on ``ids`` (others' claims are untouched)."""
+        at = self._now(now)
+        with self._write() as conn:
+            for chunk in _chunks(ids):
+                conn.execute(
+                    f"UPDATE deliveries SET lease_until = ? WHERE state = ? AND owner = ?"
+                    f" AND id IN ({_marks(len(chunk))})",
+                    (at + self.lease_seconds, IN_FLIGHT, self.owner, *chunk),
+                )
+
+    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None) -> None:
+        """Record a successful attempt: the delivery is final.
+
+        Applies even if this owner's lease was lost meanwhile: the receiver has it.
+        """
+        at = self._now(now)
+        self._finish(
+            id,
+            "state = ?, attempts = attempts + 1, last_status = ?, delivered_at = ?",
+            (DELIVERED, status, at),
+            at,
+            require_claim=False,
+        )
+
+    def mark_retry(
+        self,
+        id: str,
+        next_attempt_at: float,
+        error: Optional[str],
+        status: Optional[int] = None,
+        spend_attempt: bool = True,
+        now: Optional[float] = None,
+    ) -> None:
+        """Put a claimed delivery back to pending, due at ``next_attempt_at``.
+
+        ``spend_attempt=False`` postpones without counting an attempt (Retry-After, an
+        open circuit). Ignored, with a warning, if this owner no longer holds the claim.
+        """
+        at = self._now(now)
+        self._finish(
+            id,
+            "state = ?, attempts = attempts + ?, next_attempt_at = ?, last_error = ?, last_status = ?",
+            (PENDING, int(bool(spend_attempt)), float(next_attempt_at), error, status),
+            at,
+        )
+
+    def mark_dead(
+        self,
+        id: str,
+        reason: str,
+        status: Optional[int] = None,
+        spend_attempt: bool = True,
+        now: Optional[float] = None,
+    ) -> None:
+        """Give up on a claimed delivery; ``reason`` is kept as its last error.
+
+        Ignored, with a warning, if this owner no longer holds the claim.
+        """
+        at = self._now(now)
+        self._finish(
+            id,
+            "state = ?, attempts = attempts + ?, last_error = ?, last_status = ?",
+            (DEAD, int(bool(spend_attempt)), reason, status),
+            at,
+        )
+
+    def _finish(
+        self, id: str, assignments: str, params: tuple, at: float, require_claim: bool = True
+    ) -> None:
+        """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
+        with self._write() as conn:
+            row = conn.execute("SELECT state, owner FROM deliveries WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise KeyError(id)
+            held = row["state"] == IN_FLIGHT and row["owner"] == self.owner
+            if require_claim and not held:
+                # Our lease expired and another owner took the delivery over (or it was
+                # already settled): its outcome is theirs to record, not ours to overwrite.
+                logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
+                return
+            if row["state"] == DELIVERED:
+                return
+            conn.execute(
+                f"UPDATE deliveries SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (*params, at, id),
+            )
+
+    def release(self, ids: Optional[Sequence[str]] = None) -> int:
+        """Hand this owner's claims back (graceful stop): in flight -> pending, attempts unchanged.
+
+        ``ids`` None releases all of this owner's claims. Returns how many were released.
+        """
+        at = self._now(None)
+        query = "UPDATE deliveries SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?" \
+                " WHERE state = ? AND owner = ?"
+        params = (PENDING, at, IN_FLIGHT, self.owner)
+        with self._write() as conn:
+            if ids is None:
+                return conn.execute(query, params).rowcount
+            return sum(
+                conn.execute(f"{query} AND id IN ({_marks(len(chunk))})", (*params, *chunk)).rowcount
+                for chunk in _chunks(ids)
+            )
+
+    def replay(
+        self,
+        ids: Optional[Sequence[str]] = None,
+        endpoint: Optional[str] = None,
+        since: Optional[float] = None,
+        now: Optional[float] = None,
+    ) -> int:
+        """Send dead deliveries again: dead -> pending, due now, attempts reset to 0.
+
+        Filters combine: ``ids``, ``endpoint``, and ``since`` (died at or after that
+        time). At least one is required. ``last_error`` and ``last_status`` are kept.
+        Returns how many were replayed.
+        """
+        if ids is None and endpoint is None and since is None:
+            raise ValueError("replay needs ids, an endpoint or a since time")
+        at = self._now(now)
+        where, params = self._filters(DEAD, endpoint, since)
+        query = (
+            "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, owner = NULL,"
+            f" lease_until = NULL, updated_at = ? WHERE {where}"
+        )
+        head = (PENDING, at, at, *params)
+        with self._write() as conn:
+            if ids is None:
+                return conn.execute(query, head).rowcount
+            return sum(
+                conn.execute(f"{query} AND id IN ({_marks(len(chunk))})", (*head, *chunk)).rowcount
+                for chunk in _chunks(ids)
+            )
+
+    def purge(self, older_than: float, state: str = DELIVERED, now: Optional[float] = None) -> int:
+        """Delete ``state`` deliveries (delivered or dead) last updated more than ``older_than`` s ago."""
+        if state not in (DELIVERED, DEAD):
+            raise ValueError(f"purge removes delivered or dead deliveries only, not {state!r}")
+        if older_than < 0:
+            raise ValueError(f"older_than must be >= 0, got {older_than!r}")
+        cutoff = self._now(now) - older_than
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM deliveries WHERE state = ? AND updated_at < ?", (state, cutoff)
+            ).rowcount
+
+    # -- reading ----------------------------------------------------------
+
+    @staticmethod
+    def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> tuple:
+        clauses, params = ["1"], []
+        if state is not None:
+            if state not in STATES:
+                raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+            clauses.append("state = ?")
+            params.append(state)
+        if endpoint is not None:
+            clauses.append("endpoint = ?")
+            params.append(endpoint)
+        if since is not None:
+            clauses.append("updated_at >= ?")
+            params.append(float(since))
+        return " AND ".join(clauses), params
+
+    def get(self, id: str) -> Optional[Delivery]:
+        """The delivery with this id, or None."""
+        with self._conn() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (id,)).fetchone()
+        return None if row is None else _row_to_delivery(row)
+
+    def list(
+        self,
+        state: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        since: Optional[float] = None,
+        limit: int = 100,
+    ) -> List[Delivery]:
+        """Deliveries matching every filter given, most recently updated first.
+
+        ``since`` keeps those updated (added, retried, delivered, died) at or after that time.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        where, params = self._filters(state, endpoint, since)
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM deliveries WHERE {where}"
+                " ORDER BY updated_at DESC, rowid DESC LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        return [_row_to_delivery(row) for row in rows]
+
+    def counts(self) -> Dict[str, int]:
+        """``{"pending", "in_flight", "delivered", "dead"}``; pending includes those in flight."""
+        with self._conn() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
+        by_state = {state: 0 for state in STATES}
+        by_state.update({row[0]: row[1] for row in rows})
+        return {
+            "pending": by_state[PENDING] + by_state[IN_FLIGHT],
+            "in_flight": by_state[IN_FLIGHT],
+            "delivered": by_state[DELIVERED],
+            "dead": by_state[DEAD],
+        }
+
+    def next_due(self) -> Optional[float]:
+        """When something next becomes claimable: the earliest pending due time or lease expiry."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT (SELECT MIN(next_attempt_at) FROM deliveries WHERE state = ?),"
+                " (SELECT MIN(lease_until) FROM deliveries WHERE state = ?)",
+                (PENDING, IN_FLIGHT),
+            ).fetchone()
+        times = [t for t in row if t is not None]
+        return min(times) if times else None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection; idempotent. Later calls raise ValueError."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            if self._shared is not None:
+                self._shared.close()  # under the lock: no thread is using it
+        for conn in idle:
+            conn.close()
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Outbox(path={self.path!r}, owner={self.owner!r})"
+
+
+__all__ = [
+    "PENDING",
+    "IN_FLIGHT",
+    "DELIVERED",
+    "DEAD",
+    "Delivery",
+    "Outbox",
+    "next_delay",
+]
