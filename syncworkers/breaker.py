@@ -111,8 +111,15 @@ class HostBreaker(CircuitBreaker):
             self._probing = False
 
     def record_failure(self, error: Optional[BaseException] = None) -> None:
-        """Count a consecutive failure; an *error* that is not ``expected_exception`` is no verdict."""
-        if error is not None and not self.is_failure(type(error), error):
+        """Count a consecutive failure; an *error* that is not ``expected_exception`` is no verdict.
+
+        A syncworkers RequestError matches through itself or its ``cause`` (the
+        underlying requests/urllib3 error), so ``expected_exception=ConnectionError``
+        works as users expect.
+        """
+        cause = getattr(error, "cause", None)
+        if (error is not None and not self.is_failure(type(error), error)
+                and not (cause is not None and self.is_failure(type(cause), cause))):
             self.release()
             return
         with self._lock:
