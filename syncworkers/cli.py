@@ -1,0 +1,209 @@
+"""The ``syncworkers`` command: run, check, demo (and outbox, where installed).
+
+Exit codes: 0 success, 1 failed work (``run --once``), 2 bad usage or
+configuration — reported as one line on stderr, with a traceback only at
+``--log-level DEBUG``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from typing import Any, List, Optional, Sequence
+
+import click
+
+from . import __version__
+from .exceptions import SyncWorkersError
+from .logging import configure_logging
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CLIError(click.ClickException):
+    """A usage or configuration problem: one line on stderr, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def load_target(spec: str) -> Any:
+    """Import ``module:attr`` (attr may be dotted) and return the object."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CLIError(f"{spec!r} is not of the form module:Worker")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `syncworkers run app:Worker` from the project folder
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or anything the module raises while importing
+        raise CLIError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def build_worker(spec: str) -> Any:
+    """A worker from a class (called with no arguments), an instance, or a factory function."""
+    from .workers.base import HTTPWorker
+
+    target = load_target(spec)
+    if isinstance(target, HTTPWorker):
+        return target
+    if inspect.isclass(target) and not issubclass(target, HTTPWorker):
+        raise CLIError(f"{spec} is a class but not an HTTPWorker subclass")
+    if not callable(target):
+        raise CLIError(f"{spec} is not a worker class, instance or factory ({type(target).__name__})")
+    try:
+        worker = target()
+    except SyncWorkersError:
+        raise
+    except Exception as exc:
+        raise CLIError(f"cannot create {spec}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(worker, HTTPWorker):
+        raise CLIError(f"{spec}() returned {type(worker).__name__}, not an HTTPWorker")
+    return worker
+
+
+def build_workers(specs: Sequence[str]) -> List[Any]:
+    return [build_worker(spec) for spec in specs]
+
+
+def _load_env_file(path: Optional[str]) -> None:
+    if not path:
+        return
+    from environs import Env
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--env-file {path!r}: no such file")
+    Env().read_env(path, recurse=False, override=True)
+
+
+def _setup(log_level: str, log_format: str, env_file: Optional[str]) -> None:
+    try:
+        configure_logging(log_level, log_format)
+    except SyncWorkersError as exc:
+        raise CLIError(str(exc)) from exc
+    _load_env_file(env_file)
+
+
+def _describe(worker: Any) -> str:
+    parts = [type(worker).__name__]
+    for attr in ("url", "interval", "method", "base_url"):
+        value = getattr(worker, attr, None)
+        if value is not None:
+            parts.append(f"{attr}={value}")
+    return " ".join(parts)
+
+
+_LOG_OPTIONS = [
+    click.option("--log-level", default="INFO", show_default=True,
+                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)),
+    click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])),
+    click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+                 help="Read environment variables from this file first."),
+]
+
+
+def _log_options(func: Any) -> Any:
+    for option in reversed(_LOG_OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncworkers")
+def cli() -> None:
+    """Synchronous HTTP workers: pollers and webhook senders."""
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
+@click.option("--once", is_flag=True, help="One cycle of each worker, then exit (cron style).")
+@click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
+@click.option("--stagger/--no-stagger", default=True, show_default=True,
+              help="Spread the pollers' first ticks across their interval.")
+@_log_options
+def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool, log_level: str,
+        log_format: str, env_file: Optional[str]) -> None:
+    """Run workers until SIGINT/SIGTERM (exit 0), or one cycle each with --once."""
+    _setup(log_level, log_format, env_file)
+    workers = build_workers(targets)
+    if once:
+        failed = 0
+        for worker in workers:
+            try:
+                if not _run_once(worker):
+                    failed += 1
+            finally:
+                worker.close()
+        if failed:
+            click.echo(f"{failed} of {len(workers)} worker(s) failed", err=True)
+            sys.exit(EXIT_FAILED)
+        return
+    from .runner import Runner
+
+    Runner(workers, max_workers=max_workers, stagger=stagger, name="cli").run()
+    for worker in workers:
+        worker.client.close()
+
+
+def _run_once(worker: Any) -> bool:
+    """One cycle; False if it failed (transport error, open circuit, exception in process_message)."""
+    poll = getattr(worker, "poll", None)
+    if poll is not None:
+        return bool(poll().ok)
+    run_once = getattr(worker, "run_once", None)
+    if run_once is None:
+        raise CLIError(f"{type(worker).__name__} has no single cycle to run (--once)")
+    run_once()
+    return bool(getattr(worker, "last_run_ok", True))
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
+@_log_options
+def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
+    """Import workers and validate their configuration; nothing is sent."""
+    _setup(log_level, log_format, env_file)
+    for spec in targets:
+        worker = build_worker(spec)
+        click.echo(f"ok  {spec}: {_describe(worker)}")
+        worker.client.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point: click with our error policy (one line, exit 2, traceback only at DEBUG)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = any(a.upper() in ("DEBUG", "--LOG-LEVEL=DEBUG") for a in args)
+    try:
+        cli.main(args=args, prog_name="syncworkers", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.UsageError as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        if debug and exc.__cause__ is not None:
+            cause = exc.__cause__
+            traceback.print_exception(type(cause), cause, cause.__traceback__)
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except SyncWorkersError as exc:  # ConfigError and friends raised while building workers
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
