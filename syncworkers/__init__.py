@@ -27,17 +27,44 @@ from .exceptions import (  # noqa: E402
     WorkerError,
 )
 from .message import Message  # noqa: E402
+from .breaker import BreakerRegistry, HostBreaker  # noqa: E402
+from .http import HTTPClient  # noqa: E402
+from .logging import configure_logging, get_logger  # noqa: E402
+from .metrics import Metrics  # noqa: E402
+from .outbox import Delivery, Outbox  # noqa: E402
+from .runner import LoopJob, PeriodicJob, Runner  # noqa: E402
+from .signing import Signer, verify  # noqa: E402
+from .workers import HTTPWorker  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "__version__",
+    # configuration
     "CircuitBreakerConfig",
     "HTTPClientConfig",
     "PollerConfig",
     "RetryConfig",
     "RetryStrategy",
     "WebhookConfig",
+    # workers and running them
+    "HTTPWorker",
+    "Runner",
+    "PeriodicJob",
+    "LoopJob",
+    "Message",
+    # building blocks
+    "HTTPClient",
+    "BreakerRegistry",
+    "HostBreaker",
+    "Metrics",
+    "Outbox",
+    "Delivery",
+    "Signer",
+    "verify",
+    "configure_logging",
+    "get_logger",
+    # errors
     "CircuitOpenError",
     "ConfigError",
     "DeliveryError",
@@ -50,5 +77,4 @@ __all__ = [
     "TransportError",
     "UnknownOptionError",
     "WorkerError",
-    "Message",
 ]
