@@ -1,0 +1,359 @@
+"""PollerWorker: poll an HTTP API at a fixed rate and hand each response to ``process_message``.
+
+One poll is one ``HTTPClient.request`` (retries happen inside it), turned into
+one :class:`~syncworkers.message.Message` (or one per item of a
+``data_extractor``). Every HTTP response reaches ``process_message`` whatever
+its status; transport errors and open circuits go to ``on_poll_error``. The
+Runner does the fixed-rate timing; this module only does one poll at a time.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urljoin
+
+import requests
+
+from ..config import HTTPClientConfig, PollerConfig
+from ..exceptions import (
+    CircuitOpenError,
+    ConfigError,
+    RequestError,
+    RetryInterrupted,
+    TransportError,
+    safe_url,
+)
+from ..http import merge_headers
+from ..message import Message
+from ..runner import PeriodicJob
+from .base import HTTPWorker, Job
+
+DataExtractor = Callable[[Any], Any]
+
+#: Counters every poller reports from the start (0 until something happens).
+COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
+            "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages")
+#: Methods that send If-None-Match / If-Modified-Since (conditional requests are for safe methods).
+CONDITIONAL_METHODS = ("GET", "HEAD")
+
+
+@dataclass
+class PollOutcome:
+    """What one poll did.
+
+    ``ok`` is False when the poll failed: a transport error, an open circuit, a
+    body too large, a ``data_extractor`` or ``process_message`` exception, or a
+    stop during a retry wait. A non-2xx response is data: ``ok`` stays True.
+    ``results`` are the values ``process_message`` returned; ``messages`` how
+    many messages were delivered to it.
+    """
+
+    ok: bool
+    status: Optional[int] = None
+    results: List[Any] = field(default_factory=list)
+    error: Optional[BaseException] = None
+    messages: int = 0
+
+
+class PollerWorker(HTTPWorker):
+    """Poll *url* every *interval* seconds and call ``process_message(message)`` per response.
+
+    ``url``, ``interval`` and ``method`` come, field by field, from the argument,
+    else ``poller_config``, else ``POLLER_URL`` / ``POLLER_INTERVAL`` /
+    ``POLLER_METHOD`` (method defaults to GET). The HTTP client settings layer
+    ``poller_config`` > ``http_config`` > ``POLLER_*`` > ``HTTP_*`` variables >
+    defaults. A relative url joins ``PollerConfig.base_url`` or ``HTTP_BASE_URL``.
+
+    ``message.headers`` holds ``status_code``, ``response_time`` (ms, retries
+    included), ``url``, ``method``, ``content_type``, ``response_headers`` and
+    ``attempts``. The body is parsed JSON for a JSON content type, text
+    otherwise, None when empty. With *data_extractor*, a 2xx body becomes one
+    message per item of the list it returns (any other value is one item).
+
+    With ``PollerConfig.conditional`` (the default), GET and HEAD polls send
+    the last 2xx response's ETag / Last-Modified back; a 304 produces no message.
+    ``self.metrics`` may be replaced by a subclass; counting goes to ``self._stats``.
+    """
+
+    def __init__(self, url: Optional[str] = None, interval: Optional[float] = None,
+                 method: Optional[str] = None, headers: Optional[Mapping[str, str]] = None,
+                 params: Any = None, data_extractor: Optional[DataExtractor] = None,
+                 poller_config: Optional[PollerConfig] = None,
+                 http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
+                 json: Any = None, data: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        for arg, value, cls in (("poller_config", poller_config, PollerConfig),
+                                ("http_config", http_config, HTTPClientConfig)):
+            if value is not None and not isinstance(value, cls):
+                raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
+                                  {arg: f"must be a {cls.__name__}"})
+        config = PollerConfig.resolve(poller_config, url=url, interval=interval, method=method)
+        client_config = _client_config(poller_config, config, http_config)
+        absolute_url = _absolute_url(config, client_config)
+        if headers is not None and not isinstance(headers, Mapping):
+            raise ConfigError(f"headers must be a mapping, got {type(headers).__name__}",
+                              {"headers": "must be a mapping"})
+        if data_extractor is not None and not callable(data_extractor):
+            raise ConfigError(f"data_extractor must be callable, got {data_extractor!r}",
+                              {"data_extractor": "must be callable"})
+        if json is not None and data is not None:
+            raise ConfigError("give json or data, not both", {"json": "conflicts with data"})
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        super().__init__(name=name, client_config=client_config)
+        self.poller_config = config
+        self.url = absolute_url
+        self.interval = config.interval
+        self.method = config.method
+        self.headers: Dict[str, str] = dict(headers or {})
+        self.params = params
+        self.data_extractor = data_extractor
+        self.last_outcome: Optional[PollOutcome] = None
+        self._json = json
+        self._data = data
+        self._clock = clock
+        # Re-entrant: a process_message that calls poll() runs it nested instead of deadlocking.
+        self._poll_lock = threading.RLock()
+        self._health_lock = threading.Lock()
+        self._last_success: Optional[datetime] = None
+        self._consecutive_failures = 0
+        self._validators: Dict[str, str] = {}
+        for counter in COUNTERS:
+            self._stats.incr(counter, 0)
+
+    # -- for subclasses -----------------------------------------------------------
+
+    def process_message(self, message: Message) -> Any:
+        """Handle one polled message (override). The default logs it and returns its body."""
+        self.logger.info("poll response", url=safe_url(self.url), status_code=message.headers.get("status_code"))
+        return message.body
+
+    def on_poll_error(self, exc: RequestError) -> None:
+        """Called when a poll got no response: a transport error, an open circuit, a body too large.
+
+        The default logs the reason (WARNING for connection trouble and open
+        circuits, ERROR otherwise). The worker keeps polling either way.
+        """
+        level = logging.WARNING if isinstance(exc, (TransportError, CircuitOpenError)) else logging.ERROR
+        self.logger.log(level, "poll failed", url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+
+    # -- polling ----------------------------------------------------------------------
+
+    def poll(self) -> PollOutcome:
+        """Do one full poll cycle now, in this thread (waits for a poll already in progress)."""
+        with self._poll_lock:
+            outcome = self._poll()
+            self.last_outcome = outcome
+        return outcome
+
+    def run_once(self) -> List[Any]:
+        """One poll cycle; returns what ``process_message`` returned for each message."""
+        return self.poll().results
+
+    def jobs(self) -> List[Job]:
+        """One periodic job: the Runner does the fixed-rate timing, skipping and stagger."""
+        return [PeriodicJob(self.name, self.interval, self._tick, jitter=self.poller_config.jitter,
+                            on_skip=self._on_skip)]
+
+    def _tick(self) -> None:
+        # A poll() called directly may hold the lock: this tick is then skipped, not queued.
+        if not self._poll_lock.acquire(blocking=False):
+            self._on_skip(1)
+            return
+        try:
+            self.last_outcome = self._poll()
+        finally:
+            self._poll_lock.release()
+
+    def _on_skip(self, count: int) -> None:
+        self._stats.incr("skipped_ticks", count)
+        self.logger.debug("tick skipped: the previous poll is still running", skipped=count)
+
+    def _poll(self) -> PollOutcome:
+        stats = self._stats
+        stats.incr("polls")
+        started = self._clock()
+        try:
+            response = self.client.request(self.method, self.url, headers=self._request_headers(),
+                                           params=self.params, json=self._json, data=self._data)
+        except RetryInterrupted as exc:  # stop() during a retry wait: shutting down, not a failure
+            self.logger.info("poll interrupted by stop", url=safe_url(self.url))
+            return PollOutcome(ok=False, error=exc)
+        except RequestError as exc:
+            stats.incr("errors")
+            self._record(success=False)
+            try:
+                self.on_poll_error(exc)
+            except Exception:
+                self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
+            return PollOutcome(ok=False, status=exc.status, error=exc)
+        elapsed_ms = (self._clock() - started) * 1000.0
+        stats.observe("poll_latency", elapsed_ms)
+        status = response.status_code
+        stats.incr(f"responses_{status // 100}xx")
+        if status == 304:
+            stats.incr("not_modified")
+            self._record(success=True)
+            return PollOutcome(ok=True, status=status)
+        success = 200 <= status < 300
+        if success:
+            self._remember_validators(response)
+        body = self._decode(response)
+        headers = {
+            "status_code": status,
+            "response_time": elapsed_ms,
+            "url": self.url,
+            "method": self.method,
+            "content_type": response.headers.get("Content-Type"),
+            "response_headers": dict(response.headers),
+            "attempts": getattr(response, "attempts", 1),
+        }
+        items = [body]
+        if success and self.data_extractor is not None:
+            try:
+                items = _as_items(self.data_extractor(body))
+            except Exception as exc:
+                stats.incr("extractor_errors")
+                self.logger.error("data_extractor raised", url=safe_url(self.url), status_code=status,
+                                  exc_info=True)
+                self._record(success=False)
+                return PollOutcome(ok=False, status=status, error=exc)
+        results: List[Any] = []
+        error: Optional[BaseException] = None
+        for item in items:
+            message = Message(body=item, headers=dict(headers))
+            stats.incr("messages")
+            try:
+                results.append(self.process_message(message))
+            except Exception as exc:  # one bad message must not drop the others nor stop the worker
+                stats.incr("process_errors")
+                self.logger.error("process_message raised", url=safe_url(self.url), status_code=status,
+                                  message_id=message.id, exc_info=True)
+                error = error or exc
+        self._record(success=success and error is None)
+        return PollOutcome(ok=error is None, status=status, results=results, error=error, messages=len(items))
+
+    def _request_headers(self) -> Mapping[str, str]:
+        if not self._validators or self.method not in CONDITIONAL_METHODS:
+            return self.headers
+        return merge_headers(self._validators, self.headers)  # the caller's own headers win
+
+    def _remember_validators(self, response: requests.Response) -> None:
+        if not self.poller_config.conditional:
+            return
+        # Replaced, not merged: a validator the server stopped sending must not be sent back.
+        validators = {}
+        if response.headers.get("ETag"):
+            validators["If-None-Match"] = response.headers["ETag"]
+        if response.headers.get("Last-Modified"):
+            validators["If-Modified-Since"] = response.headers["Last-Modified"]
+        self._validators = validators
+
+    def _decode(self, response: requests.Response) -> Any:
+        """Parsed JSON for a JSON content type, else text; None when the body is empty."""
+        content = response.content
+        if not content:
+            return None
+        media_type, charset = _parse_content_type(response.headers.get("Content-Type", ""))
+        if media_type == "application/json" or media_type.endswith("+json"):
+            try:
+                return jsonlib.loads(content)
+            except ValueError as exc:  # delivered as text: the API answered, only its JSON is broken
+                self.logger.warning("invalid JSON body, delivered as text", url=safe_url(self.url),
+                                    status_code=response.status_code, reason=str(exc))
+        try:
+            return content.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # an unknown charset name
+            return content.decode("utf-8", errors="replace")
+
+    # -- observability ----------------------------------------------------------------
+
+    def _record(self, success: bool) -> None:
+        with self._health_lock:
+            if success:
+                self._last_success = datetime.now(timezone.utc)
+                self._consecutive_failures = 0
+            else:
+                self._consecutive_failures += 1
+
+    def health(self) -> Dict[str, Any]:
+        """HTTPWorker.health() plus the poll view.
+
+        A poll succeeds when it gets a 2xx (or 304) and every message is processed
+        without error; anything else (an open circuit too) counts as a failure.
+        ``healthy`` means no failure since the last success.
+        """
+        report = super().health()
+        with self._health_lock:
+            last_success, failures = self._last_success, self._consecutive_failures
+        circuit = self.client.breakers.for_url(self.url).state
+        report.update({
+            "healthy": failures == 0,
+            "last_success": last_success,
+            "consecutive_failures": failures,
+            "circuit": circuit,
+            "url": safe_url(self.url),
+            "interval": self.interval,
+        })
+        return report
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} {self.method} {safe_url(self.url)} "
+                f"every {self.interval:g}s running={self.running}>")
+
+
+def _client_config(poller_config: Optional[PollerConfig], effective: PollerConfig,
+                   http_config: Optional[HTTPClientConfig]) -> HTTPClientConfig:
+    """The client settings: poller_config object > http_config object > POLLER_* > HTTP_* > default."""
+    fields = PollerConfig.CLIENT_FIELDS
+    given = {f: getattr(poller_config, f) for f in fields if poller_config is not None and poller_config.is_set(f)}
+    # Set in the effective config but not in the object: they came from POLLER_* variables.
+    from_env = {f: getattr(effective, f) for f in fields if effective.is_set(f) and f not in given}
+    if http_config is not None:
+        shadowed = set(http_config.explicit_fields)
+        if http_config.is_set("timeout"):  # the shorthand stands for both timeouts
+            shadowed |= {"connect_timeout", "read_timeout"}
+        from_env = {f: v for f, v in from_env.items() if f not in shadowed}
+    return HTTPClientConfig.resolve(given, http_config, from_env)
+
+
+def _absolute_url(config: PollerConfig, client_config: HTTPClientConfig) -> str:
+    url = config.url
+    if url is None:
+        message = "PollerWorker needs a url: pass url=..., PollerConfig(url=...) or set POLLER_URL"
+        raise ConfigError(message, {"POLLER_URL": message})
+    if "://" in url:
+        return url
+    base = config.base_url or client_config.base_url
+    if not base:
+        message = f"relative url {url!r} needs a base_url (PollerConfig(base_url=...) or HTTP_BASE_URL)"
+        raise ConfigError(message, {"url": message})
+    return urljoin(base.rstrip("/") + "/", url.lstrip("/"))
+
+
+def _as_items(extracted: Any) -> List[Any]:
+    """What a data_extractor returned, as messages: a list, tuple or iterator is many, anything else one."""
+    if isinstance(extracted, (list, tuple, Iterator)):
+        return list(extracted)
+    return [extracted]
+
+
+def _parse_content_type(value: str) -> Tuple[str, Optional[str]]:
+    """``("application/json", "utf-8")`` from ``"application/json; charset=UTF-8"``."""
+    media_type, *params = value.split(";")
+    charset = None
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = val.strip().strip('"') or None
+    return media_type.strip().lower(), charset
+
+
+__all__ = ["PollerWorker", "PollOutcome", "DataExtractor", "COUNTERS", "CONDITIONAL_METHODS"]
