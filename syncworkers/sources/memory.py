@@ -1,0 +1,133 @@
+"""MemoryQueue: an in-process source on :class:`queue.Queue` (tests, single-process relays).
+
+Nothing survives the process: use the outbox or RedisListConsumer for durability.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from typing import Any, Iterator, Optional
+
+from ..message import Message
+from .base import Source
+
+#: Longest time a blocked ``consume()`` or ``put()`` goes without looking at the stop event.
+STOP_CHECK_INTERVAL = 0.1
+
+
+class _Queue(queue.Queue):
+    def put_back(self, item: Any) -> None:
+        """Append *item* even when the queue is full: it was admitted once already, and a
+        consumer that waited for room to requeue could wait on itself."""
+        with self.mutex:
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+
+class MemoryQueue(Source):
+    """A FIFO of messages in memory.
+
+    ``join()`` waits until every message put has been ack'ed or nack'ed (as
+    ``Queue.join`` does with ``task_done``, but with a timeout); a message
+    requeued by ``nack()`` still counts as unfinished.
+    """
+
+    def __init__(self, maxsize: int = 0):
+        super().__init__()
+        self.maxsize = maxsize
+        self._queue = _Queue(maxsize)
+        self._done = threading.Condition()
+        self._unfinished = 0  # put, and not yet ack'ed or nack'ed without requeue
+        self._in_flight: Counter = Counter()  # message id -> times consumed and not yet settled
+
+    def put(self, item: Any, timeout: Optional[float] = None) -> Message:
+        """Queue *item* and return its message: a Message as is, anything else as ``Message(body=item)``.
+
+        When the queue is full, waits for room up to *timeout* seconds (None: no
+        limit) and raises :class:`queue.Full` when none frees up in time or the
+        source is closed meanwhile.
+        """
+        message = item if isinstance(item, Message) else Message(body=item)
+        # Counted before it is visible, so a fast consumer's ack never makes the count negative.
+        with self._done:
+            self._unfinished += 1
+        try:
+            self._put_waiting(message, timeout)
+        except BaseException:
+            self._finish()
+            raise
+        return message
+
+    def _put_waiting(self, message: Message, timeout: Optional[float]) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = STOP_CHECK_INTERVAL
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            try:
+                self._queue.put(message, timeout=wait)
+                return
+            except queue.Full:
+                expired = deadline is not None and time.monotonic() >= deadline
+                if expired or self.stop_event.is_set():
+                    raise
+
+    def qsize(self) -> int:
+        """Messages waiting to be consumed (approximate while other threads use the queue)."""
+        return self._queue.qsize()
+
+    def consume(self) -> Iterator[Message]:
+        """Yield messages in the order they were put until the stop event is set."""
+        while not self.stop_event.is_set():
+            try:
+                message = self._queue.get(timeout=STOP_CHECK_INTERVAL)
+            except queue.Empty:
+                continue
+            with self._done:
+                self._in_flight[message.id] += 1
+            yield message
+
+    def ack(self, message: Message) -> None:
+        """Mark *message* processed; unknown or already settled messages are ignored."""
+        if self._settle(message):
+            self._finish()
+
+    def nack(self, message: Message, requeue: bool = True) -> None:
+        """Mark *message* failed; with *requeue* it goes back to the end of the queue."""
+        if not self._settle(message):
+            return
+        if requeue:
+            self._queue.put_back(message)
+        else:
+            self._finish()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every message put has been settled; False if *timeout* passed first."""
+        with self._done:
+            return self._done.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def _settle(self, message: Message) -> bool:
+        with self._done:
+            held = self._in_flight.get(message.id, 0)
+            if not held:
+                return False
+            if held == 1:
+                del self._in_flight[message.id]
+            else:
+                self._in_flight[message.id] = held - 1
+            return True
+
+    def _finish(self) -> None:
+        with self._done:
+            self._unfinished -= 1
+            self._done.notify_all()
+
+    def __repr__(self) -> str:
+        return f"MemoryQueue(maxsize={self.maxsize}, qsize={self.qsize()})"
+
+
+__all__ = ["MemoryQueue", "STOP_CHECK_INTERVAL"]
