@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple, Union
 from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar, get_cookie_header
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
+from requests.utils import check_header_validity, to_native_string
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
@@ -40,6 +44,8 @@ from .retry import SyncRetry, build_retry
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"
 #: Chunk size for reading bodies under the size cap.
 _CHUNK = 64 * 1024
+#: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
+_URL_CACHE_SIZE = 1024
 
 Timeout = Union[float, Tuple[float, float]]
 
@@ -85,6 +91,11 @@ class HTTPClient:
         # Settings requests would otherwise merge into every call, resolved once.
         self._send_kwargs = {"verify": self.session.verify, "cert": self.session.cert,
                              "proxies": {}, "stream": True}
+        # Retry objects are immutable (increment() returns a new one): one serves every call.
+        self._default_policy = build_retry(self.retry_config)
+        self._prepared_urls: Dict[str, str] = {}
+        self._breaker_of: Dict[str, Any] = {}
+        self._header_store = self._validated_header_store()
 
     def _build_session(self, clock: Any) -> requests.Session:
         cfg = self.config
@@ -134,13 +145,15 @@ class HTTPClient:
         """
         method = method.upper()
         full_url = self.url_for(url)
-        prepared = self.session.prepare_request(
-            requests.Request(method, full_url, headers=headers, params=params, json=json, data=data))
+        prepared = self._prepare(method, full_url, params, headers, json, data)
         policy = self._policy(retry)
         cancel = cancel or self.stop_event
         follow = self.config.follow_redirects if allow_redirects is None else allow_redirects
         timeout = self.timeout if timeout is None else timeout
-        breaker = self.breakers.for_url(full_url)
+        breaker = self._breaker_of.get(full_url)
+        if breaker is None:
+            breaker = self.breakers.for_url(full_url)
+            self._remember(self._breaker_of, full_url, breaker)
         try:
             breaker.before_request()
         except CircuitOpenError as exc:
@@ -153,7 +166,9 @@ class HTTPClient:
                 attempt += 1
                 retry_after: Optional[str] = None
                 try:
-                    response = self._send(prepared.copy(), timeout, follow, full_url, method)
+                    # Sending does not change a prepared request: only a retry needs a fresh copy.
+                    response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
+                                          full_url, method)
                 except (TransportError, ResponseTooLarge) as exc:
                     exc.attempts = attempt
                     if policy is None or isinstance(exc, ResponseTooLarge):
@@ -221,7 +236,69 @@ class HTTPClient:
             return retry
         if isinstance(retry, RetryConfig):
             return build_retry(retry)
-        return build_retry(self.retry_config)
+        return self._default_policy
+
+    def _prepare(self, method: str, url: str, params: Any, headers: Optional[Mapping[str, str]],
+                 json: Any, data: Any) -> PreparedRequest:
+        """What ``session.prepare_request`` makes, without its per-call merging.
+
+        The session's headers are validated once, the prepared URL is cached,
+        and the cookie jar is consulted only when it holds cookies. A session
+        with auth, params, response hooks, trust_env (netrc) or headers changed
+        since construction takes requests' own path.
+        """
+        session = self.session
+        store = getattr(session.headers, "_store", None)
+        if (session.trust_env or session.auth is not None or session.params or any(session.hooks.values())
+                or store is None or store != self._header_store):
+            return session.prepare_request(requests.Request(method, url, headers=headers, params=params,
+                                                            json=json, data=data))
+        p = PreparedRequest()
+        p.method = method
+        if params:
+            p.prepare_url(url, params)
+        else:
+            p.url = self._prepared_urls.get(url)
+            if p.url is None:
+                p.prepare_url(url, None)
+                self._remember(self._prepared_urls, url, p.url)
+        merged = CaseInsensitiveDict()
+        merged._store = store.copy()  # the session's headers, validated when stored
+        if headers is not None:
+            for name, value in headers.items():
+                if value is None:  # None removes a session header, as in requests
+                    merged._store.pop(to_native_string(name).lower(), None)
+                else:
+                    check_header_validity((name, value))
+                    merged[to_native_string(name)] = value
+        p.headers = merged
+        p._cookies = RequestsCookieJar()
+        if session.cookies:
+            p._cookies.update(session.cookies)
+            cookie = get_cookie_header(p._cookies, p)
+            if cookie is not None:
+                p.headers["Cookie"] = cookie
+        p.prepare_body(data, None, json)
+        if "@" in p.url:
+            p.prepare_auth(None, p.url)  # credentials in the URL, as requests takes them
+        return p
+
+    def _validated_header_store(self) -> Any:
+        """A copy of the session's header store once every header passed requests' checks, else None."""
+        headers = self.session.headers
+        store = getattr(headers, "_store", None)
+        try:
+            for item in headers.items():
+                check_header_validity(item)
+        except (requests.exceptions.InvalidHeader, ValueError, TypeError):
+            return None  # requests' own path raises the error on each request, as before
+        return None if store is None else store.copy()
+
+    @staticmethod
+    def _remember(cache: Dict[str, Any], key: str, value: Any) -> None:
+        if len(cache) >= _URL_CACHE_SIZE:
+            cache.clear()  # many distinct URLs (e.g. query strings): keep the cache bounded
+        cache[key] = value
 
     def _pause(self, policy: SyncRetry, retry_after: Optional[str], reason: str, attempt: int,
                method: str, url: str, cancel: threading.Event) -> None:

@@ -23,6 +23,7 @@ class _KeepAliveMixin:
 
     keepalive_expiry: Optional[float] = None
     max_idle: Optional[int] = None
+    _next_sweep: float
     clock: Callable[[], float] = staticmethod(time.monotonic)
     pool: Any
 
@@ -41,7 +42,17 @@ class _KeepAliveMixin:
         if conn is not None:
             now = self.clock()
             setattr(conn, _IDLE_SINCE, now)
-            self._sweep(now, conn)
+            pool = self.pool
+            # The scan is O(pool size) under the queue's lock, so it runs only when it can
+            # change something: a bound below the pool size needs the count on every return;
+            # expired connections are looked for at most every half expiry (reuse of an
+            # expired one is prevented in _get_conn regardless).
+            bounded = self.max_idle is not None and pool is not None and self.max_idle < pool.maxsize
+            expiry = self.keepalive_expiry
+            if bounded or (expiry is not None and now >= getattr(self, "_next_sweep", now)):
+                if expiry is not None:
+                    self._next_sweep = now + expiry / 2
+                self._sweep(now, conn)
         super()._put_conn(conn)  # type: ignore[misc]
 
     def _sweep(self, now: float, returning: Any) -> None:
@@ -50,11 +61,11 @@ class _KeepAliveMixin:
         if pool is None:
             return
         with pool.mutex:  # the LifoQueue's own lock: the deque is only touched under it
-            idle = [c for c in pool.queue if self._is_open(c)]
+            idle = [c for c in pool.queue if c is not None and getattr(c, "sock", None) is not None]
         open_idle = 0
+        expiry = self.keepalive_expiry
         for conn in idle:
-            since = getattr(conn, _IDLE_SINCE, now)
-            if self.keepalive_expiry is not None and now - since > self.keepalive_expiry:
+            if expiry is not None and now - getattr(conn, _IDLE_SINCE, now) > expiry:
                 conn.close()
             else:
                 open_idle += 1

@@ -1,0 +1,111 @@
+"""The benchmark harness still works (``--quick``), and the client's fast request
+preparation it measures builds exactly what requests' own path builds."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from syncworkers import HTTPClient, HTTPClientConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+FIGURES = ("1", "2", "3", "4", "5", "6")
+
+
+def has(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def test_quick_run_writes_every_figure_and_the_chart(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench.py"), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(FIGURES) <= set(results["figures"])
+    for key, figure in results["figures"].items():
+        assert "error" not in figure, f"figure {key}: {figure['error']}"
+    # The table says which receiver served and on what machine, and shows every figure.
+    assert "receiver: " in out.stdout and results["receiver"] in out.stdout
+    assert results["machine"]["cores"] and results["command"].startswith("python scripts/bench.py --quick")
+    for key in FIGURES:
+        assert f"\n{key}. " in out.stdout
+    fig1 = results["figures"]["1"]
+    assert {r["concurrency"] for r in fig1["rows"]} == {1, 8, 32}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in fig1["rows"])
+    peers = {r["client"] for r in results["figures"]["2"]["rows"]}
+    for module, name in (("httpx", "httpx.AsyncClient"), ("aiohttp", "aiohttp.ClientSession")):
+        assert (name in peers) == has(module)
+        if not has(module):
+            assert results["figures"]["2"]["skipped"][module] == "skipped: not installed"
+    assert (tmp_path / "bench.rst").read_text().count("=====") >= 2
+    if has("matplotlib"):
+        assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not (tmp_path / "bench.png").exists()
+
+
+def test_python_receiver_scripts_answers_by_path():
+    sys.path.insert(0, SCRIPTS)
+    try:
+        import receivers
+    finally:
+        sys.path.remove(SCRIPTS)
+    with receivers.PythonReceiver() as rx, requests.Session() as s:
+        assert s.post(rx.url + "/hook", json={"a": 1}, timeout=5).status_code == 204
+        assert s.post(rx.url + "/status/400/x", data=b"x" * 70000, timeout=5).status_code == 400
+        assert s.get(rx.url + "/delay/10/status/503/y", timeout=5).status_code == 503
+        proc = rx.proc
+    assert proc.poll() is not None  # stopped with the context
+
+
+CASES = [
+    dict(headers=None),
+    dict(headers={"X-Extra": "1", "user-agent": "override"}, data=b'{"a":1}'),
+    dict(headers={"Accept": None}, json={"a": [1, 2]}),  # None removes a session header
+    dict(headers={"X-Bytes": b"v"}, data="text body"),
+    dict(params={"q": "a b", "n": 2}),
+    dict(url="http://user:pa%20ss@127.0.0.1:9/p?x=1"),
+    dict(url="http://127.0.0.1:9/ünïcode path", data={"form": "field"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("cookies", [False, True])
+def test_fast_prepare_builds_what_requests_builds(case, cookies):
+    client = HTTPClient(HTTPClientConfig(default_headers={"X-Default": "d"}, auth_type="bearer",
+                                         bearer_token="t0ken"))
+    try:
+        if cookies:
+            client.session.cookies.set("sid", "abc", domain="127.0.0.1", path="/")
+        url = case.get("url", "http://127.0.0.1:9/hook")
+        args = (case.get("params"), case.get("headers"), case.get("json"), case.get("data"))
+        fast = client._prepare("POST", url, *args)
+        fast_again = client._prepare("POST", url, *args)  # the cached URL serves the same
+        ref = client.session.prepare_request(requests.Request(
+            "POST", url, params=args[0], headers=args[1], json=args[2], data=args[3]))
+        for got in (fast, fast_again):
+            assert (got.method, got.url, got.body) == (ref.method, ref.url, ref.body)
+            assert list(got.headers.items()) == list(ref.headers.items())
+            assert got.hooks == ref.hooks
+            assert [c.name for c in got._cookies] == [c.name for c in ref._cookies]
+    finally:
+        client.close()
+
+
+def test_a_session_changed_after_construction_takes_requests_path():
+    client = HTTPClient(HTTPClientConfig())
+    try:
+        client.session.headers["X-Later"] = "1"
+        client.session.params = {"k": "v"}
+        got = client._prepare("GET", "http://127.0.0.1:9/a", None, None, None, None)
+        assert got.headers["X-Later"] == "1" and got.url.endswith("/a?k=v")
+        client.session.headers["X-Bad"] = "a\r\nb"
+        with pytest.raises(requests.exceptions.InvalidHeader):
+            client._prepare("GET", "http://127.0.0.1:9/a", None, None, None, None)
+    finally:
+        client.close()
