@@ -34,9 +34,19 @@ from .metrics import Metrics  # noqa: E402
 from .outbox import Delivery, Outbox  # noqa: E402
 from .runner import LoopJob, PeriodicJob, Runner  # noqa: E402
 from .signing import Signer, verify  # noqa: E402
+from .sources import MemoryQueue, Source  # noqa: E402
 from .workers import HTTPWorker  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+
+def __getattr__(name: str):
+    # RedisListConsumer needs the optional redis extra: imported on first use.
+    if name == "RedisListConsumer":
+        from .sources.redis import RedisListConsumer
+
+        return RedisListConsumer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "__version__",
@@ -53,6 +63,9 @@ __all__ = [
     "PeriodicJob",
     "LoopJob",
     "Message",
+    "Source",
+    "MemoryQueue",
+    "RedisListConsumer",
     # building blocks
     "HTTPClient",
     "BreakerRegistry",
