@@ -1,0 +1,474 @@
+"""WebhookSenderWorker: JSON webhooks with retries, per-host breakers, signing and broadcast.
+
+A delivery is one JSON body (serialised once) POSTed with a stable ``webhook-id``
+and ``webhook-timestamp`` (and ``webhook-signature`` with a secret) that stay the
+same on every retry, so receivers can de-duplicate. Redirects are not followed.
+Failures never raise: :meth:`WebhookSenderWorker.deliver` returns a
+:class:`DeliveryResult` and logs why; only bad input (an unknown endpoint, an
+invalid URL, data JSON cannot hold) raises, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+from urllib.parse import urlsplit
+
+from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..exceptions import (
+    CircuitOpenError,
+    ConfigError,
+    DeliveryError,
+    RequestError,
+    RetryInterrupted,
+    safe_url,
+)
+from ..http import merge_headers
+from ..message import Message, new_id
+from ..runner import LoopJob
+from ..signing import Signer, webhook_headers
+from .base import HTTPWorker, Job
+
+#: Seconds between looks at the worker's stop event while a broadcast's retry wait runs.
+STOP_POLL_INTERVAL = 0.1
+
+#: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
+_SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
+_TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
+#: The error of a broadcast delivery that was never sent (fail_fast or stop() came first).
+CANCELLED = "cancelled before sending"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What happened to one webhook delivery."""
+
+    ok: bool  #: a 2xx answer, after retries
+    endpoint: str  #: as the caller gave it, minus userinfo and query string
+    url: str  #: where it went, without userinfo or query string (safe to log)
+    status_code: Optional[int]  #: the final status; None when no answer came
+    attempts: int  #: requests made (0: nothing sent, e.g. open circuit or cancelled)
+    duration: float  #: seconds, retry waits included
+    error: Optional[str]  #: why it failed; None when ok
+    delivery_id: str  #: the ``webhook-id`` every attempt carried
+
+
+class _Cancel(threading.Event):
+    """An Event that also counts as set once *linked* says so (polled while waiting).
+
+    Lets one broadcast be cancelled on its own while the worker's stop event
+    (set by ``stop()``, or by a Runner driving the worker) still interrupts it.
+    """
+
+    def __init__(self, linked: Callable[[], bool]) -> None:
+        super().__init__()
+        self._linked = linked
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._linked()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            step = STOP_POLL_INTERVAL if deadline is None else min(STOP_POLL_INTERVAL,
+                                                                   deadline - time.monotonic())
+            if step <= 0:
+                return False
+            super().wait(step)
+        return True
+
+
+def encode_body(data: Any) -> bytes:
+    """*data* as compact UTF-8 JSON; TypeError/ValueError saying why when JSON cannot hold it."""
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"webhook data is not JSON-serialisable: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a mapping of strings, not {type(headers).__name__}")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"header {key!r}: names and values must be strings, "
+                            f"got {type(value).__name__}")
+        if any(c in key + value for c in "\r\n"):
+            raise ValueError(f"header {key!r} contains a line break")
+    return dict(headers)
+
+
+def _check_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"invalid webhook URL {safe_url(url)!r}: needs http:// or https:// and a host")
+    return url
+
+
+def _split_secrets(secret: Any) -> Any:
+    """A string may hold several secrets separated by spaces or commas (rotation from the env)."""
+    if isinstance(secret, str):
+        parts = secret.replace(",", " ").split()
+        return parts if len(parts) > 1 else secret
+    return secret
+
+
+def _safe_endpoint(endpoint: str) -> str:
+    """*endpoint* fit for logs: a URL's credentials and any query string (where tokens hide) masked."""
+    if "://" in endpoint:
+        return safe_url(endpoint) or ""
+    path, sep, _ = endpoint.partition("?")
+    return path + ("?<redacted>" if sep else "")
+
+
+def _explicit(config: Any) -> Dict[str, Any]:
+    if config is None:
+        return {}
+    return config.explicit_items() if hasattr(config, "explicit_items") else dict(config)
+
+
+class WebhookSenderWorker(HTTPWorker):
+    """Sends JSON webhooks: one at a time, from a message, or broadcast to many endpoints.
+
+    An endpoint is a path joined to ``base_url`` (starts with ``/``), an absolute
+    URL (has ``://``) or a name from ``WebhookConfig.endpoints``. ``base_url``
+    comes from the argument, else ``webhook_config``, else ``http_config``, else
+    HTTP_BASE_URL. Retries: ``http_config.retry_config`` when given, else the
+    WebhookConfig retry fields (argument > HTTP_* environment > defaults).
+    ``signing_secret`` (or ``WebhookConfig.signing_secret`` / WEBHOOK_SIGNING_SECRET)
+    is one ``whsec_`` secret or several (a list, or space/comma separated) for rotation.
+
+    Used directly (e.g. from a web view) it needs no thread; ``close()`` it when
+    done. As a running worker, :meth:`process` is its main loop (see there).
+    Once stopped, retry waits end at once and broadcasts send nothing.
+    """
+
+    #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
+    source: Any = None
+
+    def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
+                 http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
+                 name: Optional[str] = None, max_workers: Optional[int] = None) -> None:
+        from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
+        webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
+                                        max_workers=max_workers)
+        http_retry = _explicit(http_config).get("retry_config")
+        retry: RetryConfig = http_retry if http_retry is not None else webhook.retry
+        client_fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry,
+                                         "base_url": webhook.base_url}
+        if not any(k in _explicit(http_config) for k in _TIMEOUT_FIELDS):
+            client_fields["timeout"] = webhook.timeout
+        client_config = HTTPClientConfig.resolve(http_config, **client_fields)
+        secret = signing_secret if signing_secret is not None else webhook.signing_secret
+        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret else None
+        self.webhook_config = webhook
+        self.base_url: Optional[str] = webhook.base_url
+        # Every broadcast thread and the process() loop may share one partner host.
+        self.client_threads = webhook.max_workers + 1
+        super().__init__(name=name, client_config=client_config)
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
+        self._futures: Set[Future] = set()
+
+    # -- sending ------------------------------------------------------------------
+
+    def deliver(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
+                delivery_id: Optional[str] = None,
+                cancel: Optional[threading.Event] = None) -> DeliveryResult:
+        """POST *data* as JSON to *endpoint*; never raises for a failed delivery.
+
+        *delivery_id* is the ``webhook-id`` (default: a new id); give the same
+        one to re-send the same event. *cancel*, when set, cuts retry waits
+        short (as the worker's stop does). Raises ConfigError for an unknown
+        endpoint or invalid URL and TypeError/ValueError for bad data or headers.
+        """
+        url = self._url_for(endpoint)
+        body = encode_body(data)
+        extra = _check_headers(headers)
+        delivery_id = self._check_id(delivery_id)
+        if cancel is not None:
+            user_cancel = cancel
+            cancel = _Cancel(lambda: user_cancel.is_set() or self.stop_event.is_set())
+        return self._deliver(endpoint, url, body, extra, delivery_id, cancel)
+
+    def send_webhook(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None) -> bool:
+        """POST *data* as JSON to *endpoint*: True on a 2xx answer (after retries), else False (logged)."""
+        return self.deliver(endpoint, data, headers).ok
+
+    def send_webhook_from_message(self, message: Message, endpoint: str,
+                                  headers: Optional[Mapping[str, str]] = None) -> bool:
+        """Send ``message.body`` with ``message.id`` as the webhook id.
+
+        ``message.headers`` are never sent: they are internal (they may hold
+        credentials of the system the message came from).
+        """
+        return self.deliver(endpoint, message.body, headers, delivery_id=message.id).ok
+
+    def broadcast_webhook(self, endpoints: Iterable[str], data: Any,
+                          headers: Optional[Mapping[str, str]] = None,
+                          fail_fast: bool = False) -> Dict[str, bool]:
+        """Send *data* to every endpoint at once (one thread each); return ``{endpoint: ok}``.
+
+        An endpoint listed twice is sent once; each gets its own webhook id. With
+        *fail_fast*, the first failure cancels the deliveries not started yet,
+        interrupts the retry waits of those in flight, and the call returns at
+        once: every endpoint is in the result, False unless it was already
+        delivered (a request on the wire may still complete in the background).
+        """
+        if isinstance(endpoints, (str, bytes)):
+            raise TypeError("endpoints must be a list of endpoints, not a single string")
+        unique = list(dict.fromkeys(endpoints))
+        urls = {endpoint: self._url_for(endpoint) for endpoint in unique}
+        body = encode_body(data)
+        extra = _check_headers(headers)
+        if not unique:
+            return {}
+        # Read through self on every look: a Runner may swap the worker's stop event.
+        cancel = _Cancel(lambda: self.stop_event.is_set())
+        futures = {endpoint: self._submit(self._broadcast_one, endpoint, urls[endpoint], body, extra,
+                                          cancel, fail_fast)
+                   for endpoint in unique}
+        pending = set(futures.values())
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if fail_fast and any(not _succeeded(f) for f in finished):
+                cancel.set()
+                for future in pending:
+                    future.cancel()
+                break
+        results = {endpoint: _succeeded(future) for endpoint, future in futures.items()}
+        self._stats.incr("broadcasts")
+        unfinished = [_safe_endpoint(e) for e, future in futures.items() if not future.done()]
+        cancelled = [_safe_endpoint(e) for e, future in futures.items() if _not_sent(future)]
+        if cancel.is_set() and (unfinished or cancelled):
+            self._stats.incr("broadcasts_cancelled")
+            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
+                                failed=[_safe_endpoint(e) for e, ok in results.items() if not ok],
+                                cancelled=cancelled, not_waited_for=unfinished)
+        return results
+
+    # -- the main loop ------------------------------------------------------------
+
+    def process(self) -> None:
+        """The worker's main loop: consume ``self.source`` until stopped.
+
+        Each message goes to :meth:`process_message`, then is ack'ed; if
+        process_message raises, it is logged with its traceback and nack'ed
+        (requeued) and the loop goes on. Override to run your own loop; if it
+        returns before stop(), the worker idles until stopped.
+        """
+        source = self.source
+        if source is None:
+            return
+        for message in source.consume():
+            try:
+                self.process_message(message)
+            except Exception:
+                self._stats.incr("messages_failed")
+                self.logger.exception("process_message raised; message requeued", message_id=message.id)
+                source.nack(message, requeue=True)
+            else:
+                self._stats.incr("messages_processed")
+                source.ack(message)
+
+    def process_message(self, message: Message) -> Optional[bool]:
+        """Handle one message of ``self.source`` (override to route messages your way).
+
+        By default the message is sent to ``message.headers["endpoint"]`` (its
+        body, its id as webhook id) and the result returned; a message without
+        that header is logged and skipped (None). A delivery interrupted by
+        stop() raises DeliveryError, so that the message is requeued, not lost.
+        """
+        endpoint = message.headers.get("endpoint")
+        if not endpoint:
+            self.logger.warning("message has no 'endpoint' header; skipped", message_id=message.id)
+            return None
+        result = self.deliver(endpoint, message.body, delivery_id=message.id)
+        if not result.ok and self.stop_event.is_set():
+            raise DeliveryError(f"delivery interrupted by stop: {result.error}", url=result.url,
+                                attempts=result.attempts)
+        return result.ok
+
+    def jobs(self) -> List[Job]:
+        """A loop job running :meth:`process` when there is a source or process() is overridden."""
+        if self.source is None and type(self).process is WebhookSenderWorker.process:
+            return []  # a sender used directly needs no thread
+        return [LoopJob(f"{self.name}-process", self._run_process)]
+
+    def _run_process(self, stop_event: threading.Event) -> None:
+        source = self.source
+        if source is not None:
+            source.bind(stop_event)  # so that consume() ends when the worker stops
+        self.process()
+        # process() may return at once (the reference's `pass`): idle, rather than end or spin.
+        stop_event.wait()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        """Stop: interrupt broadcasts and the source, then let in-flight deliveries end up to *timeout*."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        # Broadcasts see the stop event within STOP_POLL_INTERVAL; the source is closed at once.
+        if self.source is not None:
+            self.source.close()
+        ended = super().stop(timeout)
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            futures = list(self._futures)
+        if pool is not None:
+            pool.shutdown(wait=False)
+            _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if pending:
+                self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
+                return False
+            pool.shutdown(wait=True)  # only joins idle threads now
+        return ended
+
+    def health(self) -> Dict[str, Any]:
+        """HTTPWorker.health() plus delivery counters and the broadcast pool."""
+        data = super().health()
+        stats = self._stats
+        data["deliveries"] = {name: stats.get(name) for name in (
+            "delivered", "failed", "attempts", "retried", "circuit_open", "interrupted",
+            "broadcasts", "broadcasts_cancelled")}
+        with self._pool_lock:
+            data["broadcast_pool"] = {"max_workers": self.webhook_config.max_workers,
+                                      "started": self._pool is not None,
+                                      "in_flight": len(self._futures)}
+        return data
+
+    def __repr__(self) -> str:
+        signing = "off" if self.signer is None else repr(self.signer)
+        return (f"<{type(self).__name__} {self.name!r} base_url={safe_url(self.base_url)!r} "
+                f"endpoints={sorted(self.webhook_config.endpoints)} signing={signing} "
+                f"running={self.running}>")
+
+    # -- internals ----------------------------------------------------------------
+
+    def _url_for(self, endpoint: str) -> str:
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ConfigError(f"endpoint must be a path, a URL or an endpoint name, got {endpoint!r}")
+        if endpoint.startswith("/"):
+            return self._join(endpoint)
+        if "://" in endpoint:
+            return _check_url(endpoint)
+        target = self.webhook_config.endpoints.get(endpoint)
+        if target is None:
+            known = ", ".join(sorted(self.webhook_config.endpoints)) or "none configured"
+            raise ConfigError(f"unknown webhook endpoint {endpoint!r} (known names: {known}); "
+                              "give a name from WebhookConfig.endpoints, a path starting with '/' "
+                              "or an absolute URL")
+        return self._join(target) if target.startswith("/") else _check_url(target)
+
+    def _join(self, path: str) -> str:
+        if not self.base_url:
+            raise ConfigError(f"webhook endpoint {path!r} is a path but there is no base_url "
+                              "(argument, WebhookConfig.base_url, HTTPClientConfig.base_url or HTTP_BASE_URL)")
+        return self.base_url.rstrip("/") + path
+
+    @staticmethod
+    def _check_id(delivery_id: Optional[str]) -> str:
+        if delivery_id is None:
+            return new_id()
+        if not isinstance(delivery_id, str) or not delivery_id or any(c in delivery_id for c in "\r\n"):
+            raise ValueError(f"delivery_id must be a non-empty single-line string, got {delivery_id!r}")
+        return delivery_id
+
+    def _deliver(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str], delivery_id: str,
+                 cancel: Optional[threading.Event]) -> DeliveryResult:
+        # Computed once: every attempt carries the same id, timestamp and signature.
+        headers = merge_headers({"Content-Type": "application/json"}, extra,
+                                webhook_headers(delivery_id, body, self.signer))
+        started = time.monotonic()
+        status: Optional[int] = None
+        attempts = 0
+        error: Optional[str] = None
+        level = "error"
+        try:
+            response = self.client.request("POST", url, data=body, headers=headers, cancel=cancel,
+                                           allow_redirects=False)
+        except CircuitOpenError as exc:
+            error, level = str(exc), "warning"
+            self._stats.incr("circuit_open")
+        except RetryInterrupted as exc:
+            attempts, error, level = exc.attempts, f"interrupted: {exc}", "warning"
+            self._stats.incr("interrupted")
+        except RequestError as exc:
+            attempts, status, error = exc.attempts, exc.status, str(exc)
+        else:
+            status, attempts = response.status_code, response.attempts
+            if 300 <= status < 400:
+                error = f"status {status} {response.reason}: redirects are not followed"
+            elif not 200 <= status < 300:
+                error = f"status {status} {response.reason}"
+        result = DeliveryResult(ok=error is None, endpoint=_safe_endpoint(endpoint), url=safe_url(url) or "",
+                                status_code=status, attempts=attempts,
+                                duration=time.monotonic() - started, error=error, delivery_id=delivery_id)
+        self._record(result, level)
+        return result
+
+    def _record(self, result: DeliveryResult, level: str) -> None:
+        stats = self._stats
+        stats.incr("attempts", result.attempts)
+        stats.incr("retried", max(0, result.attempts - 1))
+        stats.observe("delivery_seconds", result.duration)
+        fields = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
+                      attempts=result.attempts, delivery_id=result.delivery_id,
+                      duration=round(result.duration, 3))
+        if result.ok:
+            stats.incr("delivered")
+            self.logger.info("webhook delivered", **fields)
+        else:
+            stats.incr("failed")
+            getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
+
+    def _broadcast_one(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str],
+                       cancel: _Cancel, fail_fast: bool) -> DeliveryResult:
+        if cancel.is_set():  # fail_fast or stop() came first: send nothing
+            return DeliveryResult(ok=False, endpoint=_safe_endpoint(endpoint), url=safe_url(url) or "",
+                                  status_code=None,
+                                  attempts=0, duration=0.0, error=CANCELLED, delivery_id=new_id())
+        result = self._deliver(endpoint, url, body, extra, new_id(), cancel)
+        if fail_fast and not result.ok:
+            cancel.set()  # before this pool thread takes the next queued delivery
+        return result
+
+    def _submit(self, func: Callable[..., DeliveryResult], *args: Any) -> Future:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.webhook_config.max_workers,
+                                                thread_name_prefix=f"syncworkers-webhook-{self.name}")
+            future = self._pool.submit(func, *args)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._pool_lock:
+            self._futures.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self.logger.error("webhook delivery raised", exc_info=future.exception())
+
+
+def _succeeded(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None and future.result().ok
+
+
+def _not_sent(future: Future) -> bool:
+    if future.cancelled():
+        return True
+    return future.done() and future.exception() is None and future.result().error == CANCELLED
+
+
+__all__ = ["WebhookSenderWorker", "DeliveryResult", "encode_body", "CANCELLED", "STOP_POLL_INTERVAL"]
