@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import itertools
 import json
 import os
@@ -75,6 +76,7 @@ LATENCY = 0.050
 BROADCAST_DELAY = 0.200
 SLOW_ENDPOINT = 2.0
 NOT_AVAILABLE = "not available"
+HTTPX_CONTEXT_TASKS = 8
 
 
 @dataclass
@@ -87,15 +89,15 @@ class Settings:
     broadcast_runs: int = 5
     fail_fast_runs: int = 3
     pollers: int = 1000
-    poller_ticks: int = 30
+    poller_ticks: int = 20
     outbox_deliveries: int = 2000
     outbox_workers: int = 32
     max_requests: int = 1_000_000
 
 
-FULL = Settings(runs=5, duration=1.5, latency_duration=2.0)
+FULL = Settings(runs=5, duration=1.5, latency_duration=2.0, poller_ticks=20)
 QUICK = Settings(runs=3, duration=0.15, latency_duration=0.3, broadcast_runs=3, fail_fast_runs=2,
-                 pollers=50, poller_ticks=5, outbox_deliveries=100, outbox_workers=8)
+                 pollers=50, poller_ticks=3, outbox_deliveries=100, outbox_workers=8)
 
 
 # -- measuring ------------------------------------------------------------------------
@@ -333,6 +335,11 @@ def figure2(fast_url: str, s: Settings, concurrency: int = 32) -> Dict[str, Any]
         for peer in bench_async.PEERS:
             if peer not in skipped:
                 clients.append(closing(stack, AsyncClient(peer, fast_url + "/hook", concurrency)))
+        if "httpx" not in skipped:
+            # httpx slows down sharply with many concurrent requests on one pool; show it at 8 too.
+            context = closing(stack, AsyncClient("httpx", fast_url + "/hook", HTTPX_CONTEXT_TASKS))
+            context.name += f" ({HTTPX_CONTEXT_TASKS} tasks)"
+            clients.append(context)
         rows = measure(clients, s, s.duration)
     sw = rows[0]
     by = {r["client"]: r for r in rows}
@@ -392,13 +399,16 @@ def figure5(s: Settings, quick: bool) -> Dict[str, Any]:
     script = os.path.join(HERE, "bench_pollers.py")
     if not os.path.exists(script):
         return {"status": NOT_AVAILABLE, "reason": "scripts/bench_pollers.py is not in this tree"}
+    if importlib.util.find_spec("psutil") is None:
+        return {"status": NOT_AVAILABLE, "reason": "skipped: psutil not installed (bench extra)"}
     cmd = [sys.executable, script, "--pollers", str(s.pollers), "--interval", "1",
            "--ticks", str(s.poller_ticks)] + (["--quick"] if quick else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=s.poller_ticks * 5 + 120, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"bench_pollers.py exited {out.returncode}: {out.stderr.strip()[-500:]}")
     result = _last_json(out.stdout)
-    return {"title": f"{s.pollers} pollers at 1 s interval", "command": shlex.join(cmd[1:]),
+    return {"title": f"{s.pollers} pollers at 1 s interval",
+            "command": shlex.join([os.path.relpath(script, ROOT)] + cmd[2:]),
             "result": result, "stdout": None if result else out.stdout.strip()[-2000:]}
 
 
@@ -575,12 +585,23 @@ def tables(results: Dict[str, Any]) -> List[Table]:
         f5 = figs["5"]
         t = Table(f"5. {f5['title']}", ["measure", "value"])
         res = f5.get("result") or {}
-        for k, v in res.items():
-            if not isinstance(v, (dict, list)):
-                t.rows.append([str(k), f"{v:,.3f}" if isinstance(v, float) else str(v)])
-        if not res:
+        if res:
+            late, drift = res["lateness_ms"], res["drift_ms"]
+            t.rows += [
+                ["lateness p50 / p99 / max", f"{late['p50']:.2f} / {late['p99']:.2f} / {late['max']:.2f} ms"],
+                [f"drift after {res['ticks']} ticks p50 / p99 / max",
+                 f"{drift['p50']:.2f} / {drift['p99']:.2f} / {drift['max']:.2f} ms"],
+                ["threads, peak (OS / Python)", f"{res['max_threads']} / {res['max_python_threads']} "
+                                                f"(pool ≤ {res['max_workers']})"],
+                ["peak RSS", f"{res['peak_rss_mb']:.1f} MB ({res['rss_per_poller_kb']:.1f} KB per poller)"],
+                ["ticks run / expected, skipped", f"{res['ticks_run']:,} / {res['ticks_expected']:,}, "
+                                                  f"{res['skipped_ticks']}"],
+                ["poll errors", str(res["errors"])],
+                ["client CPU per poll", f"{res['cpu_per_poll_ms']:.2f} ms"],
+            ]
+        else:
             t.rows.append(["output", (f5.get("stdout") or "").replace("\n", " | ")[:300]])
-        t.notes.append(f"command: python {f5['command']}")
+        t.notes.append(f"one run; percentiles over every tick; command: python {f5['command']}")
         out.append(t)
     if not unavailable("6", "Outbox"):
         f6 = figs["6"]

@@ -89,7 +89,7 @@ class _Process:
             proc.wait(STOP_TIMEOUT)
 
     def __enter__(self) -> "_Process":
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

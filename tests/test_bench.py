@@ -61,6 +61,11 @@ def test_python_receiver_scripts_answers_by_path():
         assert s.get(rx.url + "/delay/10/status/503/y", timeout=5).status_code == 503
         proc = rx.proc
     assert proc.poll() is not None  # stopped with the context
+    started = receivers.fast_receiver("python")
+    first = started.proc
+    with started as rx:
+        assert rx.proc is first  # a started receiver is not started twice
+    assert first.poll() is not None
 
 
 CASES = [
