@@ -257,9 +257,6 @@ def test_order_webhook_relay_on_redis(urls, monkeypatch):
     assert [r.header("webhook-id") for r in partner.requests] == [ids[i] for i in (0, 1, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="the document's relay never calls ack(): RedisListConsumer keeps "
-                   "every message in its processing list and redelivers it after a restart; needs "
-                   "consume() to ack the previous message when the next one is asked for")
 def test_order_webhook_relay_on_redis_settles_what_it_processed(urls, monkeypatch):
     *_, held = relay_on_redis(urls, monkeypatch)
     assert held == 0

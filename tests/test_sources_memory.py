@@ -185,3 +185,24 @@ def test_the_base_source_settles_nothing_and_stops_on_close():
     with source:
         pass
     assert source.stop_event.is_set()
+
+
+def test_a_loop_that_never_acks_settles_each_message_by_asking_for_the_next():
+    q = MemoryQueue()
+    for n in range(3):
+        q.put(n)
+    seen = []
+    for message in q.consume():  # the reference relay's loop: no ack() anywhere
+        seen.append(message.body)
+        if len(seen) == 3:
+            break
+    assert seen == [0, 1, 2]
+    assert not q.join(timeout=0.05)  # the last one was never followed by a request for more
+    q.put(3)
+    gen = q.consume()
+    assert next(gen).body == 3
+    assert not q.join(timeout=0.05)
+    q.close()
+    assert list(gen) == []  # resuming settles message 3, then the closed queue ends the loop
+    q2 = MemoryQueue()
+    assert q2.join(timeout=0.05)

@@ -81,7 +81,11 @@ class MemoryQueue(Source):
         return self._queue.qsize()
 
     def consume(self) -> Iterator[Message]:
-        """Yield messages in the order they were put until the stop event is set."""
+        """Yield messages in the order they were put until the stop event is set.
+
+        A message not settled with ack()/nack() by the time the loop asks for
+        the next one is acknowledged then.
+        """
         while not self.stop_event.is_set():
             try:
                 message = self._queue.get(timeout=STOP_CHECK_INTERVAL)
@@ -90,6 +94,7 @@ class MemoryQueue(Source):
             with self._done:
                 self._in_flight[message.id] += 1
             yield message
+            self.ack(message)  # asking for the next one settles this one (no-op if settled)
 
     def ack(self, message: Message) -> None:
         """Mark *message* processed; unknown or already settled messages are ignored."""

@@ -244,7 +244,8 @@ class RedisListConsumer(Source):
     def consume(self) -> Iterator[Message]:
         """Yield messages, oldest first, until the stop event is set.
 
-        Each stays in this consumer's processing list until ack() or nack().
+        Each stays in this consumer's processing list until ack() or nack(), or
+        until the loop asks for the next message, which acknowledges it.
         While Redis is unreachable the loop logs, waits (interruptibly) and
         reconnects; a failed authentication or a Redis error is raised.
         """
@@ -277,7 +278,15 @@ class RedisListConsumer(Source):
                 # Yielded even if the stop event was set meanwhile: it is in our processing
                 # list already, and only the consumer can settle it.
                 if raw is not None:
-                    yield self._track(raw)
+                    message = self._track(raw)
+                    yield message
+                    # Asking for the next message settles this one: a plain
+                    # `for m in source.consume(): process(m)` loop never calls ack().
+                    try:
+                        self.ack(message)
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        logger.warning("could not acknowledge message %s on queue %r (%s); it will "
+                                       "be redelivered", message.id, self.queue, type(exc).__name__)
         finally:
             if self._owns_client and self.stop_event.is_set():
                 self._client.connection_pool.disconnect(inuse_connections=False)
