@@ -35,7 +35,7 @@ from .outbox import Delivery, Outbox  # noqa: E402
 from .runner import LoopJob, PeriodicJob, Runner  # noqa: E402
 from .signing import Signer, verify  # noqa: E402
 from .sources import MemoryQueue, Source  # noqa: E402
-from .workers import HTTPWorker  # noqa: E402
+from .workers import DeliveryResult, HTTPWorker, PollerWorker, PollOutcome, WebhookSenderWorker  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
@@ -59,6 +59,10 @@ __all__ = [
     "WebhookConfig",
     # workers and running them
     "HTTPWorker",
+    "PollerWorker",
+    "PollOutcome",
+    "WebhookSenderWorker",
+    "DeliveryResult",
     "Runner",
     "PeriodicJob",
     "LoopJob",

@@ -40,7 +40,10 @@ class HTTPWorker:
     def __init__(self, http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
                  client_config: Optional[HTTPClientConfig] = None) -> None:
         self.name = name or type(self).__name__
-        self.logger = get_logger(f"syncworkers.{type(self).__module__}").bind(worker=self.name)
+        module = type(self).__module__
+        # Users' subclasses log under syncworkers.<their module>, so configure_logging reaches them.
+        logger_name = module if module.startswith("syncworkers.") else f"syncworkers.{module}"
+        self.logger = get_logger(logger_name).bind(worker=self.name)
         self._stats = Metrics(worker=self.name)
         self.metrics: Any = self._stats
         self._stop_event = threading.Event()
