@@ -1,0 +1,563 @@
+"""Runner: one thread pool and one timer thread drive the jobs of many workers.
+
+Modelled on APScheduler 3's BlockingScheduler: the timer sleeps in
+``Event.wait(seconds_to_next_due)`` and :meth:`Runner.wakeup` makes it read the
+schedule again. Scheduling is fixed-rate on an injected monotonic clock; the
+pure part, :class:`Schedule`, takes ``now`` as an argument and is tested
+without threads. Threads do not grow with the number of periodic jobs: one
+timer, at most ``max_workers`` pool threads, plus one thread per loop job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
+
+from .exceptions import ConfigError, WorkerError
+
+logger = logging.getLogger(__name__)
+
+#: Pool size when ``max_workers`` is None: the ThreadPoolExecutor default.
+DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
+#: Longest the timer sleeps without reading the clock again (bounds the cost of a lost wakeup).
+MAX_TIMER_WAIT = 60.0
+#: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
+SIGNAL_POLL_INTERVAL = 0.2
+#: Seconds before a loop job whose function raised is called again.
+LOOP_RESTART_DELAY = 1.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:
+    if not isinstance(job.name, str) or not job.name:
+        raise ConfigError(f"job name must be a non-empty string, got {job.name!r}",
+                          {"name": "must be a non-empty string"})
+    if not callable(job.func):
+        raise ConfigError(f"job {job.name!r}: func must be callable, got {job.func!r}",
+                          {"func": "must be callable"})
+
+
+@dataclass
+class PeriodicJob:
+    """A tick of work run on the pool every ``interval`` seconds, fixed-rate.
+
+    A tick due while the previous one is still running or queued is skipped
+    and reported to ``on_skip(count)``; an exception escaping ``func`` goes to
+    ``on_error(exc)`` (or is logged when it is None) and the job lives on.
+    ``jitter`` delays each tick by up to that many seconds without moving the grid.
+    """
+
+    name: str
+    interval: float
+    func: Callable[[], Any]
+    jitter: float = 0.0
+    on_skip: Optional[Callable[[int], None]] = None
+    on_error: Optional[Callable[[BaseException], None]] = None
+
+    def __post_init__(self) -> None:
+        _check_job(self)
+        if not _is_number(self.interval) or self.interval <= 0:
+            raise ConfigError(f"job {self.name!r}: interval must be a number > 0, got {self.interval!r}",
+                              {"interval": "must be a number > 0"})
+        if not _is_number(self.jitter) or not 0 <= self.jitter < self.interval:
+            raise ConfigError(f"job {self.name!r}: jitter must be >= 0 and smaller than interval "
+                              f"({self.interval!r}), got {self.jitter!r}",
+                              {"jitter": "must be >= 0 and smaller than interval"})
+        for hook in ("on_skip", "on_error"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
+                                  f"got {getattr(self, hook)!r}", {hook: "must be callable or None"})
+
+
+@dataclass
+class LoopJob:
+    """A long-running loop on its own thread ``syncworkers-loop-<name>``.
+
+    ``func(stop_event)`` must return once the event is set. If it raises, the
+    exception is logged and ``func`` is called again after
+    :data:`LOOP_RESTART_DELAY` seconds; if it returns, the job is over.
+    """
+
+    name: str
+    func: Callable[[threading.Event], Any]
+
+    def __post_init__(self) -> None:
+        _check_job(self)
+
+
+class Worker(Protocol):
+    """What :class:`Runner` accepts; a ``_bind_runner(runner)`` method is optional."""
+
+    def jobs(self) -> List[Union[PeriodicJob, LoopJob]]: ...
+
+    def startup(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Schedule:
+    """The fixed-rate grid of one periodic job; time only comes in as ``now``.
+
+    Tick n is due at ``start + offset + n*interval`` plus a jitter delay drawn
+    once per tick from ``[0, jitter)``: jitter moves a tick, never the grid, so
+    neither jitter nor the time a tick takes accumulates. :meth:`due` coalesces:
+    however many grid points went by, the job fires at most once.
+    """
+
+    def __init__(self, interval: float, start: float, *, offset: float = 0.0, jitter: float = 0.0,
+                 rand: Callable[[], float] = random.random):
+        if not _is_number(interval) or interval <= 0:
+            raise ConfigError(f"interval must be a number > 0, got {interval!r}")
+        self.interval = interval
+        self.anchor = start + offset
+        self.jitter = jitter
+        self._rand = rand
+        self.index = 0  # grid point of the next tick
+        self.delay = self._draw()
+
+    def _draw(self) -> float:
+        return self.jitter * self._rand() if self.jitter else 0.0
+
+    def grid(self, n: int) -> float:
+        """When grid point *n* falls, before jitter."""
+        return self.anchor + n * self.interval
+
+    @property
+    def next_due(self) -> float:
+        """When the next tick is due, jitter included."""
+        return self.grid(self.index) + self.delay
+
+    def due(self, now: float, busy: bool = False) -> Tuple[bool, int]:
+        """Move past every tick due by *now*; return ``(fire, skipped)``.
+
+        ``fire`` is True when a tick is due and the job is not *busy* (its last
+        tick still running or queued). ``skipped`` counts the due ticks that
+        will never run: all of them when busy, all but the one fired otherwise.
+        """
+        if now < self.next_due:
+            return False, 0
+        passed = max(1, math.floor((now - self.grid(self.index)) / self.interval) + 1)
+        while self.grid(self.index + passed) <= now:  # the division may round down
+            passed += 1
+        self.index += passed
+        self.delay = self._draw()
+        return (False, passed) if busy else (True, passed - 1)
+
+
+def stagger_offsets(intervals: Sequence[float]) -> List[float]:
+    """First-tick offsets spreading N jobs: job i of N starts i/N of its own interval late."""
+    count = len(intervals)
+    return [interval * i / count for i, interval in enumerate(intervals)]
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: str
+    job: PeriodicJob
+    schedule: Schedule
+    busy: bool = False  # a tick is queued or running: the next one due is skipped
+    future: Optional[Future] = None
+    fired: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+@dataclass(eq=False)
+class _Loop:
+    key: str
+    job: LoopJob
+    thread: Optional[threading.Thread] = None
+    errors: int = 0
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+_NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
+
+
+class Runner:
+    """Drive the jobs of many workers with one ThreadPoolExecutor and one timer thread.
+
+    Periodic jobs run on the pool, never two ticks of one job at once and at
+    most one queued per job; loop jobs run on their own threads. The runner
+    is not restartable: start() once, stop() any number of times.
+    """
+
+    #: Seconds before a loop job whose function raised is called again.
+    loop_restart_delay: float = LOOP_RESTART_DELAY
+
+    def __init__(self, workers: Iterable = (), max_workers: Optional[int] = None, stagger: bool = False,
+                 clock: Callable[[], float] = time.monotonic, name: str = "runner"):
+        if max_workers is None:
+            max_workers = DEFAULT_MAX_WORKERS
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ConfigError(f"max_workers must be an integer >= 1, got {max_workers!r}",
+                              {"max_workers": "must be an integer >= 1"})
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty string, got {name!r}",
+                              {"name": "must be a non-empty string"})
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        self.name = name
+        self.max_workers = max_workers
+        self.stagger = bool(stagger)
+        self.stop_event = threading.Event()
+        self._clock = clock
+        self._wake = threading.Event()
+        # _lifecycle serialises start/add/stop (re-entrant: a startup() may add());
+        # _lock guards the schedule and counters and is never held while waiting.
+        self._lifecycle = threading.RLock()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._random = random.Random()
+        self._state = _NEW
+        self._workers: List[Any] = []
+        self._started: List[Any] = []
+        self._workers_shut = False
+        self._entries: List[_Entry] = []
+        self._loops: List[_Loop] = []
+        self._keys: set = set()
+        self._heap: List[Tuple[float, int, _Entry]] = []
+        self._seq = itertools.count()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_threads: set = set()
+        self._timer: Optional[threading.Thread] = None
+        self._signalled: Optional[int] = None
+        for worker in workers:
+            self.add(worker)
+
+    def __repr__(self) -> str:
+        return f"<Runner {self.name!r} {self._state} workers={len(self._workers)}>"
+
+    @property
+    def running(self) -> bool:
+        """True from start() until stop() is called."""
+        return self._state == _RUNNING
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def add(self, worker: Worker) -> None:
+        """Add *worker*; once the runner runs, its startup() is called and its jobs scheduled now."""
+        for method in ("jobs", "startup", "shutdown"):
+            if not callable(getattr(worker, method, None)):
+                raise ConfigError(f"{type(worker).__name__} is not a worker: it has no {method}() method")
+        with self._lifecycle:
+            if self._state == _STOPPED:
+                raise WorkerError(f"runner {self.name!r} is stopped: cannot add a worker")
+            if any(known is worker for known in self._workers):
+                raise WorkerError(f"{type(worker).__name__} was already added to runner {self.name!r}")
+            self._workers.append(worker)
+            if self._state == _RUNNING:
+                self._schedule(self._start_worker(worker))
+            # _NEW or _STARTING: start() picks it up.
+
+    def start(self) -> "Runner":
+        """Call each worker's startup() here, then start the pool, the timer and the loop threads.
+
+        If a startup() raises, the workers already started are shut down, the
+        runner is left stopped and the exception propagates.
+        """
+        with self._lifecycle:
+            if self._state != _NEW:
+                raise WorkerError(f"runner {self.name!r} was already started")
+            self._state = _STARTING
+            jobs: List[Union[PeriodicJob, LoopJob]] = []
+            try:
+                index = 0
+                while index < len(self._workers):  # a startup() may add() more workers
+                    jobs += self._start_worker(self._workers[index])
+                    index += 1
+            except BaseException:
+                self._state = _STOPPED
+                self.stop_event.set()
+                self._shutdown_workers()
+                raise
+            self._pool = ThreadPoolExecutor(self.max_workers,
+                                            thread_name_prefix=f"syncworkers-pool-{self.name}")
+            self._timer = threading.Thread(target=self._timer_loop, name=f"syncworkers-timer-{self.name}",
+                                           daemon=True)
+            self._state = _RUNNING
+            self._schedule(jobs)
+            self._timer.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        """Stop scheduling, wait up to *timeout* for running jobs, then shut the workers down.
+
+        Queued ticks are cancelled; running ticks and loop jobs are waited for
+        (``None``: as long as they take). Each worker's shutdown() is called
+        once, after the wait. Returns True if everything ended in time. Safe to
+        call again (a later call waits for what is left) and from inside a job,
+        which then does not wait for itself (its worker's shutdown() then runs
+        before that job returns).
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._lifecycle:
+            if self._state == _STARTING:
+                raise WorkerError(f"runner {self.name!r}: stop() called from inside start()")
+            first, never_started = self._state == _RUNNING, self._state == _NEW
+            self._state = _STOPPED
+            self.stop_event.set()
+            self._wake.set()
+        if never_started:
+            return True
+        current = threading.current_thread()
+        timer, pool = self._timer, self._pool
+        if timer is not None and timer is not current:
+            timer.join(_remaining(deadline))
+        if first and pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        own = getattr(self._local, "entry", None)
+        with self._lock:
+            # A future cancelled by shutdown() never counts as done for wait(): leave it out.
+            futures = [e.future for e in self._entries
+                       if e.future is not None and not e.future.cancelled() and e is not own]
+            loops = [loop.thread for loop in self._loops if loop.thread is not current]
+        _, pending = concurrent.futures.wait(futures, timeout=_remaining(deadline))
+        for thread in loops:
+            thread.join(_remaining(deadline))
+        alive = [t.name for t in loops if t.is_alive()]
+        if timer is not None and timer is not current and timer.is_alive():
+            alive.append(timer.name)
+        ended = not pending and not alive
+        if not ended:
+            logger.warning("runner %r: stop() timed out; still running: %d tick(s), threads %s",
+                           self.name, len(pending), alive)
+        self._shutdown_workers()
+        if ended and own is None and pool is not None:
+            pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
+        return ended
+
+    def run(self) -> None:
+        """start(), block until stop() is called or SIGINT/SIGTERM arrives, then stop().
+
+        On the main thread, SIGINT and SIGTERM handlers are installed and the
+        previous ones restored before the final stop(), so a second signal acts
+        as it did before (e.g. Ctrl-C raises KeyboardInterrupt out of a slow
+        stop). The handler only records the signal and run() polls for it:
+        setting an Event from a handler can deadlock on the Event's own lock
+        when the signal lands while the main thread holds it inside wait().
+        """
+        previous: Dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._on_signal)
+        poll = SIGNAL_POLL_INTERVAL if previous else MAX_TIMER_WAIT
+        try:
+            self.start()
+            while not self.stop_event.wait(poll) and self._signalled is None:
+                pass
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:  # None: a handler installed from C, which Python cannot restore
+                    signal.signal(signum, handler)
+        if self._signalled is not None:
+            logger.info("runner %r: %s received, stopping", self.name, signal.Signals(self._signalled).name)
+        self.stop()
+
+    def wakeup(self) -> None:
+        """Make the timer read the clock and the schedule now."""
+        self._wake.set()
+
+    def __enter__(self) -> "Runner":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """A snapshot: ticks fired, skipped and failed per job and in total, and live threads."""
+        with self._lock:
+            jobs: Dict[str, Dict[str, Any]] = {
+                e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
+                        "skipped": e.skipped, "errors": e.errors, "busy": e.busy,
+                        "next_due": e.schedule.next_due}
+                for e in self._entries}
+            for loop in self._loops:
+                jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
+            pool_threads = sum(t.is_alive() for t in self._pool_threads)
+        periodic = [job for job in jobs.values() if job["kind"] == "periodic"]
+        return {
+            "name": self.name,
+            "running": self.running,
+            "max_workers": self.max_workers,
+            "fired": sum(job["fired"] for job in periodic),
+            "skipped": sum(job["skipped"] for job in periodic),
+            "errors": sum(job["errors"] for job in jobs.values()),
+            "threads": {"timer": int(self._timer is not None and self._timer.is_alive()),
+                        "pool": pool_threads,
+                        "loops": sum(job["alive"] for job in jobs.values() if job["kind"] == "loop")},
+            "jobs": jobs,
+        }
+
+    # -- internals ----------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = signum
+
+    def _start_worker(self, worker: Any) -> List[Union[PeriodicJob, LoopJob]]:
+        bind = getattr(worker, "_bind_runner", None)
+        if bind is not None:
+            bind(self)
+        worker.startup()
+        self._started.append(worker)
+        jobs = list(worker.jobs())
+        for job in jobs:
+            if not isinstance(job, (PeriodicJob, LoopJob)):
+                raise ConfigError(f"{type(worker).__name__}.jobs() must return PeriodicJob or LoopJob "
+                                  f"objects, got {type(job).__name__}")
+        return jobs
+
+    def _shutdown_workers(self) -> None:
+        with self._lock:
+            if self._workers_shut:
+                return
+            self._workers_shut = True
+            workers = list(reversed(self._started))
+        for worker in workers:
+            try:
+                worker.shutdown()
+            except Exception:
+                logger.exception("runner %r: %s.shutdown() raised", self.name, type(worker).__name__)
+
+    def _unique_key(self, name: str) -> str:
+        key, n = name, 2
+        while key in self._keys:  # two workers may well name their jobs alike
+            key, n = f"{name}-{n}", n + 1
+        self._keys.add(key)
+        return key
+
+    def _schedule(self, jobs: List[Union[PeriodicJob, LoopJob]]) -> None:
+        now = self._clock()
+        periodic = [job for job in jobs if isinstance(job, PeriodicJob)]
+        offsets = [0.0] * len(periodic)
+        if self.stagger:  # spread among the jobs scheduled together: all at start(), a worker's on add()
+            offsets = stagger_offsets([job.interval for job in periodic])
+        loops = []
+        with self._lock:
+            for job, offset in zip(periodic, offsets):
+                schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
+                                    rand=self._random.random)
+                entry = _Entry(self._unique_key(job.name), job, schedule)
+                self._entries.append(entry)
+                heapq.heappush(self._heap, (schedule.next_due, next(self._seq), entry))
+            for job in jobs:
+                if isinstance(job, LoopJob):
+                    loop = _Loop(self._unique_key(job.name), job)
+                    loop.thread = threading.Thread(target=self._run_loop, args=(loop,),
+                                                   name=f"syncworkers-loop-{loop.key}", daemon=True)
+                    loops.append(loop)
+            self._loops += loops
+        for loop in loops:
+            loop.thread.start()
+        self._wake.set()
+
+    def _timer_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            if self.stop_event.is_set():  # checked after clear(): stop() sets it before waking us
+                return
+            self._wake.wait(self._fire_due())
+
+    def _fire_due(self) -> float:
+        """Submit every tick due now; return the seconds until the next one is due."""
+        now = self._clock()
+        skips = []
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                _, _, entry = heapq.heappop(self._heap)
+                fire, skipped = entry.schedule.due(now, busy=entry.busy)
+                if fire:
+                    self._submit(entry)
+                if skipped:
+                    entry.skipped += skipped
+                    skips.append((entry, skipped))
+                heapq.heappush(self._heap, (entry.schedule.next_due, next(self._seq), entry))
+            next_due = self._heap[0][0] if self._heap else None
+        for entry, skipped in skips:
+            logger.debug("job %r: skipped %d tick(s), the previous one was still running", entry.key, skipped)
+            if entry.job.on_skip is not None:
+                try:
+                    entry.job.on_skip(skipped)
+                except Exception:
+                    logger.exception("job %r: on_skip raised", entry.key)
+        if next_due is None:
+            return MAX_TIMER_WAIT
+        return min(MAX_TIMER_WAIT, max(0.0, next_due - self._clock()))
+
+    def _submit(self, entry: _Entry) -> None:
+        try:
+            entry.future = self._pool.submit(self._run_tick, entry)
+        except RuntimeError:  # stop() shut the pool while this timer was still firing
+            return
+        entry.busy = True
+        entry.fired += 1
+
+    def _run_tick(self, entry: _Entry) -> None:
+        self._local.entry = entry  # lets stop() called from this tick skip waiting for it
+        try:
+            with self._lock:
+                self._pool_threads.add(threading.current_thread())
+            if not self.stop_event.is_set():  # queued before stop() and not cancelled in time
+                entry.job.func()
+        except BaseException as exc:
+            with self._lock:
+                entry.errors += 1
+            if entry.job.on_error is None:
+                logger.error("job %r raised", entry.key, exc_info=exc)
+            else:
+                try:
+                    entry.job.on_error(exc)
+                except Exception:
+                    logger.exception("job %r: on_error raised", entry.key)
+        finally:
+            self._local.entry = None
+            with self._lock:
+                entry.busy = False
+
+    def _run_loop(self, loop: _Loop) -> None:
+        while not self.stop_event.is_set():
+            try:
+                loop.job.func(self.stop_event)
+            except BaseException:
+                with self._lock:
+                    loop.errors += 1
+                logger.error("loop job %r raised; calling it again in %ss", loop.key,
+                             self.loop_restart_delay, exc_info=True)
+                self.stop_event.wait(self.loop_restart_delay)
+                continue
+            if not self.stop_event.is_set():
+                logger.warning("loop job %r returned before stop()", loop.key)
+            return
+
+
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "LOOP_RESTART_DELAY",
+    "MAX_TIMER_WAIT",
+    "SIGNAL_POLL_INTERVAL",
+    "LoopJob",
+    "PeriodicJob",
+    "Runner",
+    "Schedule",
+    "Worker",
+    "stagger_offsets",
+]
