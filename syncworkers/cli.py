@@ -78,11 +78,12 @@ def build_workers(specs: Sequence[str]) -> List[Any]:
 def _load_env_file(path: Optional[str]) -> None:
     if not path:
         return
-    from environs import Env
+    from dotenv import load_dotenv  # python-dotenv, installed with environs
 
     if not os.path.isfile(path):
         raise CLIError(f"--env-file {path!r}: no such file")
-    Env().read_env(path, recurse=False, override=True)
+    # Into os.environ: the config classes read the process environment.
+    load_dotenv(path, override=True)
 
 
 def _setup(log_level: str, log_format: str, env_file: Optional[str]) -> None:
