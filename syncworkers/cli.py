@@ -179,6 +179,23 @@ def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Opt
         worker.client.close()
 
 
+@cli.command()
+@click.option("--seconds", type=click.FloatRange(min=0.5, max=600), default=3.0, show_default=True,
+              help="How long the poller runs before the outbox is flushed.")
+@click.option("--outbox", "outbox_path", type=click.Path(dir_okay=False), default=None,
+              help="SQLite outbox file (default: a new file in a temporary folder).")
+@_log_options
+def demo(seconds: float, outbox_path: Optional[str], log_level: str, log_format: str,
+         env_file: Optional[str]) -> None:
+    """Poll an embedded API and relay its events as signed webhooks through the outbox (127.0.0.1 only)."""
+    _setup(log_level, log_format, env_file)
+    from .demo import run_demo
+
+    summary = run_demo(seconds=seconds, outbox_path=outbox_path, echo=click.echo)
+    if not summary["all_delivered"] or summary["bad_signatures"]:
+        sys.exit(EXIT_FAILED)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point: click with our error policy (one line, exit 2, traceback only at DEBUG)."""
     args = list(sys.argv[1:] if argv is None else argv)
