@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import itertools
 import json
 import os
@@ -403,8 +402,8 @@ def figure5(s: Settings, quick: bool) -> Dict[str, Any]:
     script = os.path.join(HERE, "bench_pollers.py")
     if not os.path.exists(script):
         return {"status": NOT_AVAILABLE, "reason": "scripts/bench_pollers.py is not in this tree"}
-    if importlib.util.find_spec("psutil") is None:
-        return {"status": NOT_AVAILABLE, "reason": "skipped: psutil not installed (bench extra)"}
+    if not bench_async.available("psutil"):
+        return {"status": NOT_AVAILABLE, "reason": "psutil is not installed (bench extra)"}
     cmd = [sys.executable, script, "--pollers", str(s.pollers), "--interval", "1",
            "--ticks", str(s.poller_ticks)] + (["--quick"] if quick else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=s.poller_ticks * 5 + 120, cwd=ROOT)

@@ -16,7 +16,10 @@ PEERS = ("httpx", "aiohttp")
 
 
 def available(peer: str) -> bool:
-    return importlib.util.find_spec(peer) is not None
+    try:
+        return importlib.util.find_spec(peer) is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked in sys.modules
+        return False
 
 
 def version(peer: str) -> Optional[str]:
