@@ -1,8 +1,7 @@
 """Thread-safe in-process metrics: counters and latency summaries.
 
 Workers count into a :class:`Metrics`; ``snapshot()`` gives a plain dict for
-health endpoints and logs. With the ``prometheus`` extra installed,
-:func:`prometheus_collector` exposes the same numbers to prometheus_client.
+health endpoints, logs, or an exporter of the application's choice.
 """
 
 from __future__ import annotations
@@ -93,31 +92,4 @@ class Metrics:
         return f"Metrics({self.snapshot()!r})"
 
 
-def prometheus_collector(metrics: Metrics, prefix: str = "syncworkers"):
-    """A prometheus_client collector for *metrics* (needs the ``prometheus`` extra).
-
-    Register it with ``prometheus_client.REGISTRY.register(...)``.
-    """
-    try:
-        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
-    except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise ImportError("prometheus export needs: pip install 'syncworkers[prometheus]'") from exc
-
-    class _Collector:
-        def collect(self):
-            label_names = sorted(metrics.labels)
-            label_values = [metrics.labels[k] for k in label_names]
-            for name, value in metrics.snapshot().items():
-                metric = f"{prefix}_{name}".replace(".", "_").replace("-", "_")
-                if isinstance(value, dict):
-                    family = SummaryMetricFamily(metric, f"{name} (seconds)", labels=label_names)
-                    family.add_metric(label_values, value["count"], value["avg"] * value["count"])
-                else:
-                    family = CounterMetricFamily(metric, name, labels=label_names)
-                    family.add_metric(label_values, value)
-                yield family
-
-    return _Collector()
-
-
-__all__ = ["Metrics", "percentile", "prometheus_collector", "LATENCY_WINDOW"]
+__all__ = ["Metrics", "percentile", "LATENCY_WINDOW"]

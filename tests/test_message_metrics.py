@@ -1,0 +1,53 @@
+import threading
+from datetime import datetime, timedelta, timezone
+
+from syncworkers import Message, Metrics
+from syncworkers.metrics import percentile
+
+
+def test_message_defaults_are_a_fresh_id_and_an_aware_utc_timestamp():
+    a, b = Message(body={"x": 1}), Message(body={"x": 1})
+    assert a.id != b.id and a.id.startswith("msg_")
+    assert a.timestamp.tzinfo is not None and a.timestamp.utcoffset() == timedelta(0)
+    assert a.headers == {}
+
+
+def test_message_timestamps_are_normalised_to_utc():
+    naive = Message(timestamp=datetime(2026, 1, 2, 3, 4, 5))
+    assert naive.timestamp == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    plus_two = Message(timestamp=datetime(2026, 1, 2, 5, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert plus_two.timestamp == datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
+
+
+def test_message_round_trips_through_dict():
+    m = Message(body=[1, "two"], headers={"status_code": 200}, id="msg_fixed")
+    again = Message.from_dict(m.to_dict())
+    assert (again.id, again.body, again.headers, again.timestamp) == (m.id, m.body, m.headers, m.timestamp)
+
+
+def test_metrics_counters_are_exact_under_threads():
+    metrics = Metrics(worker="w")
+
+    def bump():
+        for _ in range(10_000):
+            metrics.incr("polls")
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert metrics["polls"] == 80_000
+    assert metrics.get("never") == 0
+
+
+def test_metrics_summaries_and_percentiles():
+    metrics = Metrics()
+    for value in range(1, 101):
+        metrics.observe("latency", float(value))
+    summary = metrics.summary("latency")
+    assert summary == {"count": 100, "avg": 50.5, "max": 100.0, "p50": 50.0, "p99": 99.0}
+    assert metrics.snapshot()["latency"]["count"] == 100
+    assert metrics.summary("other") is None
+    assert percentile([], 99) == 0.0
+    assert percentile([3.0], 50) == 3.0
