@@ -389,3 +389,26 @@ def test_a_missing_redis_server_skips_locally_but_fails_on_ci(monkeypatch):
     with pytest.raises(BaseException) as info:  # a skip is a BaseException too: catch it to see it
         RedisServer().__enter__()
     assert info.type is pytest.fail.Exception
+
+
+def test_the_heartbeat_is_refreshed_while_a_message_is_being_processed(consumers, client):
+    a = consumers(consumer_id="slow", heartbeat_ttl=1.5)
+    a.push({"n": 1})
+    gen = a.consume()
+    try:
+        message = next(gen)  # "processing" starts: the loop does not ask for more meanwhile
+        key = f"{a.queue}:consumer:slow"
+        first = client.pttl(key)
+        deadline = time.monotonic() + 10
+        refreshed = False
+        while time.monotonic() < deadline and not refreshed:
+            time.sleep(0.05)
+            ttl = client.pttl(key)
+            refreshed = ttl > first + 100  # set again since: only the heartbeat thread can have
+            first = min(first, ttl)
+        assert refreshed
+        assert client.exists(key) and a.processing() == 1
+        a.ack(message)
+    finally:
+        a.close()
+        gen.close()

@@ -13,8 +13,9 @@ redelivery (the message id stays the same). Keys, all under the queue name::
     {queue}:consumers             ids of consumers that may hold messages
     {queue}:dead                  messages out of deliveries, or nacked without requeue
 
-The heartbeat is refreshed by the consume loop, between messages: a message
-whose processing outlasts ``heartbeat_ttl`` may be redelivered meanwhile.
+While consume() runs, a small thread refreshes the heartbeat every third of
+``heartbeat_ttl``, so a message whose processing takes long is not taken for
+a dead consumer's and redelivered meanwhile.
 Needs Redis >= 6.2 (BLMOVE, LMOVE).
 """
 
@@ -252,6 +253,10 @@ class RedisListConsumer(Source):
         ready = False  # heartbeat set and own leftovers requeued since the last (re)connection
         failures = 0
         next_recover = 0.0
+        done = threading.Event()
+        beater = threading.Thread(target=self._keep_beating, args=(done,), daemon=True,
+                                  name=f"syncworkers-redis-heartbeat-{self.consumer_id}")
+        beater.start()
         try:
             while not self.stop_event.is_set():
                 try:
@@ -288,8 +293,18 @@ class RedisListConsumer(Source):
                         logger.warning("could not acknowledge message %s on queue %r (%s); it will "
                                        "be redelivered", message.id, self.queue, type(exc).__name__)
         finally:
+            done.set()
+            beater.join(5)
             if self._owns_client and self.stop_event.is_set():
                 self._client.connection_pool.disconnect(inuse_connections=False)
+
+    def _keep_beating(self, done: threading.Event) -> None:
+        """Refresh the heartbeat while the loop runs, so a long process_message is not taken for death."""
+        while not done.wait(self.heartbeat_ttl / 3) and not self.stop_event.is_set():
+            try:
+                self._beat(force=True)
+            except redis.RedisError as exc:  # the consume loop reports outages; just try again later
+                logger.debug("heartbeat for queue %r failed: %s", self.queue, type(exc).__name__)
 
     def ack(self, message: Message) -> None:
         """*message* is done: remove it from the processing list (unknown or settled ones are ignored)."""
