@@ -44,10 +44,9 @@ for _path in (HERE, ROOT):
         sys.path.insert(0, _path)
 
 import receivers  # noqa: E402
-from syncworkers import Runner  # noqa: E402
+from syncworkers import PollerWorker, Runner  # noqa: E402
 from syncworkers.metrics import percentile  # noqa: E402
 from syncworkers.runner import stagger_offsets  # noqa: E402
-from syncworkers.workers.poller import PollerWorker  # noqa: E402
 
 TARGET_LATENESS_MS = 20.0
 TARGET_DRIFT_MS = 20.0

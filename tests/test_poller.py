@@ -17,13 +17,14 @@ from syncworkers import (
     ConfigError,
     HTTPClientConfig,
     PollerConfig,
+    PollerWorker,
+    PollOutcome,
     RequestTimeout,
     ResponseTooLarge,
     RetryInterrupted,
     TransportError,
 )
 from syncworkers.runner import Runner
-from syncworkers.workers.poller import PollerWorker, PollOutcome
 
 from .server import Reply
 

@@ -12,12 +12,7 @@ import threading
 
 import pytest
 
-from syncworkers import CircuitBreakerConfig, CircuitOpenError, HTTPClientConfig, PollerConfig
-
-try:
-    from syncworkers import PollerWorker
-except ImportError:  # until syncworkers/__init__.py exports it
-    from syncworkers.workers.poller import PollerWorker
+from syncworkers import CircuitBreakerConfig, CircuitOpenError, HTTPClientConfig, PollerConfig, PollerWorker
 
 from .server import Reply
 
