@@ -48,6 +48,7 @@ def __getattr__(name: str):
         return RedisListConsumer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "__version__",
     # configuration

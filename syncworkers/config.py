@@ -13,11 +13,11 @@ import enum
 import functools
 import os
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type
-from urllib.parse import urlsplit
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from environs import Env, EnvError
 
+from . import validators as v
 from .exceptions import ConfigError, UnknownOptionError
 
 # -- defaults ---------------------------------------------------------------
@@ -68,164 +68,6 @@ class RetryStrategy(str, enum.Enum):
     FIXED = "fixed"  #: ``initial_delay``
     LINEAR = "linear"  #: ``initial_delay * k``
     EXPONENTIAL = "exponential"  #: ``initial_delay * exponential_base ** (k - 1)``
-
-
-# -- validation helpers -----------------------------------------------------
-
-
-def _number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
-            optional: bool = False) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
-                try:
-                    value = kind(value)
-                except ValueError:
-                    raise ValueError(f"must be a number, got {value!r}") from None
-            else:
-                raise ValueError(f"must be a number, got {value!r}")
-        if kind is int and isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"must be a whole number, got {value!r}")
-            value = int(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"must be a finite number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be >= {minimum}, got {value!r}")
-        if above is not None and value <= above:
-            raise ValueError(f"must be > {above}, got {value!r}")
-        return kind(value)
-
-    return check
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    raise ValueError(f"must be true or false, got {value!r}")
-
-
-def _url(optional: bool = True, relative_ok: bool = False) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"must be a URL, got {value!r}")
-        value = value.strip()
-        if relative_ok and value.startswith("/"):
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
-        try:
-            parts.port
-        except ValueError:
-            raise ValueError(f"has an invalid port: {value!r}") from None
-        return value
-
-    return check
-
-
-def _choice(options: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
-        norm = value.strip().upper() if upper else value.strip().lower()
-        if norm not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
-        return norm
-
-    return check
-
-
-def _optional_str(value: Any) -> Optional[str]:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__}")
-    return value
-
-
-def _existing_file(value: Any) -> Optional[str]:
-    value = _optional_str(value)
-    if value is not None and not os.path.isfile(value):
-        raise ValueError(f"no such file: {value!r}")
-    return value
-
-
-def _str_mapping(value: Any) -> Mapping[str, str]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping of strings, got {type(value).__name__}")
-    for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise ValueError(f"keys and values must be strings, got {k!r}: {type(v).__name__}")
-    return MappingProxyType(dict(value))
-
-
-def _strategy(value: Any) -> RetryStrategy:
-    try:
-        return RetryStrategy(value.lower() if isinstance(value, str) else value)
-    except ValueError:
-        raise ValueError(
-            f"must be one of {', '.join(s.value for s in RetryStrategy)}, got {value!r}"
-        ) from None
-
-
-def _statuses(value: Any) -> Tuple[int, ...]:
-    try:
-        codes = tuple(sorted({int(v) for v in value}))
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a collection of status codes, got {value!r}") from None
-    if any(not 100 <= c <= 599 for c in codes):
-        raise ValueError(f"status codes must be 100-599, got {value!r}")
-    return codes
-
-
-def _delays(value: Any) -> Tuple[float, ...]:
-    if isinstance(value, (str, bytes)):
-        value = [v for v in str(value).split(",") if v.strip()]
-    try:
-        delays = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
-    if any(d < 0 or d != d for d in delays):
-        raise ValueError(f"delays must be >= 0, got {value!r}")
-    return delays
-
-
-def _exception_spec(value: Any) -> Any:
-    def is_exc(v: Any) -> bool:
-        return isinstance(v, type) and issubclass(v, BaseException)
-
-    if is_exc(value) or (isinstance(value, tuple) and value and all(is_exc(v) for v in value)):
-        return value
-    raise ValueError(f"must be an exception class or a tuple of them, got {value!r}")
-
-
-def _verify_path(value: Any) -> str:
-    if isinstance(value, str) and os.path.exists(value):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
-        return _boolean(value)  # type: ignore[return-value]
-    raise ValueError(f"must be true, false or the path of a CA bundle, got {value!r}")
-
-
-def _choice_header(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
-        raise ValueError(f"must be an HTTP header name, got {value!r}")
-    return value.strip()
-
-
-def _instance(value: Any, cls: Type) -> Any:
-    if value is not None and not isinstance(value, cls):
-        raise ValueError(f"must be a {cls.__name__}, got {type(value).__name__}")
-    return value
 
 
 # -- the config base ---------------------------------------------------------
@@ -426,14 +268,14 @@ class RetryConfig(_Config):
     retry_on_status: Tuple[int, ...] = _field(RETRY_STATUSES)
 
     _VALIDATORS = {
-        "strategy": _strategy,
-        "max_attempts": _number(int, minimum=1),
-        "initial_delay": _number(float, minimum=0),
-        "max_delay": _number(float, minimum=0),
-        "exponential_base": _number(float, minimum=1),
-        "jitter": _boolean,
-        "retry_after_max": _number(float, minimum=0),
-        "retry_on_status": _statuses,
+        "strategy": v.enum_member(RetryStrategy),
+        "max_attempts": v.number(int, minimum=1),
+        "initial_delay": v.number(float, minimum=0),
+        "max_delay": v.number(float, minimum=0),
+        "exponential_base": v.number(float, minimum=1),
+        "jitter": v.boolean,
+        "retry_after_max": v.number(float, minimum=0),
+        "retry_on_status": v.statuses,
     }
 
     @classmethod
@@ -441,9 +283,9 @@ class RetryConfig(_Config):
         """The WebhookConfig/env shape: *max_retries* after the first attempt,
         waits of ``retry_delay * retry_backoff ** (k - 1)`` (fixed when backoff is 1)."""
         errors = {}
-        for name, value, check in (("max_retries", max_retries, _number(int, minimum=0)),
-                                   ("retry_delay", retry_delay, _number(float, minimum=0)),
-                                   ("retry_backoff", retry_backoff, _number(float, minimum=1))):
+        for name, value, check in (("max_retries", max_retries, v.number(int, minimum=0)),
+                                   ("retry_delay", retry_delay, v.number(float, minimum=0)),
+                                   ("retry_backoff", retry_backoff, v.number(float, minimum=1))):
             try:
                 check(value)
             except ValueError as exc:
@@ -485,10 +327,10 @@ class CircuitBreakerConfig(_Config):
     enabled: bool = _field(True)
 
     _VALIDATORS = {
-        "failure_threshold": _number(int, minimum=1),
-        "timeout_seconds": _number(float, above=0),
-        "expected_exception": _exception_spec,
-        "enabled": _boolean,
+        "failure_threshold": v.number(int, minimum=1),
+        "timeout_seconds": v.number(float, above=0),
+        "expected_exception": v.exception_spec,
+        "enabled": v.boolean,
     }
 
 
@@ -530,33 +372,33 @@ class HTTPClientConfig(_Config):
     circuit_breaker_config: Optional[CircuitBreakerConfig] = _field(factory=CircuitBreakerConfig)
 
     _VALIDATORS = {
-        "base_url": _url(),
-        "timeout": _number(float, above=0, optional=True),
-        "connect_timeout": _number(float, above=0),
-        "read_timeout": _number(float, above=0),
-        "max_connections": _number(int, minimum=1),
-        "max_keepalive_connections": _number(int, minimum=0, optional=True),
-        "keepalive_expiry": _number(float, minimum=0),
-        "verify_ssl": lambda v: v if isinstance(v, bool) else _verify_path(v),
-        "ssl_cert_file": _existing_file,
-        "ssl_key_file": _existing_file,
-        "default_headers": _str_mapping,
-        "user_agent": _optional_str,
-        "auth_type": _choice(AUTH_TYPES),
-        "bearer_token": _optional_str,
-        "api_key": _optional_str,
-        "api_key_header": _choice_header,
-        "basic_user": _optional_str,
-        "basic_password": _optional_str,
-        "follow_redirects": _boolean,
-        "max_redirects": _number(int, minimum=0),
-        "max_response_size": _number(int, minimum=1),
-        "trust_env": _boolean,
-        "max_retries": _number(int, minimum=0),
-        "retry_delay": _number(float, minimum=0),
-        "retry_backoff": _number(float, minimum=1),
-        "retry_config": lambda v: _instance(v, RetryConfig),
-        "circuit_breaker_config": lambda v: _instance(v, CircuitBreakerConfig),
+        "base_url": v.http_url(),
+        "timeout": v.number(float, above=0, optional=True),
+        "connect_timeout": v.number(float, above=0),
+        "read_timeout": v.number(float, above=0),
+        "max_connections": v.number(int, minimum=1),
+        "max_keepalive_connections": v.number(int, minimum=0, optional=True),
+        "keepalive_expiry": v.number(float, minimum=0),
+        "verify_ssl": v.verify_setting,
+        "ssl_cert_file": v.existing_file,
+        "ssl_key_file": v.existing_file,
+        "default_headers": v.str_mapping,
+        "user_agent": v.optional_str,
+        "auth_type": v.choice(AUTH_TYPES),
+        "bearer_token": v.optional_str,
+        "api_key": v.optional_str,
+        "api_key_header": v.header_name,
+        "basic_user": v.optional_str,
+        "basic_password": v.optional_str,
+        "follow_redirects": v.boolean,
+        "max_redirects": v.number(int, minimum=0),
+        "max_response_size": v.number(int, minimum=1),
+        "trust_env": v.boolean,
+        "max_retries": v.number(int, minimum=0),
+        "retry_delay": v.number(float, minimum=0),
+        "retry_backoff": v.number(float, minimum=1),
+        "retry_config": lambda value: v.instance_of(value, RetryConfig),
+        "circuit_breaker_config": lambda value: v.instance_of(value, CircuitBreakerConfig),
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -639,18 +481,18 @@ class PollerConfig(_Config):
     )
 
     _VALIDATORS = {
-        "base_url": _url(),
-        "url": _url(relative_ok=True),
-        "interval": _number(float, above=0),
-        "method": _choice(HTTP_METHODS, upper=True),
-        "connect_timeout": _number(float, above=0),
-        "read_timeout": _number(float, above=0),
-        "max_connections": _number(int, minimum=1),
-        "verify_ssl": lambda v: v if isinstance(v, bool) else _verify_path(v),
-        "follow_redirects": _boolean,
-        "user_agent": _optional_str,
-        "jitter": _number(float, minimum=0),
-        "conditional": _boolean,
+        "base_url": v.http_url(),
+        "url": v.http_url(relative_ok=True),
+        "interval": v.number(float, above=0),
+        "method": v.choice(HTTP_METHODS, upper=True),
+        "connect_timeout": v.number(float, above=0),
+        "read_timeout": v.number(float, above=0),
+        "max_connections": v.number(int, minimum=1),
+        "verify_ssl": v.verify_setting,
+        "follow_redirects": v.boolean,
+        "user_agent": v.optional_str,
+        "jitter": v.number(float, minimum=0),
+        "conditional": v.boolean,
     }
     _ENV = {
         "url": ("POLLER_URL", "str"),
@@ -687,15 +529,15 @@ class WebhookConfig(_Config):
     signing_secret: Any = _field(None)
 
     _VALIDATORS = {
-        "base_url": _url(),
-        "timeout": _number(float, above=0),
-        "max_retries": _number(int, minimum=0),
-        "retry_delay": _number(float, minimum=0),
-        "retry_backoff": _number(float, minimum=1),
-        "endpoints": _str_mapping,
-        "max_workers": _number(int, minimum=1),
-        "outbox_path": _optional_str,
-        "retry_schedule": _delays,
+        "base_url": v.http_url(),
+        "timeout": v.number(float, above=0),
+        "max_retries": v.number(int, minimum=0),
+        "retry_delay": v.number(float, minimum=0),
+        "retry_backoff": v.number(float, minimum=1),
+        "endpoints": v.str_mapping,
+        "max_workers": v.number(int, minimum=1),
+        "outbox_path": v.optional_str,
+        "retry_schedule": v.delays,
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -712,7 +554,7 @@ class WebhookConfig(_Config):
     def _validate(self) -> None:
         for name, target in self.endpoints.items():
             if not target.startswith("/"):
-                _url(optional=False)(target)
+                v.http_url(optional=False)(target)
 
     @property
     def retry(self) -> RetryConfig:

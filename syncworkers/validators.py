@@ -1,0 +1,174 @@
+"""Validators for the config classes: each takes a value and returns it normalised or raises ValueError.
+
+The message never names the field: the config class prefixes it, and the
+environment loader the variable.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type
+from urllib.parse import urlsplit
+
+
+def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
+           optional: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    raise ValueError(f"must be a number, got {value!r}") from None
+            else:
+                raise ValueError(f"must be a number, got {value!r}")
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"must be a whole number, got {value!r}")
+            value = int(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value!r}")
+        if above is not None and value <= above:
+            raise ValueError(f"must be > {above}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def http_url(optional: bool = True, relative_ok: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"must be a URL, got {value!r}")
+        value = value.strip()
+        if relative_ok and value.startswith("/"):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"has an invalid port: {value!r}") from None
+        return value
+
+    return check
+
+
+def choice(options: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        norm = value.strip().upper() if upper else value.strip().lower()
+        if norm not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return norm
+
+    return check
+
+
+def optional_str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def existing_file(value: Any) -> Optional[str]:
+    value = optional_str(value)
+    if value is not None and not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r}")
+    return value
+
+
+def str_mapping(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of strings, got {type(value).__name__}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"keys and values must be strings, got {k!r}: {type(v).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def enum_member(enum_cls: Type[enum.Enum]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        try:
+            return enum_cls(value.lower() if isinstance(value, str) else value)
+        except ValueError:
+            raise ValueError(
+                f"must be one of {', '.join(str(m.value) for m in enum_cls)}, got {value!r}"
+            ) from None
+
+    return check
+
+
+def statuses(value: Any) -> Tuple[int, ...]:
+    try:
+        codes = tuple(sorted({int(v) for v in value}))
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a collection of status codes, got {value!r}") from None
+    if any(not 100 <= c <= 599 for c in codes):
+        raise ValueError(f"status codes must be 100-599, got {value!r}")
+    return codes
+
+
+def delays(value: Any) -> Tuple[float, ...]:
+    if isinstance(value, (str, bytes)):
+        value = [v for v in str(value).split(",") if v.strip()]
+    try:
+        delays = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
+    if any(d < 0 or d != d for d in delays):
+        raise ValueError(f"delays must be >= 0, got {value!r}")
+    return delays
+
+
+def exception_spec(value: Any) -> Any:
+    def is_exc(v: Any) -> bool:
+        return isinstance(v, type) and issubclass(v, BaseException)
+
+    if is_exc(value) or (isinstance(value, tuple) and value and all(is_exc(v) for v in value)):
+        return value
+    raise ValueError(f"must be an exception class or a tuple of them, got {value!r}")
+
+
+def verify_setting(value: Any) -> Any:
+    """True, False, or the path of an existing CA bundle."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and os.path.exists(value):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
+        return boolean(value)  # type: ignore[return-value]
+    raise ValueError(f"must be true, false or the path of a CA bundle, got {value!r}")
+
+
+def header_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
+        raise ValueError(f"must be an HTTP header name, got {value!r}")
+    return value.strip()
+
+
+def instance_of(value: Any, cls: Type) -> Any:
+    if value is not None and not isinstance(value, cls):
+        raise ValueError(f"must be a {cls.__name__}, got {type(value).__name__}")
+    return value
