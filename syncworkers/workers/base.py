@@ -51,7 +51,7 @@ class HTTPWorker:
         self.client = HTTPClient(self.http_config, threads=self.client_threads, stop_event=self._stop_event,
                                  logger=self.logger)
         self._runner: Optional["Runner"] = None
-        self._own_runner: Optional["Runner"] = None
+        self._own_runner: Optional["Runner"] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()
 
     # -- hooks for subclasses ---------------------------------------------------------
@@ -91,10 +91,18 @@ class HTTPWorker:
         return self
 
     def stop(self, timeout: Optional[float] = None) -> bool:
-        """Stop: interrupt waits, let in-flight work finish up to *timeout*; True if all ended."""
-        self._stop_event.set()
-        runner = self._own_runner
+        """Stop: interrupt waits, let in-flight work finish up to *timeout*; True if all ended.
+
+        Stops the Runner of ``start()`` or ``run_sync()``. A worker driven by a
+        shared Runner is stopped with that Runner.
+        """
+        with self._lock:
+            runner = self._own_runner
         if runner is None:
+            shared = self._runner
+            if shared is not None and shared.running:
+                raise WorkerError(f"{self.name} runs in a shared Runner: stop that Runner instead")
+            self._stop_event.set()
             return True
         ended = runner.stop(timeout)
         with self._lock:
@@ -106,11 +114,31 @@ class HTTPWorker:
         """Block until stopped; on the main thread SIGINT and SIGTERM stop it cleanly."""
         from ..runner import Runner
 
-        Runner([self], max_workers=self._runner_threads(), name=self.name).run()
+        runner = Runner([self], max_workers=self._runner_threads(), name=self.name)
+        with self._lock:
+            if self.running:
+                raise WorkerError(f"{self.name} is already running")
+            self._own_runner = runner  # so that stop() from another thread reaches it
+        try:
+            runner.run()
+        finally:
+            with self._lock:
+                if self._own_runner is runner:
+                    self._own_runner = None
+
+    def _usable_after_stop(self) -> None:
+        """Direct use (``poll()``, a send) after a run ended gets a fresh, unset stop event,
+        so its retries are not cut short by the finished run's."""
+        with self._lock:
+            if self._stop_event.is_set() and not self.running and self._own_runner is None:
+                self._stop_event = threading.Event()
+                self.client.stop_event = self._stop_event
 
     def close(self) -> None:
-        """Stop if running and release connections."""
-        self.stop()
+        """Stop (unless a shared Runner drives the worker) and release connections."""
+        shared = self._runner is not None and self._runner.running and self._own_runner is None
+        if not shared:
+            self.stop()
         self.client.close()
 
     def __enter__(self) -> "HTTPWorker":

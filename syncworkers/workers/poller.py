@@ -148,6 +148,7 @@ class PollerWorker(HTTPWorker):
 
     def poll(self) -> PollOutcome:
         """Do one full poll cycle now, in this thread (waits for a poll already in progress)."""
+        self._usable_after_stop()
         with self._poll_lock:
             outcome = self._poll()
             self.last_outcome = outcome

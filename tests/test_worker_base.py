@@ -1,0 +1,62 @@
+"""HTTPWorker lifecycle: start/stop, run_sync from another thread, shared Runners, reuse after stop."""
+
+import threading
+import time
+
+import pytest
+
+from syncworkers import HTTPClientConfig, PollerWorker, Runner, WorkerError
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_run_sync_in_a_thread_returns_when_stop_is_called(server):
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=3600)
+    thread = threading.Thread(target=worker.run_sync, name="run-sync-test")
+    thread.start()
+    assert wait_for(lambda: worker.running and server.requests)
+    assert worker.stop(timeout=5)
+    thread.join(5)
+    assert not thread.is_alive()
+    worker.close()
+
+
+def test_a_worker_polled_directly_after_a_run_still_retries(server):
+    server.route("GET", "/flaky", status=[200, 503, 200])
+    worker = PollerWorker(url=server.url("/flaky"), interval=3600,
+                          http_config=HTTPClientConfig(retry_delay=0.01))
+    worker.start()
+    assert wait_for(lambda: len(server.requests) == 1)
+    worker.stop(timeout=5)
+    outcome = worker.poll()  # a stale stop event would cut the retry wait short
+    assert outcome.ok and outcome.status == 200
+    assert len(server.requests) == 3
+    worker.close()
+
+
+def test_stop_on_a_worker_of_a_shared_runner_says_to_stop_the_runner(server):
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=3600)
+    with Runner([worker]):
+        with pytest.raises(WorkerError, match="shared Runner"):
+            worker.stop()
+    worker.close()
+
+
+def test_start_twice_is_refused(server):
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=3600)
+    worker.start()
+    try:
+        with pytest.raises(WorkerError, match="already running"):
+            worker.start()
+    finally:
+        worker.close()
