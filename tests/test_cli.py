@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from syncworkers.cli import cli, main
 
 from .apps import cli_workers
+from .helpers import closed_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "tests.apps.cli_workers"
@@ -58,12 +59,7 @@ def test_run_once_exits_1_when_process_message_raises(server, monkeypatch, capsy
 
 
 def test_run_once_exits_1_on_transport_error(monkeypatch, capsys):
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = closed_port()
     monkeypatch.setenv("POLLER_URL", f"http://127.0.0.1:{port}/gone")
     monkeypatch.setenv("HTTP_MAX_RETRIES", "0")
     code, _, _ = run_main(["run", "--once", f"{APP}:GoodPoller"], capsys)

@@ -20,6 +20,7 @@ from syncworkers import (
 )
 from syncworkers.http import HTTPClient
 
+from .helpers import closed_port
 from .server import Reply
 
 
@@ -102,12 +103,7 @@ def test_retry_after_is_honoured_and_capped(server):
 
 
 def test_connection_errors_are_retried_then_mapped(monkeypatch):
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
+    port = closed_port()
     stop = RecordingEvent()
     with HTTPClient(HTTPClientConfig(max_retries=2, retry_delay=0.1), stop_event=stop) as client:
         with pytest.raises(TransportError, match="connection failed") as info:

@@ -5,7 +5,6 @@ durations asserted are generous "returns instead of hanging" bounds.
 """
 
 import logging
-import socket
 import threading
 import time
 
@@ -27,6 +26,7 @@ from syncworkers import (
 from syncworkers.runner import Runner
 
 from .server import Reply
+from .helpers import closed_port, wait_for
 
 NO_RETRY = HTTPClientConfig(max_retries=0)
 FAST_RETRY = HTTPClientConfig(retry_delay=0.01)
@@ -57,22 +57,6 @@ class FakeClock:
         value = self.now
         self.now += self.step
         return value
-
-
-def wait_for(predicate, timeout=5.0):
-    """Poll *predicate* until true; the deadline only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
-def closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- what a poll delivers ------------------------------------------------------------

@@ -30,6 +30,8 @@ from syncworkers.runner import (
     stagger_offsets,
 )
 
+from .helpers import wait_for
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,16 +65,6 @@ class FakeWorker:
 
     def shutdown(self):
         self.log.append(f"{self.label}.shutdown")
-
-
-def wait_for(predicate, timeout=5.0):
-    """Poll *predicate* until true; a generous deadline only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def advance(runner, clock, now):

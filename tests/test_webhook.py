@@ -30,22 +30,13 @@ from syncworkers.sources import MemoryQueue
 from syncworkers.workers.webhook import DeliveryResult, WebhookSenderWorker
 
 from .server import LoopbackServer, Reply
+from .helpers import wait_for
 
 FAST = WebhookConfig(retry_delay=0.01)
 
 
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-def wait_for(predicate, timeout=5.0):
-    """Poll *predicate*; the deadline only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class LogCapture:

@@ -1,20 +1,12 @@
 """HTTPWorker lifecycle: start/stop, run_sync from another thread, shared Runners, reuse after stop."""
 
 import threading
-import time
 
 import pytest
 
 from syncworkers import HTTPClientConfig, PollerWorker, Runner, WorkerError
 
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+from .helpers import wait_for
 
 
 def test_run_sync_in_a_thread_returns_when_stop_is_called(server):
