@@ -410,7 +410,7 @@ def figure5(s: Settings, quick: bool) -> Dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"bench_pollers.py exited {out.returncode}: {out.stderr.strip()[-500:]}")
     result = _last_json(out.stdout)
-    return {"title": f"{s.pollers} pollers at 1 s interval",
+    return {"title": f"{s.pollers:,} pollers at 1 s interval",
             "command": shlex.join([os.path.relpath(script, ROOT)] + cmd[2:]),
             "result": result, "stdout": None if result else out.stdout.strip()[-2000:]}
 
