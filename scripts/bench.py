@@ -668,7 +668,10 @@ def render(results: Dict[str, Any], style: str = "text") -> str:
 
 
 def chart(results: Dict[str, Any], path: str) -> Optional[str]:
-    """Bars of figures 1 and 2 (requests/s, min–max whiskers); None when matplotlib is missing."""
+    """Bars of figures 1 and 2: requests/s and CPU µs per request (median, min–max whiskers).
+
+    Returns None when matplotlib is not installed.
+    """
     try:
         import matplotlib
     except ImportError:
@@ -682,29 +685,34 @@ def chart(results: Dict[str, Any], path: str) -> Optional[str]:
         groups.append((f"{n} thread{'s' if n > 1 else ''}", [r for r in f1["rows"] if r["concurrency"] == n]))
     f2 = results["figures"].get("2", {})
     if f2.get("rows"):
-        groups.append(("vs async, 32 concurrent", f2["rows"]))
+        groups.append(("vs async peers", f2["rows"]))
+    if not groups:
+        return None
     clients = list(dict.fromkeys(r["client"] for _, rows in groups for r in rows))
-    colors = dict(zip(clients, ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b"]))
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
-    width = 0.8 / max(len(rows) for _, rows in groups) if groups else 0.8
-    labelled = set()
-    for g, (_, rows) in enumerate(groups):
-        for i, r in enumerate(rows):
-            x = g + (i - (len(rows) - 1) / 2) * width
-            m = r["rps"]
-            ax.bar(x, m["median"], width * 0.92, color=colors[r["client"]],
-                   yerr=[[m["median"] - m["min"]], [m["max"] - m["median"]]], capsize=3,
-                   label=None if r["client"] in labelled else r["client"])
-            labelled.add(r["client"])
-            ax.text(x, m["max"], f"{m['median']:,.0f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([name for name, _ in groups])
-    ax.set_ylabel("requests/s (median, min–max)")
+    palette = ["#1f77b4", "#7f7f7f", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    colors = dict(zip(clients, palette))
+    fig, axes = plt.subplots(2, 1, figsize=(11, 9), dpi=110, sharex=True)
+    width = 0.8 / max(len(rows) for _, rows in groups)
+    for ax, key, label in ((axes[0], "rps", "requests/s"), (axes[1], "cpu_us", "client CPU µs per request")):
+        labelled = set()
+        for g, (_, rows) in enumerate(groups):
+            for i, r in enumerate(rows):
+                x = g + (i - (len(rows) - 1) / 2) * width
+                m = r[key]
+                ax.bar(x, m["median"], width * 0.92, color=colors[r["client"]],
+                       yerr=[[m["median"] - m["min"]], [m["max"] - m["median"]]], capsize=3,
+                       label=None if r["client"] in labelled else r["client"])
+                labelled.add(r["client"])
+                ax.text(x, m["max"], f"{m['median']:,.0f}", ha="center", va="bottom", fontsize=7)
+        ax.set_ylabel(f"{label}\n(median, min–max)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].set_xticks(range(len(groups)))
+    axes[1].set_xticklabels([name for name, _ in groups])
+    axes[0].legend(fontsize=8, loc="upper left")
     mach = results["machine"]
-    ax.set_title(f"Webhook throughput, small JSON POST to {results['receiver'].split(' (')[0]} on 127.0.0.1\n"
-                 f"{mach['cpu']}, {mach['cores']} cores, {mach['python']}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(f"Webhook throughput, small JSON POST to {results['receiver'].split(' (')[0]} on 127.0.0.1 "
+                      f"({results['runs']} runs each)\n{mach['cpu']}, {mach['cores']} cores, {mach['python']}",
+                      fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
