@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import itertools
 import json
@@ -53,15 +54,12 @@ from requests.adapters import HTTPAdapter  # noqa: E402
 import bench_async  # noqa: E402
 import receivers  # noqa: E402
 import syncworkers  # noqa: E402
-from syncworkers import HTTPClientConfig, WebhookConfig  # noqa: E402
+from syncworkers import WebhookConfig  # noqa: E402
 
-try:  # the worker may be missing from an older tree; the harness still runs
-    from syncworkers import WebhookSenderWorker  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the tree
-    try:
-        from syncworkers.workers.webhook import WebhookSenderWorker  # type: ignore
-    except ImportError:
-        WebhookSenderWorker = None  # type: ignore[assignment,misc]
+try:
+    from syncworkers import WebhookSenderWorker
+except ImportError:  # until the top-level export lands
+    from syncworkers.workers.webhook import WebhookSenderWorker
 
 #: The webhook every figure sends: a small JSON event (~170 bytes serialised).
 PAYLOAD: Dict[str, Any] = {
@@ -173,40 +171,19 @@ class Client:
 class SyncworkersClient(Client):
     """``send_webhook`` through one WebhookSenderWorker shared by all threads."""
 
-    def __init__(self, base_url: str, threads: int, endpoint: str = "/hook", **config: Any) -> None:
+    name = "syncworkers send_webhook"
+
+    def __init__(self, base_url: str, threads: int, endpoint: str = "/hook") -> None:
         self.threads = threads
         self.endpoint = endpoint
-        self.name = "syncworkers send_webhook"
         self.worker = WebhookSenderWorker(base_url=base_url, webhook_config=WebhookConfig(
-            max_workers=threads, max_retries=0, **config))
+            max_workers=threads, max_retries=0))
 
     def call(self) -> bool:
         return self.worker.send_webhook(self.endpoint, PAYLOAD)
 
     def close(self) -> None:
         self.worker.close()
-
-
-class HTTPClientClient(Client):
-    """Stand-in while WebhookSenderWorker does not exist: HTTPClient.post of the JSON."""
-
-    def __init__(self, base_url: str, threads: int, endpoint: str = "/hook") -> None:
-        self.threads = threads
-        self.url = base_url + endpoint
-        self.name = "syncworkers HTTPClient.post"
-        self.client = syncworkers.HTTPClient(HTTPClientConfig(max_retries=0), threads=threads)
-
-    def call(self) -> bool:
-        return self.client.post(self.url, json=PAYLOAD).status_code < 300
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def syncworkers_client(base_url: str, threads: int, endpoint: str = "/hook") -> Client:
-    if WebhookSenderWorker is None:
-        return HTTPClientClient(base_url, threads, endpoint)
-    return SyncworkersClient(base_url, threads, endpoint)
 
 
 class SessionClient(Client):
@@ -314,7 +291,7 @@ def figure1(fast_url: str, s: Settings) -> Dict[str, Any]:
     ratios: Dict[str, Dict[str, Optional[float]]] = {}
     for n in s.threads:
         with contextlib.ExitStack() as stack:
-            clients = [closing(stack, syncworkers_client(fast_url, n)),
+            clients = [closing(stack, SyncworkersClient(fast_url, n)),
                        closing(stack, SessionClient(fast_url + "/hook", n)),
                        closing(stack, Urllib3Client(fast_url + "/hook", n)),
                        closing(stack, NaiveClient(fast_url + "/hook", n))]
@@ -330,7 +307,7 @@ def figure1(fast_url: str, s: Settings) -> Dict[str, Any]:
 def figure2(fast_url: str, s: Settings, concurrency: int = 32) -> Dict[str, Any]:
     skipped = {p: "skipped: not installed" for p in bench_async.PEERS if not bench_async.available(p)}
     with contextlib.ExitStack() as stack:
-        clients: List[Client] = [closing(stack, syncworkers_client(fast_url, concurrency))]
+        clients: List[Client] = [closing(stack, SyncworkersClient(fast_url, concurrency))]
         for peer in bench_async.PEERS:
             if peer not in skipped:
                 clients.append(closing(stack, AsyncClient(peer, fast_url + "/hook", concurrency)))
@@ -355,7 +332,7 @@ def figure3(slow_url: str, s: Settings) -> Dict[str, Any]:
     for c in s.latency_concurrency:
         with contextlib.ExitStack() as stack:
             # The baselines show how far this machine's Python can go at that many threads.
-            clients = [closing(stack, syncworkers_client(slow_url, c, endpoint=path)),
+            clients = [closing(stack, SyncworkersClient(slow_url, c, endpoint=path)),
                        closing(stack, SessionClient(slow_url + path, c)),
                        closing(stack, Urllib3Client(slow_url + path, c))]
             got = measure(clients, s, s.latency_duration)
@@ -367,8 +344,6 @@ def figure3(slow_url: str, s: Settings) -> Dict[str, Any]:
 
 
 def figure4(slow_url: str, s: Settings, endpoints: int = 16) -> Dict[str, Any]:
-    if WebhookSenderWorker is None:
-        return {"status": NOT_AVAILABLE, "reason": "WebhookSenderWorker is not in this tree"}
     delay_ms = int(BROADCAST_DELAY * 1000)
     slow = [f"/delay/{delay_ms}/ep{i}" for i in range(endpoints)]
     failing = ["/status/400/ep0"] + [f"/delay/{int(SLOW_ENDPOINT * 1000)}/ep{i}" for i in range(1, endpoints)]
@@ -427,7 +402,7 @@ def _last_json(text: str) -> Optional[Dict[str, Any]]:
 
 
 def figure6(fast_url: str, s: Settings) -> Dict[str, Any]:
-    if WebhookSenderWorker is None or not hasattr(WebhookSenderWorker, "enqueue"):
+    if not hasattr(WebhookSenderWorker, "enqueue"):
         return {"status": NOT_AVAILABLE, "reason": "WebhookSenderWorker has no enqueue() (outbox API)"}
     n, w = s.outbox_deliveries, s.outbox_workers
     walls: List[float] = []
@@ -725,7 +700,7 @@ def chart(results: Dict[str, Any], path: str) -> Optional[str]:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     s = QUICK if args.quick else FULL
     if args.runs:
-        s.runs = args.runs
+        s = dataclasses.replace(s, runs=args.runs)
     results: Dict[str, Any] = {"command": "python scripts/bench.py" + (" " if sys.argv[1:] else "")
                                           + shlex.join(sys.argv[1:]),
                                "mode": "quick" if args.quick else "full", "runs": s.runs,
