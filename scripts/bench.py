@@ -511,21 +511,22 @@ def tables(results: Dict[str, Any]) -> List[Table]:
         fig = figs[key]
         if fig.get("status") is None and "error" not in fig:
             return False
-        out.append(Table(f"{key}. {title}", ["status"], [[fig.get("error") or
-                                                        f"{fig['status']}: {fig.get('reason', '')}"]]))
+        status = fig.get("error") or f"{fig['status']}: {fig.get('reason', '')}"
+        out.append(Table(f"{key}. {title}", ["status"], [[status]]))
         return True
 
     if not unavailable("1", "Webhook throughput"):
         f1 = figs["1"]
-        t = Table(f"1. {f1['title']}", ["client", "threads", "requests/s", "CPU µs/request", "vs Session",
-                                         "vs naive", "vs urllib3"])
+        t = Table(f"1. {f1['title']}", ["client", "threads", "requests/s", "CPU µs/request",
+                                        "vs Session", "vs naive", "vs urllib3"])
         for n in sorted({r["concurrency"] for r in f1["rows"]}):
             group = [r for r in f1["rows"] if r["concurrency"] == n]
             by = {r["client"].split()[0]: r for r in group}
             for r in group:
                 t.rows.append([r["client"], str(n), fmt_range(r["rps"]), fmt_range(r["cpu_us"]),
                                fmt_x(ratio(r, by.get("requests.Session"))),
-                               fmt_x(ratio(r, by.get("requests.post"))), fmt_x(ratio(r, by.get("urllib3.PoolManager")))])
+                               fmt_x(ratio(r, by.get("requests.post"))),
+                               fmt_x(ratio(r, by.get("urllib3.PoolManager")))])
         errs = sum(r["errors"] for r in f1["rows"])
         if errs:
             t.notes.append(f"{errs} requests failed (counted in the rates)")
@@ -533,7 +534,7 @@ def tables(results: Dict[str, Any]) -> List[Table]:
     if not unavailable("2", "Against async peers"):
         f2 = figs["2"]
         t = Table(f"2. {f2['title']}", ["client", "concurrency", "requests/s", "CPU µs/request",
-                                         "vs syncworkers"])
+                                        "vs syncworkers"])
         sw = f2["rows"][0]
         for r in f2["rows"]:
             t.rows.append([r["client"], str(r["concurrency"]), fmt_range(r["rps"]), fmt_range(r["cpu_us"]),
@@ -544,11 +545,12 @@ def tables(results: Dict[str, Any]) -> List[Table]:
     if not unavailable("3", "Latency-bound receiver"):
         f3 = figs["3"]
         t = Table(f"3. {f3['title']}", ["client", "concurrency", "deliveries/s", "ideal", "of ideal",
-                                         "CPU µs/request"])
+                                        "CPU µs/request"])
         for r in f3["rows"]:
             t.rows.append([r["client"], str(r["concurrency"]), fmt_range(r["rps"]), f"{r['ideal_rps']:,.0f}",
                            f"{r['of_ideal']:.0%}", fmt_range(r["cpu_us"])])
-        t.notes.append("ideal = concurrency / 50 ms; requests.Session and urllib3 (same threads) show the stack's limit here")
+        t.notes.append("ideal = concurrency / 50 ms; requests.Session and urllib3 at the same concurrency "
+                       "show what the stack allows on this machine")
         out.append(t)
     if not unavailable("4", "Broadcast"):
         f4 = figs["4"]
