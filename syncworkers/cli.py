@@ -1,4 +1,4 @@
-"""The ``syncworkers`` command: run, check, demo (and outbox, where installed).
+"""The ``syncworkers`` command: run, check, demo, and outbox (inspect and repair a webhook outbox).
 
 Exit codes: 0 success, 1 failed work (``run --once``), 2 bad usage or
 configuration — reported as one line on stderr, with a traceback only at
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
+import re
 import sys
+import time
 import traceback
+from datetime import datetime
 from typing import Any, List, Optional, Sequence
 
 import click
@@ -194,6 +198,124 @@ def demo(seconds: float, outbox_path: Optional[str], log_level: str, log_format:
     summary = run_demo(seconds=seconds, outbox_path=outbox_path, echo=click.echo)
     if not summary["all_delivered"] or summary["bad_signatures"]:
         sys.exit(EXIT_FAILED)
+
+
+# -- outbox ------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.I)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``90``, ``30m``, ``2h``, ``1d`` or ``1h30m``; ValueError otherwise."""
+    compact = text.strip()
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", compact):
+        raise ValueError(f"{text!r} is not a duration (examples: 90, 30m, 2h, 1d, 1h30m)")
+    return sum(float(number) * _UNITS[unit.lower()] for number, unit in parts)
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds of an ISO time (local time unless it has an offset) or of *now* minus a duration."""
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO time (2024-05-01T12:00:00+00:00) "
+                         "nor a duration (30m, 2h, 1d)") from None
+
+
+def _open_outbox(path: str) -> Any:
+    """The outbox file at *path*; a missing file is an error, never created."""
+    from .outbox import Outbox
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--path {path!r}: no such outbox file")
+    try:
+        return Outbox(path)
+    except SyncWorkersError as exc:  # not a database, a newer schema
+        raise CLIError(str(exc)) from exc
+
+
+def _when(epoch: Optional[float]) -> str:
+    return "-" if epoch is None else datetime.fromtimestamp(epoch).isoformat(sep=" ", timespec="seconds")
+
+
+_PATH_OPTION = click.option("--path", required=True, envvar="WEBHOOK_OUTBOX_PATH", show_envvar=True,
+                            type=click.Path(dir_okay=False), help="The outbox's SQLite file.")
+
+
+@cli.group()
+def outbox() -> None:
+    """Inspect a webhook outbox file: stats, list; replay dead deliveries; purge delivered ones."""
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def stats(path: str, as_json: bool) -> None:
+    """How many deliveries are pending (in flight included), delivered and dead."""
+    with _open_outbox(path) as box:
+        counts = box.counts()
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    for state, count in counts.items():
+        click.echo(f"{state:10} {count}")
+
+
+@outbox.command(name="list")
+@_PATH_OPTION
+@click.option("--state", type=click.Choice(["pending", "in_flight", "delivered", "dead"]), default=None)
+@click.option("--endpoint", default=None, help="Only this endpoint (as it was given to enqueue()).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array with bodies and headers (secret values hidden).")
+def list_deliveries(path: str, state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
+    """Deliveries, most recently updated first."""
+    with _open_outbox(path) as box:
+        deliveries = box.list(state=state, endpoint=endpoint, limit=limit)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
+        return
+    for d in deliveries:
+        error = f"  {d.last_error}" if d.last_error else ""
+        click.echo(f"{d.id}  {d.state:9}  attempts={d.attempts}  status={d.last_status or '-'}  "
+                   f"updated={_when(d.updated_at)}  {d.endpoint}{error}")
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.option("--id", "ids", multiple=True, help="A dead delivery's id (repeatable).")
+@click.option("--endpoint", default=None, help="Dead deliveries of this endpoint.")
+@click.option("--since", default=None, help="Dead deliveries that died since: an ISO time or a duration ago (2h).")
+def replay(path: str, ids: Sequence[str], endpoint: Optional[str], since: Optional[str]) -> None:
+    """Send dead deliveries again (due now, attempts reset); filters combine, one at least."""
+    if not ids and endpoint is None and since is None:
+        raise CLIError("replay needs --id, --endpoint or --since (they combine)")
+    try:
+        since_at = None if since is None else parse_since(since, time.time())
+    except ValueError as exc:
+        raise CLIError(f"--since: {exc}") from None
+    with _open_outbox(path) as box:
+        count = box.replay(ids=list(ids) or None, endpoint=endpoint, since=since_at)
+    click.echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.option("--older-than", "older_than", required=True, help="Age, e.g. 7d, 12h, 30m.")
+def purge(path: str, older_than: str) -> None:
+    """Delete delivered deliveries older than --older-than."""
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise CLIError(f"--older-than: {exc}") from None
+    with _open_outbox(path) as box:
+        count = box.purge(older_than=seconds)
+    click.echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -296,6 +296,11 @@ class Outbox:
     def _now(self, now: Optional[float]) -> float:
         return float(self._clock() if now is None else now)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The time source (epoch seconds) of the methods not given ``now``."""
+        return self._clock
+
     # -- writing ----------------------------------------------------------
 
     def add(

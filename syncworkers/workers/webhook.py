@@ -6,6 +6,8 @@ same on every retry, so receivers can de-duplicate. Redirects are not followed.
 Failures never raise: :meth:`WebhookSenderWorker.deliver` returns a
 :class:`DeliveryResult` and logs why; only bad input (an unknown endpoint, an
 invalid URL, data JSON cannot hold) raises, before anything is sent.
+:meth:`WebhookSenderWorker.enqueue` stores a delivery in the outbox instead;
+:mod:`syncworkers.dispatch` delivers it.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 from urllib.parse import urlsplit
 
 from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..dispatch import Dispatcher, send_once
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
     DeliveryError,
     RequestError,
     RetryInterrupted,
+    WorkerError,
     safe_url,
 )
 from ..http import merge_headers
 from ..message import Message, new_id
+from ..outbox import Outbox
 from ..runner import LoopJob
 from ..signing import Signer, webhook_headers
 from .base import HTTPWorker, Job
@@ -152,6 +157,11 @@ class WebhookSenderWorker(HTTPWorker):
     Used directly (e.g. from a web view) it needs no thread; ``close()`` it when
     done. As a running worker, :meth:`process` is its main loop (see there).
     Once stopped, retry waits end at once and broadcasts send nothing.
+
+    :meth:`enqueue` writes a delivery to :attr:`outbox` and returns at once; the
+    running worker delivers it on its pool (or :meth:`flush` does), retrying on
+    ``WebhookConfig.retry_schedule``. ``outbox`` gives an :class:`Outbox` to use
+    instead of opening ``outbox_path`` (the worker then does not close it).
     """
 
     #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
@@ -159,7 +169,8 @@ class WebhookSenderWorker(HTTPWorker):
 
     def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
-                 name: Optional[str] = None, max_workers: Optional[int] = None) -> None:
+                 name: Optional[str] = None, max_workers: Optional[int] = None,
+                 outbox: Optional[Outbox] = None) -> None:
         from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
         webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
                                         max_workers=max_workers)
@@ -180,6 +191,11 @@ class WebhookSenderWorker(HTTPWorker):
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
         self._futures: Set[Future] = set()
+        self._outbox: Optional[Outbox] = outbox
+        self._own_outbox = outbox is None
+        self._dispatcher: Optional[Dispatcher] = None
+        self._outbox_lock = threading.Lock()
+        self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
 
     # -- sending ------------------------------------------------------------------
 
@@ -258,6 +274,84 @@ class WebhookSenderWorker(HTTPWorker):
                                 cancelled=cancelled, not_waited_for=unfinished)
         return results
 
+    # -- the outbox ---------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        """The queue of :meth:`enqueue`, opened on first use.
+
+        The SQLite file ``WebhookConfig.outbox_path`` (WEBHOOK_OUTBOX_PATH) when set;
+        otherwise an in-memory outbox, which is NOT durable: what is pending dies
+        with the process. ``outbox.counts()`` gives pending, delivered and dead.
+        """
+        return self._outbox_dispatcher().outbox
+
+    def enqueue(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
+                delivery_id: Optional[str] = None) -> str:
+        """Store a webhook in the outbox and return its id (its ``webhook-id``) before anything is sent.
+
+        The running worker delivers it at once, else :meth:`flush` does: attempt 1
+        at once, then one after each delay of ``retry_schedule``; a delivery ends
+        delivered or dead, with its last error kept (``syncworkers outbox``).
+        Delivery is at-least-once: a crash may repeat an attempt, with the same id.
+        An id already in the outbox is not stored twice. Raises ConfigError for an
+        unknown endpoint or invalid URL and TypeError/ValueError for bad data or
+        headers, before anything is stored.
+        """
+        url = self._url_for(endpoint)
+        body = encode_body(data)
+        extra = _check_headers(headers)
+        delivery_id = self._check_id(delivery_id)
+        dispatcher = self._outbox_dispatcher()
+        delivery_id = dispatcher.outbox.add(_safe_endpoint(endpoint), url, body, extra, id=delivery_id)
+        dispatcher.wakeup()
+        self._ensure_outbox_loop(dispatcher)
+        return delivery_id
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Block until the outbox has nothing pending (scheduled retries included): True, or False at *timeout*.
+
+        While the worker runs, its loop delivers and this waits. Otherwise (a
+        script: ``enqueue(...)`` then ``flush(30)``) this thread drives the
+        deliveries on the worker's pool. Pending counts the whole outbox file,
+        whichever process added it.
+        """
+        self._usable_after_stop()
+        return self._outbox_dispatcher().flush(timeout, self.stop_event)
+
+    def _outbox_dispatcher(self) -> Dispatcher:
+        with self._outbox_lock:
+            if self._dispatcher is None:
+                if self._outbox is None:
+                    self._outbox = Outbox(self.webhook_config.outbox_path)
+                self._dispatcher = Dispatcher(
+                    self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
+                    self._submit, self._free_slots, self.webhook_config.retry_schedule,
+                    retry_after_max=self.client.retry_config.retry_after_max, logger=self.logger,
+                    stats=self._stats)
+            return self._dispatcher
+
+    def _run_outbox(self, stop_event: threading.Event) -> None:
+        self._outbox_dispatcher().run(stop_event)
+
+    def _ensure_outbox_loop(self, dispatcher: Dispatcher) -> None:
+        """Give the running Runner the outbox loop when the outbox came into use after start()."""
+        runner = self._runner
+        if runner is None or not self.running or dispatcher.looping:
+            return
+        with self._outbox_lock:
+            if self._outbox_runner is runner:
+                return
+            self._outbox_runner = runner
+        try:
+            runner.add(_OutboxLoop(self))
+        except WorkerError:
+            pass  # stopping meanwhile: the next run or flush() delivers
+
+    def _free_slots(self) -> int:
+        with self._pool_lock:
+            return self.webhook_config.max_workers - len(self._futures)
+
     # -- the main loop ------------------------------------------------------------
 
     def process(self) -> None:
@@ -301,10 +395,15 @@ class WebhookSenderWorker(HTTPWorker):
         return result.ok
 
     def jobs(self) -> List[Job]:
-        """A loop job running :meth:`process` when there is a source or process() is overridden."""
-        if self.source is None and type(self).process is WebhookSenderWorker.process:
-            return []  # a sender used directly needs no thread
-        return [LoopJob(f"{self.name}-process", self._run_process)]
+        """A loop job running :meth:`process` when there is a source or process() is overridden,
+        and one delivering the outbox when it is configured or in use (a sender used
+        directly needs no thread)."""
+        jobs: List[Job] = []
+        if self.source is not None or type(self).process is not WebhookSenderWorker.process:
+            jobs.append(LoopJob(f"{self.name}-process", self._run_process))
+        if self.webhook_config.outbox_path is not None or self._outbox is not None:
+            jobs.append(LoopJob(f"{self.name}-outbox", self._run_outbox))
+        return jobs
 
     def _run_process(self, stop_event: threading.Event) -> None:
         source = self.source
@@ -317,7 +416,11 @@ class WebhookSenderWorker(HTTPWorker):
     # -- lifecycle ----------------------------------------------------------------
 
     def stop(self, timeout: Optional[float] = None) -> bool:
-        """Stop: interrupt broadcasts and the source, then let in-flight deliveries end up to *timeout*."""
+        """Stop: interrupt broadcasts and the source, then let in-flight deliveries end up to *timeout*.
+
+        Outbox deliveries still on the wire at the timeout are handed back to the
+        outbox (pending), for the next run or another process: nothing is lost.
+        """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         # Broadcasts see the stop event within STOP_POLL_INTERVAL; the source is closed at once.
         if self.source is not None:
@@ -326,14 +429,26 @@ class WebhookSenderWorker(HTTPWorker):
         with self._pool_lock:
             pool, self._pool = self._pool, None
             futures = list(self._futures)
+        pending: Set[Future] = set()
         if pool is not None:
             pool.shutdown(wait=False)
             _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
             if pending:
                 self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
-                return False
-            pool.shutdown(wait=True)  # only joins idle threads now
-        return ended
+            else:
+                pool.shutdown(wait=True)  # only joins idle threads now
+        if self._dispatcher is not None:
+            released = self._dispatcher.abandon()
+            if released:
+                self.logger.warning("outbox deliveries in flight at stop() handed back", released=released)
+        return ended and not pending
+
+    def close(self) -> None:
+        """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened."""
+        shared = self._runner is not None and self._runner.running and self._own_runner is None
+        super().close()
+        if self._own_outbox and self._outbox is not None and not shared:
+            self._outbox.close()
 
     def health(self) -> Dict[str, Any]:
         """HTTPWorker.health() plus delivery counters and the broadcast pool."""
@@ -346,6 +461,8 @@ class WebhookSenderWorker(HTTPWorker):
             data["broadcast_pool"] = {"max_workers": self.webhook_config.max_workers,
                                       "started": self._pool is not None,
                                       "in_flight": len(self._futures)}
+        if self._dispatcher is not None:
+            data["outbox"] = self._dispatcher.health()
         return data
 
     def __repr__(self) -> str:
@@ -459,6 +576,22 @@ class WebhookSenderWorker(HTTPWorker):
             self._futures.discard(future)
         if not future.cancelled() and future.exception() is not None:
             self.logger.error("webhook delivery raised", exc_info=future.exception())
+
+
+class _OutboxLoop:
+    """Carries a sender's outbox loop into a Runner that was already running when the outbox came into use."""
+
+    def __init__(self, sender: WebhookSenderWorker) -> None:
+        self.sender = sender
+
+    def jobs(self) -> List[Job]:
+        return [LoopJob(f"{self.sender.name}-outbox", self.sender._run_outbox)]
+
+    def startup(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
 
 
 def _succeeded(future: Future) -> bool:
