@@ -142,6 +142,13 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     owner: "LoopbackServer"
 
+    def handle_error(self, request, client_address) -> None:
+        # Clients under test hang up on purpose (timeouts, fail_fast): not worth a traceback.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
 
 class LoopbackServer:
     """A scripted HTTP/1.1 server on 127.0.0.1 (an ephemeral port), used as a context manager."""
