@@ -458,7 +458,8 @@ def machine() -> Dict[str, Any]:
                 "urllib3": urllib3.__version__}
     for peer in bench_async.PEERS:
         versions[peer] = bench_async.version(peer) or "not installed"
-    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform(),
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform(), "load_at_start": load,
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "versions": versions, "commit": commit}
 
@@ -625,7 +626,8 @@ def render(results: Dict[str, Any], style: str = "text") -> str:
     m = results["machine"]
     head = [f"syncworkers benchmarks — {results['mode']} run",
             f"command:  {results['command']}",
-            f"machine:  {m['cpu']}, {m['cores']} cores, {m['os']}",
+            f"machine:  {m['cpu']}, {m['cores']} cores, {m['os']}"
+            + (f"; load average at start {m['load_at_start'][0]:.2f}" if m.get("load_at_start") else ""),
             f"python:   {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
             f"receiver: {results['receiver']}; latency receiver: {results['latency_receiver']}",
             f"each figure: median (min–max) of {results['runs']} runs; commit {m['commit']}"]
