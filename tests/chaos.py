@@ -27,12 +27,15 @@ in the subprocess tests (configured from the environment only).
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from syncworkers.exceptions import SignatureError
+from syncworkers.runner import LoopJob
 from syncworkers.signing import verify
+from syncworkers.workers.base import Job
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .server import LoopbackServer, Reply, Request
@@ -44,6 +47,12 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "redirect": 3, "huge": 4,
 }
 ACCEPTED = ("ok", "slow")
+
+
+def quiet(server: LoopbackServer) -> LoopbackServer:
+    """Silence the tracebacks of replies written to clients that gave up (timed out, killed, body too large)."""
+    server._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    return server
 
 
 class ChaosReceiver(LoopbackServer):
@@ -76,8 +85,7 @@ class ChaosReceiver(LoopbackServer):
         self.overlaps = 0  # a request arrived while another with its id was being answered
         self._active: Counter = Counter()
         self._count = 0
-        # A client that gave up (timeout, body too large) makes the reply's write fail: not our error.
-        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        quiet(self)
         self.route("*", "/hook", handler=self._handle)
 
     def _next_fault(self) -> str:
@@ -133,10 +141,26 @@ class ChaosReceiver(LoopbackServer):
 
 
 class EnvSender(WebhookSenderWorker):
-    """A sender configured from the environment (HTTP_BASE_URL, WEBHOOK_OUTBOX_PATH, ...)."""
+    """A sender configured from the environment (HTTP_BASE_URL, WEBHOOK_OUTBOX_PATH, ...).
+
+    Prints ``STOP EVENT SET`` on stderr the moment its Runner begins to stop, so that
+    a test knows when no new delivery can start, and at shutdown() how many of the
+    outbox's deliveries are still in flight.
+    """
 
     def __init__(self) -> None:
         super().__init__(name="env-sender")
 
+    def jobs(self) -> List[Job]:
+        return [*super().jobs(), LoopJob("announce-stop", self._announce_stop)]
 
-__all__ = ["ChaosReceiver", "EnvSender", "FAULTS", "DEFAULT_WEIGHTS"]
+    def shutdown(self) -> None:
+        print(f"SHUTDOWN in_flight={self.outbox.counts()['in_flight']}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _announce_stop(stop_event: threading.Event) -> None:
+        stop_event.wait()
+        print("STOP EVENT SET", file=sys.stderr, flush=True)
+
+
+__all__ = ["ChaosReceiver", "EnvSender", "FAULTS", "DEFAULT_WEIGHTS", "quiet"]
