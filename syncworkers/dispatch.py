@@ -387,6 +387,8 @@ class Dispatcher:
         stats = self._stats
         if attempt.circuit_remaining is None:
             stats.incr("outbox_attempts")
+        else:
+            stats.incr("outbox_circuit_open")
         if verdict.state == DELIVERED:
             stats.incr("outbox_delivered")
             self.logger.info("webhook delivered", **fields)

@@ -74,6 +74,7 @@ def test_thousands_of_webhooks_through_chaos_end_received_or_dead_with_a_reason(
             assert sender.stop(timeout=10)
             rows = sender.outbox.list(limit=10 * sent_count)
             counts = sender.outbox.counts()
+            metrics = sender.health()["metrics"]
         finally:
             sender.close()
     assert counts["pending"] == 0 and counts["delivered"] + counts["dead"] == sent_count
@@ -90,6 +91,7 @@ def test_thousands_of_webhooks_through_chaos_end_received_or_dead_with_a_reason(
     assert rx.bad_signatures == 0 and rx.conflicts == 0
     assert set(rx.faults) == set(FAULTS)  # every fault happened
     assert sum(rx.seen.values()) > sent_count  # and was retried
+    assert metrics["outbox_postponed"] > metrics.get("outbox_circuit_open", 0)  # Retry-After postponed too
 
 
 CHILD = """
@@ -232,3 +234,27 @@ def test_two_owners_on_one_file_never_send_a_delivery_concurrently(tmp_path):
                 box.close()
     assert overlaps[0] == 0
     assert set(received) == set(ids) and set(received.values()) == {1}  # each sent exactly once
+
+
+def test_the_chaos_receiver_serves_each_fault_as_scripted():
+    http = HTTPClientConfig(timeout=0.5, max_response_size=64 * 1024, max_retries=0, circuit_breaker_config=None)
+    expected = {
+        "ok": (True, 200, None), "slow": (True, 200, None),
+        "500": (False, 500, "status 500"), "503": (False, 503, "status 503"), "410": (False, 410, "status 410"),
+        "429": (False, 429, "status 429"), "redirect": (False, 302, "redirects are not followed"),
+        "close": (False, None, "connection failed"), "reset": (False, None, "connection failed"),
+        "stall": (False, None, "read timeout"), "huge": (False, 200, "exceeds 65536"),
+    }
+    with ChaosReceiver(script=list(expected), stall_seconds=1.0) as rx:
+        with WebhookSenderWorker(rx.base_url, http_config=http) as sender:
+            results = {fault: sender.deliver("/hook", {"fault": fault}) for fault in expected}
+        assert rx.faults == Counter(list(expected))
+        assert set(rx.accepted) == {results["ok"].delivery_id, results["slow"].delivery_id}
+    for fault, (ok, status, error) in expected.items():
+        result = results[fault]
+        assert (result.ok, result.status_code) == (ok, status), fault
+        if error is None:
+            assert result.error is None, fault
+        else:
+            assert error in result.error, (fault, result.error)
+    assert rx.seen[results["429"].delivery_id] == 1
