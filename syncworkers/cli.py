@@ -188,11 +188,12 @@ def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Opt
               help="How long the poller runs before the outbox is flushed.")
 @click.option("--outbox", "outbox_path", type=click.Path(dir_okay=False), default=None,
               help="SQLite outbox file (default: a new file in a temporary folder).")
-@_log_options
-def demo(seconds: float, outbox_path: Optional[str], log_level: str, log_format: str,
-         env_file: Optional[str]) -> None:
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def demo(seconds: float, outbox_path: Optional[str], log_level: str, log_format: str) -> None:
     """Poll an embedded API and relay its events as signed webhooks through the outbox (127.0.0.1 only)."""
-    _setup(log_level, log_format, env_file)
+    _setup(log_level, log_format, None)
     from .demo import run_demo
 
     summary = run_demo(seconds=seconds, outbox_path=outbox_path, echo=click.echo)

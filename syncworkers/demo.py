@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, Optional, Set
 
 from .config import WebhookConfig
 from .exceptions import SignatureError
-from .runner import Runner
 from .signing import verify
 from .workers.poller import PollerWorker
 from .workers.webhook import WebhookSenderWorker
@@ -139,16 +138,17 @@ def run_demo(seconds: float = 3.0, outbox_path: Optional[str] = None,
         echo(f"receiver      {hooks.url}/hooks/orders  (verifies Standard Webhooks signatures)")
         echo(f"outbox        {outbox_path}")
         started = time.monotonic()
-        runner = Runner([poller, sender], name="demo")
-        runner.start()
+        sender.start()
+        poller.start()
         try:
-            runner.stop_event.wait(seconds)
+            threading.Event().wait(seconds)
+            poller.stop(timeout=10)  # no more events; then everything enqueued is delivered
             delivered_all = sender.flush(timeout=30)
         finally:
-            runner.stop(timeout=10)
+            poller.close()
+            sender.stop(timeout=10)
             counts = sender.outbox.counts()
             sender.close()
-            poller.close()
         summary = {
             "seconds": round(time.monotonic() - started, 2),
             "polls": int(poller.health()["metrics"].get("polls", 0)),
