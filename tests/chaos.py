@@ -32,7 +32,7 @@ import threading
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from syncworkers.exceptions import SignatureError
+from syncworkers.exceptions import ConfigError, SignatureError
 from syncworkers.runner import LoopJob
 from syncworkers.signing import verify
 from syncworkers.workers.base import Job
@@ -155,7 +155,11 @@ class EnvSender(WebhookSenderWorker):
         return [*super().jobs(), LoopJob("announce-stop", self._announce_stop)]
 
     def shutdown(self) -> None:
-        print(f"SHUTDOWN in_flight={self.outbox.counts()['in_flight']}", file=sys.stderr, flush=True)
+        try:
+            in_flight = self.outbox.counts()["in_flight"]
+        except ConfigError:  # the outbox could not be opened: start() failed
+            return
+        print(f"SHUTDOWN in_flight={in_flight}", file=sys.stderr, flush=True)
 
     @staticmethod
     def _announce_stop(stop_event: threading.Event) -> None:

@@ -210,9 +210,15 @@ def test_a_sender_opens_its_outbox_only_when_used(server, tmp_path):
     try:
         assert worker.send_webhook("/hook", {})
         assert not path.exists()
-        assert [job.name for job in worker.jobs()] == ["WebhookSenderWorker-outbox"]
         worker.enqueue("/hook", {})
         assert path.exists() and worker.outbox.durable
+    finally:
+        worker.close()
+    path.unlink()
+    worker = sender(server, tmp_path)
+    try:
+        assert [job.name for job in worker.jobs()] == ["WebhookSenderWorker-outbox"]  # as start() asks
+        assert path.exists()  # opened at start, to resume what it holds
     finally:
         worker.close()
     with WebhookSenderWorker(server.base_url) as memory:
@@ -373,6 +379,14 @@ def test_secrets_stay_out_of_stored_errors_and_logs(server, tmp_path):
 
 
 # -- the running worker ---------------------------------------------------------------------
+
+
+def test_a_bad_outbox_path_fails_start(server, tmp_path):
+    worker = sender(server, tmp_path, outbox_path=str(tmp_path / "missing" / "outbox.db"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        worker.start()
+    assert not worker.running
+    worker.close()
 
 
 def test_a_started_worker_resumes_pending_deliveries_from_its_file(server, tmp_path):

@@ -397,11 +397,13 @@ class WebhookSenderWorker(HTTPWorker):
     def jobs(self) -> List[Job]:
         """A loop job running :meth:`process` when there is a source or process() is overridden,
         and one delivering the outbox when it is configured or in use (a sender used
-        directly needs no thread)."""
+        directly needs no thread). A configured outbox file is opened here, so that
+        a bad path fails start() rather than the loop."""
         jobs: List[Job] = []
         if self.source is not None or type(self).process is not WebhookSenderWorker.process:
             jobs.append(LoopJob(f"{self.name}-process", self._run_process))
         if self.webhook_config.outbox_path is not None or self._outbox is not None:
+            self._outbox_dispatcher()
             jobs.append(LoopJob(f"{self.name}-outbox", self._run_outbox))
         return jobs
 
