@@ -78,3 +78,19 @@ def tls_server(tls_files):
     ctx.verify_mode = ssl.CERT_OPTIONAL
     with LoopbackServer(tls=ctx) as srv:
         yield srv
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """configure_logging() (the CLI calls it) changes process-wide state: undo it after each test."""
+    import logging
+
+    logger = logging.getLogger("syncworkers")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[1]:
+            handler.close()
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
