@@ -54,12 +54,7 @@ from requests.adapters import HTTPAdapter  # noqa: E402
 import bench_async  # noqa: E402
 import receivers  # noqa: E402
 import syncworkers  # noqa: E402
-from syncworkers import WebhookConfig  # noqa: E402
-
-try:
-    from syncworkers import WebhookSenderWorker
-except ImportError:  # until the top-level export lands
-    from syncworkers.workers.webhook import WebhookSenderWorker
+from syncworkers import WebhookConfig, WebhookSenderWorker  # noqa: E402
 
 #: The webhook every figure sends: a small JSON event (~170 bytes serialised).
 PAYLOAD: Dict[str, Any] = {
