@@ -1,7 +1,13 @@
 """Small helpers shared by the tests."""
 
+import base64
+import io
+import logging
+import os
 import socket
 import time
+
+from syncworkers.logging import TextFormatter
 
 
 def wait_for(predicate, timeout=5.0):
@@ -19,3 +25,30 @@ def closed_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def new_secret() -> str:
+    """A fresh random Standard Webhooks secret."""
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+class LogCapture:
+    """Every record of the ``syncworkers`` loggers, formatted with TextFormatter (fields included)."""
+
+    def __enter__(self):
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(TextFormatter())
+        self.logger = logging.getLogger("syncworkers")
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.DEBUG)
+        return self
+
+    @property
+    def text(self):
+        return self.stream.getvalue()
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)

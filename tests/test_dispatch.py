@@ -9,9 +9,7 @@ releases; elapsed times are only bounded generously.
 from __future__ import annotations
 
 import base64
-import io
 import json
-import logging
 import os
 import threading
 import time
@@ -26,44 +24,17 @@ from syncworkers import (
     WebhookConfig,
 )
 from syncworkers.dispatch import Attempt, Dispatcher, decide
-from syncworkers.logging import TextFormatter
 from syncworkers.outbox import DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Delivery, Outbox
 from syncworkers.runner import Runner
 from syncworkers.signing import verify
 from syncworkers.workers.webhook import WebhookSenderWorker
 
-from .helpers import closed_port, wait_for
+from .helpers import LogCapture, closed_port, new_secret, wait_for
 from .server import Reply
 
 T0 = 1_700_000_000.0
 SCHEDULE = (5.0, 300.0)
 FAST = (0.01, 0.01)
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-class LogCapture:
-    """Every record of the ``syncworkers`` loggers, formatted with TextFormatter (fields included)."""
-
-    def __enter__(self):
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.setFormatter(TextFormatter())
-        self.logger = logging.getLogger("syncworkers")
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.DEBUG)
-        return self
-
-    @property
-    def text(self):
-        return self.stream.getvalue()
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
 
 
 def delivery(attempts=0, created_at=T0):

@@ -6,7 +6,6 @@ or wait on; elapsed times are only checked against generous bounds.
 """
 
 import base64
-import io
 import logging
 import os
 import threading
@@ -23,42 +22,15 @@ from syncworkers import (
     RetryConfig,
     WebhookConfig,
 )
-from syncworkers.logging import TextFormatter
 from syncworkers.runner import Runner
 from syncworkers.signing import verify
 from syncworkers.sources import MemoryQueue
 from syncworkers.workers.webhook import DeliveryResult, WebhookSenderWorker
 
 from .server import LoopbackServer, Reply
-from .helpers import wait_for
+from .helpers import LogCapture, new_secret, wait_for
 
 FAST = WebhookConfig(retry_delay=0.01)
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-class LogCapture:
-    """Formats every record of the ``syncworkers`` loggers with TextFormatter (fields included)."""
-
-    def __enter__(self):
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.setFormatter(TextFormatter())
-        self.logger = logging.getLogger("syncworkers")
-        self.level = self.logger.level
-        self.logger.addHandler(self.handler)
-        self.logger.setLevel(logging.DEBUG)
-        return self
-
-    @property
-    def text(self):
-        return self.stream.getvalue()
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.level)
 
 
 # -- what goes over the wire --------------------------------------------------------
