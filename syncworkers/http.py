@@ -310,9 +310,14 @@ class HTTPClient:
 
     def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
               url: str, method: str) -> requests.Response:
+        kwargs = self._send_kwargs
+        if self.session.trust_env:
+            # Proxy variables (HTTP_PROXY, NO_PROXY, ...) and REQUESTS_CA_BUNDLE, resolved per URL.
+            kwargs = self.session.merge_environment_settings(
+                url, {}, True, self.session.verify, self.session.cert)
+            kwargs["stream"] = True
         try:
-            response = self.session.send(prepared, timeout=timeout, allow_redirects=follow,
-                                         **self._send_kwargs)
+            response = self.session.send(prepared, timeout=timeout, allow_redirects=follow, **kwargs)
             self._read_body(response, url, method)
             return response
         except requests.exceptions.ConnectTimeout as exc:

@@ -103,7 +103,10 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        path, _, query = self.path.partition("?")
+        target = self.path
+        if "://" in target:  # absolute-form: the client takes this server for a proxy
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        path, _, query = target.partition("?")
         req = Request(self.command, path, query, dict(self.headers.items()), body,
                       self._conn_id, time.monotonic())
         with owner._lock:

@@ -316,3 +316,16 @@ def test_secrets_never_in_repr_or_errors(server):
         with pytest.raises(RequestTimeout) as info:
             client.get(server.url("/slow"), timeout=(1, 0.1))
     assert "tok-secret-999" not in str(info.value)
+
+
+def test_trust_env_uses_proxy_variables(server, server2, monkeypatch):
+    # server2 plays the proxy: with trust_env a request for server goes to it, absolute-form.
+    server2.route("GET", "/via-proxy", json={"proxied": True})
+    server.route("GET", "/via-proxy", json={"proxied": False})
+    monkeypatch.setenv("HTTP_PROXY", server2.base_url)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    with HTTPClient(HTTPClientConfig(trust_env=True)) as client:
+        assert client.get(server.url("/via-proxy")).json() == {"proxied": True}
+    with HTTPClient(HTTPClientConfig()) as client:  # off by default: the variables are ignored
+        assert client.get(server.url("/via-proxy")).json() == {"proxied": False}
