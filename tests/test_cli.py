@@ -176,3 +176,34 @@ def test_real_subprocess_run_stops_on_signal_with_exit_0(server, signum):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0
+
+
+def test_run_once_drains_a_relay_source_then_exits_0(server, monkeypatch):
+    server.route("POST", "/events", status=200)
+    monkeypatch.setenv("RELAY_URL", server.base_url)
+    result = CliRunner().invoke(cli, ["run", "--once", f"{APP}:Relay"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r.json()["n"] for r in server.calls("/events")) == [0, 1, 2]
+
+
+def test_run_once_relay_whose_messages_fail_exits_1(server, monkeypatch, capsys):
+    monkeypatch.setenv("RELAY_URL", server.base_url)
+    code, _, err = run_main(["run", "--once", f"{APP}:BrokenRelay"], capsys)
+    assert code == 1 and "1 of 1 worker(s) failed" in err
+
+
+@pytest.mark.parametrize("status, code", [(200, 0), (500, 1)])
+def test_run_once_delivers_an_outbox_file(server, monkeypatch, tmp_path, capsys, status, code):
+    from syncworkers import WebhookConfig, WebhookSenderWorker
+
+    server.route("POST", "/hooks", status=status)
+    path = str(tmp_path / "outbox.sqlite3")
+    enqueuer = WebhookSenderWorker(base_url=server.base_url, webhook_config=WebhookConfig(outbox_path=path))
+    ids = [enqueuer.enqueue("/hooks", {"n": n}) for n in range(3)]  # a web view's part
+    enqueuer.close()
+    assert server.requests == []
+    monkeypatch.setenv("RELAY_URL", server.base_url)
+    monkeypatch.setenv("WEBHOOK_OUTBOX_PATH", path)
+    monkeypatch.setenv("HTTP_TIMEOUT", "2")
+    assert run_main(["run", "--once", f"{APP}:outbox_sender"], capsys)[0] == code
+    assert {r.header("webhook-id") for r in server.calls("/hooks")} == set(ids)

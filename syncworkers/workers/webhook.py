@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
 from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
@@ -46,6 +46,8 @@ _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
 _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
 #: The error of a broadcast delivery that was never sent (fail_fast or stop() came first).
 CANCELLED = "cancelled before sending"
+#: run_once(): seconds without a new message after which the source counts as drained.
+ONCE_IDLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class WebhookSenderWorker(HTTPWorker):
         self._dispatcher: Optional[Dispatcher] = None
         self._outbox_lock = threading.Lock()
         self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
+        #: Whether the last run_once() went through (the CLI's --once exit code).
+        self.last_run_ok = True
 
     # -- sending ------------------------------------------------------------------
 
@@ -393,6 +397,78 @@ class WebhookSenderWorker(HTTPWorker):
             raise DeliveryError(f"delivery interrupted by stop: {result.error}", url=result.url,
                                 attempts=result.attempts)
         return result.ok
+
+    def run_once(self) -> List[Any]:
+        """One cron-style cycle (``syncworkers run --once``); returns what process_message returned.
+
+        Runs :meth:`process` until the source has yielded nothing for
+        ONCE_IDLE_SECONDS, then, when an outbox is configured or in use, delivers
+        it until nothing is pending or the webhook timeout has passed (later
+        retries stay pending for the next run). ``last_run_ok`` is False when a
+        message raised or a delivery died or is still pending.
+        """
+        self._usable_after_stop()
+        results: List[Any] = []
+        failed = False
+        if self.source is not None or type(self).process is not WebhookSenderWorker.process:
+            results, failed = self._drain_source()
+        if self.webhook_config.outbox_path is not None or self._outbox is not None:
+            dead_before = self.outbox.counts()["dead"]
+            delivered = self.flush(timeout=self.webhook_config.timeout)
+            failed = failed or not delivered or self.outbox.counts()["dead"] > dead_before
+        self.last_run_ok = not failed
+        return results
+
+    def _drain_source(self) -> Tuple[List[Any], bool]:
+        """process() on a thread until the source goes quiet; (results, whether a message raised)."""
+        done = threading.Event()
+        results: List[Any] = []
+        state = {"busy": 0, "last": time.monotonic(), "failed": False}
+        lock = threading.Lock()
+        handle = self.process_message
+
+        def tracked(message: Message) -> Any:  # shadows the method while the cycle runs
+            with lock:
+                state["busy"] += 1
+            try:
+                result = handle(message)
+            except Exception:
+                state["failed"] = True
+                raise
+            finally:
+                with lock:
+                    state["busy"] -= 1
+                    state["last"] = time.monotonic()
+            results.append(result)
+            return result
+
+        def loop() -> None:
+            try:
+                self.process()
+            except Exception:
+                state["failed"] = True
+                self.logger.exception("process() raised during run_once")
+
+        if self.source is not None:
+            self.source.bind(done)
+        self.process_message = tracked  # type: ignore[method-assign]
+        thread = threading.Thread(target=loop, name=f"syncworkers-once-{self.name}", daemon=True)
+        try:
+            thread.start()
+            while thread.is_alive():
+                with lock:
+                    quiet = state["busy"] == 0 and time.monotonic() - state["last"] >= ONCE_IDLE_SECONDS
+                if quiet:
+                    break
+                thread.join(0.05)
+        finally:
+            done.set()
+            thread.join(self.webhook_config.timeout)
+            del self.process_message
+        if thread.is_alive():  # a process() of its own that does not watch the source or stop event
+            self.logger.warning("process() did not return after run_once; left running", thread=thread.name)
+            state["failed"] = True
+        return results, bool(state["failed"])
 
     def jobs(self) -> List[Job]:
         """A loop job running :meth:`process` when there is a source or process() is overridden,
