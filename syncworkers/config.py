@@ -19,6 +19,7 @@ from environs import Env, EnvError
 
 from . import validators as v
 from .exceptions import ConfigError, UnknownOptionError
+from .logging import redact
 
 # -- defaults ---------------------------------------------------------------
 
@@ -131,8 +132,9 @@ class _Config:
             value = getattr(self, f.name)
             if f.name in self._SECRETS and value:
                 value = "***"
-            elif isinstance(value, MappingProxyType):
-                value = dict(value)
+            elif isinstance(value, (str, MappingProxyType)):
+                # Secret headers (default_headers) and credentials in URLs are masked too.
+                value = redact(dict(value) if isinstance(value, MappingProxyType) else value)
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
@@ -222,7 +224,7 @@ def _quoted(var: str) -> str:
     value = os.environ.get(var, "")
     if any(word in var.upper() for word in ("TOKEN", "KEY", "SECRET", "PASSWORD")):
         return "'***'"
-    return repr(value)
+    return repr(redact(value))
 
 
 def _config(cls: type) -> type:
@@ -305,6 +307,12 @@ class RetryConfig(_Config):
     def from_env(cls, **overrides: Any) -> "RetryConfig":
         """Built from HTTP_MAX_RETRIES, HTTP_RETRY_DELAY and HTTP_RETRY_BACKOFF."""
         values, errors = HTTPClientConfig._read_env(("max_retries", "retry_delay", "retry_backoff"))
+        for name, value in values.items():  # parsed, but maybe out of range: report with the rest
+            try:
+                HTTPClientConfig._VALIDATORS[name](value)
+            except ValueError as exc:
+                var = HTTPClientConfig._ENV[name][0]
+                errors[var] = f"{var}={_quoted(var)}: {name} {exc}"
         if errors:
             raise ConfigError("invalid environment variables: " + "; ".join(errors.values()), errors)
         if not values:

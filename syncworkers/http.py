@@ -224,7 +224,7 @@ class HTTPClient:
 
     def __repr__(self) -> str:
         cfg = self.config
-        return (f"HTTPClient(base_url={cfg.base_url!r}, auth_type={cfg.auth_type!r}, "
+        return (f"HTTPClient(base_url={safe_url(cfg.base_url)!r}, auth_type={cfg.auth_type!r}, "
                 f"pool_size={self.pool_size}, timeout={self.timeout!r})")
 
     # -- internals ----------------------------------------------------------------

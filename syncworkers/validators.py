@@ -12,6 +12,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type
 from urllib.parse import urlsplit
 
+from .logging import redact_text
+
 
 def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
            optional: bool = False) -> Callable[[Any], Any]:
@@ -58,13 +60,14 @@ def http_url(optional: bool = True, relative_ok: bool = False) -> Callable[[Any]
         value = value.strip()
         if relative_ok and value.startswith("/"):
             return value
+        shown = redact_text(value)  # a URL may carry a password or a token
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {shown!r}")
         try:
             parts.port
         except ValueError:
-            raise ValueError(f"has an invalid port: {value!r}") from None
+            raise ValueError(f"has an invalid port: {shown!r}") from None
         return value
 
     return check

@@ -175,3 +175,33 @@ def test_timeout_shorthand_and_retry_precedence():
     assert HTTPClientConfig(max_retries=9, retry_config=retry).effective_retry is retry
     assert HTTPClientConfig(max_retries=9).effective_retry.max_attempts == 10
     assert HTTPClientConfig(retry_backoff=1).effective_retry.strategy is RetryStrategy.FIXED
+
+
+def test_repr_masks_secret_headers_and_url_credentials():
+    config = HTTPClientConfig(base_url="http://user:pw-base-111@127.0.0.1:9/",
+                              default_headers={"Authorization": "Bearer tok-hdr-222",
+                                               "X-Api-Key": "key-hdr-333", "X-Trace": "visible"})
+    poller = PollerConfig(url="http://user:pw-url-444@127.0.0.1:9/x?api_key=key-query-555&page=2")
+    text = repr(config) + str(config) + repr(poller)
+    for secret in ("pw-base-111", "tok-hdr-222", "key-hdr-333", "pw-url-444", "key-query-555"):
+        assert secret not in text
+    assert "'X-Trace': 'visible'" in text and "page=2" in text
+
+
+def test_url_errors_do_not_quote_credentials(monkeypatch):
+    with pytest.raises(ConfigError) as info:
+        PollerConfig(url="http://user:pw-bad-666@127.0.0.1:port/x")
+    assert "pw-bad-666" not in str(info.value) and "127.0.0.1:port" in str(info.value)
+    monkeypatch.setenv("HTTP_BASE_URL", "ftp://user:pw-env-777@127.0.0.1/")
+    with pytest.raises(ConfigError) as info:
+        HTTPClientConfig.from_env()
+    assert "pw-env-777" not in str(info.value) and "HTTP_BASE_URL" in str(info.value)
+
+
+def test_retry_config_from_env_reports_every_invalid_variable(monkeypatch):
+    monkeypatch.setenv("HTTP_MAX_RETRIES", "-1")
+    monkeypatch.setenv("HTTP_RETRY_DELAY", "soon")
+    monkeypatch.setenv("HTTP_RETRY_BACKOFF", "0.5")
+    with pytest.raises(ConfigError) as info:
+        RetryConfig.from_env()
+    assert set(info.value.errors) == {"HTTP_MAX_RETRIES", "HTTP_RETRY_DELAY", "HTTP_RETRY_BACKOFF"}

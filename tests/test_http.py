@@ -316,6 +316,8 @@ def test_secrets_never_in_repr_or_errors(server):
         with pytest.raises(RequestTimeout) as info:
             client.get(server.url("/slow"), timeout=(1, 0.1))
     assert "tok-secret-999" not in str(info.value)
+    with HTTPClient(HTTPClientConfig(base_url="http://user:pw-in-url-888@127.0.0.1:9/api")) as client:
+        assert "pw-in-url-888" not in repr(client) and "127.0.0.1:9/api" in repr(client)
 
 
 def test_trust_env_uses_proxy_variables(server, server2, monkeypatch):
