@@ -21,7 +21,7 @@ from typing import Any, List, Optional, Sequence
 import click
 
 from . import __version__
-from .exceptions import SyncWorkersError
+from .exceptions import SyncWorkersError, safe_url
 from .logging import configure_logging
 
 EXIT_FAILED = 1
@@ -103,6 +103,8 @@ def _describe(worker: Any) -> str:
     for attr in ("url", "interval", "method", "base_url"):
         value = getattr(worker, attr, None)
         if value is not None:
+            if attr.endswith("url"):  # userinfo and query strings hold credentials
+                value = safe_url(value)
             parts.append(f"{attr}={value}")
     return " ".join(parts)
 

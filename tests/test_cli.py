@@ -76,6 +76,14 @@ def test_check_validates_without_sending(server, monkeypatch):
     assert server.requests == []
 
 
+def test_check_does_not_print_url_credentials_or_query(monkeypatch):
+    monkeypatch.setenv("POLLER_URL", "http://user:s3cret-pw@127.0.0.1:9/events?api_key=s3cret-key")
+    result = CliRunner().invoke(cli, ["check", f"{APP}:GoodPoller"])
+    assert result.exit_code == 0, result.output
+    assert "127.0.0.1:9/events" in result.output
+    assert "s3cret" not in result.output
+
+
 @pytest.mark.parametrize("target, fragment", [
     ("tests.apps.nope:Worker", "cannot import module 'tests.apps.nope'"),
     (f"{APP}:Missing", "has no attribute 'Missing'"),
