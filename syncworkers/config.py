@@ -199,12 +199,19 @@ class _Config:
 
         A layer is a config instance (only its explicit fields count), a dict, or None.
         """
-        merged: Dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(explicit) - names
         sources = [{k: v for k, v in explicit.items() if v is not None}]
         for layer in layers:
-            if layer is None:
-                continue
-            sources.append(layer.explicit_items() if isinstance(layer, _Config) else dict(layer))
+            if isinstance(layer, _Config):
+                # Only the fields this class shares with the layer's class.
+                sources.append({k: v for k, v in layer.explicit_items().items() if k in names})
+            elif layer is not None:
+                sources.append(dict(layer))
+                unknown |= set(layer) - names
+        if unknown:
+            raise UnknownOptionError(f"{cls.__name__} got unknown option(s): {', '.join(sorted(unknown))} "
+                                     f"(known: {', '.join(sorted(names))})")
         env_values: Dict[str, Any] = {}
         env_errors: Dict[str, str] = {}
         if env:
@@ -214,10 +221,8 @@ class _Config:
         merged = dict(env_values)
         for source in reversed(sources):
             merged.update(source)
-        names = {f.name for f in dataclasses.fields(cls)}
         env_fields = {k for k in env_values if all(k not in s for s in sources)}
-        return cls._from_values({k: v for k, v in merged.items() if k in names}, env_errors,
-                                env_fields)
+        return cls._from_values(merged, env_errors, env_fields)
 
 
 def _quoted(var: str) -> str:

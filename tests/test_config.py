@@ -205,3 +205,10 @@ def test_retry_config_from_env_reports_every_invalid_variable(monkeypatch):
     with pytest.raises(ConfigError) as info:
         RetryConfig.from_env()
     assert set(info.value.errors) == {"HTTP_MAX_RETRIES", "HTTP_RETRY_DELAY", "HTTP_RETRY_BACKOFF"}
+
+
+def test_resolve_rejects_unknown_keywords():
+    with pytest.raises(UnknownOptionError, match="intervall"):
+        PollerConfig.resolve(intervall=5)
+    with pytest.raises(UnknownOptionError, match="max_connection"):
+        HTTPClientConfig.resolve({"max_connection": 3})
