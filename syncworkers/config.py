@@ -425,7 +425,7 @@ class HTTPClientConfig(_Config):
         "api_key_header": ("HTTP_API_KEY_HEADER", "str"),
         "basic_user": ("HTTP_BASIC_USER", "str"),
         "basic_password": ("HTTP_BASIC_PASSWORD", "str"),
-        "verify_ssl": ("HTTP_SSL_VERIFY", "bool"),
+        "verify_ssl": ("HTTP_SSL_VERIFY", "str"),  # true/false or a CA bundle path
         "ssl_cert_file": ("HTTP_SSL_CERT_FILE", "str"),
         "ssl_key_file": ("HTTP_SSL_KEY_FILE", "str"),
         "max_connections": ("HTTP_CONNECTION_POOL_SIZE", "int"),

@@ -156,12 +156,12 @@ def exception_spec(value: Any) -> Any:
 
 def verify_setting(value: Any) -> Any:
     """True, False, or the path of an existing CA bundle."""
-    if isinstance(value, bool):
-        return value
+    try:
+        return boolean(value)
+    except ValueError:
+        pass
     if isinstance(value, str) and os.path.exists(value):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
-        return boolean(value)  # type: ignore[return-value]
     raise ValueError(f"must be true, false or the path of a CA bundle, got {value!r}")
 
 

@@ -187,10 +187,15 @@ def test_ssl_verify_on_by_default_and_off_from_env(tls_server, monkeypatch):
         assert client.get(tls_server.url("/secure")).json() == {"ok": True}
 
 
-def test_ssl_verify_accepts_a_ca_bundle_path(tls_server, tls_files):
+def test_ssl_verify_accepts_a_ca_bundle_path(tls_server, tls_files, monkeypatch):
     tls_server.route("GET", "/secure", json={"ok": True})
     with HTTPClient(HTTPClientConfig(verify_ssl=str(tls_files / "server.pem"))) as client:
         assert client.get(tls_server.url("/secure")).json() == {"ok": True}
+    with client_from_env(monkeypatch, {"HTTP_SSL_VERIFY": str(tls_files / "server.pem")}) as client:
+        assert client.get(tls_server.url("/secure")).json() == {"ok": True}
+    for word, verify in (("off", False), ("ON", True), ("0", False)):
+        monkeypatch.setenv("HTTP_SSL_VERIFY", word)
+        assert HTTPClientConfig.from_env().verify_ssl is verify
 
 
 def test_client_certificate_from_env_is_presented(tls_server, tls_files, monkeypatch):
