@@ -377,9 +377,15 @@ class Dispatcher:
                                   spend_attempt=verdict.spend, now=now)
             else:
                 outbox.mark_dead(id, verdict.reason, status, now=now)
-        except (ValueError, sqlite3.Error):
-            self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
-                                  "expires", delivery_id=id)
+        except (ValueError, sqlite3.Error) as exc:
+            if self._abandoned.is_set():
+                # stop() timed out and handed the claim back; close() may have closed the outbox since.
+                self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
+                                    "and will be sent again (same webhook-id)", delivery_id=id, status=status,
+                                    error=str(exc))
+            else:
+                self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
+                                      "expires", delivery_id=id)
             return
         attempts = delivery.attempts + int(verdict.spend)
         fields = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,

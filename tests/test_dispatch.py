@@ -488,6 +488,30 @@ def test_stop_at_its_timeout_hands_unfinished_claims_back(server, tmp_path):
     assert len(server.requests) == 2
 
 
+def test_close_right_after_a_stop_timeout_warns_plainly_when_a_late_outcome_cannot_be_recorded(server, tmp_path):
+    gate = Gate()
+    server.route("POST", "/hook", handler=gate)
+    worker = sender(server, tmp_path, max_workers=1)
+    worker.enqueue("/hook", {})
+    worker.start()
+    try:
+        assert wait_for(lambda: gate.arrived == 1)
+        assert worker.stop(timeout=0.2) is False
+        with LogCapture() as logs:
+            worker.close()  # closes the outbox while the request is still on the wire
+            gate.release.set()
+            assert wait_for(lambda: "not recorded" in logs.text)
+            assert wait_for(lambda: not worker.health()["broadcast_pool"]["in_flight"])
+    finally:
+        gate.release.set()
+        worker.close()
+    # An ordinary stop-then-close is no error: no traceback, and the log says what happens next.
+    assert "ERROR" not in logs.text and "Traceback" not in logs.text
+    assert "sent again" in logs.text
+    with Outbox(str(tmp_path / "outbox.db")) as box:
+        assert box.counts()["pending"] == 1  # handed back at stop(): the next run sends it again
+
+
 def test_health_shows_the_outbox(server, tmp_path):
     server.route("POST", "/hook", status=200)
     worker = sender(server, tmp_path)
