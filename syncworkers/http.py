@@ -37,7 +37,7 @@ from .exceptions import (
     TransportError,
     safe_url,
 )
-from .logging import get_logger, register_secret
+from .logging import get_logger, is_secret_key, register_secret
 from .pool import pool_classes
 from .retry import SyncRetry, build_retry
 
@@ -87,6 +87,12 @@ class HTTPClient:
         self.pool_size = max(self.config.max_connections, threads)
         for secret in (self.config.bearer_token, self.config.api_key, self.config.basic_password):
             register_secret(secret)
+        for name, value in self.config.default_headers.items():
+            if is_secret_key(name):
+                register_secret(value)
+                parts = value.split()
+                if len(parts) == 2:  # "Token abc": the credential alone too
+                    register_secret(parts[1])
         self.session = self._build_session(clock)
         # Settings requests would otherwise merge into every call, resolved once.
         self._send_kwargs = {"verify": self.session.verify, "cert": self.session.cert,

@@ -67,9 +67,13 @@ _HEADER_RE = re.compile(
     r"\b(" + "|".join(re.escape(h).replace("\\-", "[-_]") for h in sorted(_SECRET_HEADERS))
     + r"):[ \t]*[^\r\n\"'\\]+", re.IGNORECASE)
 _USERINFO_RE = re.compile(r"(?<=://)[^\s/?#@\"'\\]+@")
+# 'key': 'value' and "key": "value" (a dict's repr or JSON put into a message), masked when the
+# key looks secret. The value runs to its closing quote, escaped quotes included.
+_QUOTED_ITEM_RE = re.compile(r"""(['"])([A-Za-z][\w\-]*)\1(\s*:\s*)(['"])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
 
 
-def _is_secret_key(key: object) -> bool:
+def is_secret_key(key: object) -> bool:
+    """True if a header, field or parameter called *key* holds a credential (``X-API-Key``, ``token``...)."""
     name = str(key).lower().replace("_", "-")
     return name in _SECRET_KEYS or any(part in name for part in _SECRET_KEY_PARTS)
 
@@ -109,7 +113,14 @@ def _mask_auth(match: re.Match) -> str:
 
 
 def _mask_key_value(match: re.Match) -> str:
-    return f"{match.group(1)}={MASK}" if _is_secret_key(match.group(1)) else match.group(0)
+    return f"{match.group(1)}={MASK}" if is_secret_key(match.group(1)) else match.group(0)
+
+
+def _mask_quoted_item(match: re.Match) -> str:
+    if not is_secret_key(match.group(2)):
+        return match.group(0)
+    quote, key, sep, value_quote = match.group(1, 2, 3, 4)
+    return f"{quote}{key}{quote}{sep}{value_quote}{MASK}{value_quote}"
 
 
 def redact_text(text: str) -> str:
@@ -127,6 +138,8 @@ def redact_text(text: str) -> str:
         text = _KEY_VALUE_RE.sub(_mask_key_value, text)
     if ":" in text:
         text = _HEADER_RE.sub(lambda m: f"{m.group(1)}: {MASK}", text)
+        if "'" in text or '"' in text:
+            text = _QUOTED_ITEM_RE.sub(_mask_quoted_item, text)
     if "://" in text:
         text = _USERINFO_RE.sub(MASK + "@", text)
     return text
@@ -152,7 +165,7 @@ def _redact(value: Any, active: set) -> Any:
     active.add(id(value))
     try:
         if isinstance(value, (dict, Mapping)):
-            return {_redact(k, active): MASK if _is_secret_key(k) else _redact(v, active)
+            return {_redact(k, active): MASK if is_secret_key(k) else _redact(v, active)
                     for k, v in value.items()}
         items = [_redact(v, active) for v in value]
         return items if isinstance(value, list) else tuple(items)
@@ -162,7 +175,7 @@ def _redact(value: Any, active: set) -> Any:
 
 def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
     """Return *headers* as a dict fit for a log line: secret headers masked, the rest redacted."""
-    return {k: MASK if _is_secret_key(k) else redact_text(str(v)) for k, v in headers.items()}
+    return {k: MASK if is_secret_key(k) else redact_text(str(v)) for k, v in headers.items()}
 
 
 # -- the logger -----------------------------------------------------------------
@@ -467,6 +480,7 @@ __all__ = [
     "TextFormatter",
     "JSONFormatter",
     "register_secret",
+    "is_secret_key",
     "redact",
     "redact_text",
     "redact_headers",

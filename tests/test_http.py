@@ -2,6 +2,7 @@
 
 import base64
 import logging
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,7 @@ from syncworkers import (
 )
 from syncworkers.http import HTTPClient
 
-from .helpers import closed_port
+from .helpers import LogCapture, closed_port
 from .server import Reply
 
 
@@ -323,6 +324,14 @@ def test_secrets_never_in_repr_or_errors(server):
     assert "tok-secret-999" not in str(info.value)
     with HTTPClient(HTTPClientConfig(base_url="http://user:pw-in-url-888@127.0.0.1:9/api")) as client:
         assert "pw-in-url-888" not in repr(client) and "127.0.0.1:9/api" in repr(client)
+    # A credential given as a default header is as secret as one from auth_type.
+    key = "dflt-" + secrets.token_hex(8)
+    config = HTTPClientConfig(default_headers={"X-API-Key": key, "Authorization": "Token t-" + key})
+    with HTTPClient(config) as client, LogCapture() as logs:
+        client.logger.info(f"session headers {dict(client.session.headers)}")
+        client.logger.info(f"partner key {client.session.headers['X-API-Key']}")
+        client.logger.info("partner auth", auth=client.session.headers["Authorization"].split()[1])
+    assert key not in logs.text and "session headers" in logs.text
 
 
 def test_trust_env_uses_proxy_variables(server, server2, monkeypatch):

@@ -353,6 +353,10 @@ def test_redact_masks_patterns_in_strings():
     # Prose keeps its words: only credentials are masked.
     assert redact("Using Basic authentication; bearer token missing") == \
         "Using Basic authentication; bearer token missing"
+    # A mapping printed into the message (an f-string of headers, a dict's repr or JSON).
+    assert redact(str({"X-API-Key": "k-123456", "Authorization": "Token t-654321", "page": "2"})) == \
+        "{'X-API-Key': '***', 'Authorization': '***', 'page': '2'}"
+    assert redact('{"password": "it\\"s-me", "user": "ann"}') == '{"password": "***", "user": "ann"}'
 
 
 def test_redact_headers():
