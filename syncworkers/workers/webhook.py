@@ -48,6 +48,8 @@ _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
 CANCELLED = "cancelled before sending"
 #: run_once(): seconds without a new message after which the source counts as drained.
 ONCE_IDLE_SECONDS = 1.0
+#: Names of the two pools (and of their threads: syncworkers-<pool>-<worker name>-N).
+BROADCAST_POOL, OUTBOX_POOL = "webhook", "outbox"
 
 
 @dataclass(frozen=True)
@@ -187,12 +189,14 @@ class WebhookSenderWorker(HTTPWorker):
         self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret else None
         self.webhook_config = webhook
         self.base_url: Optional[str] = webhook.base_url
-        # Every broadcast thread and the process() loop may share one partner host.
-        self.client_threads = webhook.max_workers + 1
+        # Every broadcast thread, every outbox thread and the process() loop may share one partner host.
+        self.client_threads = 2 * webhook.max_workers + 1
         super().__init__(name=name, client_config=client_config)
-        self._pool: Optional[ThreadPoolExecutor] = None
+        # Broadcasts and outbox deliveries each have a pool of max_workers threads, so that a
+        # busy outbox (a slow partner) never queues a broadcast behind its requests.
+        self._pools: Dict[str, ThreadPoolExecutor] = {}
         self._pool_lock = threading.Lock()
-        self._futures: Set[Future] = set()
+        self._futures: Dict[Future, str] = {}  # in flight -> the pool it runs on
         self._outbox: Optional[Outbox] = outbox
         self._own_outbox = outbox is None
         self._dispatcher: Optional[Dispatcher] = None
@@ -330,7 +334,7 @@ class WebhookSenderWorker(HTTPWorker):
                     self._outbox = Outbox(self.webhook_config.outbox_path)
                 self._dispatcher = Dispatcher(
                     self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
-                    self._submit, self._free_slots, self.webhook_config.retry_schedule,
+                    self._submit_outbox, self._free_slots, self.webhook_config.retry_schedule,
                     retry_after_max=self.client.retry_config.retry_after_max, logger=self.logger,
                     stats=self._stats)
             return self._dispatcher
@@ -354,7 +358,8 @@ class WebhookSenderWorker(HTTPWorker):
 
     def _free_slots(self) -> int:
         with self._pool_lock:
-            return self.webhook_config.max_workers - len(self._futures)
+            busy = sum(1 for kind in self._futures.values() if kind == OUTBOX_POOL)
+        return self.webhook_config.max_workers - busy
 
     # -- the main loop ------------------------------------------------------------
 
@@ -505,16 +510,18 @@ class WebhookSenderWorker(HTTPWorker):
             self.source.close()
         ended = super().stop(timeout)
         with self._pool_lock:
-            pool, self._pool = self._pool, None
+            pools, self._pools = list(self._pools.values()), {}
             futures = list(self._futures)
         pending: Set[Future] = set()
-        if pool is not None:
-            pool.shutdown(wait=False)
+        if pools:
+            for pool in pools:
+                pool.shutdown(wait=False)
             _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
             if pending:
                 self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
             else:
-                pool.shutdown(wait=True)  # only joins idle threads now
+                for pool in pools:
+                    pool.shutdown(wait=True)  # only joins idle threads now
         if self._dispatcher is not None:
             released = self._dispatcher.abandon()
             if released:
@@ -537,8 +544,9 @@ class WebhookSenderWorker(HTTPWorker):
             "broadcasts", "broadcasts_cancelled")}
         with self._pool_lock:
             data["broadcast_pool"] = {"max_workers": self.webhook_config.max_workers,
-                                      "started": self._pool is not None,
-                                      "in_flight": len(self._futures)}
+                                      "started": BROADCAST_POOL in self._pools,
+                                      "in_flight": sum(1 for kind in self._futures.values()
+                                                       if kind == BROADCAST_POOL)}
         if self._dispatcher is not None:
             data["outbox"] = self._dispatcher.health()
         return data
@@ -639,19 +647,23 @@ class WebhookSenderWorker(HTTPWorker):
             cancel.set()  # before this pool thread takes the next queued delivery
         return result
 
-    def _submit(self, func: Callable[..., DeliveryResult], *args: Any) -> Future:
+    def _submit(self, func: Callable[..., Any], *args: Any, kind: str = BROADCAST_POOL) -> Future:
         with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.webhook_config.max_workers,
-                                                thread_name_prefix=f"syncworkers-webhook-{self.name}")
-            future = self._pool.submit(func, *args)
-            self._futures.add(future)
+            pool = self._pools.get(kind)
+            if pool is None:
+                pool = self._pools[kind] = ThreadPoolExecutor(
+                    self.webhook_config.max_workers, thread_name_prefix=f"syncworkers-{kind}-{self.name}")
+            future = pool.submit(func, *args)
+            self._futures[future] = kind
         future.add_done_callback(self._forget)
         return future
 
+    def _submit_outbox(self, func: Callable[..., Any], *args: Any) -> Future:
+        return self._submit(func, *args, kind=OUTBOX_POOL)
+
     def _forget(self, future: Future) -> None:
         with self._pool_lock:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
         if not future.cancelled() and future.exception() is not None:
             self.logger.error("webhook delivery raised", exc_info=future.exception())
 
