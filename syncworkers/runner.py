@@ -239,6 +239,7 @@ class Runner:
         self._pool_threads: set = set()
         self._timer: Optional[threading.Thread] = None
         self._signalled: Optional[int] = None
+        self._stopped_first = False  # stop() came before start(): run() then returns at once
         for worker in workers:
             self.add(worker)
 
@@ -275,7 +276,8 @@ class Runner:
         """
         with self._lifecycle:
             if self._state != _NEW:
-                raise WorkerError(f"runner {self.name!r} was already started")
+                done = "was stopped" if self._stopped_first else "was already started"
+                raise WorkerError(f"runner {self.name!r} {done}: a Runner runs once")
             self._state = _STARTING
             jobs: List[Union[PeriodicJob, LoopJob]] = []
             try:
@@ -312,6 +314,7 @@ class Runner:
             if self._state == _STARTING:
                 raise WorkerError(f"runner {self.name!r}: stop() called from inside start()")
             first, never_started = self._state == _RUNNING, self._state == _NEW
+            self._stopped_first = self._stopped_first or never_started
             self._state = _STOPPED
             self.stop_event.set()
             self._wake.set()
@@ -353,7 +356,11 @@ class Runner:
         stop). The handler only records the signal and run() polls for it:
         setting an Event from a handler can deadlock on the Event's own lock
         when the signal lands while the main thread holds it inside wait().
+        If stop() came first (run() on a thread not yet going), run() returns at once.
         """
+        with self._lifecycle:
+            if self._stopped_first:
+                return
         previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):

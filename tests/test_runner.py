@@ -344,6 +344,22 @@ def test_stop_timeout_reports_a_tick_that_refuses_to_finish():
     assert log.count("w.shutdown") == 1
 
 
+def test_run_returns_at_once_when_stop_came_first():
+    # run() on a thread that had not got going yet when stop() was called: it must not block
+    # forever, nor raise, nor start anything.
+    log = []
+    runner = Runner([FakeWorker(PeriodicJob("never", 3600.0, lambda: log.append("tick")), log=log)],
+                    name="stopped-first")
+    assert runner.stop() is True
+    run_thread = threading.Thread(target=runner.run, name="syncworkers-test-run")
+    run_thread.start()
+    run_thread.join(5)
+    assert not run_thread.is_alive()
+    assert log == []
+    with pytest.raises(WorkerError, match="stopped"):
+        runner.start()
+
+
 def test_stop_from_inside_a_periodic_job_does_not_deadlock():
     results, done = [], threading.Event()
 

@@ -52,3 +52,35 @@ def test_start_twice_is_refused(server):
             worker.start()
     finally:
         worker.close()
+
+
+def test_stop_before_run_sync_gets_going_is_not_lost(server):
+    # Thread(target=worker.run_sync).start(); worker.stop(): stop() may win the race.
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=3600)
+    assert worker.stop() is True
+    thread = threading.Thread(target=worker.run_sync, name="run-sync-test")
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert server.requests == []
+    worker.close()
+
+
+def test_start_after_an_idle_stop_runs(server):
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=3600)
+    worker.stop()
+    worker.start()
+    try:
+        assert wait_for(lambda: server.requests)
+    finally:
+        worker.close()
+    thread = threading.Thread(target=worker.run_sync, name="run-sync-test")  # the run after it blocks
+    thread.start()
+    try:
+        assert wait_for(lambda: worker.running and len(server.requests) == 2)
+    finally:
+        worker.stop(timeout=5)
+        thread.join(5)
+    assert not thread.is_alive()

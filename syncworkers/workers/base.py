@@ -53,6 +53,9 @@ class HTTPWorker:
         self._runner: Optional["Runner"] = None
         self._own_runner: Optional["Runner"] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()
+        # stop() found nothing running: the next run_sync() returns at once, as it may be a
+        # Thread(target=worker.run_sync) that had not got going yet.
+        self._stop_pending = False
 
     # -- hooks for subclasses ---------------------------------------------------------
 
@@ -87,6 +90,7 @@ class HTTPWorker:
                 raise WorkerError(f"{self.name} is already running")
             runner = Runner([self], max_workers=self._runner_threads(), name=self.name)
             self._own_runner = runner
+            self._stop_pending = False
             runner.start()
         return self
 
@@ -94,16 +98,19 @@ class HTTPWorker:
         """Stop: interrupt waits, let in-flight work finish up to *timeout*; True if all ended.
 
         Stops the Runner of ``start()`` or ``run_sync()``. A worker driven by a
-        shared Runner is stopped with that Runner.
+        shared Runner is stopped with that Runner. On a worker that is not
+        running, the next ``run_sync()`` returns at once (it may be on its way in
+        another thread); a later ``start()`` runs as usual.
         """
         with self._lock:
             runner = self._own_runner
-        if runner is None:
-            shared = self._runner
-            if shared is not None and shared.running:
-                raise WorkerError(f"{self.name} runs in a shared Runner: stop that Runner instead")
-            self._stop_event.set()
-            return True
+            if runner is None:
+                shared = self._runner
+                if shared is not None and shared.running:
+                    raise WorkerError(f"{self.name} runs in a shared Runner: stop that Runner instead")
+                self._stop_pending = True
+                self._stop_event.set()
+                return True
         ended = runner.stop(timeout)
         with self._lock:
             if self._own_runner is runner:
@@ -118,6 +125,9 @@ class HTTPWorker:
         with self._lock:
             if self.running:
                 raise WorkerError(f"{self.name} is already running")
+            if self._stop_pending:  # stop() won the race with this call
+                self._stop_pending = False
+                return
             self._own_runner = runner  # so that stop() from another thread reaches it
         try:
             runner.run()
