@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .config import DEFAULT_RETRY_AFTER_MAX
-from .exceptions import CircuitOpenError, ConfigError, RequestError, safe_url
+from .exceptions import CircuitOpenError, ConfigError, RequestError, ResponseTooLarge, safe_url
 from .http import HTTPClient, merge_headers
 from .logging import get_logger
 from .metrics import Metrics
@@ -116,6 +116,10 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
                                   allow_redirects=False)
     except CircuitOpenError as exc:
         return Attempt(error=str(exc), circuit_remaining=exc.remaining)
+    except ResponseTooLarge as exc:
+        if exc.status is not None and 200 <= exc.status < 300:
+            return Attempt(status=exc.status)  # accepted; only the answer was oversized
+        return Attempt(status=exc.status, error=str(exc))
     except RequestError as exc:
         return Attempt(status=exc.status, error=str(exc))
     except ConfigError as exc:

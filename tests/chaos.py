@@ -17,7 +17,8 @@ huge       200 with a body of ``huge_size`` bytes (over max_response_size)
 =========  ===============================================================
 
 ``seen`` counts every request per ``webhook-id``; ``accepted`` counts the ids
-answered ``ok``/``slow`` — the answers a sender counts as delivered. With a
+answered 200 (``ok``/``slow``/``huge``) — the answers a sender counts as delivered
+(an oversized answer to an accepted webhook is not read, and not a failure). With a
 *secret* every request's signature is checked (``bad_signatures``).
 
 Also here: :class:`EnvSender`, a sender for ``syncworkers run tests.chaos:EnvSender``
@@ -46,7 +47,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "ok": 56, "slow": 6, "500": 7, "503": 6, "429": 6, "410": 2, "close": 4, "reset": 4, "stall": 2,
     "redirect": 3, "huge": 4,
 }
-ACCEPTED = ("ok", "slow")
+ACCEPTED = ("ok", "slow", "huge")
 
 
 def quiet(server: LoopbackServer) -> LoopbackServer:
@@ -125,6 +126,8 @@ class ChaosReceiver(LoopbackServer):
                 self._active[delivery_id] -= 1
 
     def _reply(self, fault: str) -> Reply:
+        if fault == "huge":
+            return Reply(200, b"x" * self.huge_size)
         if fault in ACCEPTED:
             return Reply(200, b"ok")
         if fault in ("500", "503", "410"):
@@ -137,7 +140,7 @@ class ChaosReceiver(LoopbackServer):
             return Reply(delay=self.stall_seconds, fault="close")
         if fault == "redirect":
             return Reply(302, b"", {"Location": "/elsewhere"})
-        return Reply(200, b"x" * self.huge_size)
+        raise ValueError(f"unknown fault {fault!r}")
 
 
 class EnvSender(WebhookSenderWorker):

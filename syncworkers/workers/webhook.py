@@ -27,6 +27,7 @@ from ..exceptions import (
     ConfigError,
     DeliveryError,
     RequestError,
+    ResponseTooLarge,
     RetryInterrupted,
     WorkerError,
     safe_url,
@@ -607,6 +608,11 @@ class WebhookSenderWorker(HTTPWorker):
         except RetryInterrupted as exc:
             attempts, error, level = exc.attempts, f"interrupted: {exc}", "warning"
             self._stats.incr("interrupted")
+        except ResponseTooLarge as exc:
+            # The receiver accepted the webhook; only its answer was oversized (and not read).
+            attempts, status = exc.attempts, exc.status
+            if status is None or not 200 <= status < 300:
+                error = str(exc)
         except RequestError as exc:
             attempts, status, error = exc.attempts, exc.status, str(exc)
         else:
