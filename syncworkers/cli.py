@@ -163,9 +163,10 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
 
 def _run_once(worker: Any) -> bool:
     """One cycle; False if it failed (transport error, open circuit, exception in process_message)."""
-    poll = getattr(worker, "poll", None)
-    if poll is not None:
-        return bool(poll().ok)
+    from .workers.poller import PollerWorker
+
+    if isinstance(worker, PollerWorker):
+        return bool(worker.poll().ok)
     run_once = getattr(worker, "run_once", None)
     if run_once is None:
         raise CLIError(f"{type(worker).__name__} has no single cycle to run (--once)")
@@ -329,9 +330,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.main(args=args, prog_name="syncworkers", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside run()'s own signal handling
         click.echo("aborted", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(130)
     except click.UsageError as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(EXIT_USAGE)

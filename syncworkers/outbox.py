@@ -196,7 +196,7 @@ class Outbox:
         self,
         path: Optional[str] = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Optional[Callable[[], float]] = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
     ):
@@ -208,7 +208,8 @@ class Outbox:
         self.durable: bool = self.path is not None
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or _default_owner()
-        self._clock = clock
+        # Looked up at each call, not bound here, so that a patched time.time (freezegun) applies.
+        self._clock = clock if clock is not None else (lambda: time.time())
         self._lock = threading.RLock()
         # One writer at a time within the process: SQLite's own busy handler sleeps for
         # milliseconds between lock attempts, which serialised many threads far too slowly.

@@ -60,3 +60,17 @@ def test_signer_stamps_the_current_time_and_verifies_within_tolerance():
     now = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc).timestamp()
     assert headers["webhook-timestamp"] == str(int(now))
     assert verify(b'{"a":1}', headers, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+
+
+def test_outbox_records_wall_clock_times(tmp_path):
+    from syncworkers.outbox import Outbox
+
+    with freeze_time("2026-03-04 05:06:07") as frozen:
+        with Outbox(str(tmp_path / "o.sqlite3")) as outbox:
+            delivery_id = outbox.add("/hook", "http://127.0.0.1:9/hook", b"{}")
+            assert [d.id for d in outbox.claim_due(10)] == [delivery_id]
+            frozen.tick(90)
+            outbox.mark_dead(delivery_id, "refused: status 400", status=400)
+            delivery = outbox.get(delivery_id)
+    start = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc).timestamp()
+    assert (delivery.created_at, delivery.updated_at) == (start, start + 90)

@@ -169,7 +169,7 @@ class HTTPWorker:
     # -- observability ----------------------------------------------------------------
 
     def health(self) -> Dict[str, Any]:
-        """A JSON-friendly view: running, circuits, metrics."""
+        """A plain dict for health endpoints: running, circuits, metrics (datetimes are aware UTC)."""
         return {
             "worker": self.name,
             "running": self.running,
