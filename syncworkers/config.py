@@ -225,6 +225,23 @@ class _Config:
         return cls._from_values(merged, env_errors, env_fields)
 
 
+def with_other_errors(exc: ConfigError, *builders: Callable[[], Any]) -> ConfigError:
+    """*exc* together with the ConfigErrors of *builders*, so one error names every bad setting.
+
+    A worker reads several config classes; without this the first bad class would hide the
+    others' bad variables. Builders that succeed add nothing.
+    """
+    errors = dict(exc.errors)
+    for build in builders:
+        try:
+            build()
+        except ConfigError as other:
+            errors.update(other.errors)
+    if errors == exc.errors:
+        return exc
+    return ConfigError("invalid settings: " + "; ".join(dict.fromkeys(errors.values())), errors)
+
+
 def _quoted(var: str) -> str:
     value = os.environ.get(var, "")
     if any(word in var.upper() for word in ("TOKEN", "KEY", "SECRET", "PASSWORD")):

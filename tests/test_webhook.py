@@ -328,7 +328,7 @@ def test_broadcast_runs_every_endpoint_at_once(server, caplog):
     for path in endpoints:
         server.route("POST", path, handler=slow)
     caplog.set_level(logging.WARNING, logger="urllib3")
-    with WebhookSenderWorker(server.base_url, HTTPClientConfig(max_connections=2)) as worker:
+    with WebhookSenderWorker(server.base_url, http_config=HTTPClientConfig(max_connections=2)) as worker:
         started = time.monotonic()
         results = worker.broadcast_webhook(endpoints, {"alert": "disk full"})
         elapsed = time.monotonic() - started

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from syncworkers import HTTPClientConfig, PollerWorker, Runner, WorkerError
+from syncworkers import ConfigError, HTTPClientConfig, PollerWorker, Runner, WebhookSenderWorker, WorkerError
 
 from .helpers import wait_for
 
@@ -84,3 +84,27 @@ def test_start_after_an_idle_stop_runs(server):
         worker.stop(timeout=5)
         thread.join(5)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: PollerWorker(url="http://127.0.0.1:9/x"),
+    lambda: WebhookSenderWorker(base_url="http://127.0.0.1:9"),
+])
+def test_a_worker_reports_every_bad_variable_it_reads_at_once(monkeypatch, build):
+    monkeypatch.setenv("POLLER_INTERVAL", "often")
+    monkeypatch.setenv("HTTP_MAX_RETRIES", "many")
+    monkeypatch.setenv("HTTP_CONNECTION_POOL_SIZE", "-1")
+    monkeypatch.setenv("HTTP_SSL_VERIFY", "perhaps")
+    with pytest.raises(ConfigError) as info:
+        build()
+    expected = {"HTTP_MAX_RETRIES", "HTTP_CONNECTION_POOL_SIZE", "HTTP_SSL_VERIFY"}
+    assert expected <= set(info.value.errors)
+    assert all(name in str(info.value) for name in expected)
+
+
+def test_secret_poll_headers_never_reach_log_text(server, caplog):
+    server.route("GET", "/x", json={})
+    worker = PollerWorker(url=server.url("/x"), interval=60, headers={"Authorization": "Token tok-9f8e7d6c"})
+    worker.logger.warning(f"about to poll with {worker.headers['Authorization']}")
+    worker.close()
+    assert "tok-9f8e7d6c" not in caplog.text

@@ -21,7 +21,8 @@ from urllib.parse import urljoin
 
 import requests
 
-from ..config import HTTPClientConfig, PollerConfig
+from ..config import HTTPClientConfig, PollerConfig, with_other_errors
+from ..logging import is_secret_key, register_secret
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
@@ -94,7 +95,10 @@ class PollerWorker(HTTPWorker):
             if value is not None and not isinstance(value, cls):
                 raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
                                   {arg: f"must be a {cls.__name__}"})
-        config = PollerConfig.resolve(poller_config, url=url, interval=interval, method=method)
+        try:
+            config = PollerConfig.resolve(poller_config, url=url, interval=interval, method=method)
+        except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
+            raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
         client_config = _client_config(poller_config, config, http_config)
         absolute_url = _absolute_url(config, client_config)
         if headers is not None and not isinstance(headers, Mapping):
@@ -113,6 +117,9 @@ class PollerWorker(HTTPWorker):
         self.interval = config.interval
         self.method = config.method
         self.headers: Dict[str, str] = dict(headers or {})
+        for header, value in self.headers.items():  # e.g. the reference's Authorization: Bearer ...
+            if is_secret_key(header):
+                register_secret(value)
         self.params = params
         self.data_extractor = data_extractor
         self.last_outcome: Optional[PollOutcome] = None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
-from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
 from ..dispatch import Dispatcher, send_once
 from ..exceptions import (
     CircuitOpenError,
@@ -176,9 +176,17 @@ class WebhookSenderWorker(HTTPWorker):
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
                  outbox: Optional[Outbox] = None) -> None:
+        for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
+                                ("http_config", http_config, HTTPClientConfig)):
+            if value is not None and not isinstance(value, cls):
+                raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
+                                  {arg: f"must be a {cls.__name__}"})
         from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
-        webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
-                                        max_workers=max_workers)
+        try:
+            webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
+                                            max_workers=max_workers)
+        except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
+            raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
         http_retry = _explicit(http_config).get("retry_config")
         retry: RetryConfig = http_retry if http_retry is not None else webhook.retry
         client_fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry,
