@@ -609,6 +609,41 @@ def test_a_delivery_cut_short_by_stop_is_requeued_not_lost(server):
     assert next(worker.source.consume()).id == message.id  # back in the queue, not lost
 
 
+class _UnreachableAck(MemoryQueue):
+    """A source whose store is unreachable when the first message is settled (Redis restarting)."""
+
+    def __init__(self):
+        super().__init__()
+        self.failures = 0
+
+    def ack(self, message):
+        if not self.failures:
+            self.failures += 1
+            raise ConnectionError("store unreachable")
+        super().ack(message)
+
+    def nack(self, message, requeue=True):
+        self.ack(message)
+
+
+def test_a_source_that_cannot_settle_a_message_is_logged_and_the_loop_goes_on(server):
+    server.route("POST", "/hook", status=200)
+    worker = WebhookSenderWorker(server.base_url, FAST)
+    worker.source = _UnreachableAck()
+    with LogCapture() as logs:
+        worker.start()
+        try:
+            worker.source.put(Message(body={"n": 1}, headers={"endpoint": "/hook"}))
+            assert wait_for(lambda: worker.source.failures == 1)
+            worker.source.put(Message(body={"n": 2}, headers={"endpoint": "/hook"}))
+            assert wait_for(lambda: len(server.requests) == 2)
+        finally:
+            assert worker.stop(timeout=5)
+            worker.close()
+    assert "could not settle" in logs.text and "ConnectionError" in logs.text
+    assert "loop job" not in logs.text and "Traceback" not in logs.text
+
+
 def test_a_message_without_endpoint_is_skipped_with_a_warning(server):
     worker = WebhookSenderWorker(server.base_url)
     worker.source = MemoryQueue()

@@ -389,10 +389,22 @@ class WebhookSenderWorker(HTTPWorker):
             except Exception:
                 self._stats.incr("messages_failed")
                 self.logger.exception("process_message raised; message requeued", message_id=message.id)
-                source.nack(message, requeue=True)
+                self._settle(source, message, ok=False)
             else:
                 self._stats.incr("messages_processed")
+                self._settle(source, message, ok=True)
+
+    def _settle(self, source: Any, message: Message, ok: bool) -> None:
+        """ack() or nack() *message*; a source that cannot be reached (Redis restarting) is
+        logged, not raised: the loop goes on, and the source redelivers what it did not settle."""
+        try:
+            if ok:
                 source.ack(message)
+            else:
+                source.nack(message, requeue=True)
+        except Exception as exc:
+            self.logger.warning("could not settle message with its source; it may be delivered again",
+                                message_id=message.id, error=f"{type(exc).__name__}: {exc}")
 
     def process_message(self, message: Message) -> Optional[bool]:
         """Handle one message of ``self.source`` (override to route messages your way).
