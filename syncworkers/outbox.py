@@ -236,6 +236,7 @@ class Outbox:
                 raise
             raise ConfigError(f"cannot open outbox {self.path!r}: {exc}") from exc
         self._idle.append(conn)
+        self._identity = self._file_identity()
 
     # -- connections ------------------------------------------------------
 
@@ -297,6 +298,8 @@ class Outbox:
         repeated, at-least-once), never lost. The next durable commit syncs it too.
         """
         with self._write_lock, self._conn() as conn:
+            if self.durable and durable:
+                self._check_file()
             if self.durable:
                 conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             conn.execute("BEGIN IMMEDIATE")
@@ -307,6 +310,21 @@ class Outbox:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _file_identity(self) -> Optional[tuple]:
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_file(self) -> None:
+        # Open connections keep writing to a deleted file's inode: every add() would "succeed"
+        # into a file no restart will ever read again.
+        if self._file_identity() != self._identity:
+            raise sqlite3.OperationalError(
+                f"outbox file {self.path!r} was deleted or replaced while open; "
+                "restart the worker to open it again")
 
     def _check_open(self) -> None:
         if self._closed:

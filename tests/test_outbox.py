@@ -456,3 +456,19 @@ def test_repr_and_to_dict_hide_secrets(outbox):
     assert (data["body"], data["body_encoding"]) == ("/wA=", "base64")
     text = outbox.get(outbox.add("e", "http://h/", "héllo".encode())).to_dict()
     assert (text["body"], text["body_encoding"]) == ("héllo", "utf-8")
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_add_after_the_file_was_deleted_raises_instead_of_storing_into_the_void(db, clock, replaced):
+    box = Outbox(db, clock=clock)
+    try:
+        box.add("/a", "http://127.0.0.1:9/a", b"1")
+        for name in os.listdir(os.path.dirname(db)):  # the file and its -wal / -shm
+            os.remove(os.path.join(os.path.dirname(db), name))
+        if replaced:
+            Outbox(db).close()  # a fresh, empty outbox file now sits at the path
+        with pytest.raises(sqlite3.OperationalError, match="deleted or replaced"):
+            box.add("/a", "http://127.0.0.1:9/a", b"2")
+    finally:
+        box.close()
+    assert Outbox(db).counts()["pending"] == 0  # nothing was silently written to the lost file
