@@ -596,13 +596,16 @@ def test_a_delivery_cut_short_by_stop_is_requeued_not_lost(server):
     server.route("POST", "/hook", status=503)
     worker = WebhookSenderWorker(server.base_url, WebhookConfig(retry_delay=30))
     worker.source = MemoryQueue()
-    worker.start()
-    try:
-        message = worker.source.put(Message(body={"n": 1}, headers={"endpoint": "/hook"}))
-        assert wait_for(lambda: server.requests)  # now in its 30 s retry wait
-    finally:
-        assert worker.stop(timeout=5)
-        worker.close()
+    with LogCapture() as logs:
+        worker.start()
+        try:
+            message = worker.source.put(Message(body={"n": 1}, headers={"endpoint": "/hook"}))
+            assert wait_for(lambda: server.requests)  # now in its 30 s retry wait
+        finally:
+            assert worker.stop(timeout=5)
+            worker.close()
+    # A normal stop is not an error: no ERROR line, no traceback.
+    assert "requeued" in logs.text and "ERROR" not in logs.text and "Traceback" not in logs.text
     assert len(server.requests) == 1
     assert worker.source.qsize() == 1
     worker.source.bind(threading.Event())  # as the next run would

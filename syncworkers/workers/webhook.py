@@ -386,9 +386,14 @@ class WebhookSenderWorker(HTTPWorker):
         for message in source.consume():
             try:
                 self.process_message(message)
-            except Exception:
-                self._stats.incr("messages_failed")
-                self.logger.exception("process_message raised; message requeued", message_id=message.id)
+            except Exception as exc:
+                if isinstance(exc, DeliveryError) and self.stop_event.is_set():
+                    # process_message's documented way to hand a message back on stop: not an error.
+                    self.logger.info("delivery interrupted by stop; message requeued", message_id=message.id,
+                                     error=str(exc))
+                else:
+                    self._stats.incr("messages_failed")
+                    self.logger.exception("process_message raised; message requeued", message_id=message.id)
                 self._settle(source, message, ok=False)
             else:
                 self._stats.incr("messages_processed")
