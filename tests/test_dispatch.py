@@ -534,6 +534,22 @@ def test_close_right_after_a_stop_timeout_warns_plainly_when_a_late_outcome_cann
         assert box.counts()["pending"] == 1  # handed back at stop(): the next run sends it again
 
 
+def test_a_closed_worker_started_again_reopens_its_outbox_file(server, tmp_path):
+    server.route("POST", "/hook", status=200)
+    worker = sender(server, tmp_path)
+    worker.start()
+    worker.close()
+    with LogCapture() as logs:
+        worker.start()  # as PollerWorker allows: close() releases, a new run opens again
+        try:
+            worker.enqueue("/hook", {"n": 1})
+            assert worker.flush(5)
+        finally:
+            worker.close()
+    assert [r.json() for r in server.requests] == [{"n": 1}]
+    assert "ERROR" not in logs.text and "closed" not in logs.text
+
+
 def test_health_shows_the_outbox(server, tmp_path):
     server.route("POST", "/hook", status=200)
     worker = sender(server, tmp_path)

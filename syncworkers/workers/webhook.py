@@ -555,11 +555,19 @@ class WebhookSenderWorker(HTTPWorker):
         return ended and not pending
 
     def close(self) -> None:
-        """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened."""
+        """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.
+
+        An outbox file is opened again by a later ``start()`` or ``enqueue()``; an
+        in-memory outbox is gone for good.
+        """
         shared = self._runner is not None and self._runner.running and self._own_runner is None
         super().close()
         if self._own_outbox and self._outbox is not None and not shared:
-            self._outbox.close()
+            with self._outbox_lock:
+                outbox = self._outbox
+                if outbox.durable:  # a later start() or enqueue() opens the file again, losing nothing
+                    self._outbox = self._dispatcher = self._outbox_runner = None
+            outbox.close()
 
     def health(self) -> Dict[str, Any]:
         """HTTPWorker.health() plus delivery counters and the broadcast pool."""
