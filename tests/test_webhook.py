@@ -438,6 +438,24 @@ def test_a_runner_stop_interrupts_a_broadcast_in_progress(server):
         thread.join(5)
 
 
+def test_a_second_stop_while_a_delivery_is_still_on_the_wire_does_not_report_all_ended(server):
+    release = threading.Event()
+    server.route("POST", "/slow", handler=lambda req: (release.wait(10), Reply(200))[1])
+    worker = WebhookSenderWorker(server.base_url, WebhookConfig(timeout=10))
+    thread = threading.Thread(target=worker.broadcast_webhook, args=(["/slow"], {}))
+    thread.start()
+    try:
+        assert wait_for(lambda: server.requests)
+        assert worker.stop(timeout=0.1) is False
+        assert worker.stop(timeout=0.1) is False  # still in flight: not "all ended"
+        release.set()
+        assert worker.stop(timeout=5) is True
+    finally:
+        release.set()
+        worker.close()
+        thread.join(5)
+
+
 def test_broadcast_pool_threads_are_named_and_stopped(server):
     server.route("POST", "/a", status=200)
     server.route("POST", "/b", status=200)

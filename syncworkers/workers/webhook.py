@@ -539,15 +539,16 @@ class WebhookSenderWorker(HTTPWorker):
             pools, self._pools = list(self._pools.values()), {}
             futures = list(self._futures)
         pending: Set[Future] = set()
-        if pools:
-            for pool in pools:
-                pool.shutdown(wait=False)
+        for pool in pools:
+            pool.shutdown(wait=False)
+        # Even with no pools left (an earlier stop() took them), deliveries may still be running.
+        if futures:
             _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if pending:
-                self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
-            else:
-                for pool in pools:
-                    pool.shutdown(wait=True)  # only joins idle threads now
+        if pending:
+            self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
+        else:
+            for pool in pools:
+                pool.shutdown(wait=True)  # only joins idle threads now
         if self._dispatcher is not None:
             released = self._dispatcher.abandon()
             if released:
