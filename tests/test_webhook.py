@@ -449,6 +449,7 @@ def test_a_second_stop_while_a_delivery_is_still_on_the_wire_does_not_report_all
         assert worker.stop(timeout=0.1) is False
         assert worker.stop(timeout=0.1) is False  # still in flight: not "all ended"
         release.set()
+        thread.join(5)
         assert worker.stop(timeout=5) is True
     finally:
         release.set()

@@ -541,9 +541,10 @@ class WebhookSenderWorker(HTTPWorker):
         pending: Set[Future] = set()
         for pool in pools:
             pool.shutdown(wait=False)
-        # Even with no pools left (an earlier stop() took them), deliveries may still be running.
-        if futures:
+        if pools:
             _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        else:  # an earlier stop() took the pools and waited; some deliveries may still be running
+            pending = {future for future in futures if not future.done()}
         if pending:
             self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
         else:
