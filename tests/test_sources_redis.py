@@ -412,3 +412,22 @@ def test_the_heartbeat_is_refreshed_while_a_message_is_being_processed(consumers
     finally:
         a.close()
         gen.close()
+
+
+def test_run_once_of_a_relay_reports_an_unreachable_redis():
+    from syncworkers import WebhookSenderWorker
+
+    from .helpers import closed_port
+
+    class Relay(WebhookSenderWorker):
+        def __init__(self):
+            super().__init__(base_url="http://127.0.0.1:9")
+            self.source = RedisListConsumer("orders", f"redis://127.0.0.1:{closed_port()}/0", block_timeout=0.1)
+
+    relay = Relay()
+    try:
+        assert relay.run_once() == []
+        assert relay.last_run_ok is False  # `syncworkers run --once` exits 1, not 0
+        assert relay.source.available is False
+    finally:
+        relay.close()

@@ -217,6 +217,8 @@ class RedisListConsumer(Source):
         self._lock = threading.Lock()
         self._in_flight: Dict[str, List[Tuple[Raw, Message]]] = {}  # id -> (popped bytes, message)
         self._last_beat: Optional[float] = None
+        #: False while the last attempt to reach Redis failed (run_once() reports it).
+        self.available = True
 
     # -- keys -------------------------------------------------------------------
 
@@ -272,6 +274,7 @@ class RedisListConsumer(Source):
                 except redis.AuthenticationError:
                     raise
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self.available = False
                     failures += 1
                     delay = min(MAX_RECONNECT_DELAY, 0.1 * 2 ** failures)
                     logger.warning("Redis at %s unavailable for queue %r (%s: %s); retrying in %.1f s",
@@ -280,6 +283,7 @@ class RedisListConsumer(Source):
                     self.stop_event.wait(delay)
                     continue
                 failures = 0
+                self.available = True
                 # Yielded even if the stop event was set meanwhile: it is in our processing
                 # list already, and only the consumer can settle it.
                 if raw is not None:

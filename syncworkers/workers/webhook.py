@@ -496,6 +496,9 @@ class WebhookSenderWorker(HTTPWorker):
             done.set()
             thread.join(self.webhook_config.timeout)
             del self.process_message
+        if self.source is not None and not getattr(self.source, "available", True):
+            self.logger.warning("the source was unreachable during run_once")
+            state["failed"] = True
         if thread.is_alive():  # a process() of its own that does not watch the source or stop event
             self.logger.warning("process() did not return after run_once; left running", thread=thread.name)
             state["failed"] = True
