@@ -36,6 +36,20 @@ FAST = WebhookConfig(retry_delay=0.01)
 # -- what goes over the wire --------------------------------------------------------
 
 
+def relay_one_message(worker, body):
+    """Run *worker* on a MemoryQueue until one message with *body* is settled; return the logs."""
+    worker.source = MemoryQueue()
+    with LogCapture() as logs:
+        worker.start()
+        try:
+            worker.source.put(body)
+            assert worker.source.join(timeout=5)
+        finally:
+            worker.stop(timeout=5)
+            worker.close()
+    return logs
+
+
 def test_body_and_headers_are_received_exactly(server):
     server.route("POST", "/hook", status=200)
     with WebhookSenderWorker(server.base_url) as worker:
@@ -596,16 +610,7 @@ def test_a_raising_process_message_is_nacked_and_the_loop_goes_on(server):
                 raise RuntimeError("transient failure")
             return self.send_webhook_from_message(message, "/hook")
 
-    worker = Flaky(server.base_url)
-    worker.source = MemoryQueue()
-    with LogCapture() as logs:
-        worker.start()
-        try:
-            worker.source.put({"n": 1})
-            assert worker.source.join(timeout=5)
-        finally:
-            worker.stop(timeout=5)
-            worker.close()
+    logs = relay_one_message(Flaky(server.base_url), {"n": 1})
     assert calls == [{"n": 1}, {"n": 1}]  # requeued, then processed
     assert [r.json() for r in server.requests] == [{"n": 1}]
     assert "process_message raised" in logs.text and "RuntimeError: transient failure" in logs.text
@@ -667,16 +672,7 @@ def test_a_source_that_cannot_settle_a_message_is_logged_and_the_loop_goes_on(se
 
 
 def test_a_message_without_endpoint_is_skipped_with_a_warning(server):
-    worker = WebhookSenderWorker(server.base_url)
-    worker.source = MemoryQueue()
-    with LogCapture() as logs:
-        worker.start()
-        try:
-            worker.source.put({"n": 1})
-            assert worker.source.join(timeout=5)
-        finally:
-            worker.stop(timeout=5)
-            worker.close()
+    logs = relay_one_message(WebhookSenderWorker(server.base_url), {"n": 1})
     assert server.requests == []
     assert "no 'endpoint' header" in logs.text
 
