@@ -1,4 +1,4 @@
-"""The durable webhook outbox: a delivery queue on SQLite (stdlib ``sqlite3``).
+"""The SQLite outbox store (stdlib ``sqlite3``): the default, embedded backend.
 
 A delivery is written (and fsynced) before :meth:`Outbox.add` returns, and leaves
 the queue only as ``delivered`` or ``dead``. Workers take deliveries with
@@ -10,27 +10,23 @@ share one file. This module stores and schedules; it sends nothing.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from .exceptions import ConfigError, safe_url
-from .message import new_id
+from ..exceptions import ConfigError
+from ..message import new_id
+from .store import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, Delivery
 
 logger = logging.getLogger(__name__)
 
-PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
-STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
 
 #: Seconds a claim stays valid unless renewed; a dead owner's claims are taken over after it.
 DEFAULT_LEASE_SECONDS = 10.0
@@ -78,86 +74,6 @@ _CLAIM = (
     " AND lease_until < ?2 ORDER BY next_attempt_at, rowid LIMIT ?4)"
     " ORDER BY next_attempt_at, rid LIMIT ?4"
 )
-#: Header names whose values :meth:`Delivery.to_dict` hides.
-_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|signature|password|api[-_]?key", re.I)
-
-
-@dataclass
-class Delivery:
-    """One webhook delivery as stored in the outbox (timestamps are epoch seconds).
-
-    ``repr()`` shows neither body nor headers, and the URL without its query string.
-    """
-
-    id: str
-    endpoint: str
-    url: str
-    body: bytes = field(repr=False)
-    headers: Dict[str, str] = field(repr=False)
-    state: str
-    attempts: int
-    next_attempt_at: float
-    created_at: float
-    updated_at: float
-    last_status: Optional[int]
-    last_error: Optional[str]
-    owner: Optional[str]
-    lease_until: Optional[float]
-    delivered_at: Optional[float]
-
-    def __repr__(self) -> str:
-        return (
-            f"Delivery(id={self.id!r}, endpoint={self.endpoint!r}, url={safe_url(self.url)!r},"
-            f" state={self.state!r}, attempts={self.attempts}, next_attempt_at={self.next_attempt_at},"
-            f" last_status={self.last_status!r})"
-        )
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-friendly form for the CLI.
-
-        The body is text when it is UTF-8, else base64 (``body_encoding`` says which).
-        Secret-looking header values and the URL's query string are redacted.
-        """
-        try:
-            body, encoding = self.body.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            body, encoding = base64.b64encode(self.body).decode("ascii"), "base64"
-        headers = {k: "<redacted>" if _SECRET_HEADER.search(k) else v for k, v in self.headers.items()}
-        return {
-            "id": self.id,
-            "endpoint": self.endpoint,
-            "url": safe_url(self.url),
-            "body": body,
-            "body_encoding": encoding,
-            "headers": headers,
-            "state": self.state,
-            "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "owner": self.owner,
-            "lease_until": self.lease_until,
-            "delivered_at": self.delivered_at,
-        }
-
-
-def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]:
-    """Seconds to wait before the next attempt, or None when the schedule is exhausted.
-
-    Attempt 1 is at once; after attempt ``n`` the next waits ``schedule[n-1]``, so a
-    schedule of k delays allows k + 1 attempts in all.
-    """
-    if attempts_made < 0:
-        raise ValueError(f"attempts_made must be >= 0, got {attempts_made!r}")
-    if attempts_made == 0:
-        return 0.0
-    if attempts_made > len(schedule):
-        return None
-    return float(schedule[attempts_made - 1])
-
-
 def _default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -640,12 +556,4 @@ class Outbox:
         return f"Outbox(path={self.path!r}, owner={self.owner!r})"
 
 
-__all__ = [
-    "PENDING",
-    "IN_FLIGHT",
-    "DELIVERED",
-    "DEAD",
-    "Delivery",
-    "Outbox",
-    "next_delay",
-]
+__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION"]

@@ -1,0 +1,21 @@
+"""The durable webhook outbox: a store interface and its backends.
+
+:class:`Outbox` is the SQLite store (a file, or in memory when no path is given).
+"""
+
+from .sqlite import DEFAULT_LEASE_SECONDS, SCHEMA_VERSION, Outbox
+from .store import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, Delivery, OutboxStore, next_delay
+
+__all__ = [
+    "DEAD",
+    "DEFAULT_LEASE_SECONDS",
+    "DELIVERED",
+    "IN_FLIGHT",
+    "PENDING",
+    "SCHEMA_VERSION",
+    "STATES",
+    "Delivery",
+    "Outbox",
+    "OutboxStore",
+    "next_delay",
+]

@@ -1,0 +1,152 @@
+"""The outbox store interface: what every outbox backend (SQLite, PostgreSQL) provides.
+
+A store keeps deliveries and their state; it sends nothing. The dispatcher
+(:mod:`syncworkers.dispatch`) claims due deliveries, sends them and settles each
+claim with an outcome. Every store gives the same guarantees: ``add`` is durable
+before it returns (for a durable store), a claim is a lease held by one owner at
+a time, an expired lease is taken over, and a delivery leaves the store's
+schedule only as delivered or dead.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+
+from ..exceptions import safe_url
+
+PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
+STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
+
+
+#: Header names whose values :meth:`Delivery.to_dict` hides.
+_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|signature|password|api[-_]?key", re.I)
+
+
+@dataclass
+class Delivery:
+    """One webhook delivery as stored in the outbox (timestamps are epoch seconds).
+
+    ``repr()`` shows neither body nor headers, and the URL without its query string.
+    """
+
+    id: str
+    endpoint: str
+    url: str
+    body: bytes = field(repr=False)
+    headers: Dict[str, str] = field(repr=False)
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    last_status: Optional[int]
+    last_error: Optional[str]
+    owner: Optional[str]
+    lease_until: Optional[float]
+    delivered_at: Optional[float]
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(id={self.id!r}, endpoint={self.endpoint!r}, url={safe_url(self.url)!r},"
+            f" state={self.state!r}, attempts={self.attempts}, next_attempt_at={self.next_attempt_at},"
+            f" last_status={self.last_status!r})"
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-friendly form for the CLI.
+
+        The body is text when it is UTF-8, else base64 (``body_encoding`` says which).
+        Secret-looking header values and the URL's query string are redacted.
+        """
+        try:
+            body, encoding = self.body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            body, encoding = base64.b64encode(self.body).decode("ascii"), "base64"
+        headers = {k: "<redacted>" if _SECRET_HEADER.search(k) else v for k, v in self.headers.items()}
+        return {
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "url": safe_url(self.url),
+            "body": body,
+            "body_encoding": encoding,
+            "headers": headers,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "owner": self.owner,
+            "lease_until": self.lease_until,
+            "delivered_at": self.delivered_at,
+        }
+
+
+def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]:
+    """Seconds to wait before the next attempt, or None when the schedule is exhausted.
+
+    Attempt 1 is at once; after attempt ``n`` the next waits ``schedule[n-1]``, so a
+    schedule of k delays allows k + 1 attempts in all.
+    """
+    if attempts_made < 0:
+        raise ValueError(f"attempts_made must be >= 0, got {attempts_made!r}")
+    if attempts_made == 0:
+        return 0.0
+    if attempts_made > len(schedule):
+        return None
+    return float(schedule[attempts_made - 1])
+
+
+class OutboxStore(Protocol):
+    """The operations the dispatcher, the worker and the CLI use; times are epoch seconds.
+
+    ``now`` arguments exist for tests; a store whose clock is the database's may
+    ignore them for lease and due times.
+    """
+
+    owner: str
+    durable: bool
+    lease_seconds: float
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    def add(self, endpoint: str, url: str, body: bytes, headers: Optional[Dict[str, str]] = None,
+            id: Optional[str] = None, now: Optional[float] = None) -> str: ...
+
+    def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]: ...
+
+    def renew(self, ids: Sequence[str], now: Optional[float] = None) -> None: ...
+
+    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None) -> None: ...
+
+    def mark_retry(self, id: str, next_attempt_at: float, error: Optional[str], status: Optional[int] = None,
+                   spend_attempt: bool = True, now: Optional[float] = None) -> None: ...
+
+    def mark_dead(self, id: str, reason: str, status: Optional[int] = None, spend_attempt: bool = True,
+                  now: Optional[float] = None) -> None: ...
+
+    def release(self, ids: Optional[Sequence[str]] = None) -> int: ...
+
+    def replay(self, ids: Optional[Sequence[str]] = None, endpoint: Optional[str] = None,
+               since: Optional[float] = None, now: Optional[float] = None) -> int: ...
+
+    def purge(self, older_than: float, state: str = DELIVERED, now: Optional[float] = None) -> int: ...
+
+    def get(self, id: str) -> Optional[Delivery]: ...
+
+    def list(self, state: Optional[str] = None, endpoint: Optional[str] = None,
+             since: Optional[float] = None, limit: int = 100) -> List[Delivery]: ...
+
+    def counts(self) -> Dict[str, int]: ...
+
+    def next_due(self) -> Optional[float]: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "STATES", "Delivery", "OutboxStore", "next_delay"]
