@@ -18,13 +18,9 @@ from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBre
 
 from .config import CircuitBreakerConfig
 from .exceptions import CircuitOpenError, ConfigError
+from .outcome import Kind, Outcome, is_host_failure
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def is_failure_status(status: int) -> bool:
-    """True for statuses that count against a host: 5xx and 429 (other 4xx are the caller's fault)."""
-    return status == 429 or 500 <= status <= 599
 
 
 def breaker_key(url: str) -> str:
@@ -132,8 +128,18 @@ class HostBreaker(CircuitBreaker):
 
     def record_status(self, status: int) -> None:
         """Record an HTTP answer: 5xx and 429 are failures, anything else a success."""
-        if is_failure_status(status):
+        if is_host_failure(status):
             self.record_failure()
+        else:
+            self.record_success()
+
+    def record_outcome(self, outcome: Outcome, error: Optional[BaseException] = None) -> None:
+        """Record an attempt's outcome (see :mod:`syncworkers.outcome`); *error* is the exception
+        behind a transport outcome, matched against ``expected_exception``."""
+        if outcome.kind in (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED, Kind.INVALID):
+            self.release()
+        elif outcome.host_failure:
+            self.record_failure(error)
         else:
             self.record_success()
 
@@ -191,4 +197,4 @@ class BreakerRegistry:
         return [b.snapshot() for b in self._all()]
 
 
-__all__ = ["is_failure_status", "breaker_key", "HostBreaker", "BreakerRegistry"]
+__all__ = ["breaker_key", "HostBreaker", "BreakerRegistry"]

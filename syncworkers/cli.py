@@ -134,8 +134,8 @@ def cli() -> None:
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
 @click.option("--once", is_flag=True, help="One cycle of each worker, then exit (cron style).")
 @click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
-@click.option("--stagger/--no-stagger", default=True, show_default=True,
-              help="Spread the pollers' first ticks across their interval.")
+@click.option("--stagger/--no-stagger", default=False, show_default=True,
+              help="Spread the pollers' first ticks across their interval (default: every first poll at once).")
 @_log_options
 def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool, log_level: str,
         log_format: str, env_file: Optional[str]) -> None:
@@ -163,15 +163,10 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
 
 def _run_once(worker: Any) -> bool:
     """One cycle; False if it failed (transport error, open circuit, exception in process_message)."""
-    from .workers.poller import PollerWorker
-
-    if isinstance(worker, PollerWorker):
-        return bool(worker.poll().ok)
     run_once = getattr(worker, "run_once", None)
     if run_once is None:
         raise CLIError(f"{type(worker).__name__} has no single cycle to run (--once)")
-    run_once()
-    return bool(getattr(worker, "last_run_ok", True))
+    return bool(getattr(run_once(), "ok", True))
 
 
 @cli.command()

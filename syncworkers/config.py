@@ -38,7 +38,7 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_RETRY_BACKOFF = 2.0
 #: Statuses that are retried: timeouts, throttling and transient server errors.
-RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+from .outcome import RETRY_STATUSES  # noqa: E402 - one home for the retry statuses
 #: Longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
 DEFAULT_RETRY_AFTER_MAX = 60.0
 DEFAULT_POLL_INTERVAL = 60.0

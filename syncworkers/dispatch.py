@@ -15,46 +15,25 @@ import math
 import sqlite3
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
-from .config import DEFAULT_RETRY_AFTER_MAX
-from .exceptions import CircuitOpenError, ConfigError, RequestError, ResponseTooLarge, safe_url
-from .http import HTTPClient, merge_headers
+from .delivery import delivery_headers
+from .exceptions import ConfigError, RequestError, safe_url
+from .http import HTTPClient
 from .logging import get_logger
 from .metrics import Metrics
-from .outbox import DEAD, DELIVERED, PENDING, Delivery, Outbox, next_delay
-from .retry import parse_retry_after
-from .signing import Signer, webhook_headers
+from .outbox import DEAD, DELIVERED, PENDING, Delivery, Outbox
+from .outcome import Kind, Outcome, classify_error
+from .retry import RetryPolicy
+from .signals import StopSignal
+from .signing import Signer
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the wait for a
 #: delivery added by another process on the same file (this process's wakes it at once).
 POLL_INTERVAL = 1.0
-#: Seconds between looks at the stop event while the loop sleeps.
-STOP_POLL_INTERVAL = 0.1
-#: Seconds past the schedule's total span during which Retry-After and an open circuit
-#: postpone a delivery without spending an attempt (see :func:`decide`).
-POSTPONE_SLACK = 3600.0
-#: 4xx statuses worth another attempt (timeout, too early, throttled); any other 4xx is final.
-RETRYABLE_4XX = (408, 425, 429)
-#: Statuses whose ``Retry-After`` postpones the next attempt instead of spending one.
-RETRY_AFTER_STATUSES = (429, 503)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one request of a delivery came to (texts carry no header values)."""
-
-    status: Optional[int] = None  #: the answer's status; None when no answer came
-    error: Optional[str] = None  #: why it failed; None for a 2xx
-    retry_after: Optional[float] = None  #: seconds the answer's Retry-After asked for, uncapped
-    circuit_remaining: Optional[float] = None  #: set when the open circuit refused it (nothing sent)
-    final: bool = False  #: never worth another attempt (e.g. a stored URL that is invalid)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status is not None and 200 <= self.status < 300
 
 
 @dataclass(frozen=True)
@@ -67,71 +46,32 @@ class Verdict:
     reason: Optional[str] = None  #: kept as the delivery's last error
 
 
-def decide(delivery: Delivery, attempt: Attempt, now: float, schedule: Sequence[float], *,
-           retry_after_max: float = DEFAULT_RETRY_AFTER_MAX, slack: float = POSTPONE_SLACK) -> Verdict:
-    """The next state of *delivery* after *attempt*, at *now* (epoch seconds).
+def decide(delivery: Delivery, outcome: Outcome, now: float, policy: RetryPolicy) -> Verdict:
+    """The next state of *delivery* after an attempt ended in *outcome*, at *now* (epoch seconds).
 
-    * 2xx: delivered.
-    * 410 Gone, any other 4xx but 408/425/429, or a ``final`` attempt: dead at once.
-    * Anything else (3xx, 408/425/429, 5xx, transport errors, timeouts, a body too
-      large) spends an attempt: the next one comes after the schedule's next delay,
-      and once the schedule is exhausted the delivery is dead.
-    * An open circuit (nothing was sent) and a 429/503 ``Retry-After`` postpone the
-      next attempt instead, without spending one: by the circuit's remaining time or
-      the Retry-After (capped at *retry_after_max*), and at least the schedule's first
-      delay. Only while the delivery is younger than the schedule's total span plus
-      *slack*: after that they spend attempts too, so nothing is postponed forever.
+    The outbox's :class:`~syncworkers.retry.RetryPolicy` (``persistent``) decides:
+    2xx delivered; 410 and refusing 4xx dead at once; anything else spends an attempt
+    on the schedule until it is exhausted; an open circuit or a 429/503 Retry-After
+    postpones without spending while the delivery is young.
     """
-    if attempt.ok:
+    if outcome.ok:
         return Verdict(DELIVERED)
-    status = attempt.status
-    error = attempt.error or f"status {status}"
-    if attempt.final:
-        return Verdict(DEAD, reason=f"final: {error}")
-    if status == 410:
-        return Verdict(DEAD, reason=f"gone: {error}")
-    if status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
-        return Verdict(DEAD, reason=f"refused: {error}")
-    floor = max(float(schedule[0]), 0.01) if schedule else 1.0
-    wait: Optional[float] = None
-    if attempt.circuit_remaining is not None:
-        wait = max(attempt.circuit_remaining, floor)
-    elif status in RETRY_AFTER_STATUSES and attempt.retry_after is not None:
-        wait = min(max(attempt.retry_after, floor), retry_after_max)
-    if wait is not None and now < delivery.created_at + sum(schedule) + slack:
-        return Verdict(PENDING, now + wait, spend=False, reason=error)
-    made = delivery.attempts + 1
-    delay = next_delay(schedule, made)
-    if delay is None:
-        return Verdict(DEAD, reason=f"exhausted after {made} attempt{'s' if made > 1 else ''}: {error}")
-    return Verdict(PENDING, now + max(delay, wait or 0.0), reason=error)
+    decision = policy.next(outcome, delivery.attempts + 1, age=now - delivery.created_at)
+    if decision.wait is None:
+        return Verdict(DEAD, reason=decision.reason)
+    return Verdict(PENDING, now + decision.wait, spend=decision.spend, reason=decision.reason)
 
 
-def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Attempt:
+def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Outcome:
     """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*."""
-    headers = merge_headers({"Content-Type": "application/json"}, delivery.headers,
-                            webhook_headers(delivery.id, delivery.body, signer, int(now)))
+    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
     try:
         response = client.request("POST", delivery.url, data=delivery.body, headers=headers, retry=False,
                                   allow_redirects=False)
-    except CircuitOpenError as exc:
-        return Attempt(error=str(exc), circuit_remaining=exc.remaining)
-    except ResponseTooLarge as exc:
-        if exc.status is not None and 200 <= exc.status < 300:
-            return Attempt(status=exc.status)  # accepted; only the answer was oversized
-        return Attempt(status=exc.status, error=str(exc))
-    except RequestError as exc:
-        return Attempt(status=exc.status, error=str(exc))
-    except ConfigError as exc:
-        return Attempt(error=f"invalid delivery: {exc}", final=True)
-    status = response.status_code
-    if 200 <= status < 300:
-        return Attempt(status=status)
-    error = f"status {status} {response.reason}"
-    if 300 <= status < 400:
-        error += ": redirects are not followed"
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=math.inf)
-    return Attempt(status=status, error=error, retry_after=retry_after)
+    except (RequestError, ConfigError) as exc:
+        return classify_error(exc)
+    outcome: Outcome = response.outcome  # type: ignore[attr-defined]
+    return outcome
 
 
 def _remaining(deadline: Optional[float]) -> float:
@@ -141,7 +81,7 @@ def _remaining(deadline: Optional[float]) -> float:
 class Dispatcher:
     """Delivers an outbox's due deliveries concurrently, each on its schedule.
 
-    *send* ``(delivery, now) -> Attempt`` makes one attempt (:func:`send_once`);
+    *send* ``(delivery, now) -> Outcome`` makes one attempt (:func:`send_once`);
     *submit* runs a call on the worker's pool and returns its Future; *free_slots*
     says how many more calls the pool can take now. One loop drives at a time:
     the worker's (:meth:`run`) or a caller's (:meth:`flush`). Times are epoch
@@ -151,14 +91,11 @@ class Dispatcher:
     #: See :data:`POLL_INTERVAL`.
     poll_interval: float = POLL_INTERVAL
 
-    def __init__(self, outbox: Outbox, send: Callable[[Delivery, float], Attempt],
-                 submit: Callable[..., Future], free_slots: Callable[[], int], schedule: Sequence[float], *,
-                 retry_after_max: float = DEFAULT_RETRY_AFTER_MAX, slack: float = POSTPONE_SLACK,
+    def __init__(self, outbox: Outbox, send: Callable[[Delivery, float], Outcome],
+                 submit: Callable[..., Future], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None) -> None:
         self.outbox = outbox
-        self.schedule = tuple(float(d) for d in schedule)
-        self.retry_after_max = retry_after_max
-        self.slack = slack
+        self.policy = policy
         self.logger = logger or get_logger(__name__)
         self._send = send
         self._submit = submit
@@ -168,7 +105,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._in_flight: Dict[str, Delivery] = {}  # claimed here, request not yet recorded
         self._wake = threading.Event()
-        self._driver = threading.Lock()  # held by the one loop that claims
+        self._driving = threading.Condition()
+        self._driver_busy = False  # one loop claims at a time: the worker's or a flush()
+        self._watched: "weakref.WeakSet[StopSignal]" = weakref.WeakSet()
         self._progress = threading.Condition()
         self._outcomes = 0  # moves at every recorded outcome; flush() waits on it
         self._abandoned = threading.Event()
@@ -198,18 +137,18 @@ class Dispatcher:
         Draining keeps renewing the leases of the requests still on the wire and
         ends when each has recorded its outcome, or at :meth:`abandon`.
         """
+        self._watch(stop)
         with self._lock:
             self._loops += 1
         try:
-            while not self._driver.acquire(timeout=STOP_POLL_INTERVAL):
-                if stop.is_set():
-                    return
+            if not self._take_driver(stop, blocking=True):
+                return
             try:
                 self._abandoned.clear()
                 self._loop(stop, None, until_idle=False)
                 self._drain()
             finally:
-                self._driver.release()
+                self._give_driver()
         finally:
             with self._lock:
                 self._loops -= 1
@@ -220,13 +159,14 @@ class Dispatcher:
         While a worker loop drives, this waits for it; otherwise it drives the
         deliveries itself from this thread on the pool.
         """
+        self._watch(stop)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
-            if self._driver.acquire(blocking=False):
+            if self._take_driver(stop, blocking=False):
                 try:
                     return self._loop(stop, deadline, until_idle=True)
                 finally:
-                    self._driver.release()
+                    self._give_driver()
             with self._progress:
                 seen = self._outcomes
             if self.outbox.next_due() is None:
@@ -235,7 +175,8 @@ class Dispatcher:
             if left == 0 or stop.is_set():
                 return False
             with self._progress:
-                self._progress.wait_for(lambda: self._outcomes != seen, min(left, self.poll_interval))
+                self._progress.wait_for(lambda: self._outcomes != seen or stop.is_set(),
+                                        min(left, self.poll_interval))
 
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
@@ -319,11 +260,36 @@ class Dispatcher:
         return min(self.poll_interval, max(0.0, due - self._clock()))
 
     def _sleep(self, stop: threading.Event, seconds: float) -> None:
-        end = time.monotonic() + max(0.0, seconds)
-        while not stop.is_set():
-            left = end - time.monotonic()
-            if left <= 0 or self._wake.wait(min(left, STOP_POLL_INTERVAL)):
-                return
+        if not stop.is_set():
+            self._wake.wait(max(0.0, seconds))  # a stop sets _wake too (see _watch)
+
+    # -- the driver and the stop signal -------------------------------------------------
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Have *stop* wake every wait of this dispatcher when it is set (once per signal)."""
+        if isinstance(stop, StopSignal) and stop not in self._watched:
+            self._watched.add(stop)
+            stop.on_set(self._on_stop)
+
+    def _on_stop(self) -> None:
+        self._wake.set()
+        for condition in (self._driving, self._progress):
+            with condition:
+                condition.notify_all()
+
+    def _take_driver(self, stop: threading.Event, blocking: bool) -> bool:
+        with self._driving:
+            while self._driver_busy:
+                if not blocking or stop.is_set():
+                    return False
+                self._driving.wait()
+            self._driver_busy = True
+            return True
+
+    def _give_driver(self) -> None:
+        with self._driving:
+            self._driver_busy = False
+            self._driving.notify_all()
 
     def _drain(self) -> None:
         renew_every = self.outbox.lease_seconds / 3
@@ -362,17 +328,16 @@ class Dispatcher:
                 attempt = self._send(delivery, self._clock())
             except Exception as exc:  # a bug, not the receiver: spend an attempt, keep the delivery
                 self.logger.exception("webhook attempt raised", delivery_id=delivery.id)
-                attempt = Attempt(error=f"unexpected error: {type(exc).__name__}")
+                attempt = classify_error(exc)
             self._record(delivery, attempt)
         finally:
             with self._lock:
                 self._in_flight.pop(delivery.id, None)
 
-    def _record(self, delivery: Delivery, attempt: Attempt) -> None:
+    def _record(self, delivery: Delivery, attempt: Outcome) -> None:
         now = self._clock()
-        verdict = decide(delivery, attempt, now, self.schedule, retry_after_max=self.retry_after_max,
-                         slack=self.slack)
-        outbox, id, status = self.outbox, delivery.id, attempt.status
+        verdict = decide(delivery, attempt, now, self.policy)
+        outbox, id, status = self.outbox, delivery.id, attempt.status_code
         try:
             if verdict.state == DELIVERED:
                 outbox.mark_delivered(id, status, now=now)
@@ -395,7 +360,7 @@ class Dispatcher:
         fields = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
                       attempts=attempts)
         stats = self._stats
-        if attempt.circuit_remaining is None:
+        if attempt.kind is not Kind.CIRCUIT_OPEN:
             stats.incr("outbox_attempts")
         else:
             stats.incr("outbox_circuit_open")
@@ -415,14 +380,4 @@ class Dispatcher:
                              retry_in=round(verdict.next_attempt_at - now, 3), **fields)
 
 
-__all__ = [
-    "Attempt",
-    "Dispatcher",
-    "POLL_INTERVAL",
-    "POSTPONE_SLACK",
-    "RETRYABLE_4XX",
-    "RETRY_AFTER_STATUSES",
-    "Verdict",
-    "decide",
-    "send_once",
-]
+__all__ = ["Dispatcher", "POLL_INTERVAL", "Verdict", "decide", "send_once"]

@@ -13,7 +13,6 @@ import base64
 import threading
 import time
 from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple, Union
-from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -39,7 +38,9 @@ from .exceptions import (
 )
 from .logging import get_logger, is_secret_key, register_secret
 from .pool import pool_classes
-from .retry import SyncRetry, build_retry
+from .outcome import classify_error, classify_status
+from .retry import RetryPolicy, parse_retry_after
+from .urls import join_url
 
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"
 #: Chunk size for reading bodies under the size cap.
@@ -97,9 +98,10 @@ class HTTPClient:
         # Settings requests would otherwise merge into every call, resolved once.
         self._send_kwargs = {"verify": self.session.verify, "cert": self.session.cert,
                              "proxies": {}, "stream": True}
-        # Retry objects are immutable (increment() returns a new one): one serves every call.
-        self._default_policy = build_retry(self.retry_config)
+        #: The in-call retry policy (immutable: one value serves every call).
+        self.retry_policy = RetryPolicy.from_config(self.retry_config)
         self._prepared_urls: Dict[str, str] = {}
+        self._absolute_urls: Dict[str, str] = {}
         self._breaker_of: Dict[str, Any] = {}
         self._header_store = self._validated_header_store()
 
@@ -131,23 +133,26 @@ class HTTPClient:
     # -- public API -------------------------------------------------------------
 
     def url_for(self, url: str) -> str:
-        """An absolute URL: *url* itself, or *url* joined to ``base_url``."""
-        if "://" in url:
-            return url
-        if not self.config.base_url:
-            raise ConfigError(f"relative URL {url!r} needs a base_url (HTTP_BASE_URL)")
-        return urljoin(self.config.base_url.rstrip("/") + "/", url.lstrip("/"))
+        """An absolute URL: *url* itself, or *url* joined to ``base_url`` (see :func:`~syncworkers.urls.join_url`)."""
+        absolute = self._absolute_urls.get(url)
+        if absolute is None:
+            absolute = join_url(self.config.base_url, url)
+            self._remember(self._absolute_urls, url, absolute)
+        return absolute
 
     def request(self, method: str, url: str, *, params: Any = None, headers: Optional[Mapping[str, str]] = None,
                 json: Any = None, data: Any = None, timeout: Optional[Timeout] = None,
-                retry: Union[RetryConfig, SyncRetry, bool, None] = None, cancel: Optional[threading.Event] = None,
+                retry: Union[RetryConfig, RetryPolicy, bool, None] = None,
+                cancel: Optional[threading.Event] = None,
                 allow_redirects: Optional[bool] = None) -> requests.Response:
         """Send one request with retries; return the final response, whatever its status.
 
-        ``response.attempts`` is the number of attempts made. Raises
-        CircuitOpenError (nothing sent), RequestTimeout / TransportError (after
-        retries), ResponseTooLarge, or RetryInterrupted when *cancel* (default:
-        the client's stop event) is set during a retry wait.
+        ``response.attempts`` is the number of attempts made and ``response.outcome``
+        its :class:`~syncworkers.outcome.Outcome`. *retry*: a RetryConfig or
+        RetryPolicy for this call, False for a single attempt, None for the
+        client's. Raises CircuitOpenError (nothing sent), RequestTimeout /
+        TransportError (after retries), ResponseTooLarge, or RetryInterrupted when
+        *cancel* (default: the client's stop event) is set during a retry wait.
         """
         method = method.upper()
         full_url = self.url_for(url)
@@ -166,49 +171,39 @@ class HTTPClient:
             raise CircuitOpenError(str(exc), host=exc.host, remaining=exc.remaining, url=full_url,
                                    method=method) from None
         attempt = 0
-        verdict = False
+        settled = False
         try:
             while True:
                 attempt += 1
-                retry_after: Optional[str] = None
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
                                           full_url, method)
                 except (TransportError, ResponseTooLarge) as exc:
                     exc.attempts = attempt
-                    if policy is None or isinstance(exc, ResponseTooLarge):
-                        breaker.record_failure(exc)
-                        verdict = True
+                    outcome = classify_error(exc)
+                    decision = None if policy is None else policy.next(outcome, attempt)
+                    if decision is None or decision.wait is None:
+                        breaker.record_outcome(outcome, exc)
+                        settled = True
                         raise
-                    try:
-                        policy = policy.increment(method, full_url, error=_urllib3_error(exc))
-                    except Exception:
-                        breaker.record_failure(exc)
-                        verdict = True
-                        raise exc from exc.cause
-                    reason = str(exc)
-                else:
-                    status = response.status_code
-                    has_retry_after = "Retry-After" in response.headers
-                    if policy is not None and policy.is_retry(method, status, has_retry_after):
-                        try:
-                            policy = policy.increment(method, full_url, response=response.raw)
-                        except MaxRetryError:
-                            pass
-                        else:
-                            retry_after = response.headers.get("Retry-After")
-                            reason = f"status {status}"
-                            response.close()
-                            self._pause(policy, retry_after, reason, attempt, method, full_url, cancel)
-                            continue
-                    breaker.record_status(status)
-                    verdict = True
-                    response.attempts = attempt  # type: ignore[attr-defined]
-                    return response
-                self._pause(policy, retry_after, reason, attempt, method, full_url, cancel)
+                    self._pause(decision.wait, str(exc), attempt, method, full_url, cancel)
+                    continue
+                outcome = classify_status(response.status_code, response.reason,
+                                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                if policy is not None and not outcome.ok:
+                    decision = policy.next(outcome, attempt)
+                    if decision.wait is not None:
+                        response.close()
+                        self._pause(decision.wait, outcome.error or "", attempt, method, full_url, cancel)
+                        continue
+                breaker.record_outcome(outcome)
+                settled = True
+                response.attempts = attempt  # type: ignore[attr-defined]
+                response.outcome = outcome  # type: ignore[attr-defined]
+                return response
         finally:
-            if not verdict:
+            if not settled:
                 breaker.release()
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
@@ -235,14 +230,14 @@ class HTTPClient:
 
     # -- internals ----------------------------------------------------------------
 
-    def _policy(self, retry: Union[RetryConfig, SyncRetry, bool, None]) -> Optional[SyncRetry]:
+    def _policy(self, retry: Union[RetryConfig, RetryPolicy, bool, None]) -> Optional[RetryPolicy]:
         if retry is False:
             return None
-        if isinstance(retry, SyncRetry):
+        if isinstance(retry, RetryPolicy):
             return retry
         if isinstance(retry, RetryConfig):
-            return build_retry(retry)
-        return self._default_policy
+            return RetryPolicy.from_config(retry)
+        return self.retry_policy
 
     def _prepare(self, method: str, url: str, params: Any, headers: Optional[Mapping[str, str]],
                  json: Any, data: Any) -> PreparedRequest:
@@ -306,9 +301,8 @@ class HTTPClient:
             cache.clear()  # many distinct URLs (e.g. query strings): keep the cache bounded
         cache[key] = value
 
-    def _pause(self, policy: SyncRetry, retry_after: Optional[str], reason: str, attempt: int,
-               method: str, url: str, cancel: threading.Event) -> None:
-        wait = policy.next_wait(retry_after)
+    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
+               cancel: threading.Event) -> None:
         self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
                          reason=reason, wait=round(wait, 3))
         if cancel.wait(wait):
@@ -361,17 +355,6 @@ class HTTPClient:
             chunks.append(chunk)
         response._content = b"".join(chunks)
         response._content_consumed = True
-
-
-def _urllib3_error(exc: RequestError) -> Exception:
-    """The urllib3 error under one of ours, for ``Retry.increment`` to classify."""
-    cause: Any = exc.cause
-    inner = cause.args[0] if cause is not None and cause.args else cause
-    if isinstance(inner, MaxRetryError) and inner.reason is not None:
-        inner = inner.reason
-    if isinstance(inner, Exception) and type(inner).__module__.startswith("urllib3"):
-        return inner
-    return ProtocolError(str(exc))
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
 from .exceptions import ConfigError, WorkerError
+from .signals import StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class Runner:
         self.name = name
         self.max_workers = max_workers
         self.stagger = bool(stagger)
-        self.stop_event = threading.Event()
+        self.stop_event = StopSignal()  # the run's one stop signal, handed to every worker
         self._clock = clock
         self._wake = threading.Event()
         # _lifecycle serialises start/add/stop (re-entrant: a startup() may add());

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from syncworkers.breaker import BreakerRegistry, HostBreaker, breaker_key, is_failure_status
+from syncworkers.breaker import BreakerRegistry, HostBreaker, breaker_key
+from syncworkers.outcome import is_host_failure
 from syncworkers.config import CircuitBreakerConfig
 from syncworkers.exceptions import CircuitOpenError, ConfigError
 
@@ -76,7 +77,7 @@ def test_success_resets_the_count(clock):
     (429, True), (500, True), (503, True), (599, True),
 ])
 def test_failure_statuses(clock, status, fails):
-    assert is_failure_status(status) is fails
+    assert is_host_failure(status) is fails
     breaker = make(clock, failure_threshold=2)
     breaker.record_failure()
     breaker.record_status(status)

@@ -23,7 +23,10 @@ from syncworkers import (
     RetryConfig,
     WebhookConfig,
 )
-from syncworkers.dispatch import Attempt, Dispatcher, decide
+from syncworkers.dispatch import Dispatcher, decide
+from syncworkers.exceptions import CircuitOpenError, RequestTimeout, ResponseTooLarge, TransportError
+from syncworkers.outcome import classify_error, classify_status
+from syncworkers.retry import RetryPolicy
 from syncworkers.outbox import DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Delivery, Outbox
 from syncworkers.runner import Runner
 from syncworkers.signing import verify
@@ -68,66 +71,81 @@ class Gate:
 # -- decide(): the schedule and its outcomes -------------------------------------------
 
 
-@pytest.mark.parametrize("status", [200, 201, 204, 299])
-def test_2xx_is_delivered(status):
-    assert decide(delivery(), Attempt(status=status), T0, SCHEDULE).state == DELIVERED
+POLICY = RetryPolicy.from_schedule(SCHEDULE, retry_after_max=60.0)
 
 
-@pytest.mark.parametrize("status, kind", [(410, "gone"), (400, "refused"), (401, "refused"),
-                                          (404, "refused"), (422, "refused")])
-def test_gone_and_final_4xx_are_dead_at_once(status, kind):
-    verdict = decide(delivery(), Attempt(status=status, error=f"status {status} X"), T0, SCHEDULE)
-    assert (verdict.state, verdict.reason) == (DEAD, f"{kind}: status {status} X")
+def status(code, reason="", retry_after=None):
+    return classify_status(code, reason, retry_after=retry_after)
 
 
-@pytest.mark.parametrize("attempt", [
-    Attempt(status=500, error="status 500"), Attempt(status=503, error="status 503"),
-    Attempt(status=408, error="status 408"), Attempt(status=425, error="status 425"),
-    Attempt(status=429, error="status 429"), Attempt(status=302, error="status 302: redirects are not followed"),
-    Attempt(error="read timeout"), Attempt(error="connection failed"),
-    Attempt(status=200, error="response body exceeds 10 bytes"),
+@pytest.mark.parametrize("code", [200, 201, 204, 299])
+def test_2xx_is_delivered(code):
+    assert decide(delivery(), status(code), T0, POLICY).state == DELIVERED
+
+
+def test_an_oversized_2xx_answer_is_delivered():
+    outcome = classify_error(ResponseTooLarge("response body exceeds 10 bytes", status=200))
+    assert decide(delivery(), outcome, T0, POLICY).state == DELIVERED
+
+
+@pytest.mark.parametrize("code, kind", [(410, "gone"), (400, "refused"), (401, "refused"),
+                                        (404, "refused"), (422, "refused")])
+def test_gone_and_final_4xx_are_dead_at_once(code, kind):
+    verdict = decide(delivery(), status(code, "X"), T0, POLICY)
+    assert (verdict.state, verdict.reason) == (DEAD, f"{kind}: status {code} X")
+
+
+@pytest.mark.parametrize("outcome", [
+    status(500), status(503), status(408), status(425), status(429), status(302), status(501),
+    classify_error(RequestTimeout("read timeout")), classify_error(TransportError("connection failed")),
+    classify_error(ResponseTooLarge("response body exceeds 10 bytes", status=500)),
 ])
-def test_other_failures_spend_attempts_along_the_schedule_then_die(attempt):
-    first = decide(delivery(attempts=0), attempt, T0, SCHEDULE)
-    assert (first.state, first.next_attempt_at, first.spend, first.reason) == (PENDING, T0 + 5, True, attempt.error)
-    assert decide(delivery(attempts=1), attempt, T0, SCHEDULE).next_attempt_at == T0 + 300
-    last = decide(delivery(attempts=2), attempt, T0, SCHEDULE)
-    assert (last.state, last.reason) == (DEAD, f"exhausted after 3 attempts: {attempt.error}")
+def test_other_failures_spend_attempts_along_the_schedule_then_die(outcome):
+    first = decide(delivery(attempts=0), outcome, T0, POLICY)
+    assert (first.state, first.next_attempt_at, first.spend, first.reason) == (PENDING, T0 + 5, True, outcome.error)
+    assert decide(delivery(attempts=1), outcome, T0, POLICY).next_attempt_at == T0 + 300
+    last = decide(delivery(attempts=2), outcome, T0, POLICY)
+    assert (last.state, last.reason) == (DEAD, f"exhausted after 3 attempts: {outcome.error}")
 
 
-def test_a_final_attempt_is_dead_at_once():
-    verdict = decide(delivery(), Attempt(error="invalid delivery: bad URL", final=True), T0, SCHEDULE)
-    assert (verdict.state, verdict.reason) == (DEAD, "final: invalid delivery: bad URL")
+def test_a_redirect_says_it_was_not_followed():
+    assert status(302).error == "status 302: redirects are not followed"
+
+
+def test_an_invalid_stored_request_is_dead_at_once():
+    verdict = decide(delivery(), classify_error(ConfigError("bad URL")), T0, POLICY)
+    assert (verdict.state, verdict.reason) == (DEAD, "final: invalid request: bad URL")
 
 
 def test_retry_after_postpones_without_spending_capped_and_at_least_the_first_delay():
-    for status, retry_after, expected in ((429, 30.0, 30.0), (503, 30.0, 30.0), (429, 7200.0, 60.0),
-                                          (429, 0.0, 5.0)):
-        verdict = decide(delivery(attempts=1), Attempt(status=status, error="busy", retry_after=retry_after),
-                         T0, SCHEDULE, retry_after_max=60.0)
+    for code, retry_after, expected in ((429, 30.0, 30.0), (503, 30.0, 30.0), (429, 7200.0, 60.0),
+                                        (429, 0.0, 5.0)):
+        verdict = decide(delivery(attempts=1), status(code, retry_after=retry_after), T0, POLICY)
         assert (verdict.state, verdict.next_attempt_at, verdict.spend) == (PENDING, T0 + expected, False)
     # Retry-After on another status is not a postponement.
-    verdict = decide(delivery(attempts=1), Attempt(status=500, error="x", retry_after=30.0), T0, SCHEDULE)
+    verdict = decide(delivery(attempts=1), status(500, retry_after=30.0), T0, POLICY)
     assert (verdict.next_attempt_at, verdict.spend) == (T0 + 300, True)
 
 
 def test_an_open_circuit_postpones_without_spending():
-    verdict = decide(delivery(attempts=2), Attempt(error="circuit open", circuit_remaining=42.0), T0, SCHEDULE)
+    circuit = classify_error(CircuitOpenError("circuit open", remaining=42.0))
+    verdict = decide(delivery(attempts=2), circuit, T0, POLICY)
     assert (verdict.state, verdict.next_attempt_at, verdict.spend) == (PENDING, T0 + 42, False)
-    probe_in_flight = decide(delivery(), Attempt(error="circuit open", circuit_remaining=0.0), T0, SCHEDULE)
-    assert probe_in_flight.next_attempt_at == T0 + 5  # never a busy loop
+    probe = classify_error(CircuitOpenError("circuit open", remaining=0.0))
+    assert decide(delivery(), probe, T0, POLICY).next_attempt_at == T0 + 5  # never a busy loop
 
 
 def test_postponing_ends_after_the_schedule_span_so_nothing_waits_forever():
+    policy = RetryPolicy.from_schedule(SCHEDULE, postpone_slack=100.0)
     span = sum(SCHEDULE) + 100.0  # slack
-    busy = Attempt(status=429, error="busy", retry_after=30.0)
-    young = decide(delivery(attempts=1), busy, T0 + span - 1, SCHEDULE, slack=100.0)
+    busy = status(429, "busy", retry_after=30.0)
+    young = decide(delivery(attempts=1), busy, T0 + span - 1, policy)
     assert young.spend is False
-    old = decide(delivery(attempts=1), busy, T0 + span, SCHEDULE, slack=100.0)
+    old = decide(delivery(attempts=1), busy, T0 + span, policy)
     assert (old.spend, old.next_attempt_at) == (True, T0 + span + 300)  # the schedule's delay, >= Retry-After
-    assert decide(delivery(attempts=2), busy, T0 + span, SCHEDULE, slack=100.0).state == DEAD
-    circuit = Attempt(error="circuit open", circuit_remaining=600.0)
-    old = decide(delivery(attempts=0), circuit, T0 + span, SCHEDULE, slack=100.0)
+    assert decide(delivery(attempts=2), busy, T0 + span, policy).state == DEAD
+    circuit = classify_error(CircuitOpenError("circuit open", remaining=600.0))
+    old = decide(delivery(attempts=0), circuit, T0 + span, policy)
     assert (old.spend, old.next_attempt_at) == (True, T0 + span + 600)  # the circuit's wait, > the delay
 
 
@@ -580,7 +598,8 @@ def test_a_claim_whose_lease_lapsed_is_not_sent_again_while_its_request_runs(tmp
         from concurrent.futures import Future
         return Future()
 
-    dispatcher = Dispatcher(outbox, send=None, submit=submit, free_slots=lambda: 10, schedule=FAST)
+    dispatcher = Dispatcher(outbox, send=None, submit=submit, free_slots=lambda: 10,
+                            policy=RetryPolicy.from_schedule(FAST))
     id = outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
     assert dispatcher.flush(0, threading.Event()) is False  # one round: claims and submits
     now[0] += 11  # its lease lapsed (this process was suspended, say)

@@ -93,14 +93,17 @@ def test_four_hundreds_are_final(server):
     assert len(server.calls("/bad")) == 1
 
 
-def test_retry_after_is_honoured_and_capped(server):
+def test_retry_after_is_honoured_and_beyond_its_cap_ends_the_call_at_once(server):
     server.route("GET", "/throttled", replies=[Reply(429, headers={"Retry-After": "7"}),
                                                Reply(503, headers={"Retry-After": "86400"}), Reply(200)])
     stop = RecordingEvent()
     config = HTTPClientConfig(retry_config=RetryConfig(max_attempts=3, initial_delay=1, retry_after_max=30))
     with HTTPClient(config, stop_event=stop) as client:
-        assert client.get(server.url("/throttled")).status_code == 200
-    assert stop.waits == [7.0, 30.0]
+        response = client.get(server.url("/throttled"))
+    # A day's Retry-After never holds the caller: the answer comes back at once, not retried.
+    assert (response.status_code, response.attempts) == (503, 2)
+    assert stop.waits == [7.0]
+    assert len(server.calls("/throttled")) == 2
 
 
 def test_connection_errors_are_retried_then_mapped(monkeypatch):

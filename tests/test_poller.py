@@ -66,7 +66,7 @@ def test_json_body_is_parsed_and_headers_describe_the_response(server):
     server.route("GET", "/items", json={"items": [1, 2]}, headers={"X-Total": "2"})
     worker = Recorder(server.url("/items"), interval=10)
     outcome = worker.poll()
-    assert outcome == PollOutcome(ok=True, status=200, results=[{"items": [1, 2]}], messages=1)
+    assert outcome == PollOutcome(ok=True, status_code=200, results=[{"items": [1, 2]}], messages=1)
     (message,) = worker.messages
     assert message.body == {"items": [1, 2]}
     headers = message.headers
@@ -100,8 +100,8 @@ def test_text_body_is_delivered_as_text_in_its_charset(server):
     server.route("GET", "/t", body="h\u00e9llo".encode("latin-1"),
                  headers={"Content-Type": "text/plain; charset=ISO-8859-1"})
     server.route("GET", "/u", body="h\u00e9llo".encode(), headers={"Content-Type": "text/plain"})
-    assert Recorder(server.url("/t"), interval=10).run_once() == ["h\u00e9llo"]
-    assert Recorder(server.url("/u"), interval=10).run_once() == ["h\u00e9llo"]
+    assert Recorder(server.url("/t"), interval=10).run_once().results == ["h\u00e9llo"]
+    assert Recorder(server.url("/u"), interval=10).run_once().results == ["h\u00e9llo"]
 
 
 def test_invalid_json_is_delivered_as_text_and_logged(server, caplog):
@@ -117,7 +117,7 @@ def test_invalid_json_is_delivered_as_text_and_logged(server, caplog):
 def test_an_empty_body_is_none(server, status):
     server.route("GET", "/e", status=status, headers={"Content-Type": "application/json"})
     worker = Recorder(server.url("/e"), interval=10)
-    assert worker.run_once() == [None]
+    assert worker.run_once().results == [None]
     assert worker.messages[0].headers["status_code"] == status
 
 
@@ -127,7 +127,7 @@ def test_every_status_reaches_process_message_and_is_data(server, status):
     worker = Recorder(server.url("/s"), interval=10, http_config=HTTPClientConfig(max_retries=0,
                                                                                   follow_redirects=False))
     outcome = worker.poll()
-    assert outcome.ok and outcome.status == status
+    assert outcome.ok and outcome.status_code == status
     assert [(m.headers["status_code"], m.body) for m in worker.messages] == [(status, {"status": status})]
     assert worker.errors == []
 
@@ -188,7 +188,7 @@ def test_a_transport_error_goes_to_on_poll_error_and_the_worker_keeps_polling(se
     server.route("GET", "/x", replies=[Reply(fault="close"), Reply(200, b"ok")])
     worker = Recorder(server.url("/x"), interval=10, http_config=NO_RETRY)
     first = worker.poll()
-    assert not first.ok and first.status is None and isinstance(first.error, TransportError)
+    assert not first.ok and first.status_code is None and isinstance(first.error, TransportError)
     assert worker.errors == [first.error] and worker.messages == []
     assert worker.poll().ok and [m.body for m in worker.messages] == ["ok"]
 
@@ -228,7 +228,7 @@ def test_a_process_message_exception_is_logged_with_traceback_counted_and_pollin
     worker = Flaky(server.url("/x"), interval=10)
     with caplog.at_level(logging.ERROR):
         first = worker.poll()
-    assert not first.ok and isinstance(first.error, ValueError) and first.status == 200
+    assert not first.ok and isinstance(first.error, ValueError) and first.status_code == 200
     (record,) = [r for r in caplog.records if "process_message raised" in r.getMessage()]
     assert record.exc_info[0] is ValueError
     assert worker.health()["metrics"]["process_errors"] == 1
@@ -253,7 +253,7 @@ def test_retries_happen_inside_one_poll(server):
     server.route("GET", "/x", status=[503, 503, 200], json={"ok": True})
     worker = Recorder(server.url("/x"), interval=10, http_config=FAST_RETRY)
     outcome = worker.poll()
-    assert outcome.ok and outcome.status == 200
+    assert outcome.ok and outcome.status_code == 200
     (message,) = worker.messages
     assert message.headers["attempts"] == 3 and message.body == {"ok": True}
     assert len(server.calls("/x")) == 3
@@ -279,7 +279,7 @@ def test_a_body_too_large_goes_to_on_poll_error(server):
     server.route("GET", "/big", body=b"x" * 1000)
     worker = Recorder(server.url("/big"), interval=10, http_config=HTTPClientConfig(max_response_size=100))
     outcome = worker.poll()
-    assert isinstance(outcome.error, ResponseTooLarge) and outcome.status == 200
+    assert isinstance(outcome.error, ResponseTooLarge) and outcome.status_code == 200
     assert worker.errors == [outcome.error] and worker.messages == []
 
 
@@ -313,7 +313,7 @@ def test_conditional_polling_sends_validators_and_a_304_makes_no_message(server,
     worker = Recorder(server.url("/feed"), interval=10)
     assert worker.poll().messages == 1
     second = worker.poll()
-    assert second == PollOutcome(ok=True, status=304, messages=0)
+    assert second == PollOutcome(ok=True, status_code=304, messages=0)
     assert len(worker.messages) == 1
     first_req, second_req = server.calls("/feed")
     assert first_req.header(validator) is None and second_req.header(validator) == value
@@ -362,7 +362,7 @@ def test_poller_url_from_env_is_the_url_polled(server, monkeypatch):
     server.route("GET", "/from-env", json=1)
     monkeypatch.setenv("POLLER_URL", server.url("/from-env"))
     worker = Recorder()
-    assert worker.url == server.url("/from-env") and worker.run_once() == [1]
+    assert worker.url == server.url("/from-env") and worker.run_once().results == [1]
     assert len(server.calls("/from-env")) == 1
 
 
@@ -377,7 +377,7 @@ def test_poller_method_from_env_is_the_method_the_server_sees(server, monkeypatc
     server.route("POST", "/m", json="posted")
     monkeypatch.setenv("POLLER_METHOD", "post")
     worker = Recorder(server.url("/m"), interval=10)
-    assert worker.method == "POST" and worker.run_once() == ["posted"]
+    assert worker.method == "POST" and worker.run_once().results == ["posted"]
     assert [r.method for r in server.requests] == ["POST"]
 
 
@@ -470,7 +470,7 @@ def test_a_relative_url_joins_the_base_url(server, monkeypatch, source):
         worker = Recorder("/items", interval=10)
     else:
         worker = Recorder("/items", interval=10, poller_config=PollerConfig(base_url=server.url("/api/")))
-    assert worker.url == server.url("/api/items") and worker.run_once() == [[1]]
+    assert worker.url == server.url("/api/items") and worker.run_once().results == [[1]]
 
 
 @pytest.mark.parametrize("kwargs, env, match", [

@@ -329,7 +329,7 @@ def test_payment_status_poller_processes_each_payment(api_server, caplog):
     ])
     poller = RecordingPaymentStatusPoller()
     with caplog.at_level(logging.INFO):
-        assert poller.run_once() == [{"processed": True, "count": 3}]
+        assert poller.run_once().results == [{"processed": True, "count": 3}]
     assert poller.calls == [("completed", "p1"), ("failed", "p2", "card declined")]
     (request,) = api_server.calls("/status")
     assert request.header("Authorization") == "Bearer your-token" and request.query == "status=pending"
@@ -340,7 +340,7 @@ def test_payment_status_poller_processes_each_payment(api_server, caplog):
 def test_payment_status_poller_single_object_response(api_server):
     api_server.route("GET", "/status", json={"id": "p9", "status": "completed"})
     poller = RecordingPaymentStatusPoller()
-    assert poller.run_once() == [{"processed": True, "count": 1}]
+    assert poller.run_once().results == [{"processed": True, "count": 1}]
     assert poller.calls == [("completed", "p9")]
 
 
@@ -363,7 +363,7 @@ def test_advanced_api_poller_posts_with_its_configuration(api_server, caplog):
     api_server.route("POST", "/events", json={"events": []})
     poller = AdvancedAPIPoller()
     with caplog.at_level(logging.INFO):
-        assert poller.run_once() == [{"status": "processed", "response_code": 200}]
+        assert poller.run_once().results == [{"status": "processed", "response_code": 200}]
     (request,) = api_server.calls("/events")
     assert request.method == "POST"
     assert request.header("User-Agent") == "MyApp/1.0"
@@ -381,10 +381,10 @@ def test_event_poller_gets_one_message_per_event(api_server):
         Reply(200, b'{"type": "purchase", "amount": 5}', {"Content-Type": "application/json"}),
     ])
     poller = RecordingEventPoller()
-    assert poller.run_once() == [{"event_type": "user_signup", "processed": True},
+    assert poller.run_once().results == [{"event_type": "user_signup", "processed": True},
                                  {"event_type": "purchase", "processed": True},
                                  {"event_type": "refund", "processed": True}]
-    assert poller.run_once() == [{"event_type": "purchase", "processed": True}]  # a single event
+    assert poller.run_once().results == [{"event_type": "purchase", "processed": True}]  # a single event
     assert poller.calls == [("signup", "ann"), ("purchase", 12), ("purchase", 5)]
 
 
@@ -395,8 +395,8 @@ def test_resilient_api_poller_handles_errors_and_its_circuit_opens_after_five_fa
                                               Reply(200, b'{"other": 1}', {"Content-Type": "application/json"}),
                                               Reply(500, b"down")])
     poller = RecordingResilientAPIPoller()
-    assert poller.run_once() == [{"value": 1, "processed": True}]
-    assert poller.run_once() == [{"error": "no value in response", "processed": False}]
+    assert poller.run_once().results == [{"value": 1, "processed": True}]
+    assert poller.run_once().results == [{"error": "no value in response", "processed": False}]
     for _ in range(5):
         poller.poll()
     assert poller.health()["circuit"] == "open"
@@ -413,11 +413,11 @@ def test_monitored_poller_dict_metrics_and_error_path(api_server, caplog):
         Reply(200, b'{"cpu": 0.7}', {"Content-Type": "application/json"}),
     ])
     poller = RecordingMonitoredPoller()
-    assert poller.run_once() == [{"stored": 0.5}]
+    assert poller.run_once().results == [{"stored": 0.5}]
     with caplog.at_level(logging.INFO):
         outcome = poller.poll()
     assert isinstance(outcome.error, RuntimeError) and not outcome.ok
-    assert poller.run_once() == [{"stored": 0.7}]  # the worker lives on
+    assert poller.run_once().results == [{"stored": 0.7}]  # the worker lives on
     assert poller.metrics == {"requests_sent": 0, "responses_received": 3, "errors_count": 1}
     assert poller.health()["metrics"]["process_errors"] == 1
     own = [r for r in caplog.records if r.getMessage() == "Error processing API response"]
@@ -432,7 +432,7 @@ def test_health_check_poller_alerts_after_three_failing_statuses(api_server, mon
     api_server.route("GET", "/health", status=[200, 503, 500, 404, 200])
     poller = HealthCheckPoller()
     with caplog.at_level(logging.INFO):
-        results = [poller.run_once()[0] for _ in range(5)]
+        results = [poller.run_once().results[0] for _ in range(5)]
     assert [(r["healthy"], r["status_code"], r["consecutive_failures"]) for r in results] == [
         (True, 200, 0), (False, 503, 1), (False, 500, 2), (False, 404, 3), (True, 200, 0)]
     alerts = [r for r in caplog.records if r.levelno == logging.CRITICAL]
@@ -449,7 +449,7 @@ def test_api_monitor_alerts_the_ops_team_unless_operational(api_server):
         Reply(200, b'{"status": "degraded", "component": "db"}', {"Content-Type": "application/json"}),
     ])
     monitor = RecordingAPIMonitor()
-    assert monitor.run_once() == [None]
+    assert monitor.run_once().results == [None]
     assert monitor.alerts == []
     monitor.run_once()
     assert monitor.alerts == [{"status": "degraded", "component": "db"}]
@@ -494,6 +494,6 @@ def test_programmatic_configuration_section(api_server):
         max_connections=50
     )
     poller = PollerWorker(poller_config=poller_config, http_config=http_config)
-    assert poller.run_once() == [[]]
+    assert poller.run_once().results == [[]]
     assert (poller.client.timeout, poller.client.pool_size) == ((10.0, 30.0), 50)
     assert api_server.calls("/events")[0].header("User-Agent") == "MyApp/1.0"

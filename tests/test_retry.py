@@ -1,14 +1,31 @@
 import random
 
 import pytest
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from syncworkers import ConfigError, RetryConfig, RetryStrategy
-from syncworkers.retry import apply_jitter, backoff_delay, build_retry, parse_retry_after, retry_delay
+from syncworkers.exceptions import CircuitOpenError, RequestTimeout, TransportError
+from syncworkers.outcome import classify_error, classify_status
+from syncworkers.retry import RetryPolicy, apply_jitter, parse_retry_after
 
 
 def cfg(**kw):
     return RetryConfig(**kw)
+
+
+def policy_of(**kw):
+    return RetryPolicy.from_config(RetryConfig(**kw))
+
+
+def backoff_delay(config, k):
+    return RetryPolicy.from_config(config).delay(k)
+
+
+def retry_delay(config, k, rng=None):
+    return RetryPolicy.from_config(config).backoff(k, rng)
+
+
+REFUSED = classify_error(TransportError("connection refused"))
+TIMEOUT = classify_error(RequestTimeout("read timeout"))
 
 
 @pytest.mark.parametrize("strategy, expected", [
@@ -55,40 +72,46 @@ def test_retry_after_seconds_date_cap_and_garbage():
 
 
 def test_max_attempts_counts_the_first_attempt():
-    policy = build_retry(cfg(max_attempts=3, initial_delay=0.5, strategy="fixed"))
-    err = NewConnectionError(None, "refused")
-    policy = policy.increment("POST", "http://127.0.0.1/x", error=err)
-    assert policy.attempts == 2
-    policy = policy.increment("POST", "http://127.0.0.1/x", error=err)
-    assert policy.attempts == 3
-    with pytest.raises(MaxRetryError):
-        policy.increment("POST", "http://127.0.0.1/x", error=err)
+    policy = policy_of(max_attempts=3, initial_delay=0.5, strategy="fixed")
+    assert policy.next(REFUSED, 1).wait == 0.5
+    assert policy.next(REFUSED, 2).wait == 0.5
+    last = policy.next(REFUSED, 3)
+    assert last.stop and last.reason == "exhausted after 3 attempts: connection refused"
 
 
 def test_first_retry_waits_initial_delay_not_zero():
-    # urllib3's own backoff gives 0 s before the first retry; ours gives initial_delay.
-    policy = build_retry(cfg(max_attempts=5, initial_delay=1.5, exponential_base=2.0))
-    waits = []
-    for _ in range(3):
-        policy = policy.increment("GET", "http://127.0.0.1/", error=ReadTimeoutError(None, "/", "t"))
-        waits.append(policy.next_wait())
-    assert waits == [1.5, 3.0, 6.0]
+    policy = policy_of(max_attempts=5, initial_delay=1.5, exponential_base=2.0)
+    assert [policy.next(TIMEOUT, k).wait for k in (1, 2, 3)] == [1.5, 3.0, 6.0]
 
 
-def test_retry_after_wins_over_backoff_up_to_its_cap():
-    policy = build_retry(cfg(max_attempts=5, initial_delay=1.0, retry_after_max=10.0))
-    policy = policy.increment("GET", "http://127.0.0.1/", error=ReadTimeoutError(None, "/", "t"))
-    assert policy.next_wait("3") == 3.0
-    assert policy.next_wait("3600") == 10.0
-    assert policy.next_wait("not-a-date") == 1.0
+def test_retry_after_wins_over_backoff_and_beyond_its_cap_ends_the_call():
+    policy = policy_of(max_attempts=5, initial_delay=1.0, retry_after_max=10.0)
+    assert policy.next(classify_status(503, retry_after=3.0), 1).wait == 3.0
+    # An hour's Retry-After never holds the caller: the call fails at once instead.
+    decision = policy.next(classify_status(429, retry_after=3600.0), 1)
+    assert decision.stop and "Retry-After" in decision.reason
+    assert policy.next(classify_status(503), 1).wait == 1.0
 
 
 def test_post_is_retried_on_the_configured_statuses_only():
-    policy = build_retry(cfg())
-    for status in (408, 425, 429, 500, 502, 503, 504):
-        assert policy.is_retry("POST", status)
-    for status in (200, 301, 400, 401, 404, 410, 422, 501):
-        assert not policy.is_retry("POST", status)
+    policy = policy_of()
+    for code in (408, 425, 429, 500, 502, 503, 504):
+        assert not policy.next(classify_status(code), 1).stop
+    for code in (200, 301, 400, 401, 404, 410, 422, 501):
+        assert policy.next(classify_status(code), 1).stop
+    assert not policy_of(retry_on_status=[501]).next(classify_status(501), 1).stop  # the user's list wins
+
+
+def test_an_open_circuit_is_not_retried_in_call():
+    assert policy_of().next(classify_error(CircuitOpenError("open", remaining=5.0)), 1).stop
+
+
+def test_the_policy_is_an_immutable_value():
+    policy = policy_of(max_attempts=3)
+    other = policy.new(max_attempts=5)
+    assert (policy.max_attempts, other.max_attempts) == (3, 5)
+    with pytest.raises(Exception):
+        policy.max_attempts = 9
 
 
 @pytest.mark.parametrize("bad", [

@@ -426,8 +426,9 @@ def test_run_once_of_a_relay_reports_an_unreachable_redis():
 
     relay = Relay()
     try:
-        assert relay.run_once() == []
-        assert relay.last_run_ok is False  # `syncworkers run --once` exits 1, not 0
+        cycle = relay.run_once()
+        assert cycle.results == []
+        assert cycle.ok is False  # `syncworkers run --once` exits 1, not 0
         assert relay.source.available is False
     finally:
         relay.close()

@@ -29,7 +29,7 @@ def test_a_worker_polled_directly_after_a_run_still_retries(server):
     assert wait_for(lambda: len(server.requests) == 1)
     worker.stop(timeout=5)
     outcome = worker.poll()  # a stale stop event would cut the retry wait short
-    assert outcome.ok and outcome.status == 200
+    assert outcome.ok and outcome.status_code == 200
     assert len(server.requests) == 3
     worker.close()
 

@@ -11,6 +11,7 @@ from ..http import HTTPClient
 from ..logging import get_logger
 from ..metrics import Metrics
 from ..runner import LoopJob, PeriodicJob
+from ..signals import StopSignal
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runner import Runner
@@ -46,10 +47,11 @@ class HTTPWorker:
         self.logger = get_logger(logger_name).bind(worker=self.name)
         self._stats = Metrics(worker=self.name)
         self.metrics: Any = self._stats
-        self._stop_event = threading.Event()
+        # The stop signal of the current run: a Runner's once one drives the worker, else the
+        # worker's own for direct use. Waits are on it; it is set, never swapped, while a run lasts.
+        self._stop_event = StopSignal()
         self.http_config = client_config or HTTPClientConfig.resolve(http_config)
-        self.client = HTTPClient(self.http_config, threads=self.client_threads, stop_event=self._stop_event,
-                                 logger=self.logger)
+        self.client = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger)
         self._runner: Optional["Runner"] = None
         self._own_runner: Optional["Runner"] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()
@@ -77,8 +79,8 @@ class HTTPWorker:
         return runner is not None and runner.running and not self._stop_event.is_set()
 
     @property
-    def stop_event(self) -> threading.Event:
-        """Set when the worker is asked to stop; long loops should wait on it."""
+    def stop_event(self) -> StopSignal:
+        """The current run's stop signal: set when the worker is asked to stop; long loops wait on it."""
         return self._stop_event
 
     def start(self) -> "HTTPWorker":
@@ -136,13 +138,16 @@ class HTTPWorker:
                 if self._own_runner is runner:
                     self._own_runner = None
 
-    def _usable_after_stop(self) -> None:
-        """Direct use (``poll()``, a send) after a run ended gets a fresh, unset stop event,
-        so its retries are not cut short by the finished run's."""
+    def _direct_run(self) -> StopSignal:
+        """The stop signal for a cycle asked for directly (``poll()``, ``flush()``, ``run_once()``).
+
+        While a run lasts, its own. After a run ended, the cycle is a run of its own with
+        a new signal, so its retries are not cut short by the finished run's stop.
+        """
         with self._lock:
             if self._stop_event.is_set() and not self.running and self._own_runner is None:
-                self._stop_event = threading.Event()
-                self.client.stop_event = self._stop_event
+                self._stop_event = StopSignal()
+            return self._stop_event
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker) and release connections."""
@@ -161,10 +166,10 @@ class HTTPWorker:
         return max(1, len([j for j in self.jobs() if isinstance(j, PeriodicJob)]))
 
     def _bind_runner(self, runner: "Runner") -> None:
-        """Called by a Runner before startup(): share its stop event for every wait."""
+        """Called by a Runner before startup(): its stop signal is this run's, for every wait."""
         self._runner = runner
-        self._stop_event = runner.stop_event
-        self.client.stop_event = runner.stop_event
+        stop = runner.stop_event
+        self._stop_event = stop if isinstance(stop, StopSignal) else StopSignal.any(stop)
 
     # -- observability ----------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urljoin
 
 import requests
 
@@ -33,6 +32,7 @@ from ..exceptions import (
 )
 from ..http import merge_headers
 from ..message import Message
+from ..urls import join_url
 from ..runner import PeriodicJob
 from .base import HTTPWorker, Job
 
@@ -57,7 +57,7 @@ class PollOutcome:
     """
 
     ok: bool
-    status: Optional[int] = None
+    status_code: Optional[int] = None
     results: List[Any] = field(default_factory=list)
     error: Optional[BaseException] = None
     messages: int = 0
@@ -155,15 +155,16 @@ class PollerWorker(HTTPWorker):
 
     def poll(self) -> PollOutcome:
         """Do one full poll cycle now, in this thread (waits for a poll already in progress)."""
-        self._usable_after_stop()
+        self._direct_run()
         with self._poll_lock:
             outcome = self._poll()
             self.last_outcome = outcome
         return outcome
 
-    def run_once(self) -> List[Any]:
-        """One poll cycle; returns what ``process_message`` returned for each message."""
-        return self.poll().results
+    def run_once(self) -> PollOutcome:
+        """One poll cycle (``syncworkers run --once``): ``.ok``, and ``.results`` — what
+        ``process_message`` returned for each message."""
+        return self.poll()
 
     def jobs(self) -> List[Job]:
         """One periodic job: the Runner does the fixed-rate timing, skipping and stagger."""
@@ -190,7 +191,8 @@ class PollerWorker(HTTPWorker):
         started = self._clock()
         try:
             response = self.client.request(self.method, self.url, headers=self._request_headers(),
-                                           params=self.params, json=self._json, data=self._data)
+                                           params=self.params, json=self._json, data=self._data,
+                                           cancel=self.stop_event)
         except RetryInterrupted as exc:  # stop() during a retry wait: shutting down, not a failure
             self.logger.info("poll interrupted by stop", url=safe_url(self.url))
             return PollOutcome(ok=False, error=exc)
@@ -201,7 +203,7 @@ class PollerWorker(HTTPWorker):
                 self.on_poll_error(exc)
             except Exception:
                 self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
-            return PollOutcome(ok=False, status=exc.status, error=exc)
+            return PollOutcome(ok=False, status_code=exc.status, error=exc)
         elapsed_ms = (self._clock() - started) * 1000.0
         stats.observe("poll_latency", elapsed_ms)
         status = response.status_code
@@ -209,7 +211,7 @@ class PollerWorker(HTTPWorker):
         if status == 304:
             stats.incr("not_modified")
             self._record(success=True)
-            return PollOutcome(ok=True, status=status)
+            return PollOutcome(ok=True, status_code=status)
         success = 200 <= status < 300
         if success:
             self._remember_validators(response)
@@ -232,7 +234,7 @@ class PollerWorker(HTTPWorker):
                 self.logger.error("data_extractor raised", url=safe_url(self.url), status_code=status,
                                   exc_info=True)
                 self._record(success=False)
-                return PollOutcome(ok=False, status=status, error=exc)
+                return PollOutcome(ok=False, status_code=status, error=exc)
         results: List[Any] = []
         error: Optional[BaseException] = None
         for item in items:
@@ -246,7 +248,7 @@ class PollerWorker(HTTPWorker):
                                   message_id=message.id, exc_info=True)
                 error = error or exc
         self._record(success=success and error is None)
-        return PollOutcome(ok=error is None, status=status, results=results, error=error, messages=len(items))
+        return PollOutcome(ok=error is None, status_code=status, results=results, error=error, messages=len(items))
 
     def _request_headers(self) -> Mapping[str, str]:
         if not self._validators or self.method not in CONDITIONAL_METHODS:
@@ -337,13 +339,7 @@ def _absolute_url(config: PollerConfig, client_config: HTTPClientConfig) -> str:
     if url is None:
         message = "PollerWorker needs a url: pass url=..., PollerConfig(url=...) or set POLLER_URL"
         raise ConfigError(message, {"POLLER_URL": message})
-    if "://" in url:
-        return url
-    base = config.base_url or client_config.base_url
-    if not base:
-        message = f"relative url {url!r} needs a base_url (PollerConfig(base_url=...) or HTTP_BASE_URL)"
-        raise ConfigError(message, {"url": message})
-    return urljoin(base.rstrip("/") + "/", url.lstrip("/"))
+    return join_url(config.base_url or client_config.base_url, url, what="poll url")
 
 
 def _as_items(extracted: Any) -> List[Any]:

@@ -12,118 +12,54 @@ invalid URL, data JSON cannot hold) raises, before anything is sent.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
-from urllib.parse import urlsplit
 
 from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
-from ..dispatch import Dispatcher, send_once
-from ..exceptions import (
-    CircuitOpenError,
-    ConfigError,
-    DeliveryError,
-    RequestError,
-    ResponseTooLarge,
-    RetryInterrupted,
-    WorkerError,
-    safe_url,
+from ..delivery import (
+    DeliveryResult,
+    check_delivery_id,
+    check_headers,
+    delivery_headers,
+    encode_body,
+    safe_endpoint,
 )
-from ..http import merge_headers
-from ..message import Message, new_id
+from ..dispatch import Dispatcher, send_once
+from ..exceptions import ConfigError, DeliveryError, RequestError, WorkerError, safe_url
+from ..message import Message
 from ..outbox import Outbox
+from ..outcome import Kind, classify_error
+from ..retry import RetryPolicy
 from ..runner import LoopJob
-from ..signing import Signer, webhook_headers
+from ..signals import StopSignal
+from ..signing import Signer
 from .base import HTTPWorker, Job
-
-#: Seconds between looks at the worker's stop event while a broadcast's retry wait runs.
-STOP_POLL_INTERVAL = 0.1
+from .broadcast import CANCELLED, Broadcaster
+from .endpoints import EndpointResolver
 
 #: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
 _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
 _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
-#: The error of a broadcast delivery that was never sent (fail_fast or stop() came first).
-CANCELLED = "cancelled before sending"
 #: run_once(): seconds without a new message after which the source counts as drained.
 ONCE_IDLE_SECONDS = 1.0
 #: Names of the two pools (and of their threads: syncworkers-<pool>-<worker name>-N).
 BROADCAST_POOL, OUTBOX_POOL = "webhook", "outbox"
+#: The error of a send asked of a worker whose run was stopped.
+STOPPED = "worker stopped"
+#: Outcomes logged as warnings, not errors: nothing went wrong with the receiver's answer.
+_QUIET_KINDS = (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED)
 
 
 @dataclass(frozen=True)
-class DeliveryResult:
-    """What happened to one webhook delivery."""
+class CycleResult:
+    """What one ``run_once()`` cycle of a sender did; ``ok`` drives ``syncworkers run --once``."""
 
-    ok: bool  #: a 2xx answer, after retries
-    endpoint: str  #: as the caller gave it, minus userinfo and query string
-    url: str  #: where it went, without userinfo or query string (safe to log)
-    status_code: Optional[int]  #: the final status; None when no answer came
-    attempts: int  #: requests made (0: nothing sent, e.g. open circuit or cancelled)
-    duration: float  #: seconds, retry waits included
-    error: Optional[str]  #: why it failed; None when ok
-    delivery_id: str  #: the ``webhook-id`` every attempt carried
-
-
-class _Cancel(threading.Event):
-    """An Event that also counts as set once *linked* says so (polled while waiting).
-
-    Lets one broadcast be cancelled on its own while the worker's stop event
-    (set by ``stop()``, or by a Runner driving the worker) still interrupts it.
-    """
-
-    def __init__(self, linked: Callable[[], bool]) -> None:
-        super().__init__()
-        self._linked = linked
-
-    def is_set(self) -> bool:
-        return super().is_set() or self._linked()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_set():
-            step = STOP_POLL_INTERVAL if deadline is None else min(STOP_POLL_INTERVAL,
-                                                                   deadline - time.monotonic())
-            if step <= 0:
-                return False
-            super().wait(step)
-        return True
-
-
-def encode_body(data: Any) -> bytes:
-    """*data* as compact UTF-8 JSON; TypeError/ValueError saying why when JSON cannot hold it."""
-    try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"webhook data is not JSON-serialisable: {exc}") from None
-    return text.encode("utf-8")
-
-
-def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise TypeError(f"headers must be a mapping of strings, not {type(headers).__name__}")
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"header {key!r}: names and values must be strings, "
-                            f"got {type(value).__name__}")
-        if any(c in key + value for c in "\r\n"):
-            raise ValueError(f"header {key!r} contains a line break")
-    return dict(headers)
-
-
-def _check_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"invalid webhook URL {safe_url(url)!r}: needs http:// or https:// and a host")
-    return url
+    ok: bool  #: no message raised, no delivery died or stayed pending, the source was reachable
+    results: List[Any] = field(default_factory=list)  #: what process_message returned, per message
+    error: Optional[str] = None  #: why the cycle is not ok
 
 
 def _split_secrets(secret: Any) -> Any:
@@ -132,14 +68,6 @@ def _split_secrets(secret: Any) -> Any:
         parts = secret.replace(",", " ").split()
         return parts if len(parts) > 1 else secret
     return secret
-
-
-def _safe_endpoint(endpoint: str) -> str:
-    """*endpoint* fit for logs: a URL's credentials and any query string (where tokens hide) masked."""
-    if "://" in endpoint:
-        return safe_url(endpoint) or ""
-    path, sep, _ = endpoint.partition("?")
-    return path + ("?<redacted>" if sep else "")
 
 
 def _explicit(config: Any) -> Dict[str, Any]:
@@ -211,8 +139,8 @@ class WebhookSenderWorker(HTTPWorker):
         self._dispatcher: Optional[Dispatcher] = None
         self._outbox_lock = threading.Lock()
         self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
-        #: Whether the last run_once() went through (the CLI's --once exit code).
-        self.last_run_ok = True
+        self._endpoints = EndpointResolver(webhook.base_url, webhook.endpoints)
+        self._broadcaster = Broadcaster(self._submit, self.logger, self._stats)
 
     # -- sending ------------------------------------------------------------------
 
@@ -226,14 +154,20 @@ class WebhookSenderWorker(HTTPWorker):
         short (as the worker's stop does). Raises ConfigError for an unknown
         endpoint or invalid URL and TypeError/ValueError for bad data or headers.
         """
-        url = self._url_for(endpoint)
+        url = self._endpoints.url_for(endpoint)
         body = encode_body(data)
-        extra = _check_headers(headers)
-        delivery_id = self._check_id(delivery_id)
-        if cancel is not None:
-            user_cancel = cancel
-            cancel = _Cancel(lambda: user_cancel.is_set() or self.stop_event.is_set())
-        return self._deliver(endpoint, url, body, extra, delivery_id, cancel)
+        extra = check_headers(headers)
+        delivery_id = check_delivery_id(delivery_id)
+        run = self.stop_event
+        if run.is_set():
+            return self._record(DeliveryResult.failed(endpoint, url, STOPPED, delivery_id), "warning")
+        if cancel is None:
+            signal: threading.Event = run
+        elif isinstance(cancel, StopSignal):
+            signal = StopSignal.any(run, cancel)
+        else:  # a plain Event can wake no one: its own waits watch it alone
+            signal = cancel
+        return self._deliver(endpoint, url, body, extra, delivery_id, signal)
 
     def send_webhook(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None) -> bool:
         """POST *data* as JSON to *endpoint*: True on a 2xx answer (after retries), else False (logged)."""
@@ -253,43 +187,34 @@ class WebhookSenderWorker(HTTPWorker):
                           fail_fast: bool = False) -> Dict[str, bool]:
         """Send *data* to every endpoint at once (one thread each); return ``{endpoint: ok}``.
 
+        :meth:`broadcast` gives each endpoint's :class:`DeliveryResult` (its cause) instead.
+        """
+        return {endpoint: result.ok
+                for endpoint, result in self.broadcast(endpoints, data, headers, fail_fast).items()}
+
+    def broadcast(self, endpoints: Iterable[str], data: Any, headers: Optional[Mapping[str, str]] = None,
+                  fail_fast: bool = False) -> Dict[str, DeliveryResult]:
+        """Send *data* to every endpoint at once (one thread each); return ``{endpoint: DeliveryResult}``.
+
         An endpoint listed twice is sent once; each gets its own webhook id. With
         *fail_fast*, the first failure cancels the deliveries not started yet,
         interrupts the retry waits of those in flight, and the call returns at
-        once: every endpoint is in the result, False unless it was already
+        once: every endpoint is in the result, not ok unless it was already
         delivered (a request on the wire may still complete in the background).
         """
         if isinstance(endpoints, (str, bytes)):
             raise TypeError("endpoints must be a list of endpoints, not a single string")
-        unique = list(dict.fromkeys(endpoints))
-        urls = {endpoint: self._url_for(endpoint) for endpoint in unique}
+        targets = {endpoint: self._endpoints.url_for(endpoint) for endpoint in dict.fromkeys(endpoints)}
         body = encode_body(data)
-        extra = _check_headers(headers)
-        if not unique:
-            return {}
-        # Read through self on every look: a Runner may swap the worker's stop event.
-        cancel = _Cancel(lambda: self.stop_event.is_set())
-        futures = {endpoint: self._submit(self._broadcast_one, endpoint, urls[endpoint], body, extra,
-                                          cancel, fail_fast)
-                   for endpoint in unique}
-        pending = set(futures.values())
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            if fail_fast and any(not _succeeded(f) for f in finished):
-                cancel.set()
-                for future in pending:
-                    future.cancel()
-                break
-        results = {endpoint: _succeeded(future) for endpoint, future in futures.items()}
-        self._stats.incr("broadcasts")
-        unfinished = [_safe_endpoint(e) for e, future in futures.items() if not future.done()]
-        cancelled = [_safe_endpoint(e) for e, future in futures.items() if _not_sent(future)]
-        if cancel.is_set() and (unfinished or cancelled):
-            self._stats.incr("broadcasts_cancelled")
-            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
-                                failed=[_safe_endpoint(e) for e, ok in results.items() if not ok],
-                                cancelled=cancelled, not_waited_for=unfinished)
-        return results
+        extra = check_headers(headers)
+        run = self.stop_event
+        if run.is_set():
+            return {e: self._record(DeliveryResult.failed(e, url, STOPPED), "warning") for e, url in targets.items()}
+
+        def deliver(endpoint: str, url: str, cancel: StopSignal) -> DeliveryResult:
+            return self._deliver(endpoint, url, body, extra, check_delivery_id(None), cancel)
+
+        return self._broadcaster.run(targets, deliver, run, fail_fast)
 
     # -- the outbox ---------------------------------------------------------------------
 
@@ -315,12 +240,12 @@ class WebhookSenderWorker(HTTPWorker):
         unknown endpoint or invalid URL and TypeError/ValueError for bad data or
         headers, before anything is stored.
         """
-        url = self._url_for(endpoint)
+        url = self._endpoints.url_for(endpoint)
         body = encode_body(data)
-        extra = _check_headers(headers)
-        delivery_id = self._check_id(delivery_id)
+        extra = check_headers(headers)
+        delivery_id = check_delivery_id(delivery_id)
         dispatcher = self._outbox_dispatcher()
-        delivery_id = dispatcher.outbox.add(_safe_endpoint(endpoint), url, body, extra, id=delivery_id)
+        delivery_id = dispatcher.outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id)
         dispatcher.wakeup()
         self._ensure_outbox_loop(dispatcher)
         return delivery_id
@@ -333,8 +258,7 @@ class WebhookSenderWorker(HTTPWorker):
         deliveries on the worker's pool. Pending counts the whole outbox file,
         whichever process added it.
         """
-        self._usable_after_stop()
-        return self._outbox_dispatcher().flush(timeout, self.stop_event)
+        return self._outbox_dispatcher().flush(timeout, self._direct_run())
 
     def _outbox_dispatcher(self) -> Dispatcher:
         with self._outbox_lock:
@@ -343,9 +267,10 @@ class WebhookSenderWorker(HTTPWorker):
                     self._outbox = Outbox(self.webhook_config.outbox_path)
                 self._dispatcher = Dispatcher(
                     self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
-                    self._submit_outbox, self._free_slots, self.webhook_config.retry_schedule,
-                    retry_after_max=self.client.retry_config.retry_after_max, logger=self.logger,
-                    stats=self._stats)
+                    self._submit_outbox, self._free_slots,
+                    RetryPolicy.from_schedule(self.webhook_config.retry_schedule,
+                                              retry_after_max=self.client.retry_config.retry_after_max),
+                    logger=self.logger, stats=self._stats)
             return self._dispatcher
 
     def _run_outbox(self, stop_event: threading.Event) -> None:
@@ -429,32 +354,34 @@ class WebhookSenderWorker(HTTPWorker):
                                 attempts=result.attempts)
         return result.ok
 
-    def run_once(self) -> List[Any]:
-        """One cron-style cycle (``syncworkers run --once``); returns what process_message returned.
+    def run_once(self) -> CycleResult:
+        """One cron-style cycle (``syncworkers run --once``).
 
         Runs :meth:`process` until the source has yielded nothing for
         ONCE_IDLE_SECONDS, then, when an outbox is configured or in use, delivers
         it until nothing is pending or the webhook timeout has passed (later
-        retries stay pending for the next run). ``last_run_ok`` is False when a
-        message raised or a delivery died or is still pending.
+        retries stay pending for the next run). The result's ``ok`` is False when
+        a message raised, the source was unreachable, or a delivery died or is
+        still pending; ``results`` are what process_message returned.
         """
-        self._usable_after_stop()
+        self._direct_run()
         results: List[Any] = []
-        failed = False
+        error: Optional[str] = None
         if self.source is not None or type(self).process is not WebhookSenderWorker.process:
-            results, failed = self._drain_source()
+            results, error = self._drain_source()
         if self.webhook_config.outbox_path is not None or self._outbox is not None:
             dead_before = self.outbox.counts()["dead"]
-            delivered = self.flush(timeout=self.webhook_config.timeout)
-            failed = failed or not delivered or self.outbox.counts()["dead"] > dead_before
-        self.last_run_ok = not failed
-        return results
+            if not self.flush(timeout=self.webhook_config.timeout):
+                error = error or "outbox deliveries still pending"
+            elif self.outbox.counts()["dead"] > dead_before:
+                error = error or "outbox deliveries died"
+        return CycleResult(ok=error is None, results=results, error=error)
 
-    def _drain_source(self) -> Tuple[List[Any], bool]:
-        """process() on a thread until the source goes quiet; (results, whether a message raised)."""
+    def _drain_source(self) -> Tuple[List[Any], Optional[str]]:
+        """process() on a thread until the source goes quiet; (results, why the cycle failed or None)."""
         done = threading.Event()
         results: List[Any] = []
-        state = {"busy": 0, "last": time.monotonic(), "failed": False}
+        state: Dict[str, Any] = {"busy": 0, "last": time.monotonic(), "failed": None}
         lock = threading.Lock()
         handle = self.process_message
 
@@ -464,7 +391,7 @@ class WebhookSenderWorker(HTTPWorker):
             try:
                 result = handle(message)
             except Exception:
-                state["failed"] = True
+                state["failed"] = state["failed"] or "process_message raised"
                 raise
             finally:
                 with lock:
@@ -477,7 +404,7 @@ class WebhookSenderWorker(HTTPWorker):
             try:
                 self.process()
             except Exception:
-                state["failed"] = True
+                state["failed"] = state["failed"] or "process() raised"
                 self.logger.exception("process() raised during run_once")
 
         if self.source is not None:
@@ -498,11 +425,11 @@ class WebhookSenderWorker(HTTPWorker):
             del self.process_message
         if self.source is not None and not getattr(self.source, "available", True):
             self.logger.warning("the source was unreachable during run_once")
-            state["failed"] = True
+            state["failed"] = state["failed"] or "the source was unreachable"
         if thread.is_alive():  # a process() of its own that does not watch the source or stop event
             self.logger.warning("process() did not return after run_once; left running", thread=thread.name)
-            state["failed"] = True
-        return results, bool(state["failed"])
+            state["failed"] = state["failed"] or "process() did not return"
+        return results, state["failed"]
 
     def jobs(self) -> List[Job]:
         """A loop job running :meth:`process` when there is a source or process() is overridden,
@@ -534,7 +461,7 @@ class WebhookSenderWorker(HTTPWorker):
         outbox (pending), for the next run or another process: nothing is lost.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        # Broadcasts see the stop event within STOP_POLL_INTERVAL; the source is closed at once.
+        # The run's stop signal reaches broadcasts and retry waits at once; the source is closed too.
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
@@ -598,74 +525,27 @@ class WebhookSenderWorker(HTTPWorker):
 
     # -- internals ----------------------------------------------------------------
 
-    def _url_for(self, endpoint: str) -> str:
-        if not isinstance(endpoint, str) or not endpoint:
-            raise ConfigError(f"endpoint must be a path, a URL or an endpoint name, got {endpoint!r}")
-        if endpoint.startswith("/"):
-            return self._join(endpoint)
-        if "://" in endpoint:
-            return _check_url(endpoint)
-        target = self.webhook_config.endpoints.get(endpoint)
-        if target is None:
-            known = ", ".join(sorted(self.webhook_config.endpoints)) or "none configured"
-            raise ConfigError(f"unknown webhook endpoint {endpoint!r} (known names: {known}); "
-                              "give a name from WebhookConfig.endpoints, a path starting with '/' "
-                              "or an absolute URL")
-        return self._join(target) if target.startswith("/") else _check_url(target)
-
-    def _join(self, path: str) -> str:
-        if not self.base_url:
-            raise ConfigError(f"webhook endpoint {path!r} is a path but there is no base_url "
-                              "(argument, WebhookConfig.base_url, HTTPClientConfig.base_url or HTTP_BASE_URL)")
-        return self.base_url.rstrip("/") + path
-
-    @staticmethod
-    def _check_id(delivery_id: Optional[str]) -> str:
-        if delivery_id is None:
-            return new_id()
-        if not isinstance(delivery_id, str) or not delivery_id or any(c in delivery_id for c in "\r\n"):
-            raise ValueError(f"delivery_id must be a non-empty single-line string, got {delivery_id!r}")
-        return delivery_id
-
     def _deliver(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str], delivery_id: str,
-                 cancel: Optional[threading.Event]) -> DeliveryResult:
-        # Computed once: every attempt carries the same id, timestamp and signature.
-        headers = merge_headers({"Content-Type": "application/json"}, extra,
-                                webhook_headers(delivery_id, body, self.signer))
+                 cancel: threading.Event) -> DeliveryResult:
+        # Built once: every attempt carries the same id, timestamp and signature.
+        headers = delivery_headers(delivery_id, body, self.signer, extra)
         started = time.monotonic()
-        status: Optional[int] = None
-        attempts = 0
-        error: Optional[str] = None
-        level = "error"
         try:
             response = self.client.request("POST", url, data=body, headers=headers, cancel=cancel,
                                            allow_redirects=False)
-        except CircuitOpenError as exc:
-            error, level = str(exc), "warning"
-            self._stats.incr("circuit_open")
-        except RetryInterrupted as exc:
-            attempts, error, level = exc.attempts, f"interrupted: {exc}", "warning"
-            self._stats.incr("interrupted")
-        except ResponseTooLarge as exc:
-            # The receiver accepted the webhook; only its answer was oversized (and not read).
-            attempts, status = exc.attempts, exc.status
-            if status is None or not 200 <= status < 300:
-                error = str(exc)
         except RequestError as exc:
-            attempts, status, error = exc.attempts, exc.status, str(exc)
+            outcome, attempts = classify_error(exc), exc.attempts
         else:
-            status, attempts = response.status_code, response.attempts
-            if 300 <= status < 400:
-                error = f"status {status} {response.reason}: redirects are not followed"
-            elif not 200 <= status < 300:
-                error = f"status {status} {response.reason}"
-        result = DeliveryResult(ok=error is None, endpoint=_safe_endpoint(endpoint), url=safe_url(url) or "",
-                                status_code=status, attempts=attempts,
-                                duration=time.monotonic() - started, error=error, delivery_id=delivery_id)
-        self._record(result, level)
-        return result
+            outcome, attempts = response.outcome, response.attempts
+        if outcome.kind is Kind.CIRCUIT_OPEN:
+            self._stats.incr("circuit_open")
+        elif outcome.kind is Kind.INTERRUPTED:
+            self._stats.incr("interrupted")
+        result = DeliveryResult.from_outcome(endpoint, url, outcome, attempts, time.monotonic() - started,
+                                             delivery_id)
+        return self._record(result, "warning" if outcome.kind in _QUIET_KINDS else "error")
 
-    def _record(self, result: DeliveryResult, level: str) -> None:
+    def _record(self, result: DeliveryResult, level: str) -> DeliveryResult:
         stats = self._stats
         stats.incr("attempts", result.attempts)
         stats.incr("retried", max(0, result.attempts - 1))
@@ -679,16 +559,6 @@ class WebhookSenderWorker(HTTPWorker):
         else:
             stats.incr("failed")
             getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
-
-    def _broadcast_one(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str],
-                       cancel: _Cancel, fail_fast: bool) -> DeliveryResult:
-        if cancel.is_set():  # fail_fast or stop() came first: send nothing
-            return DeliveryResult(ok=False, endpoint=_safe_endpoint(endpoint), url=safe_url(url) or "",
-                                  status_code=None,
-                                  attempts=0, duration=0.0, error=CANCELLED, delivery_id=new_id())
-        result = self._deliver(endpoint, url, body, extra, new_id(), cancel)
-        if fail_fast and not result.ok:
-            cancel.set()  # before this pool thread takes the next queued delivery
         return result
 
     def _submit(self, func: Callable[..., Any], *args: Any, kind: str = BROADCAST_POOL) -> Future:
@@ -728,14 +598,4 @@ class _OutboxLoop:
         pass
 
 
-def _succeeded(future: Future) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None and future.result().ok
-
-
-def _not_sent(future: Future) -> bool:
-    if future.cancelled():
-        return True
-    return future.done() and future.exception() is None and future.result().error == CANCELLED
-
-
-__all__ = ["WebhookSenderWorker", "DeliveryResult", "encode_body", "CANCELLED", "STOP_POLL_INTERVAL"]
+__all__ = ["WebhookSenderWorker", "CycleResult", "DeliveryResult", "encode_body", "CANCELLED", "STOPPED"]
