@@ -20,6 +20,8 @@ from syncworkers import (
 )
 from syncworkers.message import Message
 from syncworkers.sources import MemoryQueue
+from syncworkers.runner import Runner
+from syncworkers.signals import StopSignal
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .server import Reply
@@ -108,18 +110,33 @@ def test_order_notification_sender_reports_a_refused_webhook(urls):
                for line in lines)
 
 
+class _IdleSpy(StopSignal):
+    """A run's stop signal that says when someone waits on it with no timeout (an idle loop)."""
+
+    def __init__(self):
+        super().__init__()
+        self.idling = threading.Event()
+
+    def wait(self, timeout=None):
+        if timeout is None:
+            self.idling.set()
+        return super().wait(timeout)
+
+
 def test_order_notification_sender_runs_until_stopped_though_process_returns(urls):
     sender = OrderNotificationSender()
+    runner = Runner([sender], name="idle-spy")
+    runner.stop_event = spy = _IdleSpy()
     with LogCapture() as logs:
-        sender.start()
+        runner.start()
         try:
-            assert wait_for(lambda: any(t.name.startswith("syncworkers-loop") for t in threading.enumerate()))
-            time.sleep(0.05)  # test: give a process() that returned a chance to end the loop wrongly
+            # process() returned at once; its loop now idles on the run's stop signal until stop().
+            assert spy.idling.wait(5)
             assert sender.running
             assert any(t.name.startswith("syncworkers-loop") for t in threading.enumerate())
         finally:
             started = time.monotonic()
-            assert sender.stop(timeout=5)
+            assert runner.stop(timeout=5)
             sender.close()
     assert time.monotonic() - started < 1.0
     assert "returned before stop" not in logs.text
