@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable, Dict, List, Literal, Optional
+from urllib.parse import SplitResult, urlsplit
 
-from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker
+from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker  # type: ignore[import-untyped]
 
 from .config import CircuitBreakerConfig
 from .exceptions import CircuitOpenError, ConfigError
@@ -28,11 +28,12 @@ def breaker_key(url: str) -> str:
 
     Userinfo, path and query are dropped, so the key is safe to log.
     """
+    parts: Optional[SplitResult]
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except (AttributeError, ValueError):
-        parts = port = None
+        parts, port = None, None
     if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         # The URL itself is not quoted: it may carry credentials.
         raise ConfigError("circuit breaker needs an http:// or https:// URL with a host and a valid port")
@@ -40,7 +41,7 @@ def breaker_key(url: str) -> str:
     return f"{parts.scheme}://{host}:{DEFAULT_PORTS[parts.scheme] if port is None else port}"
 
 
-class HostBreaker(CircuitBreaker):
+class HostBreaker(CircuitBreaker):  # type: ignore[misc]  # the package is untyped
     """The circuit of one host; every method is safe to call from many threads.
 
     ``before_request()`` before each call, then exactly one of ``record_success()``,
@@ -70,14 +71,15 @@ class HostBreaker(CircuitBreaker):
         self._opened = clock()
 
     @property
-    def open_remaining(self) -> float:  # type: ignore[override]
+    def open_remaining(self) -> float:
         """Seconds until the open circuit allows a probe, by the injected clock (≤ 0 once due)."""
         return self._opened + self._recovery_timeout - self._clock()
 
     @property
-    def state(self) -> str:  # type: ignore[override]
+    def state(self) -> str:
         with self._lock:
-            return super().state
+            state: str = super().state
+            return state
 
     def remaining(self) -> float:
         """Seconds until a probe is allowed; 0 when the circuit is not open."""
@@ -158,7 +160,7 @@ class HostBreaker(CircuitBreaker):
     def __enter__(self) -> None:
         self.before_request()
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], _tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], _tb: Any) -> Literal[False]:
         if exc is None:
             self.record_success()
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from .exceptions import (
     CircuitOpenError,
@@ -77,7 +77,7 @@ class Outcome:
 
 
 def classify_status(status: int, reason: str = "", *, retry_after: Optional[float] = None,
-                    retry_statuses: tuple = RETRY_STATUSES) -> Outcome:
+                    retry_statuses: Tuple[int, ...] = RETRY_STATUSES) -> Outcome:
     """The outcome of an answer with *status* (redirects are never followed here)."""
     reason = f" {reason}" if reason else ""
     host_failure = is_host_failure(status)
