@@ -40,6 +40,20 @@ from .workers import DeliveryResult, HTTPWorker, PollerWorker, PollOutcome, Webh
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
+def _install_prometheus() -> None:
+    # The prometheus extra: metrics in prometheus_client's default registry, so an app that
+    # already serves /metrics shows them. Without prometheus_client nothing changes.
+    import importlib.util
+
+    if importlib.util.find_spec("prometheus_client") is not None:
+        from .prometheus import install
+
+        install()
+
+
+_install_prometheus()
+
+
 def __getattr__(name: str):
     # RedisListConsumer needs the optional redis extra: imported on first use.
     if name == "RedisListConsumer":

@@ -13,10 +13,11 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import click
 
@@ -136,11 +137,18 @@ def cli() -> None:
 @click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
 @click.option("--stagger/--no-stagger", default=False, show_default=True,
               help="Spread the pollers' first ticks across their interval (default: every first poll at once).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics, /livez and /readyz on this port (0: any free port, logged).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics port listens on (0.0.0.0: every interface).")
 @_log_options
-def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool, log_level: str,
-        log_format: str, env_file: Optional[str]) -> None:
+def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
+        metrics_port: Optional[int], metrics_host: str, log_level: str, log_format: str,
+        env_file: Optional[str]) -> None:
     """Run workers until SIGINT/SIGTERM (exit 0), or one cycle each with --once."""
     _setup(log_level, log_format, env_file)
+    if once and metrics_port is not None:
+        raise CLIError("--metrics-port serves a running worker; it does not go with --once")
     workers = build_workers(targets)
     if once:
         failed = 0
@@ -156,9 +164,22 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
         return
     from .runner import Runner
 
-    Runner(workers, max_workers=max_workers, stagger=stagger, name="cli").run()
-    for worker in workers:
-        worker.client.close()
+    runner = Runner(workers, max_workers=max_workers, stagger=stagger, name="cli")
+    ops = None
+    if metrics_port is not None:
+        from .ops_server import OpsServer
+
+        try:
+            ops = OpsServer(runner, workers, host=metrics_host, port=metrics_port).start()
+        except SyncWorkersError as exc:
+            raise CLIError(str(exc)) from exc
+    try:
+        runner.run()
+    finally:
+        if ops is not None:
+            ops.stop()
+        for worker in workers:
+            worker.client.close()
 
 
 def _run_once(worker: Any) -> bool:
@@ -249,7 +270,7 @@ _PATH_OPTION = click.option("--path", required=True, envvar="WEBHOOK_OUTBOX_PATH
 
 @cli.group()
 def outbox() -> None:
-    """Inspect a webhook outbox file: stats, list; replay dead deliveries; purge delivered ones."""
+    """A webhook outbox file: stats, list; deliver what is due; replay dead deliveries; purge delivered ones."""
 
 
 @outbox.command()
@@ -285,22 +306,156 @@ def list_deliveries(path: str, state: Optional[str], endpoint: Optional[str], li
                    f"updated={_when(d.updated_at)}  {d.endpoint}{error}")
 
 
+#: Ids replayed per transaction by ``outbox replay`` (the progress bar moves between them).
+REPLAY_CHUNK = 500
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal; silent when piped or redirected."""
+
+    def __init__(self, length: int, label: str) -> None:
+        self._bar: Any = None
+        self._shown = 0
+        if length > 0 and sys.stderr.isatty():
+            self._bar = click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+
+    def show(self, done: int) -> None:
+        if self._bar is not None and done > self._shown:
+            self._bar.update(done - self._shown)
+            self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _read_ids(source: Optional[str]) -> List[str]:
+    """Ids one per line from a file, or from stdin for ``-`` (blank lines skipped)."""
+    if source is None:
+        return []
+    try:
+        with click.open_file(source, "r", encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except OSError as exc:
+        raise CLIError(f"--ids-from {source!r}: {exc.strerror or exc}") from None
+
+
 @outbox.command()
 @_PATH_OPTION
 @click.option("--id", "ids", multiple=True, help="A dead delivery's id (repeatable).")
+@click.option("--ids-from", "ids_from", default=None, metavar="FILE",
+              help="Dead deliveries' ids, one per line, from FILE ('-': stdin).")
 @click.option("--endpoint", default=None, help="Dead deliveries of this endpoint.")
 @click.option("--since", default=None, help="Dead deliveries that died since: an ISO time or a duration ago (2h).")
-def replay(path: str, ids: Sequence[str], endpoint: Optional[str], since: Optional[str]) -> None:
-    """Send dead deliveries again (due now, attempts reset); filters combine, one at least."""
-    if not ids and endpoint is None and since is None:
-        raise CLIError("replay needs --id, --endpoint or --since (they combine)")
+def replay(path: str, ids: Sequence[str], ids_from: Optional[str], endpoint: Optional[str],
+           since: Optional[str]) -> None:
+    """Send dead deliveries again (due now, attempts reset); filters combine, one at least.
+
+    Thousands of ids are replayed in batches, with a progress bar on a terminal.
+    """
+    id_list = list(dict.fromkeys([*ids, *_read_ids(ids_from)]))
+    if ids_from is not None and not id_list and endpoint is None and since is None:
+        raise CLIError(f"--ids-from {ids_from!r}: no ids in it")
+    if not id_list and endpoint is None and since is None:
+        raise CLIError("replay needs --id, --endpoint or --since (they combine), or --ids-from FILE")
     try:
         since_at = None if since is None else parse_since(since, time.time())
     except ValueError as exc:
         raise CLIError(f"--since: {exc}") from None
+    count = 0
     with _open_outbox(path) as box:
-        count = box.replay(ids=list(ids) or None, endpoint=endpoint, since=since_at)
+        if not id_list:
+            count = box.replay(endpoint=endpoint, since=since_at)
+        else:
+            progress = _Progress(len(id_list), "replaying")
+            try:
+                for start in range(0, len(id_list), REPLAY_CHUNK):
+                    count += box.replay(ids=id_list[start:start + REPLAY_CHUNK], endpoint=endpoint,
+                                        since=since_at)
+                    progress.show(min(start + REPLAY_CHUNK, len(id_list)))
+            finally:
+                progress.close()
     click.echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
+
+
+class _Until(threading.Event):
+    """An Event that counts as set once *done()* says so: the outbox loop's stop signal."""
+
+    def __init__(self, done: Callable[[], bool]) -> None:
+        super().__init__()
+        self._done = done
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._done()
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds at most; deliveries still on the wire then stay pending.")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="Read environment variables from this file first.")
+def deliver(path: str, timeout: float, log_level: str, log_format: str, env_file: Optional[str]) -> None:
+    """Deliver what is due now, then exit with a summary line (cron).
+
+    Signing, timeouts and the retry schedule come from the WEBHOOK_* and HTTP_*
+    variables, as for a running sender. A failed attempt is scheduled again on
+    the retry schedule, for a later run. Exit 1 when a delivery died, or the
+    timeout came with deliveries still due.
+    """
+    _setup(log_level, log_format, env_file)
+    from .workers.webhook import WebhookSenderWorker
+
+    box = _open_outbox(path)
+    try:
+        sender = WebhookSenderWorker(outbox=box, name="outbox-deliver")
+        try:
+            summary = _deliver_due(sender, timeout)
+        finally:
+            sender.close()
+        pending = box.counts()["pending"]
+        next_due = box.next_due()
+    finally:
+        box.close()
+    later = f" (next due {_when(next_due)})" if pending and next_due is not None else ""
+    click.echo(f"delivered {summary['delivered']}, retry scheduled {summary['retried']}, "
+               f"postponed {summary['postponed']}, dead {summary['dead']}; {pending} pending{later}")
+    if summary["dead"] or summary["timed_out"]:
+        sys.exit(EXIT_FAILED)
+
+
+def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
+    """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*."""
+    dispatcher = sender._outbox_dispatcher()
+    box = dispatcher.outbox
+    deadline = time.monotonic() + timeout
+    progress = _Progress(box.counts()["pending"], "delivering")
+    state = {"timed_out": False}
+
+    def outcomes() -> Dict[str, Any]:
+        counts = sender.health()["deliveries"]
+        return {key: int(counts[key]) for key in ("delivered", "retried", "postponed", "dead")}
+
+    def done() -> bool:  # read by the loop between claims, on this thread
+        progress.show(sum(outcomes().values()))
+        if time.monotonic() >= deadline:
+            state["timed_out"] = box.next_due() is not None and box.next_due() <= box.clock()
+            return True
+        if dispatcher.in_flight:
+            return False
+        due = box.next_due()
+        return due is None or due > box.clock()
+
+    try:
+        dispatcher.flush(None, _Until(done))
+    finally:
+        progress.close()
+    return {**outcomes(), "timed_out": state["timed_out"] or dispatcher.in_flight > 0}
 
 
 @outbox.command()

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
+from . import events
 from .delivery import delivery_headers
 from .exceptions import ConfigError, RequestError, safe_url
 from .http import HTTPClient
@@ -356,6 +357,7 @@ class Dispatcher:
                 self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
                                       "expires", delivery_id=id)
             return
+        events.delivery(delivery.url, verdict.state)  # delivered or dead; a retry is no outcome yet
         attempts = delivery.attempts + int(verdict.spend)
         fields = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
                       attempts=attempts)

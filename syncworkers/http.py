@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple, Union
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -104,6 +104,8 @@ class HTTPClient:
         self._absolute_urls: Dict[str, str] = {}
         self._breaker_of: Dict[str, Any] = {}
         self._header_store = self._validated_header_store()
+        #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
+        self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
 
     def _build_session(self, clock: Any) -> requests.Session:
         cfg = self.config
@@ -175,11 +177,13 @@ class HTTPClient:
         try:
             while True:
                 attempt += 1
+                sent_at = time.monotonic()
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
                                           full_url, method)
                 except (TransportError, ResponseTooLarge) as exc:
+                    self._attempted(full_url, exc.status, exc, sent_at)
                     exc.attempts = attempt
                     outcome = classify_error(exc)
                     decision = None if policy is None else policy.next(outcome, attempt)
@@ -189,6 +193,7 @@ class HTTPClient:
                         raise
                     self._pause(decision.wait, str(exc), attempt, method, full_url, cancel)
                     continue
+                self._attempted(full_url, response.status_code, None, sent_at)
                 outcome = classify_status(response.status_code, response.reason,
                                           retry_after=parse_retry_after(response.headers.get("Retry-After")))
                 if policy is not None and not outcome.ok:
@@ -300,6 +305,10 @@ class HTTPClient:
         if len(cache) >= _URL_CACHE_SIZE:
             cache.clear()  # many distinct URLs (e.g. query strings): keep the cache bounded
         cache[key] = value
+
+    def _attempted(self, url: str, status: Optional[int], error: Optional[BaseException], sent_at: float) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(url, status, error, time.monotonic() - sent_at)
 
     def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
                cancel: threading.Event) -> None:

@@ -81,6 +81,16 @@ class Metrics:
             summary = self._summaries.get(name)
             return summary.as_dict() if summary else None
 
+    def counters(self) -> Dict[str, float]:
+        """Every counter by name."""
+        with self._lock:
+            return dict(self._counters)
+
+    def summaries(self) -> Dict[str, Dict[str, float]]:
+        """Every latency summary by name (the name carries the unit: ``_ms``, ``_seconds``)."""
+        with self._lock:
+            return {name: s.as_dict() for name, s in self._summaries.items()}
+
     def snapshot(self) -> Dict[str, Any]:
         """Every counter, and every summary as {count, avg, max, p50, p99}."""
         with self._lock:

@@ -189,4 +189,5 @@ def test_the_console_command_as_a_real_subprocess(db):
     missing = subprocess.run([*run, "replay", "--path", path], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == "Error: replay needs --id, --endpoint or --since (they combine)"
+    assert missing.stderr.strip() == ("Error: replay needs --id, --endpoint or --since (they combine), "
+                                     "or --ids-from FILE")

@@ -85,7 +85,7 @@ def test_response_time_is_measured_on_the_injected_clock(server):
     worker = Recorder(server.url("/items"), interval=10, clock=FakeClock(100.0, step=0.25))
     worker.poll()
     assert worker.messages[0].headers["response_time"] == 250.0
-    assert worker.health()["metrics"]["poll_latency"]["max"] == 250.0
+    assert worker.health()["metrics"]["poll_latency_ms"]["max"] == 250.0
 
 
 @pytest.mark.parametrize("content_type", ["application/problem+json; charset=utf-8", "Application/JSON"])
@@ -710,7 +710,7 @@ def test_metrics_count_polls_responses_errors_messages_and_latency(server):
                                     "messages", "process_errors", "skipped_ticks")} == {
         "polls": 4, "responses_2xx": 1, "responses_4xx": 1, "responses_5xx": 1, "errors": 1,
         "messages": 3, "process_errors": 0, "skipped_ticks": 0}
-    assert metrics["poll_latency"]["count"] == 3
+    assert metrics["poll_latency_ms"]["count"] == 3
 
 
 def test_a_subclass_may_replace_self_metrics(server):

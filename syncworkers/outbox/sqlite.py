@@ -523,6 +523,13 @@ class Outbox:
             "dead": by_state[DEAD],
         }
 
+    def oldest_pending(self) -> Optional[float]:
+        """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT MIN(created_at) FROM deliveries WHERE state IN (?, ?)",
+                               (PENDING, IN_FLIGHT)).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def next_due(self) -> Optional[float]:
         """When something next becomes claimable: the earliest pending due time or lease expiry."""
         with self._conn() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
+from .. import events
 from ..config import HTTPClientConfig
 from ..exceptions import WorkerError
 from ..http import HTTPClient
@@ -58,6 +59,7 @@ class HTTPWorker:
         # stop() found nothing running: the next run_sync() returns at once, as it may be a
         # Thread(target=worker.run_sync) that had not got going yet.
         self._stop_pending = False
+        events.track(self)  # found by exporters that read state at scrape time
 
     # -- hooks for subclasses ---------------------------------------------------------
 
@@ -173,12 +175,45 @@ class HTTPWorker:
 
     # -- observability ----------------------------------------------------------------
 
+    def not_ready_reasons(self) -> List[str]:
+        """Why this worker cannot do its work now (empty: ready); subclasses add their own reasons.
+
+        Here: an open circuit (calls to that host fail at once). A half-open one
+        lets a probe through, so it counts as ready.
+        """
+        return [f"circuit open for {key}" for key, state in self.client.breakers.states().items()
+                if state == "open"]
+
+    def ready(self) -> bool:
+        """True when nothing stops the worker from doing its work (see ``not_ready_reasons()``)."""
+        return not self.not_ready_reasons()
+
+    def _healthy(self, reasons: List[str]) -> bool:
+        """Whether the worker works as it should; by default, when it is ready."""
+        return not reasons
+
     def health(self) -> Dict[str, Any]:
-        """A plain dict for health endpoints: running, circuits, metrics (datetimes are aware UTC)."""
+        """A plain dict of the same shape for every worker (datetimes are aware UTC).
+
+        ``healthy``, ``ready`` with ``reasons`` (why not), ``status`` (``ok``;
+        ``degraded``: ready but not healthy, e.g. the last poll failed; ``failing``:
+        not ready), ``running``, ``circuits`` (state by host), ``counters``,
+        ``latencies`` (each name ends in its unit, ``_ms`` or ``_seconds``: count,
+        avg, max, p50, p99) and ``metrics`` (counters and latencies together).
+        """
+        reasons = self.not_ready_reasons()
+        healthy = self._healthy(reasons)
         return {
             "worker": self.name,
+            "type": type(self).__name__,
             "running": self.running,
+            "healthy": healthy,
+            "ready": not reasons,
+            "reasons": reasons,
+            "status": "failing" if reasons else "ok" if healthy else "degraded",
             "circuits": self.client.breakers.states(),
+            "counters": self._stats.counters(),
+            "latencies": self._stats.summaries(),
             "metrics": self._stats.snapshot(),
         }
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import requests
 
+from .. import events
 from ..config import HTTPClientConfig, PollerConfig, with_other_errors
 from ..logging import is_secret_key, register_secret
 from ..exceptions import (
@@ -41,6 +42,8 @@ DataExtractor = Callable[[Any], Any]
 #: Counters every poller reports from the start (0 until something happens).
 COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
             "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages")
+#: Failed polls in a row after which a poller reports not ready (``/readyz``).
+NOT_READY_AFTER = 3
 #: Methods that send If-None-Match / If-Modified-Since (conditional requests are for safe methods).
 CONDITIONAL_METHODS = ("GET", "HEAD")
 
@@ -183,9 +186,16 @@ class PollerWorker(HTTPWorker):
 
     def _on_skip(self, count: int) -> None:
         self._stats.incr("skipped_ticks", count)
+        events.skipped_ticks(self.name, count)
         self.logger.debug("tick skipped: the previous poll is still running", skipped=count)
 
     def _poll(self) -> PollOutcome:
+        started = time.monotonic()
+        outcome = self._poll_cycle()
+        events.poll(self.name, outcome.ok, outcome.status, outcome.error, time.monotonic() - started)
+        return outcome
+
+    def _poll_cycle(self) -> PollOutcome:
         stats = self._stats
         stats.incr("polls")
         started = self._clock()
@@ -205,7 +215,7 @@ class PollerWorker(HTTPWorker):
                 self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
             return PollOutcome(ok=False, status_code=exc.status, error=exc)
         elapsed_ms = (self._clock() - started) * 1000.0
-        stats.observe("poll_latency", elapsed_ms)
+        stats.observe("poll_latency_ms", elapsed_ms)
         status = response.status_code
         stats.incr(f"responses_{status // 100}xx")
         if status == 304:
@@ -293,24 +303,37 @@ class PollerWorker(HTTPWorker):
             else:
                 self._consecutive_failures += 1
 
+    def not_ready_reasons(self) -> List[str]:
+        """HTTPWorker's reasons, and polls failing NOT_READY_AFTER times in a row."""
+        reasons = super().not_ready_reasons()
+        with self._health_lock:
+            failures = self._consecutive_failures
+        if failures >= NOT_READY_AFTER:
+            reasons.append(f"{failures} polls failed in a row")
+        return reasons
+
+    def _healthy(self, reasons: List[str]) -> bool:
+        with self._health_lock:
+            return self._consecutive_failures == 0
+
     def health(self) -> Dict[str, Any]:
         """HTTPWorker.health() plus the poll view.
 
         A poll succeeds when it gets a 2xx (or 304) and every message is processed
         without error; anything else (an open circuit too) counts as a failure.
-        ``healthy`` means no failure since the last success.
+        ``healthy`` means no failure since the last success; ``ready`` allows up to
+        NOT_READY_AFTER - 1 failures in a row (a blip is not an outage).
         """
         report = super().health()
         with self._health_lock:
             last_success, failures = self._last_success, self._consecutive_failures
         circuit = self.client.breakers.for_url(self.url).state
         report.update({
-            "healthy": failures == 0,
             "last_success": last_success,
             "consecutive_failures": failures,
             "circuit": circuit,
             "url": safe_url(self.url),
-            "interval": self.interval,
+            "interval_seconds": self.interval,
         })
         return report
 
@@ -360,4 +383,4 @@ def _parse_content_type(value: str) -> Tuple[str, Optional[str]]:
     return media_type.strip().lower(), charset
 
 
-__all__ = ["PollerWorker", "PollOutcome", "DataExtractor", "COUNTERS", "CONDITIONAL_METHODS"]
+__all__ = ["PollerWorker", "PollOutcome", "DataExtractor", "COUNTERS", "CONDITIONAL_METHODS", "NOT_READY_AFTER"]

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from .. import events
 from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
 from ..delivery import (
     DeliveryResult,
@@ -129,6 +130,7 @@ class WebhookSenderWorker(HTTPWorker):
         # Every broadcast thread, every outbox thread and the process() loop may share one partner host.
         self.client_threads = 2 * webhook.max_workers + 1
         super().__init__(name=name, client_config=client_config)
+        self.client.on_attempt = events.attempt  # each request is a delivery attempt
         # Broadcasts and outbox deliveries each have a pool of max_workers threads, so that a
         # busy outbox (a slow partner) never queues a broadcast behind its requests.
         self._pools: Dict[str, ThreadPoolExecutor] = {}
@@ -501,20 +503,45 @@ class WebhookSenderWorker(HTTPWorker):
                     self._outbox = self._dispatcher = self._outbox_runner = None
             outbox.close()
 
+    def not_ready_reasons(self) -> List[str]:
+        """HTTPWorker's reasons (an open circuit), and an outbox in use that cannot be read."""
+        reasons = super().not_ready_reasons()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher.health()["counts"] is None:
+            reasons.append("outbox unreachable")
+        return reasons
+
     def health(self) -> Dict[str, Any]:
-        """HTTPWorker.health() plus delivery counters and the broadcast pool."""
+        """HTTPWorker.health() plus ``deliveries`` (direct sends and the outbox's together),
+        the broadcast pool and, once in use, the outbox (``oldest_pending_seconds`` included)."""
         data = super().health()
         stats = self._stats
-        data["deliveries"] = {name: stats.get(name) for name in (
+        counts = {name: stats.get(name) for name in (
             "delivered", "failed", "attempts", "retried", "circuit_open", "interrupted",
-            "broadcasts", "broadcasts_cancelled")}
+            "broadcasts", "broadcasts_cancelled", "outbox_delivered", "outbox_dead", "outbox_attempts",
+            "outbox_retried", "outbox_postponed", "outbox_circuit_open")}
+        # One count per fact, whichever way the webhook went: direct, broadcast or outbox.
+        data["deliveries"] = {
+            "delivered": counts["delivered"] + counts["outbox_delivered"],
+            "failed": counts["failed"],
+            "dead": counts["outbox_dead"],
+            "attempts": counts["attempts"] + counts["outbox_attempts"],
+            "retried": counts["retried"] + counts["outbox_retried"],
+            "postponed": counts["outbox_postponed"],
+            "circuit_open": counts["circuit_open"] + counts["outbox_circuit_open"],
+            "interrupted": counts["interrupted"],
+            "broadcasts": counts["broadcasts"],
+            "broadcasts_cancelled": counts["broadcasts_cancelled"],
+        }
         with self._pool_lock:
             data["broadcast_pool"] = {"max_workers": self.webhook_config.max_workers,
                                       "started": BROADCAST_POOL in self._pools,
                                       "in_flight": sum(1 for kind in self._futures.values()
                                                        if kind == BROADCAST_POOL)}
-        if self._dispatcher is not None:
-            data["outbox"] = self._dispatcher.health()
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            data["outbox"] = outbox = dispatcher.health()
+            outbox["oldest_pending_seconds"] = _oldest_pending_seconds(dispatcher.outbox)
         return data
 
     def __repr__(self) -> str:
@@ -546,6 +573,7 @@ class WebhookSenderWorker(HTTPWorker):
         return self._record(result, "warning" if outcome.kind in _QUIET_KINDS else "error")
 
     def _record(self, result: DeliveryResult, level: str) -> DeliveryResult:
+        events.delivery(result.url, "delivered" if result.ok else "failed")
         stats = self._stats
         stats.incr("attempts", result.attempts)
         stats.incr("retried", max(0, result.attempts - 1))
@@ -596,6 +624,18 @@ class _OutboxLoop:
 
     def shutdown(self) -> None:
         pass
+
+
+def _oldest_pending_seconds(outbox: Any) -> Optional[float]:
+    """Age of the oldest delivery not yet delivered nor dead; 0 when none; None if unreadable."""
+    oldest = getattr(outbox, "oldest_pending", None)
+    if oldest is None:  # a store without it
+        return None
+    try:
+        created = oldest()
+    except Exception:  # unreachable: readiness reports it
+        return None
+    return 0.0 if created is None else max(0.0, outbox.clock() - created)
 
 
 __all__ = ["WebhookSenderWorker", "CycleResult", "DeliveryResult", "encode_body", "CANCELLED", "STOPPED"]
