@@ -12,6 +12,7 @@ after it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -81,6 +82,8 @@ class OpsServer:
                                         name="syncworkers-ops", daemon=True)
         self._thread.start()
         logger.info("serving /metrics, /livez and /readyz on %s", self.url)
+        if importlib.util.find_spec("prometheus_client") is None:
+            logger.warning("/metrics answers 503: pip install 'syncworkers[prometheus]' for Prometheus metrics")
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
