@@ -453,9 +453,11 @@ def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
 
     try:
         dispatcher.flush(None, _Until(done))
+        summary = outcomes()
+        progress.show(sum(summary.values()))  # the loop may end without asking done() again
     finally:
         progress.close()
-    return {**outcomes(), "timed_out": state["timed_out"] or dispatcher.in_flight > 0}
+    return {**summary, "timed_out": state["timed_out"] or dispatcher.in_flight > 0}
 
 
 @outbox.command()

@@ -120,3 +120,32 @@ def test_replay_ids_from_an_empty_file_is_a_usage_error(tmp_path):
     empty.write_text("\n")
     result = CliRunner().invoke(cli, ["outbox", "replay", "--path", path, "--ids-from", str(empty)])
     assert result.exit_code == 2 and "no ids in it" in result.output
+
+
+def test_deliver_shows_progress_on_a_terminal_and_only_its_summary_when_piped(server, tmp_path):
+    server.route("POST", "/ok", status=200)
+    path = str(tmp_path / "outbox.db")
+    with Outbox(path) as box:
+        for n in range(40):
+            box.add(f"ok-{n}", server.url("/ok"), b"{}")
+    args = ["outbox", "deliver", "--path", path]
+    code, stdout, shown = _run_with_stderr_on_a_terminal(args, "")
+    assert (code, stdout.strip()) == (0, "delivered 40, retry scheduled 0, postponed 0, dead 0; 0 pending")
+    assert "delivering" in shown and "40/40" in shown
+    with Outbox(path) as box:
+        box.add("one-more", server.url("/ok"), b"{}")
+    piped = subprocess.run([sys.executable, "-c", "from syncworkers.cli import main; main()", *args],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (piped.returncode, piped.stderr) == (0, "")
+    assert piped.stdout == "delivered 1, retry scheduled 0, postponed 0, dead 0; 0 pending\n"
+
+
+def test_deliver_that_times_out_with_deliveries_due_exits_1_and_leaves_them_pending(server, tmp_path):
+    server.route("POST", "/ok", status=200)
+    path = str(tmp_path / "outbox.db")
+    with Outbox(path) as box:
+        box.add("ok", server.url("/ok"), b"{}")
+    result = CliRunner().invoke(cli, ["outbox", "deliver", "--path", path, "--timeout", "0"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("delivered 0, retry scheduled 0, postponed 0, dead 0; 1 pending")
+    assert states(path) == {"ok": PENDING} and server.calls("/ok") == []
