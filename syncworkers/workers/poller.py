@@ -192,7 +192,7 @@ class PollerWorker(HTTPWorker):
     def _poll(self) -> PollOutcome:
         started = time.monotonic()
         outcome = self._poll_cycle()
-        events.poll(self.name, outcome.ok, outcome.status, outcome.error, time.monotonic() - started)
+        events.poll(self.name, outcome.ok, outcome.status_code, outcome.error, time.monotonic() - started)
         return outcome
 
     def _poll_cycle(self) -> PollOutcome:
