@@ -14,7 +14,6 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import math
 import os
 import random
 import signal
@@ -26,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequ
 
 from .exceptions import ConfigError, WorkerError
 from .signals import StopSignal
+from .schedule import Schedule, check_interval, check_jitter, stagger_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ MAX_TIMER_WAIT = 60.0
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:
@@ -71,13 +67,12 @@ class PeriodicJob:
 
     def __post_init__(self) -> None:
         _check_job(self)
-        if not _is_number(self.interval) or self.interval <= 0:
-            raise ConfigError(f"job {self.name!r}: interval must be a number > 0, got {self.interval!r}",
-                              {"interval": "must be a number > 0"})
-        if not _is_number(self.jitter) or not 0 <= self.jitter < self.interval:
-            raise ConfigError(f"job {self.name!r}: jitter must be >= 0 and smaller than interval "
-                              f"({self.interval!r}), got {self.jitter!r}",
-                              {"jitter": "must be >= 0 and smaller than interval"})
+        for field, check in (("interval", lambda: check_interval(self.interval)),
+                             ("jitter", lambda: check_jitter(self.jitter, self.interval))):
+            try:
+                check()
+            except ValueError as exc:
+                raise ConfigError(f"job {self.name!r}: {exc}", {field: str(exc)}) from None
         for hook in ("on_skip", "on_error"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
@@ -108,61 +103,6 @@ class Worker(Protocol):
     def startup(self) -> None: ...
 
     def shutdown(self) -> None: ...
-
-
-class Schedule:
-    """The fixed-rate grid of one periodic job; time only comes in as ``now``.
-
-    Tick n is due at ``start + offset + n*interval`` plus a jitter delay drawn
-    once per tick from ``[0, jitter)``: jitter moves a tick, never the grid, so
-    neither jitter nor the time a tick takes accumulates. :meth:`due` coalesces:
-    however many grid points went by, the job fires at most once.
-    """
-
-    def __init__(self, interval: float, start: float, *, offset: float = 0.0, jitter: float = 0.0,
-                 rand: Callable[[], float] = random.random):
-        if not _is_number(interval) or interval <= 0:
-            raise ConfigError(f"interval must be a number > 0, got {interval!r}")
-        self.interval = interval
-        self.anchor = start + offset
-        self.jitter = jitter
-        self._rand = rand
-        self.index = 0  # grid point of the next tick
-        self.delay = self._draw()
-
-    def _draw(self) -> float:
-        return self.jitter * self._rand() if self.jitter else 0.0
-
-    def grid(self, n: int) -> float:
-        """When grid point *n* falls, before jitter."""
-        return self.anchor + n * self.interval
-
-    @property
-    def next_due(self) -> float:
-        """When the next tick is due, jitter included."""
-        return self.grid(self.index) + self.delay
-
-    def due(self, now: float, busy: bool = False) -> Tuple[bool, int]:
-        """Move past every tick due by *now*; return ``(fire, skipped)``.
-
-        ``fire`` is True when a tick is due and the job is not *busy* (its last
-        tick still running or queued). ``skipped`` counts the due ticks that
-        will never run: all of them when busy, all but the one fired otherwise.
-        """
-        if now < self.next_due:
-            return False, 0
-        passed = max(1, math.floor((now - self.grid(self.index)) / self.interval) + 1)
-        while self.grid(self.index + passed) <= now:  # the division may round down
-            passed += 1
-        self.index += passed
-        self.delay = self._draw()
-        return (False, passed) if busy else (True, passed - 1)
-
-
-def stagger_offsets(intervals: Sequence[float]) -> List[float]:
-    """First-tick offsets spreading N jobs: job i of N starts i/N of its own interval late."""
-    count = len(intervals)
-    return [interval * i / count for i, interval in enumerate(intervals)]
 
 
 @dataclass(eq=False)
