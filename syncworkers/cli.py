@@ -136,9 +136,12 @@ def cli() -> None:
 @click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
 @click.option("--stagger/--no-stagger", default=False, show_default=True,
               help="Spread the pollers' first ticks across their interval (default: every first poll at once).")
+@click.option("--coordination", metavar="URL", default=None, envvar="SYNCWORKERS_COORDINATION_URL",
+              show_envvar=True, help="redis://, rediss:// or postgresql:// URL: each tick of each poller "
+                                     "runs in one process among all those running the same workers.")
 @_log_options
-def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool, log_level: str,
-        log_format: str, env_file: Optional[str]) -> None:
+def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
+        coordination: Optional[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
     """Run workers until SIGINT/SIGTERM (exit 0), or one cycle each with --once."""
     _setup(log_level, log_format, env_file)
     workers = build_workers(targets)
@@ -156,7 +159,7 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
         return
     from .runner import Runner
 
-    Runner(workers, max_workers=max_workers, stagger=stagger, name="cli").run()
+    Runner(workers, max_workers=max_workers, stagger=stagger, name="cli", coordination=coordination).run()
     for worker in workers:
         worker.client.close()
 

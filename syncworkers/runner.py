@@ -23,9 +23,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
+from .coordination import TickClaims, TickGate, open_coordination
 from .exceptions import ConfigError, WorkerError
 from .signals import StopSignal
-from .schedule import Schedule, check_interval, check_jitter, stagger_offsets
+from .schedule import Schedule, check_interval, check_jitter, name_offset, stagger_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ MAX_TIMER_WAIT = 60.0
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
+#: The environment variable Runner(coordination=None) reads: a redis:// or postgresql:// URL.
+COORDINATION_ENV = "SYNCWORKERS_COORDINATION_URL"
 
 
 def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:
@@ -56,6 +59,9 @@ class PeriodicJob:
     and reported to ``on_skip(count)``; an exception escaping ``func`` goes to
     ``on_error(exc)`` (or is logged when it is None) and the job lives on.
     ``jitter`` delays each tick by up to that many seconds without moving the grid.
+    With a coordinated Runner, ``name`` is the job's identity cluster-wide and a
+    tick not run here is reported to ``on_unclaimed(elsewhere)``: True when
+    another process claimed it, False when the coordination backend could not be asked.
     """
 
     name: str
@@ -64,6 +70,7 @@ class PeriodicJob:
     jitter: float = 0.0
     on_skip: Optional[Callable[[int], None]] = None
     on_error: Optional[Callable[[BaseException], None]] = None
+    on_unclaimed: Optional[Callable[[bool], None]] = None
 
     def __post_init__(self) -> None:
         _check_job(self)
@@ -73,7 +80,7 @@ class PeriodicJob:
                 check()
             except ValueError as exc:
                 raise ConfigError(f"job {self.name!r}: {exc}", {field: str(exc)}) from None
-        for hook in ("on_skip", "on_error"):
+        for hook in ("on_skip", "on_error", "on_unclaimed"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
                                   f"got {getattr(self, hook)!r}", {hook: "must be callable or None"})
@@ -115,6 +122,9 @@ class _Entry:
     fired: int = 0
     skipped: int = 0
     errors: int = 0
+    here: int = 0  # ticks whose func ran in this process
+    elsewhere: int = 0  # coordinated ticks another process claimed
+    unclaimed: int = 0  # coordinated ticks skipped: the backend could not be asked
 
 
 @dataclass(eq=False)
@@ -123,6 +133,24 @@ class _Loop:
     job: LoopJob
     thread: Optional[threading.Thread] = None
     errors: int = 0
+
+
+def _open_gate(coordination: Union[str, TickClaims, None]) -> Optional[TickGate]:
+    """The Runner's coordination: from the argument, else the environment; None for neither."""
+    if coordination is None:
+        url = os.environ.get(COORDINATION_ENV, "").strip()
+        if not url:
+            return None
+        try:
+            return TickGate(open_coordination(url), owned=True)
+        except ConfigError as exc:
+            raise ConfigError(f"{COORDINATION_ENV}: {exc}", {COORDINATION_ENV: str(exc)}) from None
+    if isinstance(coordination, str):
+        return TickGate(open_coordination(coordination), owned=True)
+    if not callable(getattr(coordination, "claim", None)) or not callable(getattr(coordination, "close", None)):
+        raise ConfigError(f"coordination must be a URL or a TickClaims (claim() and close()), "
+                          f"got {type(coordination).__name__}", {"coordination": "must be a URL or a TickClaims"})
+    return TickGate(coordination, owned=False)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -138,13 +166,24 @@ class Runner:
     Periodic jobs run on the pool, never two ticks of one job at once and at
     most one queued per job; loop jobs run on their own threads. The runner
     is not restartable: start() once, stop() any number of times.
+
+    *coordination* (a ``redis://``/``rediss://``/``postgresql://`` URL or a
+    :class:`~syncworkers.coordination.TickClaims`; None reads
+    ``SYNCWORKERS_COORDINATION_URL``) makes each tick of each periodic job run
+    in one process among all those running the same jobs: ticks sit on a grid
+    anchored at the Unix epoch (*wall_clock*), shifted by an offset derived
+    from the job's name with *stagger*, and each is claimed before it runs. A
+    client opened from a URL is the Runner's and is closed by stop(); a
+    TickClaims object passed in stays the caller's to close.
     """
 
     #: Seconds before a loop job whose function raised is called again.
     loop_restart_delay: float = LOOP_RESTART_DELAY
 
-    def __init__(self, workers: Iterable = (), max_workers: Optional[int] = None, stagger: bool = False,
-                 clock: Callable[[], float] = time.monotonic, name: str = "runner"):
+    def __init__(self, workers: Iterable[Any] = (), max_workers: Optional[int] = None, stagger: bool = False,
+                 clock: Callable[[], float] = time.monotonic, name: str = "runner",
+                 coordination: Union[str, TickClaims, None] = None,
+                 wall_clock: Callable[[], float] = time.time):
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
@@ -153,8 +192,11 @@ class Runner:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}",
                               {"name": "must be a non-empty string"})
-        if not callable(clock):
-            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        for arg, value in (("clock", clock), ("wall_clock", wall_clock)):
+            if not callable(value):
+                raise ConfigError(f"{arg} must be callable, got {value!r}", {arg: "must be callable"})
+        self._gate = _open_gate(coordination)
+        self._wall_clock = wall_clock
         self.name = name
         self.max_workers = max_workers
         self.stagger = bool(stagger)
@@ -230,6 +272,7 @@ class Runner:
                 self._state = _STOPPED
                 self.stop_event.set()
                 self._shutdown_workers()
+                self._close_gate()
                 raise
             self._pool = ThreadPoolExecutor(self.max_workers,
                                             thread_name_prefix=f"syncworkers-pool-{self.name}")
@@ -260,6 +303,7 @@ class Runner:
             self.stop_event.set()
             self._wake.set()
         if never_started:
+            self._close_gate()
             return True
         current = threading.current_thread()
         timer, pool = self._timer, self._pool
@@ -284,6 +328,7 @@ class Runner:
             logger.warning("runner %r: stop() timed out; still running: %d tick(s), threads %s",
                            self.name, len(pending), alive)
         self._shutdown_workers()
+        self._close_gate()
         if ended and own is None and pool is not None:
             pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
         return ended
@@ -337,7 +382,8 @@ class Runner:
             jobs: Dict[str, Dict[str, Any]] = {
                 e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
                         "skipped": e.skipped, "errors": e.errors, "busy": e.busy,
-                        "next_due": e.schedule.next_due}
+                        "next_due": e.schedule.next_due, "ticks_here": e.here,
+                        "ticks_elsewhere": e.elsewhere, "ticks_unclaimed": e.unclaimed}
                 for e in self._entries}
             for loop in self._loops:
                 jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
@@ -355,6 +401,13 @@ class Runner:
                         "loops": sum(job["alive"] for job in jobs.values() if job["kind"] == "loop")},
             "jobs": jobs,
         }
+
+    def health(self) -> Dict[str, Any]:
+        """:attr:`stats` plus ``coordination``: the backend, whether it answers, and the
+        ticks run here, run elsewhere and skipped unclaimed (None without coordination)."""
+        report = self.stats
+        report["coordination"] = None if self._gate is None else self._gate.health()
+        return report
 
     # -- internals ----------------------------------------------------------
 
@@ -399,12 +452,19 @@ class Runner:
         offsets = [0.0] * len(periodic)
         if self.stagger:  # spread among the jobs scheduled together: all at start(), a worker's on add()
             offsets = stagger_offsets([job.interval for job in periodic])
-        loops = []
+        wall_now = self._wall_clock()
+        loops: List[_Loop] = []
         with self._lock:
             for job, offset in zip(periodic, offsets):
-                schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
-                                    rand=self._random.random)
-                entry = _Entry(self._unique_key(job.name), job, schedule)
+                key = self._unique_key(job.name)
+                if self._gate is None:
+                    schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
+                                        rand=self._random.random)
+                else:  # every process must agree on tick n: the grid and offset come from time and name
+                    offset = name_offset(key, job.interval) if self.stagger else 0.0
+                    schedule = Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset,
+                                                      jitter=job.jitter, rand=self._random.random)
+                entry = _Entry(key, job, schedule)
                 self._entries.append(entry)
                 heapq.heappush(self._heap, (schedule.next_due, next(self._seq), entry))
             for job in jobs:
@@ -453,18 +513,21 @@ class Runner:
 
     def _submit(self, entry: _Entry) -> None:
         try:
-            entry.future = self._pool.submit(self._run_tick, entry)
+            entry.future = self._pool.submit(self._run_tick, entry, entry.schedule.tick)
         except RuntimeError:  # stop() shut the pool while this timer was still firing
             return
         entry.busy = True
         entry.fired += 1
 
-    def _run_tick(self, entry: _Entry) -> None:
+    def _run_tick(self, entry: _Entry, tick: int) -> None:
         self._local.entry = entry  # lets stop() called from this tick skip waiting for it
         try:
             with self._lock:
                 self._pool_threads.add(threading.current_thread())
-            if not self.stop_event.is_set():  # queued before stop() and not cancelled in time
+            # Not after stop(): queued before it and not cancelled in time.
+            if not self.stop_event.is_set() and self._claimed(entry, tick):
+                with self._lock:
+                    entry.here += 1
                 entry.job.func()
         except BaseException as exc:
             with self._lock:
@@ -480,6 +543,32 @@ class Runner:
             self._local.entry = None
             with self._lock:
                 entry.busy = False
+
+    def _claimed(self, entry: _Entry, tick: int) -> bool:
+        """True if this process is to run *tick*: always without coordination, else if it got the claim."""
+        if self._gate is None:
+            return True
+        verdict = self._gate.admit(entry.key, tick, entry.job.interval)
+        if verdict:
+            return True
+        with self._lock:
+            if verdict is None:
+                entry.unclaimed += 1
+            else:
+                entry.elsewhere += 1
+        if entry.job.on_unclaimed is not None:
+            try:
+                entry.job.on_unclaimed(verdict is False)
+            except Exception:
+                logger.exception("job %r: on_unclaimed raised", entry.key)
+        return False
+
+    def _close_gate(self) -> None:
+        if self._gate is not None:
+            try:
+                self._gate.close()
+            except Exception:
+                logger.exception("runner %r: closing the coordination client raised", self.name)
 
     def _run_loop(self, loop: _Loop) -> None:
         while not self.stop_event.is_set():
@@ -499,6 +588,7 @@ class Runner:
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "COORDINATION_ENV",
     "LOOP_RESTART_DELAY",
     "MAX_TIMER_WAIT",
     "SIGNAL_POLL_INTERVAL",
