@@ -193,7 +193,7 @@ class PostgresTickClaims:
             except psycopg.Error as exc:
                 self._drop()
                 raise CoordinationError(f"PostgreSQL {self._label}: {type(exc).__name__}: {exc}") from exc
-            return claimed
+            return bool(claimed)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

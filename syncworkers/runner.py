@@ -20,8 +20,8 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Set, Tuple, Union
 
 from .coordination import TickClaims, TickGate, open_coordination
 from .exceptions import ConfigError, WorkerError
@@ -74,12 +74,14 @@ class PeriodicJob:
 
     def __post_init__(self) -> None:
         _check_job(self)
-        for field, check in (("interval", lambda: check_interval(self.interval)),
-                             ("jitter", lambda: check_jitter(self.jitter, self.interval))):
-            try:
-                check()
-            except ValueError as exc:
-                raise ConfigError(f"job {self.name!r}: {exc}", {field: str(exc)}) from None
+        try:
+            check_interval(self.interval)
+        except ValueError as exc:
+            raise ConfigError(f"job {self.name!r}: {exc}", {"interval": str(exc)}) from None
+        try:
+            check_jitter(self.jitter, self.interval)
+        except ValueError as exc:
+            raise ConfigError(f"job {self.name!r}: {exc}", {"jitter": str(exc)}) from None
         for hook in ("on_skip", "on_error", "on_unclaimed"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
@@ -118,7 +120,7 @@ class _Entry:
     job: PeriodicJob
     schedule: Schedule
     busy: bool = False  # a tick is queued or running: the next one due is skipped
-    future: Optional[Future] = None
+    future: Optional["Future[None]"] = None
     fired: int = 0
     skipped: int = 0
     errors: int = 0
@@ -131,7 +133,7 @@ class _Entry:
 class _Loop:
     key: str
     job: LoopJob
-    thread: Optional[threading.Thread] = None
+    thread: threading.Thread = field(init=False)
     errors: int = 0
 
 
@@ -215,11 +217,11 @@ class Runner:
         self._workers_shut = False
         self._entries: List[_Entry] = []
         self._loops: List[_Loop] = []
-        self._keys: set = set()
+        self._keys: Set[str] = set()
         self._heap: List[Tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._pool_threads: set = set()
+        self._pool_threads: Set[threading.Thread] = set()
         self._timer: Optional[threading.Thread] = None
         self._signalled: Optional[int] = None
         self._stopped_first = False  # stop() came before start(): run() then returns at once
@@ -349,9 +351,9 @@ class Runner:
                 return
         previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._on_signal)
         poll = SIGNAL_POLL_INTERVAL if previous else MAX_TIMER_WAIT
         try:
             self.start()
@@ -467,9 +469,9 @@ class Runner:
                 entry = _Entry(key, job, schedule)
                 self._entries.append(entry)
                 heapq.heappush(self._heap, (schedule.next_due, next(self._seq), entry))
-            for job in jobs:
-                if isinstance(job, LoopJob):
-                    loop = _Loop(self._unique_key(job.name), job)
+            for loop_job in jobs:
+                if isinstance(loop_job, LoopJob):
+                    loop = _Loop(self._unique_key(loop_job.name), loop_job)
                     loop.thread = threading.Thread(target=self._run_loop, args=(loop,),
                                                    name=f"syncworkers-loop-{loop.key}", daemon=True)
                     loops.append(loop)
@@ -512,6 +514,7 @@ class Runner:
         return min(MAX_TIMER_WAIT, max(0.0, next_due - self._clock()))
 
     def _submit(self, entry: _Entry) -> None:
+        assert self._pool is not None  # created by start() before the timer runs
         try:
             entry.future = self._pool.submit(self._run_tick, entry, entry.schedule.tick)
         except RuntimeError:  # stop() shut the pool while this timer was still firing
