@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from .exceptions import ConfigError, SyncWorkersError, safe_url
@@ -47,6 +47,8 @@ REDIS_KEY_PREFIX = "syncworkers:tick:"
 POSTGRES_TABLE = "syncworkers_tick_claims"
 #: Seconds between two prunings of expired PostgreSQL claims by one process.
 PRUNE_INTERVAL = 60.0
+#: The environment variable read when a Runner is given no coordination: a redis:// or postgresql:// URL.
+COORDINATION_ENV = "SYNCWORKERS_COORDINATION_URL"
 #: The URL schemes :func:`open_coordination` knows.
 SCHEMES = ("redis", "rediss", "postgresql", "postgres")
 
@@ -288,10 +290,29 @@ def open_coordination(url: str) -> TickClaims:
                       f"got {safe_url(url)!r}", {"coordination": "unknown scheme"})
 
 
+def open_gate(coordination: Union[str, TickClaims, None]) -> Optional[TickGate]:
+    """The Runner's gate: from a URL, a TickClaims, else the environment; None for none of them."""
+    if coordination is None:
+        url = os.environ.get(COORDINATION_ENV, "").strip()
+        if not url:
+            return None
+        try:
+            return TickGate(open_coordination(url), owned=True)
+        except ConfigError as exc:
+            raise ConfigError(f"{COORDINATION_ENV}: {exc}", {COORDINATION_ENV: str(exc)}) from None
+    if isinstance(coordination, str):
+        return TickGate(open_coordination(coordination), owned=True)
+    if not callable(getattr(coordination, "claim", None)) or not callable(getattr(coordination, "close", None)):
+        raise ConfigError(f"coordination must be a URL or a TickClaims (claim() and close()), "
+                          f"got {type(coordination).__name__}", {"coordination": "must be a URL or a TickClaims"})
+    return TickGate(coordination, owned=False)
+
+
 __all__ = [
     "BACKEND_TIMEOUT",
     "DEFAULT_CLAIM_TTL",
     "CLAIM_TTL_INTERVALS",
+    "COORDINATION_ENV",
     "MIN_CLAIM_TTL",
     "CoordinationError",
     "PostgresTickClaims",
@@ -300,5 +321,6 @@ __all__ = [
     "TickGate",
     "claim_ttl",
     "open_coordination",
+    "open_gate",
     "owner_id",
 ]

@@ -3,9 +3,10 @@
 Modelled on APScheduler 3's BlockingScheduler: the timer sleeps in
 ``Event.wait(seconds_to_next_due)`` and :meth:`Runner.wakeup` makes it read the
 schedule again. Scheduling is fixed-rate on an injected monotonic clock; the
-pure part, :class:`Schedule`, takes ``now`` as an argument and is tested
-without threads. Threads do not grow with the number of periodic jobs: one
-timer, at most ``max_workers`` pool threads, plus one thread per loop job.
+pure part (schedule.py) takes ``now`` as an argument and is tested without
+threads. Threads do not grow with the number of periodic jobs: one timer, at
+most ``max_workers`` pool threads, plus one thread per loop job. With
+coordination (coordination.py), a pool thread claims each tick before running it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from .coordination import TickClaims, TickGate, open_coordination
+from .coordination import COORDINATION_ENV, TickClaims, open_gate
 from .exceptions import ConfigError, WorkerError
+from .jobs import Job, LoopJob, PeriodicJob, Worker
+from .schedule import Schedule, name_offset, stagger_offsets
 from .signals import StopSignal
-from .schedule import Schedule, check_interval, check_jitter, name_offset, stagger_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -38,80 +40,6 @@ MAX_TIMER_WAIT = 60.0
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
-#: The environment variable Runner(coordination=None) reads: a redis:// or postgresql:// URL.
-COORDINATION_ENV = "SYNCWORKERS_COORDINATION_URL"
-
-
-def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:
-    if not isinstance(job.name, str) or not job.name:
-        raise ConfigError(f"job name must be a non-empty string, got {job.name!r}",
-                          {"name": "must be a non-empty string"})
-    if not callable(job.func):
-        raise ConfigError(f"job {job.name!r}: func must be callable, got {job.func!r}",
-                          {"func": "must be callable"})
-
-
-@dataclass
-class PeriodicJob:
-    """A tick of work run on the pool every ``interval`` seconds, fixed-rate.
-
-    A tick due while the previous one is still running or queued is skipped
-    and reported to ``on_skip(count)``; an exception escaping ``func`` goes to
-    ``on_error(exc)`` (or is logged when it is None) and the job lives on.
-    ``jitter`` delays each tick by up to that many seconds without moving the grid.
-    With a coordinated Runner, ``name`` is the job's identity cluster-wide and a
-    tick not run here is reported to ``on_unclaimed(elsewhere)``: True when
-    another process claimed it, False when the coordination backend could not be asked.
-    """
-
-    name: str
-    interval: float
-    func: Callable[[], Any]
-    jitter: float = 0.0
-    on_skip: Optional[Callable[[int], None]] = None
-    on_error: Optional[Callable[[BaseException], None]] = None
-    on_unclaimed: Optional[Callable[[bool], None]] = None
-
-    def __post_init__(self) -> None:
-        _check_job(self)
-        try:
-            check_interval(self.interval)
-        except ValueError as exc:
-            raise ConfigError(f"job {self.name!r}: {exc}", {"interval": str(exc)}) from None
-        try:
-            check_jitter(self.jitter, self.interval)
-        except ValueError as exc:
-            raise ConfigError(f"job {self.name!r}: {exc}", {"jitter": str(exc)}) from None
-        for hook in ("on_skip", "on_error", "on_unclaimed"):
-            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
-                raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
-                                  f"got {getattr(self, hook)!r}", {hook: "must be callable or None"})
-
-
-@dataclass
-class LoopJob:
-    """A long-running loop on its own thread ``syncworkers-loop-<name>``.
-
-    ``func(stop_event)`` must return once the event is set. If it raises, the
-    exception is logged and ``func`` is called again after
-    :data:`LOOP_RESTART_DELAY` seconds; if it returns, the job is over.
-    """
-
-    name: str
-    func: Callable[[threading.Event], Any]
-
-    def __post_init__(self) -> None:
-        _check_job(self)
-
-
-class Worker(Protocol):
-    """What :class:`Runner` accepts; a ``_bind_runner(runner)`` method is optional."""
-
-    def jobs(self) -> List[Union[PeriodicJob, LoopJob]]: ...
-
-    def startup(self) -> None: ...
-
-    def shutdown(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -135,24 +63,6 @@ class _Loop:
     job: LoopJob
     thread: threading.Thread = field(init=False)
     errors: int = 0
-
-
-def _open_gate(coordination: Union[str, TickClaims, None]) -> Optional[TickGate]:
-    """The Runner's coordination: from the argument, else the environment; None for neither."""
-    if coordination is None:
-        url = os.environ.get(COORDINATION_ENV, "").strip()
-        if not url:
-            return None
-        try:
-            return TickGate(open_coordination(url), owned=True)
-        except ConfigError as exc:
-            raise ConfigError(f"{COORDINATION_ENV}: {exc}", {COORDINATION_ENV: str(exc)}) from None
-    if isinstance(coordination, str):
-        return TickGate(open_coordination(coordination), owned=True)
-    if not callable(getattr(coordination, "claim", None)) or not callable(getattr(coordination, "close", None)):
-        raise ConfigError(f"coordination must be a URL or a TickClaims (claim() and close()), "
-                          f"got {type(coordination).__name__}", {"coordination": "must be a URL or a TickClaims"})
-    return TickGate(coordination, owned=False)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -197,7 +107,7 @@ class Runner:
         for arg, value in (("clock", clock), ("wall_clock", wall_clock)):
             if not callable(value):
                 raise ConfigError(f"{arg} must be callable, got {value!r}", {arg: "must be callable"})
-        self._gate = _open_gate(coordination)
+        self._gate = open_gate(coordination)
         self._wall_clock = wall_clock
         self.name = name
         self.max_workers = max_workers
@@ -264,7 +174,7 @@ class Runner:
                 done = "was stopped" if self._stopped_first else "was already started"
                 raise WorkerError(f"runner {self.name!r} {done}: a Runner runs once")
             self._state = _STARTING
-            jobs: List[Union[PeriodicJob, LoopJob]] = []
+            jobs: List[Job] = []
             try:
                 index = 0
                 while index < len(self._workers):  # a startup() may add() more workers
@@ -416,7 +326,7 @@ class Runner:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = signum
 
-    def _start_worker(self, worker: Any) -> List[Union[PeriodicJob, LoopJob]]:
+    def _start_worker(self, worker: Any) -> List[Job]:
         bind = getattr(worker, "_bind_runner", None)
         if bind is not None:
             bind(self)
@@ -448,7 +358,7 @@ class Runner:
         self._keys.add(key)
         return key
 
-    def _schedule(self, jobs: List[Union[PeriodicJob, LoopJob]]) -> None:
+    def _schedule(self, jobs: List[Job]) -> None:
         now = self._clock()
         periodic = [job for job in jobs if isinstance(job, PeriodicJob)]
         offsets = [0.0] * len(periodic)

@@ -17,7 +17,6 @@ from syncworkers.coordination import (
     CoordinationError,
     PostgresTickClaims,
     RedisTickClaims,
-    TickGate,
     claim_ttl,
     open_coordination,
 )

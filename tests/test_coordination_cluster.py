@@ -15,8 +15,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from syncworkers.schedule import name_offset
 from syncworkers.workers.poller import default_name
 
