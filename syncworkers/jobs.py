@@ -34,6 +34,8 @@ class PeriodicJob:
     With a coordinated Runner, ``name`` is the job's identity cluster-wide and a
     tick not run here is reported to ``on_unclaimed(elsewhere)``: True when
     another process claimed it, False when the coordination backend could not be asked.
+    ``coordinated=False`` keeps a job out of coordination (work every process
+    must do for itself, on its own start-anchored grid).
     """
 
     name: str
@@ -43,6 +45,7 @@ class PeriodicJob:
     on_skip: Optional[Callable[[int], None]] = None
     on_error: Optional[Callable[[BaseException], None]] = None
     on_unclaimed: Optional[Callable[[bool], None]] = None
+    coordinated: bool = True
 
     def __post_init__(self) -> None:
         _check_job(self)

@@ -193,6 +193,8 @@ class Runner:
             self._state = _RUNNING
             self._schedule(jobs)
             self._timer.start()
+        if self._gate is not None:
+            logger.info("runner %r: each tick claimed on %r", self.name, self._gate.claims)
         return self
 
     def stop(self, timeout: Optional[float] = None) -> bool:
@@ -369,7 +371,7 @@ class Runner:
         with self._lock:
             for job, offset in zip(periodic, offsets):
                 key = self._unique_key(job.name)
-                if self._gate is None:
+                if self._gate is None or not job.coordinated:
                     schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
                                         rand=self._random.random)
                 else:  # every process must agree on tick n: the grid and offset come from time and name
@@ -459,7 +461,7 @@ class Runner:
 
     def _claimed(self, entry: _Entry, tick: int) -> bool:
         """True if this process is to run *tick*: always without coordination, else if it got the claim."""
-        if self._gate is None:
+        if self._gate is None or not entry.job.coordinated:
             return True
         verdict = self._gate.admit(entry.key, tick, entry.job.interval)
         if verdict:

@@ -339,6 +339,22 @@ def test_without_coordination_nothing_changes_the_first_tick_is_immediate():
     assert ran == [1]
 
 
+def test_a_job_kept_out_of_coordination_runs_in_every_process_at_once():
+    claims, t = MemoryClaims(), FakeTime(now=3.0)
+    ran = []
+    runners = [Runner([Worker(PeriodicJob("local", 10.0, lambda: ran.append(1), coordinated=False))],
+                      clock=t.mono, wall_clock=t.wall, coordination=claims, name=f"r{n}") for n in range(2)]
+    for runner in runners:
+        runner.start()
+    try:
+        for runner in runners:
+            settle(runner, "local", 1)  # immediate, as without coordination
+    finally:
+        for runner in runners:
+            runner.stop(5)
+    assert ran == [1, 1] and claims.claims == {}
+
+
 def test_coordination_must_be_a_url_or_tick_claims():
     with pytest.raises(ConfigError, match="TickClaims"):
         Runner([], coordination=object())
