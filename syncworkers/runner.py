@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 #: Longest the timer sleeps without reading the clock again (bounds the cost of a lost wakeup).
 MAX_TIMER_WAIT = 60.0
+#: Seconds the wall clock may step (against the monotonic one) before coordinated grids are placed again.
+CLOCK_STEP = 1.0
 #: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
@@ -55,6 +57,8 @@ class _Entry:
     here: int = 0  # ticks whose func ran in this process
     elsewhere: int = 0  # coordinated ticks another process claimed
     unclaimed: int = 0  # coordinated ticks skipped: the backend could not be asked
+    offset: float = 0.0  # of the grid, in seconds
+    epoch: Optional[float] = None  # coordinated: monotonic minus Unix time when the grid was placed
 
 
 @dataclass(eq=False)
@@ -376,9 +380,10 @@ class Runner:
                                         rand=self._random.random)
                 else:  # every process must agree on tick n: the grid and offset come from time and name
                     offset = name_offset(key, job.interval) if self.stagger else 0.0
-                    schedule = Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset,
-                                                      jitter=job.jitter, rand=self._random.random)
-                entry = _Entry(key, job, schedule)
+                    schedule = self._epoch_schedule(job, offset, now, wall_now)
+                entry = _Entry(key, job, schedule, offset=offset)
+                if self._gate is not None and job.coordinated:
+                    entry.epoch = now - wall_now
                 self._entries.append(entry)
                 heapq.heappush(self._heap, (schedule.next_due, next(self._seq), entry))
             for loop_job in jobs:
@@ -399,13 +404,27 @@ class Runner:
                 return
             self._wake.wait(self._fire_due())
 
+    def _epoch_schedule(self, job: PeriodicJob, offset: float, now: float, wall_now: float) -> Schedule:
+        return Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset, jitter=job.jitter,
+                                      rand=self._random.random)
+
     def _fire_due(self) -> float:
         """Submit every tick due now; return the seconds until the next one is due."""
         now = self._clock()
+        wall_now = self._wall_clock() if self._gate is not None else 0.0
         skips = []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 _, _, entry = heapq.heappop(self._heap)
+                if entry.epoch is not None and abs(now - wall_now - entry.epoch) > CLOCK_STEP:
+                    # The wall clock stepped (NTP, a resumed VM): follow it, or this process
+                    # would number its ticks unlike the others.
+                    logger.warning("job %r: the wall clock stepped by %.1fs; placing its grid again",
+                                   entry.key, entry.epoch - (now - wall_now))
+                    entry.schedule = self._epoch_schedule(entry.job, entry.offset, now, wall_now)
+                    entry.epoch = now - wall_now
+                    heapq.heappush(self._heap, (entry.schedule.next_due, next(self._seq), entry))
+                    continue
                 fire, skipped = entry.schedule.due(now, busy=entry.busy)
                 if fire:
                     self._submit(entry)
@@ -503,6 +522,7 @@ class Runner:
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "CLOCK_STEP",
     "COORDINATION_ENV",
     "LOOP_RESTART_DELAY",
     "MAX_TIMER_WAIT",

@@ -339,6 +339,25 @@ def test_without_coordination_nothing_changes_the_first_tick_is_immediate():
     assert ran == [1]
 
 
+def test_a_wall_clock_step_moves_the_grid_so_tick_numbers_follow_unix_time(caplog):
+    claims, t = MemoryClaims(), FakeTime(now=5.0)  # Unix time 1_000_005
+    with Runner([Worker(PeriodicJob("sync", 10.0, lambda: None))], clock=t.mono, wall_clock=t.wall,
+                coordination=claims) as runner:
+        t.now = 10.0
+        runner.wakeup()
+        settle(runner, "sync", 1)
+        assert list(claims.claims) == [("sync", 100_001)]
+        t.EPOCH_GAP += 95.0  # NTP steps the wall clock: Unix time is now 1_000_105 at monotonic 10
+        t.now = 20.0  # the old grid's next point: Unix time 1_000_115 on the stepped clock
+        runner.wakeup()
+        assert wait_for(lambda: runner.stats["jobs"]["sync"]["next_due"] == pytest.approx(25.0))
+        t.now = 25.0  # Unix time 1_000_120: tick 100_012
+        runner.wakeup()
+        settle(runner, "sync", 2)
+    assert list(claims.claims) == [("sync", 100_001), ("sync", 100_012)]
+    assert any("stepped" in r.getMessage() for r in caplog.records)
+
+
 def test_a_job_kept_out_of_coordination_runs_in_every_process_at_once():
     claims, t = MemoryClaims(), FakeTime(now=3.0)
     ran = []
