@@ -137,14 +137,17 @@ def cli() -> None:
 @click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
 @click.option("--stagger/--no-stagger", default=False, show_default=True,
               help="Spread the pollers' first ticks across their interval (default: every first poll at once).")
+@click.option("--coordination", metavar="URL", default=None, envvar="SYNCWORKERS_COORDINATION_URL",
+              show_envvar=True, help="redis://, rediss:// or postgresql:// URL: each tick of each poller "
+                                     "runs in one process among all those running the same workers.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /livez and /readyz on this port (0: any free port, logged).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics port listens on (0.0.0.0: every interface).")
 @_log_options
 def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
-        metrics_port: Optional[int], metrics_host: str, log_level: str, log_format: str,
-        env_file: Optional[str]) -> None:
+        coordination: Optional[str], metrics_port: Optional[int], metrics_host: str, log_level: str,
+        log_format: str, env_file: Optional[str]) -> None:
     """Run workers until SIGINT/SIGTERM (exit 0), or one cycle each with --once."""
     _setup(log_level, log_format, env_file)
     if once and metrics_port is not None:
@@ -164,7 +167,7 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
         return
     from .runner import Runner
 
-    runner = Runner(workers, max_workers=max_workers, stagger=stagger, name="cli")
+    runner = Runner(workers, max_workers=max_workers, stagger=stagger, name="cli", coordination=coordination)
     ops = None
     if metrics_port is not None:
         from .ops_server import OpsServer

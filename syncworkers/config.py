@@ -20,6 +20,7 @@ from environs import Env, EnvError
 from . import validators as v
 from .exceptions import ConfigError, UnknownOptionError
 from .logging import redact
+from .schedule import check_jitter
 
 # -- defaults ---------------------------------------------------------------
 
@@ -533,9 +534,7 @@ class PollerConfig(_Config):
     }
 
     def _validate(self) -> None:
-        if self.jitter and self.jitter >= self.interval:
-            raise ValueError(f"jitter must be smaller than interval, got jitter={self.jitter!r} "
-                             f"interval={self.interval!r}")
+        check_jitter(self.jitter, self.interval)
 
 
 @_config

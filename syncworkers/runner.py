@@ -3,9 +3,10 @@
 Modelled on APScheduler 3's BlockingScheduler: the timer sleeps in
 ``Event.wait(seconds_to_next_due)`` and :meth:`Runner.wakeup` makes it read the
 schedule again. Scheduling is fixed-rate on an injected monotonic clock; the
-pure part, :class:`Schedule`, takes ``now`` as an argument and is tested
-without threads. Threads do not grow with the number of periodic jobs: one
-timer, at most ``max_workers`` pool threads, plus one thread per loop job.
+pure part (schedule.py) takes ``now`` as an argument and is tested without
+threads. Threads do not grow with the number of periodic jobs: one timer, at
+most ``max_workers`` pool threads, plus one thread per loop job. With
+coordination (coordination.py), a pool thread claims each tick before running it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import math
 import os
 import random
 import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
+from .coordination import COORDINATION_ENV, TickClaims, open_gate
 from .exceptions import ConfigError, WorkerError
+from .jobs import Job, LoopJob, PeriodicJob, Worker
+from .schedule import Schedule, name_offset, stagger_offsets
 from .signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -33,136 +36,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 #: Longest the timer sleeps without reading the clock again (bounds the cost of a lost wakeup).
 MAX_TIMER_WAIT = 60.0
+#: Seconds the wall clock may step (against the monotonic one) before coordinated grids are placed again.
+CLOCK_STEP = 1.0
 #: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:
-    if not isinstance(job.name, str) or not job.name:
-        raise ConfigError(f"job name must be a non-empty string, got {job.name!r}",
-                          {"name": "must be a non-empty string"})
-    if not callable(job.func):
-        raise ConfigError(f"job {job.name!r}: func must be callable, got {job.func!r}",
-                          {"func": "must be callable"})
-
-
-@dataclass
-class PeriodicJob:
-    """A tick of work run on the pool every ``interval`` seconds, fixed-rate.
-
-    A tick due while the previous one is still running or queued is skipped
-    and reported to ``on_skip(count)``; an exception escaping ``func`` goes to
-    ``on_error(exc)`` (or is logged when it is None) and the job lives on.
-    ``jitter`` delays each tick by up to that many seconds without moving the grid.
-    """
-
-    name: str
-    interval: float
-    func: Callable[[], Any]
-    jitter: float = 0.0
-    on_skip: Optional[Callable[[int], None]] = None
-    on_error: Optional[Callable[[BaseException], None]] = None
-
-    def __post_init__(self) -> None:
-        _check_job(self)
-        if not _is_number(self.interval) or self.interval <= 0:
-            raise ConfigError(f"job {self.name!r}: interval must be a number > 0, got {self.interval!r}",
-                              {"interval": "must be a number > 0"})
-        if not _is_number(self.jitter) or not 0 <= self.jitter < self.interval:
-            raise ConfigError(f"job {self.name!r}: jitter must be >= 0 and smaller than interval "
-                              f"({self.interval!r}), got {self.jitter!r}",
-                              {"jitter": "must be >= 0 and smaller than interval"})
-        for hook in ("on_skip", "on_error"):
-            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
-                raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "
-                                  f"got {getattr(self, hook)!r}", {hook: "must be callable or None"})
-
-
-@dataclass
-class LoopJob:
-    """A long-running loop on its own thread ``syncworkers-loop-<name>``.
-
-    ``func(stop_event)`` must return once the event is set. If it raises, the
-    exception is logged and ``func`` is called again after
-    :data:`LOOP_RESTART_DELAY` seconds; if it returns, the job is over.
-    """
-
-    name: str
-    func: Callable[[threading.Event], Any]
-
-    def __post_init__(self) -> None:
-        _check_job(self)
-
-
-class Worker(Protocol):
-    """What :class:`Runner` accepts; a ``_bind_runner(runner)`` method is optional."""
-
-    def jobs(self) -> List[Union[PeriodicJob, LoopJob]]: ...
-
-    def startup(self) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
-class Schedule:
-    """The fixed-rate grid of one periodic job; time only comes in as ``now``.
-
-    Tick n is due at ``start + offset + n*interval`` plus a jitter delay drawn
-    once per tick from ``[0, jitter)``: jitter moves a tick, never the grid, so
-    neither jitter nor the time a tick takes accumulates. :meth:`due` coalesces:
-    however many grid points went by, the job fires at most once.
-    """
-
-    def __init__(self, interval: float, start: float, *, offset: float = 0.0, jitter: float = 0.0,
-                 rand: Callable[[], float] = random.random):
-        if not _is_number(interval) or interval <= 0:
-            raise ConfigError(f"interval must be a number > 0, got {interval!r}")
-        self.interval = interval
-        self.anchor = start + offset
-        self.jitter = jitter
-        self._rand = rand
-        self.index = 0  # grid point of the next tick
-        self.delay = self._draw()
-
-    def _draw(self) -> float:
-        return self.jitter * self._rand() if self.jitter else 0.0
-
-    def grid(self, n: int) -> float:
-        """When grid point *n* falls, before jitter."""
-        return self.anchor + n * self.interval
-
-    @property
-    def next_due(self) -> float:
-        """When the next tick is due, jitter included."""
-        return self.grid(self.index) + self.delay
-
-    def due(self, now: float, busy: bool = False) -> Tuple[bool, int]:
-        """Move past every tick due by *now*; return ``(fire, skipped)``.
-
-        ``fire`` is True when a tick is due and the job is not *busy* (its last
-        tick still running or queued). ``skipped`` counts the due ticks that
-        will never run: all of them when busy, all but the one fired otherwise.
-        """
-        if now < self.next_due:
-            return False, 0
-        passed = max(1, math.floor((now - self.grid(self.index)) / self.interval) + 1)
-        while self.grid(self.index + passed) <= now:  # the division may round down
-            passed += 1
-        self.index += passed
-        self.delay = self._draw()
-        return (False, passed) if busy else (True, passed - 1)
-
-
-def stagger_offsets(intervals: Sequence[float]) -> List[float]:
-    """First-tick offsets spreading N jobs: job i of N starts i/N of its own interval late."""
-    count = len(intervals)
-    return [interval * i / count for i, interval in enumerate(intervals)]
 
 
 @dataclass(eq=False)
@@ -171,17 +50,22 @@ class _Entry:
     job: PeriodicJob
     schedule: Schedule
     busy: bool = False  # a tick is queued or running: the next one due is skipped
-    future: Optional[Future] = None
+    future: Optional["Future[None]"] = None
     fired: int = 0
     skipped: int = 0
     errors: int = 0
+    here: int = 0  # ticks whose func ran in this process
+    elsewhere: int = 0  # coordinated ticks another process claimed
+    unclaimed: int = 0  # coordinated ticks skipped: the backend could not be asked
+    offset: float = 0.0  # of the grid, in seconds
+    epoch: Optional[float] = None  # coordinated: monotonic minus Unix time when the grid was placed
 
 
 @dataclass(eq=False)
 class _Loop:
     key: str
     job: LoopJob
-    thread: Optional[threading.Thread] = None
+    thread: threading.Thread = field(init=False)
     errors: int = 0
 
 
@@ -198,13 +82,24 @@ class Runner:
     Periodic jobs run on the pool, never two ticks of one job at once and at
     most one queued per job; loop jobs run on their own threads. The runner
     is not restartable: start() once, stop() any number of times.
+
+    *coordination* (a ``redis://``/``rediss://``/``postgresql://`` URL or a
+    :class:`~syncworkers.coordination.TickClaims`; None reads
+    ``SYNCWORKERS_COORDINATION_URL``) makes each tick of each periodic job run
+    in one process among all those running the same jobs: ticks sit on a grid
+    anchored at the Unix epoch (*wall_clock*), shifted by an offset derived
+    from the job's name with *stagger*, and each is claimed before it runs. A
+    client opened from a URL is the Runner's and is closed by stop(); a
+    TickClaims object passed in stays the caller's to close.
     """
 
     #: Seconds before a loop job whose function raised is called again.
     loop_restart_delay: float = LOOP_RESTART_DELAY
 
-    def __init__(self, workers: Iterable = (), max_workers: Optional[int] = None, stagger: bool = False,
-                 clock: Callable[[], float] = time.monotonic, name: str = "runner"):
+    def __init__(self, workers: Iterable[Any] = (), max_workers: Optional[int] = None, stagger: bool = False,
+                 clock: Callable[[], float] = time.monotonic, name: str = "runner",
+                 coordination: Union[str, TickClaims, None] = None,
+                 wall_clock: Callable[[], float] = time.time):
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
@@ -213,8 +108,11 @@ class Runner:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}",
                               {"name": "must be a non-empty string"})
-        if not callable(clock):
-            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        for arg, value in (("clock", clock), ("wall_clock", wall_clock)):
+            if not callable(value):
+                raise ConfigError(f"{arg} must be callable, got {value!r}", {arg: "must be callable"})
+        self._gate = open_gate(coordination)
+        self._wall_clock = wall_clock
         self.name = name
         self.max_workers = max_workers
         self.stagger = bool(stagger)
@@ -233,11 +131,11 @@ class Runner:
         self._workers_shut = False
         self._entries: List[_Entry] = []
         self._loops: List[_Loop] = []
-        self._keys: set = set()
+        self._keys: Set[str] = set()
         self._heap: List[Tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._pool_threads: set = set()
+        self._pool_threads: Set[threading.Thread] = set()
         self._timer: Optional[threading.Thread] = None
         self._signalled: Optional[int] = None
         self._stopped_first = False  # stop() came before start(): run() then returns at once
@@ -280,7 +178,7 @@ class Runner:
                 done = "was stopped" if self._stopped_first else "was already started"
                 raise WorkerError(f"runner {self.name!r} {done}: a Runner runs once")
             self._state = _STARTING
-            jobs: List[Union[PeriodicJob, LoopJob]] = []
+            jobs: List[Job] = []
             try:
                 index = 0
                 while index < len(self._workers):  # a startup() may add() more workers
@@ -290,6 +188,7 @@ class Runner:
                 self._state = _STOPPED
                 self.stop_event.set()
                 self._shutdown_workers()
+                self._close_gate()
                 raise
             self._pool = ThreadPoolExecutor(self.max_workers,
                                             thread_name_prefix=f"syncworkers-pool-{self.name}")
@@ -298,6 +197,8 @@ class Runner:
             self._state = _RUNNING
             self._schedule(jobs)
             self._timer.start()
+        if self._gate is not None:
+            logger.info("runner %r: each tick claimed on %r", self.name, self._gate.claims)
         return self
 
     def stop(self, timeout: Optional[float] = None) -> bool:
@@ -320,6 +221,7 @@ class Runner:
             self.stop_event.set()
             self._wake.set()
         if never_started:
+            self._close_gate()
             return True
         current = threading.current_thread()
         timer, pool = self._timer, self._pool
@@ -344,6 +246,7 @@ class Runner:
             logger.warning("runner %r: stop() timed out; still running: %d tick(s), threads %s",
                            self.name, len(pending), alive)
         self._shutdown_workers()
+        self._close_gate()
         if ended and own is None and pool is not None:
             pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
         return ended
@@ -364,9 +267,9 @@ class Runner:
                 return
         previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._on_signal)
         poll = SIGNAL_POLL_INTERVAL if previous else MAX_TIMER_WAIT
         try:
             self.start()
@@ -397,7 +300,8 @@ class Runner:
             jobs: Dict[str, Dict[str, Any]] = {
                 e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
                         "skipped": e.skipped, "errors": e.errors, "busy": e.busy,
-                        "next_due": e.schedule.next_due}
+                        "next_due": e.schedule.next_due, "ticks_here": e.here,
+                        "ticks_elsewhere": e.elsewhere, "ticks_unclaimed": e.unclaimed}
                 for e in self._entries}
             for loop in self._loops:
                 jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
@@ -416,12 +320,19 @@ class Runner:
             "jobs": jobs,
         }
 
+    def health(self) -> Dict[str, Any]:
+        """:attr:`stats` plus ``coordination``: the backend, whether it answers, and the
+        ticks run here, run elsewhere and skipped unclaimed (None without coordination)."""
+        report = self.stats
+        report["coordination"] = None if self._gate is None else self._gate.health()
+        return report
+
     # -- internals ----------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = signum
 
-    def _start_worker(self, worker: Any) -> List[Union[PeriodicJob, LoopJob]]:
+    def _start_worker(self, worker: Any) -> List[Job]:
         bind = getattr(worker, "_bind_runner", None)
         if bind is not None:
             bind(self)
@@ -453,23 +364,31 @@ class Runner:
         self._keys.add(key)
         return key
 
-    def _schedule(self, jobs: List[Union[PeriodicJob, LoopJob]]) -> None:
+    def _schedule(self, jobs: List[Job]) -> None:
         now = self._clock()
         periodic = [job for job in jobs if isinstance(job, PeriodicJob)]
         offsets = [0.0] * len(periodic)
         if self.stagger:  # spread among the jobs scheduled together: all at start(), a worker's on add()
             offsets = stagger_offsets([job.interval for job in periodic])
-        loops = []
+        wall_now = self._wall_clock()
+        loops: List[_Loop] = []
         with self._lock:
             for job, offset in zip(periodic, offsets):
-                schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
-                                    rand=self._random.random)
-                entry = _Entry(self._unique_key(job.name), job, schedule)
+                key = self._unique_key(job.name)
+                if self._gate is None or not job.coordinated:
+                    schedule = Schedule(job.interval, now, offset=offset, jitter=job.jitter,
+                                        rand=self._random.random)
+                else:  # every process must agree on tick n: the grid and offset come from time and name
+                    offset = name_offset(key, job.interval) if self.stagger else 0.0
+                    schedule = self._epoch_schedule(job, offset, now, wall_now)
+                entry = _Entry(key, job, schedule, offset=offset)
+                if self._gate is not None and job.coordinated:
+                    entry.epoch = now - wall_now
                 self._entries.append(entry)
                 heapq.heappush(self._heap, (schedule.next_due, next(self._seq), entry))
-            for job in jobs:
-                if isinstance(job, LoopJob):
-                    loop = _Loop(self._unique_key(job.name), job)
+            for loop_job in jobs:
+                if isinstance(loop_job, LoopJob):
+                    loop = _Loop(self._unique_key(loop_job.name), loop_job)
                     loop.thread = threading.Thread(target=self._run_loop, args=(loop,),
                                                    name=f"syncworkers-loop-{loop.key}", daemon=True)
                     loops.append(loop)
@@ -485,13 +404,27 @@ class Runner:
                 return
             self._wake.wait(self._fire_due())
 
+    def _epoch_schedule(self, job: PeriodicJob, offset: float, now: float, wall_now: float) -> Schedule:
+        return Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset, jitter=job.jitter,
+                                      rand=self._random.random)
+
     def _fire_due(self) -> float:
         """Submit every tick due now; return the seconds until the next one is due."""
         now = self._clock()
+        wall_now = self._wall_clock() if self._gate is not None else 0.0
         skips = []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 _, _, entry = heapq.heappop(self._heap)
+                if entry.epoch is not None and abs(now - wall_now - entry.epoch) > CLOCK_STEP:
+                    # The wall clock stepped (NTP, a resumed VM): follow it, or this process
+                    # would number its ticks unlike the others.
+                    logger.warning("job %r: the wall clock stepped by %.1fs; placing its grid again",
+                                   entry.key, entry.epoch - (now - wall_now))
+                    entry.schedule = self._epoch_schedule(entry.job, entry.offset, now, wall_now)
+                    entry.epoch = now - wall_now
+                    heapq.heappush(self._heap, (entry.schedule.next_due, next(self._seq), entry))
+                    continue
                 fire, skipped = entry.schedule.due(now, busy=entry.busy)
                 if fire:
                     self._submit(entry)
@@ -512,19 +445,23 @@ class Runner:
         return min(MAX_TIMER_WAIT, max(0.0, next_due - self._clock()))
 
     def _submit(self, entry: _Entry) -> None:
+        assert self._pool is not None  # created by start() before the timer runs
         try:
-            entry.future = self._pool.submit(self._run_tick, entry)
+            entry.future = self._pool.submit(self._run_tick, entry, entry.schedule.tick)
         except RuntimeError:  # stop() shut the pool while this timer was still firing
             return
         entry.busy = True
         entry.fired += 1
 
-    def _run_tick(self, entry: _Entry) -> None:
+    def _run_tick(self, entry: _Entry, tick: int) -> None:
         self._local.entry = entry  # lets stop() called from this tick skip waiting for it
         try:
             with self._lock:
                 self._pool_threads.add(threading.current_thread())
-            if not self.stop_event.is_set():  # queued before stop() and not cancelled in time
+            # Not after stop(): queued before it and not cancelled in time.
+            if not self.stop_event.is_set() and self._claimed(entry, tick):
+                with self._lock:
+                    entry.here += 1
                 entry.job.func()
         except BaseException as exc:
             with self._lock:
@@ -540,6 +477,32 @@ class Runner:
             self._local.entry = None
             with self._lock:
                 entry.busy = False
+
+    def _claimed(self, entry: _Entry, tick: int) -> bool:
+        """True if this process is to run *tick*: always without coordination, else if it got the claim."""
+        if self._gate is None or not entry.job.coordinated:
+            return True
+        verdict = self._gate.admit(entry.key, tick, entry.job.interval)
+        if verdict:
+            return True
+        with self._lock:
+            if verdict is None:
+                entry.unclaimed += 1
+            else:
+                entry.elsewhere += 1
+        if entry.job.on_unclaimed is not None:
+            try:
+                entry.job.on_unclaimed(verdict is False)
+            except Exception:
+                logger.exception("job %r: on_unclaimed raised", entry.key)
+        return False
+
+    def _close_gate(self) -> None:
+        if self._gate is not None:
+            try:
+                self._gate.close()
+            except Exception:
+                logger.exception("runner %r: closing the coordination client raised", self.name)
 
     def _run_loop(self, loop: _Loop) -> None:
         while not self.stop_event.is_set():
@@ -559,6 +522,8 @@ class Runner:
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
+    "CLOCK_STEP",
+    "COORDINATION_ENV",
     "LOOP_RESTART_DELAY",
     "MAX_TIMER_WAIT",
     "SIGNAL_POLL_INTERVAL",

@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import queue
-import random
 import selectors
 import signal
 import subprocess
@@ -26,8 +25,6 @@ from syncworkers.runner import (
     LoopJob,
     PeriodicJob,
     Runner,
-    Schedule,
-    stagger_offsets,
 )
 
 from .helpers import wait_for
@@ -72,84 +69,7 @@ def advance(runner, clock, now):
     runner.wakeup()
 
 
-# -- the pure schedule -----------------------------------------------------
-
-
-def test_schedule_fires_on_a_fixed_rate_grid():
-    s = Schedule(10.0, start=100.0)
-    assert s.next_due == 100.0
-    assert s.due(100.0) == (True, 0)
-    assert s.next_due == 110.0
-    assert s.due(109.999) == (False, 0)
-    assert s.due(110.0) == (True, 0)
-    assert s.due(123.0) == (True, 0)  # late by 3 s: fires, but the grid does not move
-    assert s.next_due == 130.0
-
-
-def test_schedule_does_not_drift_when_work_takes_most_of_an_interval():
-    s = Schedule(10.0, start=0.0)
-    now, fired_at = 0.0, []
-    for _ in range(100):
-        now = max(now, s.next_due) + 0.3  # the timer wakes a little late...
-        fire, skipped = s.due(now)
-        assert (fire, skipped) == (True, 0)
-        fired_at.append(now)
-        now += 7.0  # ...and the work takes 0.7 of an interval
-    assert fired_at == [n * 10.0 + 0.3 for n in range(100)]
-    assert s.next_due == 1000.0  # a fixed-delay loop would be at 100 * 17.3
-
-
-def test_schedule_skips_and_counts_ticks_due_while_busy():
-    s = Schedule(1.0, start=0.0)
-    assert s.due(0.0) == (True, 0)
-    assert s.due(1.0, busy=True) == (False, 1)
-    assert s.due(2.0, busy=True) == (False, 1)
-    assert s.due(4.5, busy=True) == (False, 2)  # grid points 3 and 4
-    assert s.next_due == 5.0
-    assert s.due(5.0) == (True, 0)
-
-
-def test_schedule_coalesces_missed_ticks_after_a_long_gap():
-    s = Schedule(10.0, start=0.0)
-    assert s.due(0.0) == (True, 0)
-    # Suspended from t=0 to t=55.5: ticks 10..50 were missed; one run, four skipped.
-    assert s.due(55.5) == (True, 4)
-    assert s.next_due == 60.0
-    assert s.due(60.0) == (True, 0)
-
-
-def test_stagger_offsets_spread_first_ticks_over_the_interval():
-    assert stagger_offsets([8.0] * 4) == [0.0, 2.0, 4.0, 6.0]
-    assert stagger_offsets([10.0, 60.0]) == [0.0, 30.0]
-    assert stagger_offsets([]) == []
-    schedules = [Schedule(8.0, start=100.0, offset=o) for o in stagger_offsets([8.0] * 4)]
-    assert [s.next_due for s in schedules] == [100.0, 102.0, 104.0, 106.0]
-    fired = [s.due(102.0)[0] for s in schedules]
-    assert fired == [True, True, False, False]
-    assert [s.next_due for s in schedules] == [108.0, 110.0, 104.0, 106.0]
-
-
-def test_jitter_is_bounded_per_tick_and_does_not_accumulate():
-    s = Schedule(10.0, start=0.0, jitter=2.0, rand=random.Random(42).random)
-    expected = random.Random(42)
-    delays = []
-    for n in range(1000):
-        due_at = s.next_due
-        assert due_at == n * 10.0 + 2.0 * expected.random()
-        assert n * 10.0 <= due_at < n * 10.0 + 2.0
-        assert s.due(due_at - 1e-9) == (False, 0)
-        assert s.due(due_at) == (True, 0)
-        delays.append(due_at - n * 10.0)
-    assert 10000.0 <= s.next_due < 10002.0  # still on the grid after 1000 jittered ticks
-    assert len(set(delays)) > 900 and max(delays) > 1.5 and min(delays) < 0.5
-
-
-def test_a_late_jittered_tick_still_coalesces():
-    s = Schedule(10.0, start=0.0, jitter=5.0, rand=lambda: 0.5)
-    assert s.due(2.4) == (False, 0)
-    assert s.due(2.5) == (True, 0)
-    assert s.due(25.0) == (True, 1)  # grid points 10 and 20 passed: one fires, one skipped
-    assert s.next_due == 32.5
+# -- job and runner arguments ---------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs, field", [

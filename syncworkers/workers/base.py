@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from .. import events
 from ..config import HTTPClientConfig
-from ..exceptions import WorkerError
+from ..exceptions import ConfigError, WorkerError
 from ..http import HTTPClient
 from ..logging import get_logger
 from ..metrics import Metrics
@@ -41,12 +41,12 @@ class HTTPWorker:
 
     def __init__(self, http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
                  client_config: Optional[HTTPClientConfig] = None) -> None:
-        self.name = name or type(self).__name__
         module = type(self).__module__
         # Users' subclasses log under syncworkers.<their module>, so configure_logging reaches them.
         logger_name = module if module.startswith("syncworkers.") else f"syncworkers.{module}"
-        self.logger = get_logger(logger_name).bind(worker=self.name)
-        self._stats = Metrics(worker=self.name)
+        self.logger = get_logger(logger_name)
+        self._stats = Metrics()
+        self.name = name or type(self).__name__
         self.metrics: Any = self._stats
         # The stop signal of the current run: a Runner's once one drives the worker, else the
         # worker's own for direct use. Waits are on it; it is set, never swapped, while a run lasts.
@@ -60,6 +60,20 @@ class HTTPWorker:
         # Thread(target=worker.run_sync) that had not got going yet.
         self._stop_pending = False
         events.track(self)  # found by exporters that read state at scrape time
+
+    @property
+    def name(self) -> str:
+        """The worker's identity: in logs and metrics, and its jobs' names in a Runner
+        (with coordination, the same name in every process means the same job)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"name must be a non-empty string, got {value!r}", {"name": "must be a non-empty string"})
+        self._name = value
+        self.logger = self.logger.bind(worker=value)
+        self._stats.labels["worker"] = value
 
     # -- hooks for subclasses ---------------------------------------------------------
 

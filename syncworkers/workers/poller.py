@@ -9,6 +9,7 @@ Runner does the fixed-rate timing; this module only does one poll at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json as jsonlib
 import logging
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 import requests
 
@@ -41,7 +43,8 @@ DataExtractor = Callable[[Any], Any]
 
 #: Counters every poller reports from the start (0 until something happens).
 COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
-            "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages")
+            "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages",
+            "ticks_here", "ticks_elsewhere", "ticks_unclaimed")
 #: Failed polls in a row after which a poller reports not ready (``/readyz``).
 NOT_READY_AFTER = 3
 #: Methods that send If-None-Match / If-Modified-Since (conditional requests are for safe methods).
@@ -114,7 +117,8 @@ class PollerWorker(HTTPWorker):
             raise ConfigError("give json or data, not both", {"json": "conflicts with data"})
         if not callable(clock):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
-        super().__init__(name=name, client_config=client_config)
+        super().__init__(name=name or default_name(type(self).__name__, config.method, absolute_url),
+                         client_config=client_config)
         self.poller_config = config
         self.url = absolute_url
         self.interval = config.interval
@@ -172,7 +176,7 @@ class PollerWorker(HTTPWorker):
     def jobs(self) -> List[Job]:
         """One periodic job: the Runner does the fixed-rate timing, skipping and stagger."""
         return [PeriodicJob(self.name, self.interval, self._tick, jitter=self.poller_config.jitter,
-                            on_skip=self._on_skip)]
+                            on_skip=self._on_skip, on_unclaimed=self._on_unclaimed)]
 
     def _tick(self) -> None:
         # A poll() called directly may hold the lock: this tick is then skipped, not queued.
@@ -180,9 +184,13 @@ class PollerWorker(HTTPWorker):
             self._on_skip(1)
             return
         try:
+            self._stats.incr("ticks_here")
             self.last_outcome = self._poll()
         finally:
             self._poll_lock.release()
+
+    def _on_unclaimed(self, elsewhere: bool) -> None:
+        self._stats.incr("ticks_elsewhere" if elsewhere else "ticks_unclaimed")
 
     def _on_skip(self, count: int) -> None:
         self._stats.incr("skipped_ticks", count)
@@ -334,12 +342,29 @@ class PollerWorker(HTTPWorker):
             "circuit": circuit,
             "url": safe_url(self.url),
             "interval_seconds": self.interval,
+            # With coordination: ticks polled here, polled by another process, lost to an outage.
+            "ticks": {"here": self._stats["ticks_here"], "elsewhere": self._stats["ticks_elsewhere"],
+                      "unclaimed": self._stats["ticks_unclaimed"]},
         })
         return report
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name!r} {self.method} {safe_url(self.url)} "
                 f"every {self.interval:g}s running={self.running}>")
+
+
+def default_name(class_name: str, method: str, url: str) -> str:
+    """A poller's name from its class, method and URL: the same in every process, no secrets.
+
+    Shows the scheme, host and path only; a hash of the full URL (query and
+    credentials included) tells apart pollers that differ only there.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
+    return f"{class_name} {method} {parts.scheme}://{host}{parts.path} ({digest})"
 
 
 def _client_config(poller_config: Optional[PollerConfig], effective: PollerConfig,
@@ -383,4 +408,5 @@ def _parse_content_type(value: str) -> Tuple[str, Optional[str]]:
     return media_type.strip().lower(), charset
 
 
-__all__ = ["PollerWorker", "PollOutcome", "DataExtractor", "COUNTERS", "CONDITIONAL_METHODS", "NOT_READY_AFTER"]
+__all__ = ["PollerWorker", "PollOutcome", "DataExtractor", "COUNTERS", "CONDITIONAL_METHODS", "NOT_READY_AFTER",
+           "default_name"]
