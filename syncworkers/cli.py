@@ -22,7 +22,7 @@ import click
 
 from . import __version__
 from .exceptions import SyncWorkersError, safe_url
-from .logging import configure_logging
+from .logging import configure_logging, redact_text
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -227,37 +227,87 @@ def parse_since(text: str, now: float) -> float:
                          "nor a duration (30m, 2h, 1d)") from None
 
 
-def _open_outbox(path: str) -> Any:
-    """The outbox file at *path*; a missing file is an error, never created."""
-    from .outbox import Outbox
+def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
+    """The outbox at ``--url`` (PostgreSQL or SQLite) or ``--path`` (an existing SQLite file).
 
-    if not os.path.isfile(path):
-        raise CLIError(f"--path {path!r}: no such outbox file")
+    An outbox file is never created here (a typo would show an empty outbox);
+    PostgreSQL tables are, as on any first use.
+    """
+    from .outbox.urls import sqlite_path
+    from .validators import is_postgres_url
+
+    location = _location(path, url)
+    if not is_postgres_url(location):
+        file = sqlite_path(location) if url is not None else location
+        if "://" not in file and not os.path.isfile(file):
+            option = "--url" if url is not None else "--path"
+            raise CLIError(f"{option} {safe_url(location)!r}: no such outbox file")
+    return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
+
+
+def _location(path: Optional[str], url: Optional[str]) -> str:
+    if url is not None and path is None:
+        return url
+    if path is not None and url is None:
+        return path
+    raise CLIError("give --url (or WEBHOOK_OUTBOX_URL) or --path (or WEBHOOK_OUTBOX_PATH), one of them")
+
+
+def _opened(location: str, check: Any) -> Any:
+    """The store at *location*, on which *check(store)* ran; its failures as one CLIError line."""
+    from .outbox import open_outbox
+
+    box = None
     try:
-        return Outbox(path)
-    except SyncWorkersError as exc:  # not a database, a newer schema
-        raise CLIError(str(exc)) from exc
+        box = open_outbox(location)
+        check(box)
+    except Exception as exc:
+        if box is not None:
+            box.close()
+        if isinstance(exc, SyncWorkersError):  # not a database, a newer schema, a bad URL
+            raise CLIError(str(exc)) from exc
+        # The database's own errors (psycopg): the reason, never the URL's password.
+        raise CLIError(f"cannot open outbox {safe_url(location)!r}: {type(exc).__name__}: "
+                       f"{redact_text(str(exc))}") from exc
+    return box
 
 
 def _when(epoch: Optional[float]) -> str:
     return "-" if epoch is None else datetime.fromtimestamp(epoch).isoformat(sep=" ", timespec="seconds")
 
 
-_PATH_OPTION = click.option("--path", required=True, envvar="WEBHOOK_OUTBOX_PATH", show_envvar=True,
-                            type=click.Path(dir_okay=False), help="The outbox's SQLite file.")
+def _PATH_OPTION(command: Any) -> Any:
+    """``--url`` / ``--path``: where the outbox is (one of them)."""
+    command = click.option("--path", default=None, envvar="WEBHOOK_OUTBOX_PATH", show_envvar=True,
+                           type=click.Path(dir_okay=False), help="The outbox's SQLite file.")(command)
+    return click.option("--url", default=None, envvar="WEBHOOK_OUTBOX_URL", show_envvar=True,
+                        help="The outbox: postgresql://user@host/db, sqlite:///relative/path, "
+                             "sqlite:////absolute/path.")(command)
 
 
 @cli.group()
 def outbox() -> None:
-    """Inspect a webhook outbox file: stats, list; replay dead deliveries; purge delivered ones."""
+    """Inspect a webhook outbox: stats, list; replay dead deliveries; purge delivered ones; init."""
+
+
+@outbox.command()
+@_PATH_OPTION
+def init(path: Optional[str], url: Optional[str]) -> None:
+    """Create the outbox's tables (PostgreSQL) or file (SQLite) now; safe to run again."""
+    from .validators import is_postgres_url
+
+    location = _location(path, url)
+    with _opened(location, lambda box: box.counts()):  # the first use creates the tables
+        pass
+    click.echo(f"outbox ready: {safe_url(location) if is_postgres_url(location) else location}")
 
 
 @outbox.command()
 @_PATH_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def stats(path: str, as_json: bool) -> None:
+def stats(path: Optional[str], url: Optional[str], as_json: bool) -> None:
     """How many deliveries are pending (in flight included), delivered and dead."""
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         counts = box.counts()
     if as_json:
         click.echo(json.dumps(counts))
@@ -272,9 +322,9 @@ def stats(path: str, as_json: bool) -> None:
 @click.option("--endpoint", default=None, help="Only this endpoint (as it was given to enqueue()).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array with bodies and headers (secret values hidden).")
-def list_deliveries(path: str, state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
+def list_deliveries(path: Optional[str], url: Optional[str], state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
     """Deliveries, most recently updated first."""
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         deliveries = box.list(state=state, endpoint=endpoint, limit=limit)
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
@@ -290,7 +340,7 @@ def list_deliveries(path: str, state: Optional[str], endpoint: Optional[str], li
 @click.option("--id", "ids", multiple=True, help="A dead delivery's id (repeatable).")
 @click.option("--endpoint", default=None, help="Dead deliveries of this endpoint.")
 @click.option("--since", default=None, help="Dead deliveries that died since: an ISO time or a duration ago (2h).")
-def replay(path: str, ids: Sequence[str], endpoint: Optional[str], since: Optional[str]) -> None:
+def replay(path: Optional[str], url: Optional[str], ids: Sequence[str], endpoint: Optional[str], since: Optional[str]) -> None:
     """Send dead deliveries again (due now, attempts reset); filters combine, one at least."""
     if not ids and endpoint is None and since is None:
         raise CLIError("replay needs --id, --endpoint or --since (they combine)")
@@ -298,7 +348,7 @@ def replay(path: str, ids: Sequence[str], endpoint: Optional[str], since: Option
         since_at = None if since is None else parse_since(since, time.time())
     except ValueError as exc:
         raise CLIError(f"--since: {exc}") from None
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         count = box.replay(ids=list(ids) or None, endpoint=endpoint, since=since_at)
     click.echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
 
@@ -306,13 +356,13 @@ def replay(path: str, ids: Sequence[str], endpoint: Optional[str], since: Option
 @outbox.command()
 @_PATH_OPTION
 @click.option("--older-than", "older_than", required=True, help="Age, e.g. 7d, 12h, 30m.")
-def purge(path: str, older_than: str) -> None:
+def purge(path: Optional[str], url: Optional[str], older_than: str) -> None:
     """Delete delivered deliveries older than --older-than."""
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise CLIError(f"--older-than: {exc}") from None
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         count = box.purge(older_than=seconds)
     click.echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
 
