@@ -108,8 +108,8 @@ def outbox_url(value: Any) -> Optional[str]:
     if not value:
         raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
     if "://" not in value:
-        if value.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:
-            raise ValueError(f"must be {OUTBOX_URL_FORMS}, got {redact_text(value)!r}")
+        if value.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
+            raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
         return value
     scheme, rest = value.split("://", 1)
     scheme = scheme.lower()
@@ -119,7 +119,7 @@ def outbox_url(value: Any) -> Optional[str]:
         raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
     # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
     if not rest.startswith("/") or not rest.strip("/"):
-        raise ValueError(f"must be {OUTBOX_URL_FORMS}, got {redact_text(value)!r}")
+        raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
     return value
 
 

@@ -230,23 +230,21 @@ class PostgresOutbox:
                 raise ValueError("the outbox is closed")
             if self._pool is not None:
                 return self._pool
+            # One direct connection first: a refused or bad URL fails now, in one clear error,
+            # instead of as a pool timeout.
+            with psycopg.connect(self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+                self._create_tables(conn)
+                self._queries = {key: self._compose(q).as_string(conn) for key, q in _QUERIES.items()}
+                for state, assignments in _FINISH.items():
+                    for condition in (_HELD, _NOT_DELIVERED):
+                        self._queries[f"finish {state} {condition}"] = self._compose(
+                            _QUERIES["finish"], assignments=assignments, condition=condition).as_string(conn)
+                self._sample_clock(conn)
             pool: ConnectionPool = ConnectionPool(
                 self._url, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
                 name=f"syncworkers-outbox-{self.table}",
                 kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)})
-            try:
-                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-                with pool.connection() as conn:
-                    self._create_tables(conn)
-                    self._queries = {key: self._compose(q).as_string(conn) for key, q in _QUERIES.items()}
-                    for state, assignments in _FINISH.items():
-                        for condition in (_HELD, _NOT_DELIVERED):
-                            self._queries[f"finish {state} {condition}"] = self._compose(
-                                _QUERIES["finish"], assignments=assignments, condition=condition).as_string(conn)
-                    self._sample_clock(conn)
-            except BaseException:
-                pool.close()
-                raise
+            pool.open(wait=False)
             self._pool = pool
             return pool
 
@@ -300,6 +298,11 @@ class PostgresOutbox:
         return self._db_clock
 
     def _db_clock(self) -> float:
+        if not self._samples:  # not measured yet: connect (and measure) now, if the server answers
+            try:
+                self._ready()
+            except self.errors:
+                pass
         return self._local_clock() + self._offset
 
     # -- writing --------------------------------------------------------------------
