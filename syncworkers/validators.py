@@ -101,26 +101,26 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 def outbox_url(value: Any) -> Optional[str]:
     """An outbox location: a PostgreSQL URL, a ``sqlite:///`` URL or a file path (None passes)."""
-    value = optional_str(value)
-    if value is None:
+    given = optional_str(value)
+    if given is None:
         return None
-    value = value.strip()
-    if not value:
+    text: str = given.strip()
+    if not text:
         raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
-    if "://" not in value:
-        if value.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
+    if "://" not in text:
+        if text.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
             raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
-        return value
-    scheme, rest = value.split("://", 1)
+        return text
+    scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
     if scheme in _POSTGRES_SCHEMES:
-        return value
+        return text
     if scheme != "sqlite":
         raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
     # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
     if not rest.startswith("/") or not rest.strip("/"):
         raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
-    return value
+    return text
 
 
 def is_postgres_url(value: str) -> bool:

@@ -78,8 +78,8 @@ class Listener:
             self.connected.set()
             self._notify()  # anything added while we were not listening
             while not self._stop.is_set():
-                ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [])
-                if self._wake_r in ready:
+                ready, _, _ = select.select([conn.fileno(), self._wake_r.fileno()], [], [])
+                if self._wake_r.fileno() in ready:
                     return
                 if any(True for _ in conn.notifies(timeout=0)):
                     self._notify()

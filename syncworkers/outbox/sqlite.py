@@ -255,7 +255,7 @@ class Outbox:
                 raise
             conn.execute("COMMIT")
 
-    def _file_identity(self) -> Optional[tuple]:
+    def _file_identity(self) -> Optional[Tuple[int, int]]:
         try:
             st = os.stat(self.path)  # type: ignore[arg-type]
         except FileNotFoundError:
@@ -431,7 +431,7 @@ class Outbox:
         )
 
     def _finish(
-        self, id: str, assignments: str, params: tuple, at: float, require_claim: bool = True
+        self, id: str, assignments: str, params: Tuple[Any, ...], at: float, require_claim: bool = True
     ) -> None:
         """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
         with self._write(durable=False) as conn:
@@ -514,8 +514,9 @@ class Outbox:
     # -- reading ----------------------------------------------------------
 
     @staticmethod
-    def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> tuple:
-        clauses, params = ["1"], []
+    def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> Tuple[str, List[Any]]:
+        clauses: List[str] = ["1"]
+        params: List[Any] = []
         if state is not None:
             if state not in STATES:
                 raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
