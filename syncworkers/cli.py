@@ -23,7 +23,7 @@ import click
 
 from . import __version__
 from .exceptions import SyncWorkersError, safe_url
-from .logging import configure_logging
+from .logging import configure_logging, redact_text
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -251,37 +251,87 @@ def parse_since(text: str, now: float) -> float:
                          "nor a duration (30m, 2h, 1d)") from None
 
 
-def _open_outbox(path: str) -> Any:
-    """The outbox file at *path*; a missing file is an error, never created."""
-    from .outbox import Outbox
+def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
+    """The outbox at ``--url`` (PostgreSQL or SQLite) or ``--path`` (an existing SQLite file).
 
-    if not os.path.isfile(path):
-        raise CLIError(f"--path {path!r}: no such outbox file")
+    An outbox file is never created here (a typo would show an empty outbox);
+    PostgreSQL tables are, as on any first use.
+    """
+    from .outbox.urls import sqlite_path
+    from .validators import is_postgres_url
+
+    location = _location(path, url)
+    if not is_postgres_url(location):
+        file = sqlite_path(location) if url is not None else location
+        if "://" not in file and not os.path.isfile(file):
+            option = "--url" if url is not None else "--path"
+            raise CLIError(f"{option} {safe_url(location)!r}: no such outbox file")
+    return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
+
+
+def _location(path: Optional[str], url: Optional[str]) -> str:
+    if url is not None and path is None:
+        return url
+    if path is not None and url is None:
+        return path
+    raise CLIError("give --url (or WEBHOOK_OUTBOX_URL) or --path (or WEBHOOK_OUTBOX_PATH), one of them")
+
+
+def _opened(location: str, check: Any) -> Any:
+    """The store at *location*, on which *check(store)* ran; its failures as one CLIError line."""
+    from .outbox import open_outbox
+
+    box = None
     try:
-        return Outbox(path)
-    except SyncWorkersError as exc:  # not a database, a newer schema
-        raise CLIError(str(exc)) from exc
+        box = open_outbox(location)
+        check(box)
+    except Exception as exc:
+        if box is not None:
+            box.close()
+        if isinstance(exc, SyncWorkersError):  # not a database, a newer schema, a bad URL
+            raise CLIError(str(exc)) from exc
+        # The database's own errors (psycopg): the reason, never the URL's password.
+        raise CLIError(f"cannot open outbox {safe_url(location)!r}: {type(exc).__name__}: "
+                       f"{redact_text(str(exc))}") from exc
+    return box
 
 
 def _when(epoch: Optional[float]) -> str:
     return "-" if epoch is None else datetime.fromtimestamp(epoch).isoformat(sep=" ", timespec="seconds")
 
 
-_PATH_OPTION = click.option("--path", required=True, envvar="WEBHOOK_OUTBOX_PATH", show_envvar=True,
-                            type=click.Path(dir_okay=False), help="The outbox's SQLite file.")
+def _PATH_OPTION(command: Any) -> Any:
+    """``--url`` / ``--path``: where the outbox is (one of them)."""
+    command = click.option("--path", default=None, envvar="WEBHOOK_OUTBOX_PATH", show_envvar=True,
+                           type=click.Path(dir_okay=False), help="The outbox's SQLite file.")(command)
+    return click.option("--url", default=None, envvar="WEBHOOK_OUTBOX_URL", show_envvar=True,
+                        help="The outbox: postgresql://user@host/db, sqlite:///relative/path, "
+                             "sqlite:////absolute/path.")(command)
 
 
 @cli.group()
 def outbox() -> None:
-    """A webhook outbox file: stats, list; deliver what is due; replay dead deliveries; purge delivered ones."""
+    """A webhook outbox: stats, list; deliver what is due; replay dead deliveries; purge delivered ones; init."""
+
+
+@outbox.command()
+@_PATH_OPTION
+def init(path: Optional[str], url: Optional[str]) -> None:
+    """Create the outbox's tables (PostgreSQL) or file (SQLite) now; safe to run again."""
+    from .validators import is_postgres_url
+
+    location = _location(path, url)
+    with _opened(location, lambda box: box.counts()):  # the first use creates the tables
+        pass
+    click.echo(f"outbox ready: {safe_url(location) if is_postgres_url(location) else location}")
 
 
 @outbox.command()
 @_PATH_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def stats(path: str, as_json: bool) -> None:
+def stats(path: Optional[str], url: Optional[str], as_json: bool) -> None:
     """How many deliveries are pending (in flight included), delivered and dead."""
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         counts = box.counts()
     if as_json:
         click.echo(json.dumps(counts))
@@ -296,9 +346,9 @@ def stats(path: str, as_json: bool) -> None:
 @click.option("--endpoint", default=None, help="Only this endpoint (as it was given to enqueue()).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array with bodies and headers (secret values hidden).")
-def list_deliveries(path: str, state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
+def list_deliveries(path: Optional[str], url: Optional[str], state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
     """Deliveries, most recently updated first."""
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         deliveries = box.list(state=state, endpoint=endpoint, limit=limit)
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
@@ -352,8 +402,8 @@ def _read_ids(source: Optional[str]) -> List[str]:
               help="Dead deliveries' ids, one per line, from FILE ('-': stdin).")
 @click.option("--endpoint", default=None, help="Dead deliveries of this endpoint.")
 @click.option("--since", default=None, help="Dead deliveries that died since: an ISO time or a duration ago (2h).")
-def replay(path: str, ids: Sequence[str], ids_from: Optional[str], endpoint: Optional[str],
-           since: Optional[str]) -> None:
+def replay(path: Optional[str], url: Optional[str], ids: Sequence[str], ids_from: Optional[str],
+           endpoint: Optional[str], since: Optional[str]) -> None:
     """Send dead deliveries again (due now, attempts reset); filters combine, one at least.
 
     Thousands of ids are replayed in batches, with a progress bar on a terminal.
@@ -368,7 +418,7 @@ def replay(path: str, ids: Sequence[str], ids_from: Optional[str], endpoint: Opt
     except ValueError as exc:
         raise CLIError(f"--since: {exc}") from None
     count = 0
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         if not id_list:
             count = box.replay(endpoint=endpoint, since=since_at)
         else:
@@ -403,7 +453,8 @@ class _Until(threading.Event):
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
 @click.option("--env-file", type=click.Path(dir_okay=False), default=None,
               help="Read environment variables from this file first.")
-def deliver(path: str, timeout: float, log_level: str, log_format: str, env_file: Optional[str]) -> None:
+def deliver(path: Optional[str], url: Optional[str], timeout: float, log_level: str, log_format: str,
+            env_file: Optional[str]) -> None:
     """Deliver what is due now, then exit with a summary line (cron).
 
     Signing, timeouts and the retry schedule come from the WEBHOOK_* and HTTP_*
@@ -414,7 +465,7 @@ def deliver(path: str, timeout: float, log_level: str, log_format: str, env_file
     _setup(log_level, log_format, env_file)
     from .workers.webhook import WebhookSenderWorker
 
-    box = _open_outbox(path)
+    box = _open_outbox(path, url)
     try:
         sender = WebhookSenderWorker(outbox=box, name="outbox-deliver")
         try:
@@ -466,13 +517,13 @@ def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
 @outbox.command()
 @_PATH_OPTION
 @click.option("--older-than", "older_than", required=True, help="Age, e.g. 7d, 12h, 30m.")
-def purge(path: str, older_than: str) -> None:
+def purge(path: Optional[str], url: Optional[str], older_than: str) -> None:
     """Delete delivered deliveries older than --older-than."""
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise CLIError(f"--older-than: {exc}") from None
-    with _open_outbox(path) as box:
+    with _open_outbox(path, url) as box:
         count = box.purge(older_than=seconds)
     click.echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
 

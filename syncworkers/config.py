@@ -553,6 +553,9 @@ class WebhookConfig(_Config):
     max_workers: int = _field(DEFAULT_WEBHOOK_WORKERS)
     #: SQLite file of the durable outbox; None = in memory (not durable).
     outbox_path: Optional[str] = _field(None)
+    #: Where the outbox lives: postgresql://user:pass@host/db (shared by processes and machines),
+    #: sqlite:///relative/path, sqlite:////absolute/path or a file path. Exclusive with outbox_path.
+    outbox_url: Optional[str] = _field(None)
     #: Outbox schedule: attempt 1 at once, then one attempt after each delay.
     retry_schedule: Tuple[float, ...] = _field(DEFAULT_RETRY_SCHEDULE)
     signing_secret: Any = _field(None)
@@ -566,6 +569,7 @@ class WebhookConfig(_Config):
         "endpoints": v.str_mapping,
         "max_workers": v.number(int, minimum=1),
         "outbox_path": v.optional_str,
+        "outbox_url": v.outbox_url,
         "retry_schedule": v.delays,
     }
     _ENV = {
@@ -575,15 +579,24 @@ class WebhookConfig(_Config):
         "retry_delay": ("HTTP_RETRY_DELAY", "float"),
         "retry_backoff": ("HTTP_RETRY_BACKOFF", "float"),
         "outbox_path": ("WEBHOOK_OUTBOX_PATH", "str"),
+        "outbox_url": ("WEBHOOK_OUTBOX_URL", "str"),
         "retry_schedule": ("WEBHOOK_RETRY_SCHEDULE", "str"),
         "signing_secret": ("WEBHOOK_SIGNING_SECRET", "str"),
     }
     _SECRETS = ("signing_secret",)
 
     def _validate(self) -> None:
+        if self.outbox_url is not None and self.outbox_path is not None:
+            raise ValueError("give outbox_url (WEBHOOK_OUTBOX_URL) or outbox_path (WEBHOOK_OUTBOX_PATH),"
+                             " not both")
         for name, target in self.endpoints.items():
             if not target.startswith("/"):
                 v.http_url(optional=False)(target)
+
+    @property
+    def outbox_location(self) -> Optional[str]:
+        """The outbox's URL or path (``outbox_url`` or ``outbox_path``); None = in memory."""
+        return self.outbox_url if self.outbox_url is not None else self.outbox_path
 
     @property
     def retry(self) -> RetryConfig:

@@ -12,7 +12,6 @@ delivery is due or :meth:`Dispatcher.wakeup` is called.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 import time
 import weakref
@@ -26,14 +25,14 @@ from .exceptions import ConfigError, RequestError, safe_url
 from .http import HTTPClient
 from .logging import get_logger
 from .metrics import Metrics
-from .outbox import DEAD, DELIVERED, PENDING, Delivery, Outbox
+from .outbox import DEAD, DELIVERED, PENDING, Delivery, OutboxStore
 from .outcome import Kind, Outcome, classify_error
 from .retry import RetryPolicy
 from .signals import StopSignal
 from .signing import Signer
 
-#: Longest sleep of an idle loop before it looks at the outbox again: the wait for a
-#: delivery added by another process on the same file (this process's wakes it at once).
+#: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
+#: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
 
 
@@ -92,7 +91,7 @@ class Dispatcher:
     #: See :data:`POLL_INTERVAL`.
     poll_interval: float = POLL_INTERVAL
 
-    def __init__(self, outbox: Outbox, send: Callable[[Delivery, float], Outcome],
+    def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Outcome],
                  submit: Callable[..., Future], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None) -> None:
         self.outbox = outbox
@@ -193,7 +192,7 @@ class Dispatcher:
             return 0
         try:
             return self.outbox.release(ids)
-        except (ValueError, sqlite3.Error):  # closed or locked: their leases expire instead
+        except self.outbox.errors:  # closed or locked: their leases expire instead
             self.logger.exception("could not hand back in-flight deliveries; their leases will expire",
                                   in_flight=len(ids))
             return 0
@@ -204,7 +203,7 @@ class Dispatcher:
                                 "in_flight_here": self.in_flight}
         try:
             data["counts"] = self.outbox.counts()
-        except (ValueError, sqlite3.Error):
+        except self.outbox.errors:
             data["counts"] = None
         return data
 
@@ -212,6 +211,14 @@ class Dispatcher:
 
     def _loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
         """Claim and send until *stop* or *deadline*; with *until_idle*, return True once nothing is pending."""
+        # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
+        unsubscribe = self.outbox.subscribe(self.wakeup)
+        try:
+            return self._claim_loop(stop, deadline, until_idle)
+        finally:
+            unsubscribe()
+
+    def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
         renew_every = self.outbox.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
         while not stop.is_set():
@@ -312,7 +319,7 @@ class Dispatcher:
             return
         try:
             self.outbox.renew(ids)
-        except (ValueError, sqlite3.Error):
+        except self.outbox.errors:
             self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
 
     def _done(self, future: Future) -> None:
@@ -347,7 +354,7 @@ class Dispatcher:
                                   spend_attempt=verdict.spend, now=now)
             else:
                 outbox.mark_dead(id, verdict.reason, status, now=now)
-        except (ValueError, sqlite3.Error) as exc:
+        except self.outbox.errors as exc:
             if self._abandoned.is_set():
                 # stop() timed out and handed the claim back; close() may have closed the outbox since.
                 self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "

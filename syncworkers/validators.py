@@ -93,6 +93,41 @@ def optional_str(value: Any) -> Optional[str]:
     return value
 
 
+#: The forms an outbox location may take (WebhookConfig.outbox_url, ``syncworkers outbox --url``).
+OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://), sqlite:///relative/path,"
+                    " sqlite:////absolute/path, or a file path")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def outbox_url(value: Any) -> Optional[str]:
+    """An outbox location: a PostgreSQL URL, a ``sqlite:///`` URL or a file path (None passes)."""
+    given = optional_str(value)
+    if given is None:
+        return None
+    text: str = given.strip()
+    if not text:
+        raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
+    if "://" not in text:
+        if text.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
+            raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
+        return text
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    if scheme in _POSTGRES_SCHEMES:
+        return text
+    if scheme != "sqlite":
+        raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
+    # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
+    if not rest.startswith("/") or not rest.strip("/"):
+        raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
+    return text
+
+
+def is_postgres_url(value: str) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL."""
+    return "://" in value and value.split("://", 1)[0].lower() in _POSTGRES_SCHEMES
+
+
 def existing_file(value: Any) -> Optional[str]:
     value = optional_str(value)
     if value is not None and not os.path.isfile(value):

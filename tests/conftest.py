@@ -113,5 +113,5 @@ def pg_url(pg_server):
 
 @pytest.fixture
 def pg_db(pg_server):
-    """URL of a fresh, empty PostgreSQL database for this test alone."""
-    return pg_server.create_database()
+    """URL of a fresh, empty PostgreSQL namespace for this test alone (a schema as search_path)."""
+    return pg_server.create_schema()

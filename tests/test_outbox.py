@@ -1,4 +1,8 @@
-"""The durable outbox: storage, claims and leases, crash recovery, replay and purge."""
+"""The durable outbox: storage, claims and leases, crash recovery, replay and purge.
+
+Every test taking ``location`` runs against both stores: a SQLite file and a
+PostgreSQL database (a fresh one per test, on the session's real server).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import threading
 import pytest
 
 from syncworkers.exceptions import ConfigError
-from syncworkers.outbox import DEAD, DELIVERED, IN_FLIGHT, PENDING, Outbox, next_delay
+from syncworkers.outbox import DEAD, DELIVERED, IN_FLIGHT, PENDING, Outbox, next_delay, open_outbox
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
@@ -39,9 +43,17 @@ def db(tmp_path):
     return str(tmp_path / "outbox.db")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where an outbox lives, for each store: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.db")
+    return request.getfixturevalue("pg_db")
+
+
 @pytest.fixture
-def outbox(db, clock):
-    with Outbox(db, clock=clock, owner="A") as ob:
+def outbox(location, clock):
+    with open_outbox(location, clock=clock, owner="A") as ob:
         yield ob
 
 
@@ -85,11 +97,11 @@ def test_add_rejects_bad_input(outbox):
     assert outbox.counts()["pending"] == 0
 
 
-def test_added_delivery_is_visible_to_a_second_outbox_on_the_file(db, clock):
-    first = Outbox(db, clock=clock)
+def test_added_delivery_is_visible_to_a_second_outbox_on_the_file(location, clock):
+    first = open_outbox(location, clock=clock)
     id = first.add("e", "http://h/", b"payload")
-    with Outbox(db, clock=clock) as second:
-        assert second.durable and second.path == db
+    with open_outbox(location, clock=clock) as second:
+        assert second.durable
         assert second.get(id).body == b"payload"
     first.close()
 
@@ -108,8 +120,8 @@ def test_claim_due_respects_next_attempt_at_and_limit(outbox, clock):
     assert outbox.claim_due(0, now=T0 + 1000) == []
 
 
-def test_two_owners_claiming_from_many_threads_never_share_a_delivery(db, clock):
-    a, b = Outbox(db, clock=clock, owner="A"), Outbox(db, clock=clock, owner="B")
+def test_two_owners_claiming_from_many_threads_never_share_a_delivery(location, clock):
+    a, b = open_outbox(location, clock=clock, owner="A"), open_outbox(location, clock=clock, owner="B")
     added = {a.add("e", "http://h/", b"x") for _ in range(500)}
     barrier = threading.Barrier(8)
     got = [[] for _ in range(8)]
@@ -134,8 +146,8 @@ def test_two_owners_claiming_from_many_threads_never_share_a_delivery(db, clock)
 
 CLAIMER = """
 import json, sys
-from syncworkers.outbox import Outbox
-ob = Outbox(sys.argv[1], clock=lambda: 1000.0, owner=sys.argv[2])
+from syncworkers.outbox import open_outbox
+ob = open_outbox(sys.argv[1], clock=lambda: 1000.0, owner=sys.argv[2])
 mine = []
 while True:
     batch = ob.claim_due(5)
@@ -148,22 +160,22 @@ print(json.dumps(mine))
 """
 
 
-def test_two_processes_on_one_file_never_share_a_delivery(db):
-    with Outbox(db, clock=lambda: 1000.0) as ob:
+def test_two_processes_on_one_file_never_share_a_delivery(location):
+    with open_outbox(location, clock=lambda: 1000.0) as ob:
         added = {ob.add("e", "http://h/", b"x") for _ in range(300)}
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, db, owner], cwd=REPO,
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, location, owner], cwd=REPO,
                               stdout=subprocess.PIPE, text=True) for owner in ("P1", "P2")]
     results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     claimed = results[0] + results[1]
     assert len(claimed) == len(set(claimed)) and set(claimed) == added
-    with Outbox(db) as ob:
+    with open_outbox(location) as ob:
         assert ob.counts()["delivered"] == 300
 
 
-def test_expired_lease_is_taken_over_by_another_owner(db, clock):
-    a = Outbox(db, clock=clock, owner="A", lease_seconds=10)
-    b = Outbox(db, clock=clock, owner="B", lease_seconds=10)
+def test_expired_lease_is_taken_over_by_another_owner(location, clock):
+    a = open_outbox(location, clock=clock, owner="A", lease_seconds=10)
+    b = open_outbox(location, clock=clock, owner="B", lease_seconds=10)
     ids = {a.add("e", "http://h/", b"x") for _ in range(3)}
     assert {d.id for d in a.claim_due(10)} == ids
 
@@ -188,13 +200,13 @@ def test_expired_lease_is_taken_over_by_another_owner(db, clock):
     b.close()
 
 
-def test_renew_extends_only_this_owners_leases(outbox, clock):
+def test_renew_extends_only_this_owners_leases(outbox, location, clock):
     id = outbox.add("e", "http://h/", b"x")
     outbox.claim_due(1)
     clock.now = T0 + 8
     outbox.renew([id])
     clock.now = T0 + 15
-    with Outbox(outbox.path, clock=clock, owner="B") as b:
+    with open_outbox(location, clock=clock, owner="B") as b:
         assert b.claim_due(10) == []  # renewed to T0 + 18
         clock.now = T0 + 18.1
         assert [d.id for d in b.claim_due(10)] == [id]
@@ -202,8 +214,8 @@ def test_renew_extends_only_this_owners_leases(outbox, clock):
 
 VICTIM = """
 import os, signal, sys, threading
-from syncworkers.outbox import Outbox
-ob = Outbox(sys.argv[1], clock=lambda: 1000.0, owner="victim", lease_seconds=10)
+from syncworkers.outbox import open_outbox
+ob = open_outbox(sys.argv[1], clock=lambda: 1000.0, owner="victim", lease_seconds=10)
 for i in range(200):
     print("added", ob.add("e", "http://h/", b"body-%d" % i, {"X-I": str(i)}), flush=True)
 for d in ob.claim_due(60):
@@ -225,8 +237,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_kill_9_loses_nothing_and_in_flight_deliveries_are_taken_over(db):
-    proc = subprocess.run([sys.executable, "-c", VICTIM, db], cwd=REPO,
+def test_kill_9_loses_nothing_and_in_flight_deliveries_are_taken_over(location):
+    proc = subprocess.run([sys.executable, "-c", VICTIM, location], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     lines = [line.split() for line in proc.stdout.splitlines()]
@@ -235,10 +247,11 @@ def test_kill_9_loses_nothing_and_in_flight_deliveries_are_taken_over(db):
     delivered = {id for verb, id in lines if verb == "delivered"}
     assert len(added) > 220 and len(claimed) > 80 and len(delivered) == 6
 
-    with sqlite3.connect(db) as conn:  # the file is intact after the crash
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if "://" not in location:
+        with sqlite3.connect(location) as conn:  # the file is intact after the crash
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     clock = Clock(1000.0)
-    with Outbox(db, clock=clock, owner="heir", lease_seconds=10) as ob:
+    with open_outbox(location, clock=clock, owner="heir", lease_seconds=10) as ob:
         for id in added[:200]:
             expected = DELIVERED if id in delivered else IN_FLIGHT if id in claimed else PENDING
             assert ob.get(id).state == expected
@@ -290,11 +303,11 @@ def test_mark_retry_and_mark_dead_record_attempts_and_errors(outbox, clock):
         outbox.mark_delivered("msg_unknown", 200)
 
 
-def test_release_hands_claims_back_without_spending_attempts(outbox, clock):
+def test_release_hands_claims_back_without_spending_attempts(outbox, location, clock):
     ids = [outbox.add("e", "http://h/", b"x") for _ in range(4)]
     outbox.claim_due(4)
     theirs = outbox.add("e", "http://h/", b"y")
-    with Outbox(outbox.path, clock=clock, owner="B") as b:
+    with open_outbox(location, clock=clock, owner="B") as b:
         assert [d.id for d in b.claim_due(10)] == [theirs]
     assert outbox.release(ids[:1]) == 1
     assert outbox.get(ids[0]).state == PENDING and outbox.get(ids[1]).state == IN_FLIGHT

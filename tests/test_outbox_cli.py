@@ -152,7 +152,7 @@ def test_a_missing_file_is_one_line_exit_2_and_is_not_created(tmp_path):
         assert result.exit_code == 2
         assert result.output.strip() == f"Error: --path {path!r}: no such outbox file"
     assert not os.path.exists(path)
-    assert "Missing option '--path'" in invoke("stats").output
+    assert "give --url (or WEBHOOK_OUTBOX_URL) or --path" in invoke("stats").output
 
 
 def test_a_file_that_is_not_an_outbox_is_one_line_exit_2(tmp_path):

@@ -19,10 +19,12 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 from ..exceptions import ConfigError
 from ..message import new_id
+from . import dbapi
+from .listen import Subscribers
 from .store import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, Delivery
 
 logger = logging.getLogger(__name__)
@@ -74,8 +76,30 @@ _CLAIM = (
     " AND lease_until < ?2 ORDER BY next_attempt_at, rowid LIMIT ?4)"
     " ORDER BY next_attempt_at, rid LIMIT ?4"
 )
+_INSERT = (
+    "INSERT OR IGNORE INTO deliveries (id, endpoint, url, body, headers, state, attempts,"
+    " next_attempt_at, created_at, updated_at) VALUES (%(id)s, %(endpoint)s, %(url)s, %(body)s,"
+    " %(headers)s, %(state)s, 0, %(at)s, %(at)s, %(at)s)"
+)
+
+
 def _default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def check_new_delivery(url: str, body: bytes, headers: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """Validate what ``add()`` is given (TypeError/ValueError); the headers as a new dict."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    if not url:
+        raise ValueError("url is empty")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"body must be bytes, got {type(body).__name__}")
+    headers = dict(headers or {})
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str (header {key!r})")
+    return headers
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[List[str]]:
@@ -108,6 +132,9 @@ class Outbox:
     ``now``. ``owner`` names this process's claims.
     """
 
+    #: What a store operation raises when the database cannot do it now (or the store is closed).
+    errors: Tuple[Type[BaseException], ...] = (ValueError, sqlite3.Error)
+
     def __init__(
         self,
         path: Optional[str] = None,
@@ -133,6 +160,7 @@ class Outbox:
         self._idle: List[sqlite3.Connection] = []
         self._closed = False
         self._shared: Optional[sqlite3.Connection] = None
+        self._subscribers = Subscribers()
         if self.path is None:
             self._shared = self._connect(":memory:")
             self._migrate(self._shared)
@@ -227,7 +255,7 @@ class Outbox:
                 raise
             conn.execute("COMMIT")
 
-    def _file_identity(self) -> Optional[tuple]:
+    def _file_identity(self) -> Optional[Tuple[int, int]]:
         try:
             st = os.stat(self.path)  # type: ignore[arg-type]
         except FileNotFoundError:
@@ -264,30 +292,49 @@ class Outbox:
         headers: Optional[Dict[str, str]] = None,
         id: Optional[str] = None,
         now: Optional[float] = None,
+        *,
+        connection: Any = None,
     ) -> str:
         """Store a pending delivery due at once and return its id; committed before it returns.
 
+        With ``connection`` (a ``sqlite3`` or other DB-API connection to this outbox's
+        file), the delivery is written in that connection's current transaction and
+        neither committed nor rolled back: it exists once the caller commits.
         Adding an id that is already stored changes nothing and returns that id.
         """
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, got {type(url).__name__}")
-        if not url:
-            raise ValueError("url is empty")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError(f"body must be bytes, got {type(body).__name__}")
-        headers = dict(headers or {})
-        for key, value in headers.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError(f"header names and values must be str (header {key!r})")
+        headers = check_new_delivery(url, body, headers)
         id = new_id() if id is None else str(id)
         at = self._now(now)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO deliveries (id, endpoint, url, body, headers, state, attempts,"
-                " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                (id, endpoint, url, bytes(body), json.dumps(headers), PENDING, at, at, at),
-            )
+        params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body),
+                  "headers": json.dumps(headers), "state": PENDING, "at": at}
+        if connection is not None:
+            self._check_same_file(connection)
+            dbapi.execute(connection, _INSERT, params)
+        else:
+            with self._write() as conn:
+                conn.execute(*dbapi.convert(_INSERT, params, "qmark"))
+        # Subscribers look at once; a delivery in a caller's transaction is found once committed,
+        # by their next look (at most the dispatcher's poll interval later).
+        self._subscribers.notify()
         return id
+
+    def _check_same_file(self, connection: Any) -> None:
+        """A caller's connection must be on this outbox's file: elsewhere, the delivery would never be sent."""
+        if not isinstance(connection, sqlite3.Connection):
+            return  # another driver: trust the caller
+        row = connection.execute("PRAGMA database_list").fetchone()
+        theirs = row[2] if row else ""
+        if self.path is None or not theirs or not os.path.samefile(theirs, self.path):
+            raise ConfigError(f"the connection is not on this outbox's file ({self.path!r}): "
+                              "the delivery would never be sent")
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call *callback* after each delivery added through this store; returns the unsubscribe.
+
+        Other processes' adds are not heard: their deliveries are found by the next look.
+        """
+        self._check_open()
+        return self._subscribers.subscribe(callback)
 
     def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]:
         """Lease up to ``limit`` due deliveries to this owner, earliest due first.
@@ -384,7 +431,7 @@ class Outbox:
         )
 
     def _finish(
-        self, id: str, assignments: str, params: tuple, at: float, require_claim: bool = True
+        self, id: str, assignments: str, params: Tuple[Any, ...], at: float, require_claim: bool = True
     ) -> None:
         """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
         with self._write(durable=False) as conn:
@@ -467,8 +514,9 @@ class Outbox:
     # -- reading ----------------------------------------------------------
 
     @staticmethod
-    def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> tuple:
-        clauses, params = ["1"], []
+    def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> Tuple[str, List[Any]]:
+        clauses: List[str] = ["1"]
+        params: List[Any] = []
         if state is not None:
             if state not in STATES:
                 raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
@@ -548,6 +596,8 @@ class Outbox:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+        self._subscribers.close()
+        with self._lock:
             if self._shared is not None:
                 self._shared.close()  # under the lock: no thread is using it
         for conn in idle:

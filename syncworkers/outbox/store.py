@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type
 
 from ..exceptions import safe_url
 
@@ -104,19 +104,25 @@ def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]
 class OutboxStore(Protocol):
     """The operations the dispatcher, the worker and the CLI use; times are epoch seconds.
 
-    ``now`` arguments exist for tests; a store whose clock is the database's may
-    ignore them for lease and due times.
+    ``now`` arguments exist for tests; without them a store takes times from its
+    clock (the database server's, for PostgreSQL). ``errors`` are the exceptions
+    its operations raise when the store cannot do them now (database unreachable
+    or locked, store closed): callers that must survive those catch exactly these.
     """
 
     owner: str
     durable: bool
     lease_seconds: float
+    path: Optional[str]  #: where the store lives, for display (never with a password)
+    errors: Tuple[Type[BaseException], ...]
 
     @property
     def clock(self) -> Callable[[], float]: ...
 
     def add(self, endpoint: str, url: str, body: bytes, headers: Optional[Dict[str, str]] = None,
-            id: Optional[str] = None, now: Optional[float] = None) -> str: ...
+            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None) -> str: ...
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]: ...
 
     def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]: ...
 

@@ -31,7 +31,7 @@ from ..delivery import (
 from ..dispatch import Dispatcher, send_once
 from ..exceptions import ConfigError, DeliveryError, RequestError, WorkerError, safe_url
 from ..message import Message
-from ..outbox import Outbox
+from ..outbox import OutboxStore, open_outbox
 from ..outcome import Kind, classify_error
 from ..retry import RetryPolicy
 from ..runner import LoopJob
@@ -94,8 +94,9 @@ class WebhookSenderWorker(HTTPWorker):
 
     :meth:`enqueue` writes a delivery to :attr:`outbox` and returns at once; the
     running worker delivers it on its pool (or :meth:`flush` does), retrying on
-    ``WebhookConfig.retry_schedule``. ``outbox`` gives an :class:`Outbox` to use
-    instead of opening ``outbox_path`` (the worker then does not close it).
+    ``WebhookConfig.retry_schedule``. ``outbox`` gives a store (``Outbox``,
+    ``PostgresOutbox``) to use instead of opening ``outbox_url`` / ``outbox_path``
+    (the worker then does not close it).
     """
 
     #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
@@ -104,7 +105,7 @@ class WebhookSenderWorker(HTTPWorker):
     def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
-                 outbox: Optional[Outbox] = None) -> None:
+                 outbox: Optional[OutboxStore] = None) -> None:
         for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
                                 ("http_config", http_config, HTTPClientConfig)):
             if value is not None and not isinstance(value, cls):
@@ -136,7 +137,7 @@ class WebhookSenderWorker(HTTPWorker):
         self._pools: Dict[str, ThreadPoolExecutor] = {}
         self._pool_lock = threading.Lock()
         self._futures: Dict[Future, str] = {}  # in flight -> the pool it runs on
-        self._outbox: Optional[Outbox] = outbox
+        self._outbox: Optional[OutboxStore] = outbox
         self._own_outbox = outbox is None
         self._dispatcher: Optional[Dispatcher] = None
         self._outbox_lock = threading.Lock()
@@ -221,17 +222,17 @@ class WebhookSenderWorker(HTTPWorker):
     # -- the outbox ---------------------------------------------------------------------
 
     @property
-    def outbox(self) -> Outbox:
+    def outbox(self) -> OutboxStore:
         """The queue of :meth:`enqueue`, opened on first use.
 
-        The SQLite file ``WebhookConfig.outbox_path`` (WEBHOOK_OUTBOX_PATH) when set;
-        otherwise an in-memory outbox, which is NOT durable: what is pending dies
-        with the process. ``outbox.counts()`` gives pending, delivered and dead.
+        ``WebhookConfig.outbox_url`` (WEBHOOK_OUTBOX_URL: PostgreSQL or SQLite) or the
+        SQLite file ``outbox_path`` (WEBHOOK_OUTBOX_PATH) when set; otherwise an
+        in-memory outbox, which is NOT durable: what is pending dies with the process. ``outbox.counts()`` gives pending, delivered and dead.
         """
         return self._outbox_dispatcher().outbox
 
     def enqueue(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
-                delivery_id: Optional[str] = None) -> str:
+                delivery_id: Optional[str] = None, connection: Any = None) -> str:
         """Store a webhook in the outbox and return its id (its ``webhook-id``) before anything is sent.
 
         The running worker delivers it at once, else :meth:`flush` does: attempt 1
@@ -241,13 +242,19 @@ class WebhookSenderWorker(HTTPWorker):
         An id already in the outbox is not stored twice. Raises ConfigError for an
         unknown endpoint or invalid URL and TypeError/ValueError for bad data or
         headers, before anything is stored.
+
+        With ``connection`` (your open DB-API connection to the outbox's database:
+        psycopg for a PostgreSQL outbox, sqlite3 for an outbox file), the delivery is
+        written inside your transaction and this commits nothing: rolled back, it is
+        never sent; committed, it is delivered (the transactional outbox).
         """
         url = self._endpoints.url_for(endpoint)
         body = encode_body(data)
         extra = check_headers(headers)
         delivery_id = check_delivery_id(delivery_id)
         dispatcher = self._outbox_dispatcher()
-        delivery_id = dispatcher.outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id)
+        delivery_id = dispatcher.outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id,
+                                            connection=connection)
         dispatcher.wakeup()
         self._ensure_outbox_loop(dispatcher)
         return delivery_id
@@ -266,7 +273,9 @@ class WebhookSenderWorker(HTTPWorker):
         with self._outbox_lock:
             if self._dispatcher is None:
                 if self._outbox is None:
-                    self._outbox = Outbox(self.webhook_config.outbox_path)
+                    # One connection per delivering thread, plus the claiming loop and flush().
+                    self._outbox = open_outbox(self.webhook_config.outbox_location,
+                                               pool_size=self.webhook_config.max_workers + 2)
                 self._dispatcher = Dispatcher(
                     self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
                     self._submit_outbox, self._free_slots,
@@ -371,7 +380,7 @@ class WebhookSenderWorker(HTTPWorker):
         error: Optional[str] = None
         if self.source is not None or type(self).process is not WebhookSenderWorker.process:
             results, error = self._drain_source()
-        if self.webhook_config.outbox_path is not None or self._outbox is not None:
+        if self.webhook_config.outbox_location is not None or self._outbox is not None:
             dead_before = self.outbox.counts()["dead"]
             if not self.flush(timeout=self.webhook_config.timeout):
                 error = error or "outbox deliveries still pending"
@@ -441,7 +450,7 @@ class WebhookSenderWorker(HTTPWorker):
         jobs: List[Job] = []
         if self.source is not None or type(self).process is not WebhookSenderWorker.process:
             jobs.append(LoopJob(f"{self.name}-process", self._run_process))
-        if self.webhook_config.outbox_path is not None or self._outbox is not None:
+        if self.webhook_config.outbox_location is not None or self._outbox is not None:
             self._outbox_dispatcher()
             jobs.append(LoopJob(f"{self.name}-outbox", self._run_outbox))
         return jobs
