@@ -32,10 +32,17 @@ class PageRequest:
     params: Params = ()
 
     def with_params(self, **updates: Any) -> "PageRequest":
-        """A copy whose parameters named in *updates* are replaced (None removes one)."""
-        kept = tuple((k, v) for k, v in self.params if k not in updates)
-        added = tuple((k, _text(v)) for k, v in updates.items() if v is not None)
-        return PageRequest(self.url, kept + added)
+        """A copy whose parameters named in *updates* are replaced in place (None removes one)."""
+        params: List[Tuple[str, str]] = []
+        done = set()
+        for key, value in self.params:
+            if key not in updates:
+                params.append((key, value))
+            elif key not in done and updates[key] is not None:
+                params.append((key, _text(updates[key])))
+            done.add(key)
+        params += [(k, _text(v)) for k, v in updates.items() if k not in done and v is not None]
+        return PageRequest(self.url, tuple(params))
 
     def param(self, name: str) -> Optional[str]:
         """The last value of parameter *name*, from ``params`` or else the URL's own query."""
