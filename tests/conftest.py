@@ -94,3 +94,24 @@ def restore_logging():
     logger.setLevel(saved[0])
     logger.handlers[:] = saved[1]
     logger.propagate = saved[2]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL cluster on 127.0.0.1 for the whole session (see tests/pg_server.py)."""
+    from .pg_server import PostgresServer
+
+    with PostgresServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server):
+    """URL of the session's PostgreSQL database: postgresql://postgres@127.0.0.1:PORT/DB."""
+    return pg_server.url
+
+
+@pytest.fixture
+def pg_db(pg_server):
+    """URL of a fresh, empty PostgreSQL database for this test alone."""
+    return pg_server.create_database()
