@@ -208,3 +208,35 @@ def test_the_cursor_survives_sigkill_mid_tick_without_skipping_an_item(server, t
     assert log.read_text().split()[5:] == ["3", "4", "5", "6"]  # read again from event 3: nothing skipped
     assert set(log.read_text().split()) == {str(e["id"]) for e in EVENTS}
     assert SQLiteStateStore(str(state)).get("events") == EVENTS[5]["updated_at"]
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+
+
+def test_postgres_store_keeps_the_cursor_across_workers(server, pg_db):
+    from syncworkers import PostgresStateStore
+
+    server.route("GET", "/events", handler=events_api(lambda: 6))
+    make = lambda: Sink(server.url("/events"), interval=60, name="pg-events",  # noqa: E731
+                        cursor=IncrementalCursor(initial=EVENTS[3]["updated_at"]), state_url=pg_db,
+                        data_extractor=lambda body: body)
+    first = make()
+    assert isinstance(first.state, PostgresStateStore)
+    first.poll()
+    assert first.seen == [4, 5, 6]
+    first.close()
+    second = make()
+    second.poll()
+    assert second.seen == [6]
+    assert since_sent(server) == [EVENTS[3]["updated_at"], EVENTS[5]["updated_at"]]
+    second.close()
+
+
+def test_postgres_store_errors_name_no_password():
+    from syncworkers import StateStoreError
+    from syncworkers.state import PostgresStateStore
+
+    store = PostgresStateStore("postgresql://user:hunter2@127.0.0.1:1/db")
+    with pytest.raises(StateStoreError) as info:
+        store.get("x")
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(store)
