@@ -270,6 +270,6 @@ def test_an_error_status_mid_walk_is_delivered_and_ends_the_walk(server):
     worker = Collector(server.url("/s"), interval=60, paginator=PageNumberPaginator(),
                        data_extractor=lambda body: body)
     outcome = worker.poll()
-    assert outcome.status == 404 and len(server.calls("/s")) == 2
+    assert outcome.status_code == 404 and len(server.calls("/s")) == 2
     assert [(m.headers["status_code"], m.body) for m in worker.messages] == [(200, 1), (404, {"error": "gone"})]
     worker.close()

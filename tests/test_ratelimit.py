@@ -90,8 +90,8 @@ def test_poller_ticks_wait_for_a_reset_within_the_interval(server):
     t = FakeTime()
     server.route("GET", "/api", replies=[spent(reset_in=5), Reply(200, b"[]")])
     worker = PollerWorker(server.url("/api"), interval=10, rate_limits=t.budget())
-    assert worker.poll().status == 200
-    assert worker.poll().status == 200  # waited for the reset, then asked
+    assert worker.poll().status_code == 200
+    assert worker.poll().status_code == 200  # waited for the reset, then asked
     assert t.waits == [5.0] and len(server.calls("/api")) == 2
     assert worker.health()["metrics"]["rate_limited_ticks"] == 0
     worker.close()
@@ -114,7 +114,7 @@ def test_pollers_of_one_host_skip_ticks_while_the_reset_is_far_with_one_warning(
     assert first.health()["metrics"]["rate_limited_ticks"] == 3 == second.health()["metrics"]["rate_limited_ticks"]
     assert first.health()["consecutive_failures"] == 0 and t.waits == []
     t.now += 3600  # the reset came: polling resumes
-    assert first.poll().status == 200 and second.poll().status == 200
+    assert first.poll().status_code == 200 and second.poll().status_code == 200
     first.close()
     second.close()
 
