@@ -16,17 +16,31 @@ from .exceptions import (  # noqa: E402
     CircuitOpenError,
     ConfigError,
     DeliveryError,
+    PaginationError,
     RequestError,
     RequestTimeout,
     ResponseTooLarge,
     RetryInterrupted,
     SignatureError,
+    StateStoreError,
     SyncWorkersError,
     TransportError,
     UnknownOptionError,
     WorkerError,
 )
 from .message import Message  # noqa: E402
+from .cursor import IncrementalCursor  # noqa: E402
+from .pagination import (  # noqa: E402
+    CursorPaginator,
+    LinkHeaderPaginator,
+    OffsetPaginator,
+    Page,
+    PageNumberPaginator,
+    PageRequest,
+    Paginator,
+)
+from .ratelimit import RateLimits  # noqa: E402
+from .state import MemoryStateStore, PostgresStateStore, SQLiteStateStore, StateStore  # noqa: E402
 from .breaker import BreakerRegistry, HostBreaker  # noqa: E402
 from .http import HTTPClient  # noqa: E402
 from .logging import configure_logging, get_logger  # noqa: E402
@@ -85,6 +99,20 @@ __all__ = [
     "Source",
     "MemoryQueue",
     "RedisListConsumer",
+    # pagination, incremental cursors, rate limits
+    "Paginator",
+    "Page",
+    "PageRequest",
+    "LinkHeaderPaginator",
+    "CursorPaginator",
+    "OffsetPaginator",
+    "PageNumberPaginator",
+    "IncrementalCursor",
+    "StateStore",
+    "MemoryStateStore",
+    "SQLiteStateStore",
+    "PostgresStateStore",
+    "RateLimits",
     # building blocks
     "HTTPClient",
     "BreakerRegistry",
@@ -100,11 +128,13 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "DeliveryError",
+    "PaginationError",
     "RequestError",
     "RequestTimeout",
     "ResponseTooLarge",
     "RetryInterrupted",
     "SignatureError",
+    "StateStoreError",
     "SyncWorkersError",
     "TransportError",
     "UnknownOptionError",

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
 
 import click
 
@@ -131,9 +131,37 @@ def cli() -> None:
     """Synchronous HTTP workers: pollers and webhook senders."""
 
 
+_STATUS = re.compile(r"^([1-5])(?:([0-9]{2})|xx)$", re.I)
+
+
+def parse_statuses(text: str) -> FrozenSet[int]:
+    """The statuses of ``"5xx"``, ``"429,5xx"`` or ``"404"``; ValueError for anything else."""
+    statuses: Set[int] = set()
+    for token in text.split(","):
+        match = _STATUS.match(token.strip())
+        if match is None:
+            raise ValueError(f"{token.strip()!r} is not a status: give codes or classes like 404, 429,5xx")
+        first, rest = match.groups()
+        base = int(first) * 100
+        statuses |= {base + int(rest)} if rest is not None else set(range(base, base + 100))
+    return frozenset(statuses)
+
+
+def _status_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> FrozenSet[int]:
+    if value is None:
+        return frozenset()
+    try:
+        return parse_statuses(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
 @click.option("--once", is_flag=True, help="One cycle of each worker, then exit (cron style).")
+@click.option("--fail-on-status", "fail_on_status", default=None, metavar="CODES", callback=_status_option,
+              help="With --once: a poll answered with one of these statuses (after retries) fails "
+                   "(exit 1). Codes or classes, comma separated: 5xx, 429,5xx, 404.")
 @click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool.")
 @click.option("--stagger/--no-stagger", default=False, show_default=True,
               help="Spread the pollers' first ticks across their interval (default: every first poll at once).")
@@ -145,10 +173,12 @@ def cli() -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics port listens on (0.0.0.0: every interface).")
 @_log_options
-def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
-        coordination: Optional[str], metrics_port: Optional[int], metrics_host: str, log_level: str,
-        log_format: str, env_file: Optional[str]) -> None:
+def run(targets: Sequence[str], once: bool, fail_on_status: FrozenSet[int], max_workers: Optional[int],
+        stagger: bool, coordination: Optional[str], metrics_port: Optional[int], metrics_host: str,
+        log_level: str, log_format: str, env_file: Optional[str]) -> None:
     """Run workers until SIGINT/SIGTERM (exit 0), or one cycle each with --once."""
+    if fail_on_status and not once:
+        raise click.UsageError("--fail-on-status only applies with --once")
     _setup(log_level, log_format, env_file)
     if once and metrics_port is not None:
         raise CLIError("--metrics-port serves a running worker; it does not go with --once")
@@ -157,7 +187,7 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
         failed = 0
         for worker in workers:
             try:
-                if not _run_once(worker):
+                if not _run_once(worker, fail_on_status):
                     failed += 1
             finally:
                 worker.close()
@@ -185,12 +215,18 @@ def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger:
             worker.client.close()
 
 
-def _run_once(worker: Any) -> bool:
-    """One cycle; False if it failed (transport error, open circuit, exception in process_message)."""
+def _run_once(worker: Any, fail_on_status: FrozenSet[int] = frozenset()) -> bool:
+    """One cycle; False if it failed (transport error, open circuit, exception in process_message),
+    or if a poll's final status is in *fail_on_status*."""
     run_once = getattr(worker, "run_once", None)
     if run_once is None:
         raise CLIError(f"{type(worker).__name__} has no single cycle to run (--once)")
-    return bool(getattr(run_once(), "ok", True))
+    result = run_once()
+    status = getattr(result, "status_code", None)
+    if status is not None and status in fail_on_status:
+        click.echo(f"{worker.name}: HTTP {status} from {safe_url(getattr(worker, 'url', None))}", err=True)
+        return False
+    return bool(getattr(result, "ok", True))
 
 
 @cli.command()

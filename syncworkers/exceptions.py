@@ -111,6 +111,14 @@ class DeliveryError(RequestError):
     """A webhook was not delivered: a non-2xx answer after every allowed attempt."""
 
 
+class PaginationError(RequestError):
+    """A paginated poll went wrong: a page seen twice in one tick (a loop), or a next link refused."""
+
+
+class StateStoreError(SyncWorkersError):
+    """The poller state store (incremental cursors) could not be read or written."""
+
+
 class SignatureError(SyncWorkersError, ValueError):
     """A webhook signature, id or timestamp did not verify."""
 
@@ -130,6 +138,8 @@ __all__ = [
     "CircuitOpenError",
     "RetryInterrupted",
     "DeliveryError",
+    "PaginationError",
+    "StateStoreError",
     "SignatureError",
     "WorkerError",
     "safe_url",

@@ -33,6 +33,16 @@ def no_leaked_threads():
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """The process-wide rate-limit budgets start empty: a port reused by another test's server is a new host."""
+    from syncworkers.ratelimit import shared_rate_limits
+
+    shared_rate_limits.reset()
+    yield
+    shared_rate_limits.reset()
+
+
 @pytest.fixture
 def server():
     with LoopbackServer() as srv:

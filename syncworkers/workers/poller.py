@@ -17,26 +17,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import requests
 
 from .. import events
 from ..config import HTTPClientConfig, PollerConfig, with_other_errors
+from ..cursor import IncrementalCursor
 from ..logging import is_secret_key, register_secret
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
+    PaginationError,
     RequestError,
     RetryInterrupted,
+    StateStoreError,
     TransportError,
     safe_url,
 )
 from ..http import merge_headers
 from ..message import Message
-from ..urls import join_url
+from ..pagination import DEFAULT_MAX_PAGES, Page, PageRequest, Paginator, first_request
+from ..ratelimit import RateLimits, shared_rate_limits
+from ..state import StateStore, open_state_store, resolve_state_url
 from ..runner import PeriodicJob
+from ..urls import join_url
 from .base import HTTPWorker, Job
 
 DataExtractor = Callable[[Any], Any]
@@ -44,7 +50,8 @@ DataExtractor = Callable[[Any], Any]
 #: Counters every poller reports from the start (0 until something happens).
 COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
             "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages",
-            "ticks_here", "ticks_elsewhere", "ticks_unclaimed")
+            "ticks_here", "ticks_elsewhere", "ticks_unclaimed", "pages", "pagination_errors",
+            "rate_limited_ticks")
 #: Failed polls in a row after which a poller reports not ready (``/readyz``).
 NOT_READY_AFTER = 3
 #: Methods that send If-None-Match / If-Modified-Since (conditional requests are for safe methods).
@@ -87,6 +94,14 @@ class PollerWorker(HTTPWorker):
     With ``PollerConfig.conditional`` (the default), GET and HEAD polls send
     the last 2xx response's ETag / Last-Modified back; a 304 produces no message.
     ``self.metrics`` may be replaced by a subclass; counting goes to ``self._stats``.
+
+    With *paginator* (see :mod:`syncworkers.pagination`) one tick walks the
+    pages, at most *max_pages*; a request repeated within a tick ends it with a
+    PaginationError (to ``on_poll_error``). With *cursor* (an
+    :class:`~syncworkers.cursor.IncrementalCursor`) the highest value seen is
+    kept under ``self.name`` in the store of *state_url* (``POLLER_STATE_URL``;
+    in memory when unset) and sent on the next tick. *rate_limits* is the
+    per-host budget shared by every poller of the process unless given.
     """
 
     def __init__(self, url: Optional[str] = None, interval: Optional[float] = None,
@@ -95,7 +110,9 @@ class PollerWorker(HTTPWorker):
                  poller_config: Optional[PollerConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
                  json: Any = None, data: Any = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, paginator: Optional[Paginator] = None,
+                 max_pages: int = DEFAULT_MAX_PAGES, cursor: Optional[IncrementalCursor] = None,
+                 state_url: Optional[str] = None, rate_limits: Optional[RateLimits] = None) -> None:
         for arg, value, cls in (("poller_config", poller_config, PollerConfig),
                                 ("http_config", http_config, HTTPClientConfig)):
             if value is not None and not isinstance(value, cls):
@@ -117,6 +134,8 @@ class PollerWorker(HTTPWorker):
             raise ConfigError("give json or data, not both", {"json": "conflicts with data"})
         if not callable(clock):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        _check_paging(paginator, max_pages, cursor, rate_limits)
+        state = open_state_store(resolve_state_url(state_url))
         super().__init__(name=name or default_name(type(self).__name__, config.method, absolute_url),
                          client_config=client_config)
         self.poller_config = config
@@ -139,6 +158,11 @@ class PollerWorker(HTTPWorker):
         self._last_success: Optional[datetime] = None
         self._consecutive_failures = 0
         self._validators: Dict[str, str] = {}
+        self.paginator = paginator
+        self.max_pages = max_pages
+        self.cursor = cursor
+        self.state: StateStore = state
+        self.rate_limits = shared_rate_limits if rate_limits is None else rate_limits
         for counter in COUNTERS:
             self._stats.incr(counter, 0)
 
@@ -204,69 +228,178 @@ class PollerWorker(HTTPWorker):
         return outcome
 
     def _poll_cycle(self) -> PollOutcome:
+        """One tick: the first page, then each next page the paginator names; the cursor advances last."""
+        self._stats.incr("polls")
+        outcome = PollOutcome(ok=True)
+        try:
+            since = self._load_cursor()
+        except StateStoreError as exc:
+            return self._tick_failed(outcome, exc, "cannot read the cursor")
+        plain = self.paginator is None and since is None
+        extra = dict(self.paginator.first_params()) if self.paginator is not None else {}
+        if since is not None and self.cursor is not None:
+            extra[self.cursor.param] = since
+        request: Optional[PageRequest] = PageRequest(self.url) if plain else first_request(self.url, self.params, extra)
+        seen = set()
+        highest, number, walked = since, 0, False
+        while request is not None:
+            if request in seen:
+                error = PaginationError(f"page {number + 1} repeats an earlier request of this tick "
+                                        "(a pagination loop); tick ended", url=request.url, method=self.method)
+                self._stats.incr("pagination_errors")
+                self._poll_failed(outcome, error)
+                break
+            seen.add(request)
+            if not self._rate_gate(request.url, outcome):
+                walked = number > 0  # a budget spent mid-walk ends the walk like max_pages does
+                break
+            number += 1
+            page = self._fetch_page(request, number, None if plain else list(request.params), outcome)
+            if page is None:  # an error or a status that ends the walk
+                break
+            if self.cursor is not None:
+                highest = self.cursor.highest(highest, _bodies(page.items if self.data_extractor else [page.body]))
+            request, walked = self._next_request(page, outcome)
+            if request is not None and number >= self.max_pages:
+                self.logger.warning("max_pages reached: the rest waits for the next tick", url=safe_url(self.url),
+                                    max_pages=self.max_pages)
+                request, walked = None, True
+        if walked and outcome.ok and self.cursor is not None and highest is not None and highest != since:
+            try:  # only now: every item of the tick went through process_message (at-least-once)
+                self.state.set(self.name, highest)
+            except StateStoreError as exc:
+                return self._tick_failed(outcome, exc, "cannot store the cursor")
+        if number or not outcome.ok:  # a tick skipped for the rate limit is neither success nor failure
+            status = outcome.status_code or 0
+            self._record(success=outcome.ok and (200 <= status < 300 or status == 304))
+        return outcome
+
+    def _load_cursor(self) -> Any:
+        if self.cursor is None:
+            return None
+        stored = self.state.get(self.name)
+        return self.cursor.initial if stored is None else stored
+
+    def _next_request(self, page: Page, outcome: PollOutcome) -> Tuple[Optional[PageRequest], bool]:
+        """``(next request or None, walk complete)``; a paginator error ends the walk, incomplete."""
+        if self.paginator is None:
+            return None, True
+        try:
+            nxt = self.paginator.next_request(page)
+        except PaginationError as exc:
+            self._stats.incr("pagination_errors")
+            self._poll_failed(outcome, exc)
+            return None, False
+        except Exception as exc:
+            self.logger.error("paginator raised", url=safe_url(self.url), exc_info=True)
+            self._stats.incr("pagination_errors")
+            outcome.ok, outcome.error = False, outcome.error or exc
+            return None, False
+        return nxt, nxt is None
+
+    def _rate_gate(self, url: str, outcome: PollOutcome) -> bool:
+        """Wait for the host's rate-limit budget up to one interval; False: skip (spent) or stopped."""
+        go, seconds = self.rate_limits.gate(url, self.interval, self.stop_event)
+        if go:
+            if seconds:
+                self.logger.debug("waited for the rate limit to reset", url=safe_url(url), waited=round(seconds, 3))
+            return True
+        if seconds <= 0:  # stop() during the wait
+            outcome.ok, outcome.error = False, RetryInterrupted("stopped while waiting for a rate limit reset",
+                                                                url=url, method=self.method)
+            return False
+        self._stats.incr("rate_limited_ticks")
+        log = self.logger.warning if self.rate_limits.first_warning(url) else self.logger.debug
+        log("rate limit spent: ticks for this host are skipped until it resets", url=safe_url(url),
+            reset_in=round(seconds, 1))
+        return False
+
+    def _fetch_page(self, request: PageRequest, number: int, params: Optional[List[Tuple[str, str]]],
+                    outcome: PollOutcome) -> Optional[Page]:
+        """Fetch one page and hand its messages to process_message; the Page if the walk may go on."""
         stats = self._stats
-        stats.incr("polls")
+        stats.incr("pages")
+        first = number == 1
         started = self._clock()
         try:
-            response = self.client.request(self.method, self.url, headers=self._request_headers(),
-                                           params=self.params, json=self._json, data=self._data,
-                                           cancel=self.stop_event)
+            response = self.client.request(self.method, request.url,
+                                           headers=self._request_headers() if first else self.headers,
+                                           params=self.params if params is None else params,
+                                           json=self._json, data=self._data, cancel=self.stop_event)
         except RetryInterrupted as exc:  # stop() during a retry wait: shutting down, not a failure
-            self.logger.info("poll interrupted by stop", url=safe_url(self.url))
-            return PollOutcome(ok=False, error=exc)
+            self.logger.info("poll interrupted by stop", url=safe_url(request.url))
+            outcome.ok, outcome.error = False, exc
+            return None
         except RequestError as exc:
-            stats.incr("errors")
-            self._record(success=False)
-            try:
-                self.on_poll_error(exc)
-            except Exception:
-                self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
-            return PollOutcome(ok=False, status_code=exc.status, error=exc)
+            self._poll_failed(outcome, exc)
+            outcome.status_code = exc.status
+            return None
         elapsed_ms = (self._clock() - started) * 1000.0
         stats.observe("poll_latency_ms", elapsed_ms)
         status = response.status_code
+        outcome.status_code = status
+        self.rate_limits.update(request.url, status, response.headers)
         stats.incr(f"responses_{status // 100}xx")
         if status == 304:
             stats.incr("not_modified")
-            self._record(success=True)
-            return PollOutcome(ok=True, status_code=status)
+            return None
         success = 200 <= status < 300
-        if success:
+        if success and first:
             self._remember_validators(response)
         body = self._decode(response)
         headers = {
             "status_code": status,
             "response_time": elapsed_ms,
-            "url": self.url,
+            "url": request.url,
             "method": self.method,
             "content_type": response.headers.get("Content-Type"),
             "response_headers": dict(response.headers),
             "attempts": getattr(response, "attempts", 1),
         }
+        if self.paginator is not None:
+            headers["page"] = number
         items = [body]
         if success and self.data_extractor is not None:
             try:
                 items = _as_items(self.data_extractor(body))
             except Exception as exc:
                 stats.incr("extractor_errors")
-                self.logger.error("data_extractor raised", url=safe_url(self.url), status_code=status,
+                self.logger.error("data_extractor raised", url=safe_url(request.url), status_code=status,
                                   exc_info=True)
-                self._record(success=False)
-                return PollOutcome(ok=False, status_code=status, error=exc)
-        results: List[Any] = []
-        error: Optional[BaseException] = None
+                outcome.ok, outcome.error = False, outcome.error or exc
+                return None
         for item in items:
             message = Message(body=item, headers=dict(headers))
             stats.incr("messages")
+            outcome.messages += 1
             try:
-                results.append(self.process_message(message))
+                outcome.results.append(self.process_message(message))
             except Exception as exc:  # one bad message must not drop the others nor stop the worker
                 stats.incr("process_errors")
-                self.logger.error("process_message raised", url=safe_url(self.url), status_code=status,
+                self.logger.error("process_message raised", url=safe_url(request.url), status_code=status,
                                   message_id=message.id, exc_info=True)
-                error = error or exc
-        self._record(success=success and error is None)
-        return PollOutcome(ok=error is None, status_code=status, results=results, error=error, messages=len(items))
+                outcome.ok, outcome.error = False, outcome.error or exc
+        if not success:
+            return None
+        page_items = items if self.data_extractor is not None else (body if isinstance(body, list) else None)
+        return Page(request=request, status=status, headers=response.headers, body=body, items=page_items,
+                    url=response.url or request.url, number=number)
+
+    def _poll_failed(self, outcome: PollOutcome, exc: RequestError) -> None:
+        """No usable page: count, log through on_poll_error; what was processed stays processed."""
+        self._stats.incr("errors")
+        outcome.ok, outcome.error = False, exc
+        try:
+            self.on_poll_error(exc)
+        except Exception:
+            self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
+
+    def _tick_failed(self, outcome: PollOutcome, exc: StateStoreError, what: str) -> PollOutcome:
+        self._stats.incr("errors")
+        self.logger.error(what, url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+        outcome.ok, outcome.error = False, exc
+        self._record(success=False)
+        return outcome
 
     def _request_headers(self) -> Mapping[str, str]:
         if not self._validators or self.method not in CONDITIONAL_METHODS:
@@ -388,6 +521,29 @@ def _absolute_url(config: PollerConfig, client_config: HTTPClientConfig) -> str:
         message = "PollerWorker needs a url: pass url=..., PollerConfig(url=...) or set POLLER_URL"
         raise ConfigError(message, {"POLLER_URL": message})
     return join_url(config.base_url or client_config.base_url, url, what="poll url")
+
+
+def _check_paging(paginator: Any, max_pages: Any, cursor: Any, rate_limits: Any) -> None:
+    if paginator is not None and not isinstance(paginator, Paginator):
+        raise ConfigError(f"paginator must have first_params() and next_request(page), got {paginator!r}",
+                          {"paginator": "must implement the Paginator protocol"})
+    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
+        raise ConfigError(f"max_pages must be an integer >= 1, got {max_pages!r}",
+                          {"max_pages": "must be an integer >= 1"})
+    if cursor is not None and not isinstance(cursor, IncrementalCursor):
+        raise ConfigError(f"cursor must be an IncrementalCursor, got {type(cursor).__name__}",
+                          {"cursor": "must be an IncrementalCursor"})
+    if rate_limits is not None and not isinstance(rate_limits, RateLimits):
+        raise ConfigError(f"rate_limits must be a RateLimits, got {type(rate_limits).__name__}",
+                          {"rate_limits": "must be a RateLimits"})
+
+
+def _bodies(items: Optional[Sequence[Any]]) -> List[Any]:
+    """The records a cursor looks at: each item, or each element of an item that is a JSON array."""
+    records: List[Any] = []
+    for item in items or []:
+        records += item if isinstance(item, list) else [item]
+    return records
 
 
 def _as_items(extracted: Any) -> List[Any]:
