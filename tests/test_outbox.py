@@ -325,6 +325,17 @@ def test_next_delay_follows_the_schedule():
         next_delay(schedule, -1)
 
 
+def test_oldest_pending_is_the_oldest_undelivered_creation_time(outbox):
+    assert outbox.oldest_pending() is None
+    first = outbox.add("e", "http://h/", b"x", now=T0)
+    outbox.add("e", "http://h/", b"y", now=T0 + 5)
+    assert outbox.oldest_pending() == T0
+    outbox.claim_due(1, now=T0 + 6)  # in flight still counts
+    assert outbox.oldest_pending() == T0
+    outbox.mark_delivered(first, 200)
+    assert outbox.oldest_pending() == T0 + 5
+
+
 def test_counts_and_next_due(outbox, clock):
     assert outbox.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0}
     assert outbox.next_due() is None

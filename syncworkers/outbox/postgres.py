@@ -128,6 +128,7 @@ _QUERIES = {
         f"SELECT {_COLUMNS} FROM {{t}} WHERE {{where}} ORDER BY updated_at DESC, seq DESC LIMIT %(limit)s"
     ),
     "counts": "SELECT state, COUNT(*) FROM {t} GROUP BY state",
+    "oldest_pending": f"SELECT MIN(created_at) FROM {{t}} WHERE state IN ('{PENDING}', '{IN_FLIGHT}')",
     "next_due": (
         f"SELECT (SELECT MIN(next_attempt_at) FROM {{t}} WHERE state = '{PENDING}'),"
         f" (SELECT MIN(lease_until) FROM {{t}} WHERE state = '{IN_FLIGHT}'), {_DB_NOW}"
@@ -467,6 +468,13 @@ class PostgresOutbox:
             "delivered": by_state[DELIVERED],
             "dead": by_state[DEAD],
         }
+
+    def oldest_pending(self) -> Optional[float]:
+        """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""
+        query = self._query("oldest_pending")
+        with self._ready().connection() as conn:
+            row = conn.execute(query).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def next_due(self) -> Optional[float]:
         """When something next becomes claimable: the earliest pending due time or lease expiry.

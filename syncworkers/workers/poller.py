@@ -143,9 +143,9 @@ class PollerWorker(HTTPWorker):
         self.interval = config.interval
         self.method = config.method
         self.headers: Dict[str, str] = dict(headers or {})
-        for header, value in self.headers.items():  # e.g. the reference's Authorization: Bearer ...
+        for header, header_value in self.headers.items():  # e.g. the reference's Authorization: Bearer ...
             if is_secret_key(header):
-                register_secret(value)
+                register_secret(header_value)
         self.params = params
         self.data_extractor = data_extractor
         self.last_outcome: Optional[PollOutcome] = None
