@@ -1,6 +1,7 @@
 """syncworkers: synchronous, thread-pool HTTP workers — pollers and webhook senders, zero asyncio."""
 
 import logging as _logging
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -68,7 +69,7 @@ def _install_prometheus() -> None:
 _install_prometheus()
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # RedisListConsumer needs the optional redis extra: imported on first use.
     if name == "RedisListConsumer":
         from .sources.redis import RedisListConsumer

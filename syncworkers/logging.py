@@ -73,7 +73,7 @@ def _find_caller(depth: int, stack_info: bool) -> Tuple[str, int, str, Optional[
     return code.co_filename, frame.f_lineno, code.co_name, sinfo
 
 
-def _exc_tuple(exc_info: ExcInfo):
+def _exc_tuple(exc_info: ExcInfo) -> Optional[Tuple[Any, Any, Any]]:
     if not exc_info:
         return None
     if isinstance(exc_info, BaseException):
@@ -147,7 +147,7 @@ class StructuredLogger:
         if self.logger.isEnabledFor(level):
             self._log(level, msg, args, exc_info, stack_info, stacklevel, fields)
 
-    def _log(self, level: int, msg: Any, args: tuple, exc_info: ExcInfo, stack_info: bool,
+    def _log(self, level: int, msg: Any, args: Tuple[Any, ...], exc_info: ExcInfo, stack_info: bool,
              stacklevel: int, fields: Dict[str, Any]) -> None:
         # Every public method calls this directly: one frame up is it, two is its caller.
         filename, lineno, func, sinfo = _find_caller(stacklevel + 1, stack_info)
