@@ -34,6 +34,7 @@ from .redaction import (  # re-exported: this was their home before redaction.py
     redact_headers,
     redact_text,
     register_secret,
+    safe_url,
 )
 
 #: The stdlib logger that :func:`configure_logging` configures; every syncworkers logger is below it.
@@ -290,6 +291,44 @@ def _dumps(payload: Dict[str, Any]) -> str:
         return json.dumps(safe, default=_json_default)
 
 
+# -- urllib3's own log lines ---------------------------------------------------------
+
+#: The loggers urllib3 writes URLs to (at DEBUG, and in connection warnings).
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                   "urllib3.util.retry", "urllib3.response")
+
+
+class URLRedactingFilter(logging.Filter):
+    """Masks what urllib3 would print of a URL: userinfo, query string, secret path segments.
+
+    urllib3 logs every request line (``"GET /path?token=x HTTP/1.1" 200``) at DEBUG; an
+    application that turns DEBUG on for its root logger would otherwise write our
+    credentials to its logs. The filter runs only for records urllib3 actually creates,
+    so a disabled DEBUG level costs nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_safe_arg(a) for a in args)
+        record.msg, record.args = redact_text(_message(record)), ()
+        return True
+
+
+def _safe_arg(value: Any) -> Any:
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return safe_url(value)
+    return value
+
+
+def install_urllib3_redaction() -> None:
+    """Put one :class:`URLRedactingFilter` on each of urllib3's loggers (idempotent)."""
+    for name in URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, URLRedactingFilter) for f in logger.filters):
+            logger.addFilter(URLRedactingFilter())
+
+
 # -- configuration ----------------------------------------------------------------
 
 _FORMATTERS = {"text": TextFormatter, "json": JSONFormatter}
@@ -348,4 +387,6 @@ __all__ = [
     "redact",
     "redact_text",
     "redact_headers",
+    "URLRedactingFilter",
+    "install_urllib3_redaction",
 ]
