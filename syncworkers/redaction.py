@@ -219,6 +219,15 @@ def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
     return {k: MASK if is_secret_key(k) else redact_text(str(v)) for k, v in headers.items()}
 
 
+def redact_output(text: str) -> str:
+    """:func:`redact_text`, and every URL shortened as :func:`safe_url` does: for text read by people
+    (the command line), where a query string's values are never worth the risk."""
+    text = redact_text(text)
+    if "://" in text:
+        text = _URL_RE.sub(lambda m: safe_url(m.group(0)) or "", text)
+    return text
+
+
 def safe_url(url: Optional[str]) -> Optional[str]:
     """Return *url* fit for printing: no userinfo, query (``?***``) or fragment; secret segments masked.
 
@@ -248,5 +257,6 @@ __all__ = [
     "redact",
     "redact_text",
     "redact_headers",
+    "redact_output",
     "safe_url",
 ]
