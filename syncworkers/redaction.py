@@ -48,18 +48,17 @@ _AUTH_RE = re.compile(r"\b(Bearer|Basic)(\s+)([A-Za-z0-9\-._~+/]+=*)", re.IGNORE
 _WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=_\-]+")
 # key=value (query strings, logfmt): masked when the key looks secret. The value stops at
 # "?" and "=" so that "a=1?token=x" still reaches "token".
-_KEY_VALUE_RE = re.compile(r"\b([A-Za-z][\w\-]*)=([^\s&,;?=\"'\\]+)")
+_KEY_VALUE_RE = re.compile(r"(?<![\w-])([A-Za-z][\w\-]*)=([^\s&,;?=\"'\\]+)")
 # "Name: value" as in raw HTTP text, masked to the end of the line. Only header-like names
 # (with "-" or "_", or a bare well-known one) count, so that prose such as "bad token: x" stays.
-_HEADER_RE = re.compile(r"\b([\w-]*(?:" + "|".join(SECRET_NAME_PARTS) + r")[\w-]*):[ \t]*[^\r\n\"'\\]+",
-                        re.IGNORECASE)
+_HEADER_RE = re.compile(r"(?<![\w-])([A-Za-z][\w-]{0,127}):[ \t]*[^\r\n\"'\\]+")
 _BARE_HEADERS = frozenset({"authorization", "cookie", "apikey"})
 _USERINFO_RE = re.compile(r"(?<=://)[^\s/?#@\"'\\]+@")
 # 'key': 'value' and "key": "value" (a dict's repr or JSON put into a message), masked when the
 # key looks secret. The value runs to its closing quote, escaped quotes included.
 _QUOTED_ITEM_RE = re.compile(r"""(['"])([A-Za-z][\w\-]*)\1(\s*:\s*)(['"])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
 # A URL in free text, up to a space, a quote or an angle bracket.
-_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]+")
+_URL_RE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>]+")
 _PATH_SEGMENT_RE = re.compile(r"(?:^|(?<=/))[^/?#]+")
 
 
@@ -125,8 +124,8 @@ def _mask_key_value(match: "re.Match[str]") -> str:
 
 def _mask_header(match: "re.Match[str]") -> str:
     name = match.group(1)
-    lowered = name.lower()
-    if "-" in name or "_" in name or lowered in _BARE_HEADERS or _normalise(name) in _names:
+    header_like = "-" in name or "_" in name or name.lower() in _BARE_HEADERS
+    if (header_like and is_secret_key(name)) or _normalise(name) in _names:
         return f"{name}: {MASK}"
     return match.group(0)
 
