@@ -23,8 +23,8 @@ import click
 
 from . import __version__
 from .exceptions import SyncWorkersError, safe_url
-from .logging import configure_logging, redact_text
-from .redaction import redact_output
+from .logging import configure_logging
+from .redaction import redact_output, redact_text
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
