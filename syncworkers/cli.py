@@ -311,8 +311,16 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
         file = sqlite_path(location) if url is not None else location
         if "://" not in file and not os.path.isfile(file):
             option = "--url" if url is not None else "--path"
-            raise CLIError(f"{option} {safe_url(location)!r}: no such outbox file")
+            raise CLIError(f"{option} {_shown(location)!r}: no such outbox file")
     return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
+
+
+def _shown(location: str) -> str:
+    """An outbox location fit to print: a database URL without its password; a file path as is
+    (its folder names are not secrets, whatever they look like)."""
+    from .validators import is_postgres_url
+
+    return (safe_url(location) or "") if is_postgres_url(location) else location
 
 
 def _location(path: Optional[str], url: Optional[str]) -> str:
@@ -337,7 +345,7 @@ def _opened(location: str, check: Any) -> Any:
         if isinstance(exc, SyncWorkersError):  # not a database, a newer schema, a bad URL
             raise CLIError(str(exc)) from exc
         # The database's own errors (psycopg): the reason, never the URL's password.
-        raise CLIError(f"cannot open outbox {safe_url(location)!r}: {type(exc).__name__}: "
+        raise CLIError(f"cannot open outbox {_shown(location)!r}: {type(exc).__name__}: "
                        f"{redact_text(str(exc))}") from exc
     return box
 
@@ -369,7 +377,7 @@ def init(path: Optional[str], url: Optional[str]) -> None:
     location = _location(path, url)
     with _opened(location, lambda box: box.counts()):  # the first use creates the tables
         pass
-    echo(f"outbox ready: {safe_url(location) if is_postgres_url(location) else location}")
+    echo(f"outbox ready: {_shown(location)}")
 
 
 @outbox.command()
