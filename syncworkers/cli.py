@@ -372,7 +372,6 @@ def outbox() -> None:
 @_PATH_OPTION
 def init(path: Optional[str], url: Optional[str]) -> None:
     """Create the outbox's tables (PostgreSQL) or file (SQLite) now; safe to run again."""
-    from .validators import is_postgres_url
 
     location = _location(path, url)
     with _opened(location, lambda box: box.counts()):  # the first use creates the tables

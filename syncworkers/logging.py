@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ import traceback
 from collections.abc import Mapping
 from datetime import date, datetime
 from types import FrameType, TracebackType
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 from .exceptions import ConfigError
 from .redaction import (  # re-exported: this was their home before redaction.py
