@@ -1,6 +1,12 @@
-"""syncworkers: synchronous, thread-pool HTTP workers — pollers and webhook senders, zero asyncio."""
+"""syncworkers: synchronous, thread-pool HTTP workers — pollers and webhook senders, zero asyncio.
+
+``RedisListConsumer`` needs the optional ``redis`` extra: it is imported on first use
+(``from syncworkers import RedisListConsumer``) and is not part of ``import *``, which
+therefore works without it.
+"""
 
 import logging as _logging
+from typing import Any, List
 
 __version__ = "0.1.0"
 
@@ -28,7 +34,6 @@ from .exceptions import (  # noqa: E402
     UnknownOptionError,
     WorkerError,
 )
-from .message import Message  # noqa: E402
 from .cursor import IncrementalCursor  # noqa: E402
 from .pagination import (  # noqa: E402
     CursorPaginator,
@@ -41,17 +46,21 @@ from .pagination import (  # noqa: E402
 )
 from .ratelimit import RateLimits  # noqa: E402
 from .state import MemoryStateStore, PostgresStateStore, SQLiteStateStore, StateStore  # noqa: E402
-from .breaker import BreakerRegistry, HostBreaker  # noqa: E402
 from .http import HTTPClient  # noqa: E402
-from .logging import configure_logging, get_logger  # noqa: E402
+from .logging import configure_logging, install_urllib3_redaction  # noqa: E402
+from .message import Message  # noqa: E402
 from .metrics import Metrics  # noqa: E402
-from .outbox import Delivery, Outbox  # noqa: E402
+from .outbox import Outbox  # noqa: E402
 from .runner import LoopJob, PeriodicJob, Runner  # noqa: E402
 from .signing import Signer, verify  # noqa: E402
 from .sources import MemoryQueue, Source  # noqa: E402
 from .workers import DeliveryResult, HTTPWorker, PollerWorker, PollOutcome, WebhookSenderWorker  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+install_urllib3_redaction()  # urllib3 logs full URLs at DEBUG: never ours unmasked
+
+#: Names importable from here that need an optional extra (imported on first use).
+_OPTIONAL = ("RedisListConsumer",)
 
 
 def _install_prometheus() -> None:
@@ -68,13 +77,16 @@ def _install_prometheus() -> None:
 _install_prometheus()
 
 
-def __getattr__(name: str):
-    # RedisListConsumer needs the optional redis extra: imported on first use.
+def __getattr__(name: str) -> Any:
     if name == "RedisListConsumer":
         from .sources.redis import RedisListConsumer
 
         return RedisListConsumer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_OPTIONAL))
 
 
 __all__ = [
@@ -98,7 +110,6 @@ __all__ = [
     "Message",
     "Source",
     "MemoryQueue",
-    "RedisListConsumer",
     # pagination, incremental cursors, rate limits
     "Paginator",
     "Page",
@@ -115,15 +126,11 @@ __all__ = [
     "RateLimits",
     # building blocks
     "HTTPClient",
-    "BreakerRegistry",
-    "HostBreaker",
     "Metrics",
     "Outbox",
-    "Delivery",
     "Signer",
     "verify",
     "configure_logging",
-    "get_logger",
     # errors
     "CircuitOpenError",
     "ConfigError",

@@ -23,16 +23,26 @@ import click
 
 from . import __version__
 from .exceptions import SyncWorkersError, safe_url
-from .logging import configure_logging, redact_text
+from .logging import configure_logging
+from .redaction import redact_output, redact_text
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+def echo(message: str, err: bool = False) -> None:
+    """Print CLI output, redacted: everything the command line prints goes through here."""
+    click.echo(redact_output(message), err=err)
 
 
 class CLIError(click.ClickException):
     """A usage or configuration problem: one line on stderr, exit code 2."""
 
     exit_code = EXIT_USAGE
+
+    def format_message(self) -> str:
+        # The message may quote a worker's own error: URLs with passwords, tokens in queries.
+        return redact_output(super().format_message())
 
 
 def load_target(spec: str) -> Any:
@@ -192,7 +202,7 @@ def run(targets: Sequence[str], once: bool, fail_on_status: FrozenSet[int], max_
             finally:
                 worker.close()
         if failed:
-            click.echo(f"{failed} of {len(workers)} worker(s) failed", err=True)
+            echo(f"{failed} of {len(workers)} worker(s) failed", err=True)
             sys.exit(EXIT_FAILED)
         return
     from .runner import Runner
@@ -237,7 +247,7 @@ def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Opt
     _setup(log_level, log_format, env_file)
     for spec in targets:
         worker = build_worker(spec)
-        click.echo(f"ok  {spec}: {_describe(worker)}")
+        echo(f"ok  {spec}: {_describe(worker)}")
         worker.client.close()
 
 
@@ -254,7 +264,7 @@ def demo(seconds: float, outbox_path: Optional[str], log_level: str, log_format:
     _setup(log_level, log_format, None)
     from .demo import run_demo
 
-    summary = run_demo(seconds=seconds, outbox_path=outbox_path, echo=click.echo)
+    summary = run_demo(seconds=seconds, outbox_path=outbox_path, echo=echo)
     if not summary["all_delivered"] or summary["bad_signatures"]:
         sys.exit(EXIT_FAILED)
 
@@ -301,8 +311,16 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
         file = sqlite_path(location) if url is not None else location
         if "://" not in file and not os.path.isfile(file):
             option = "--url" if url is not None else "--path"
-            raise CLIError(f"{option} {safe_url(location)!r}: no such outbox file")
+            raise CLIError(f"{option} {_shown(location)!r}: no such outbox file")
     return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
+
+
+def _shown(location: str) -> str:
+    """An outbox location fit to print: a database URL without its password; a file path as is
+    (its folder names are not secrets, whatever they look like)."""
+    from .validators import is_postgres_url
+
+    return (safe_url(location) or "") if is_postgres_url(location) else location
 
 
 def _location(path: Optional[str], url: Optional[str]) -> str:
@@ -327,7 +345,7 @@ def _opened(location: str, check: Any) -> Any:
         if isinstance(exc, SyncWorkersError):  # not a database, a newer schema, a bad URL
             raise CLIError(str(exc)) from exc
         # The database's own errors (psycopg): the reason, never the URL's password.
-        raise CLIError(f"cannot open outbox {safe_url(location)!r}: {type(exc).__name__}: "
+        raise CLIError(f"cannot open outbox {_shown(location)!r}: {type(exc).__name__}: "
                        f"{redact_text(str(exc))}") from exc
     return box
 
@@ -354,12 +372,11 @@ def outbox() -> None:
 @_PATH_OPTION
 def init(path: Optional[str], url: Optional[str]) -> None:
     """Create the outbox's tables (PostgreSQL) or file (SQLite) now; safe to run again."""
-    from .validators import is_postgres_url
 
     location = _location(path, url)
     with _opened(location, lambda box: box.counts()):  # the first use creates the tables
         pass
-    click.echo(f"outbox ready: {safe_url(location) if is_postgres_url(location) else location}")
+    echo(f"outbox ready: {_shown(location)}")
 
 
 @outbox.command()
@@ -370,10 +387,10 @@ def stats(path: Optional[str], url: Optional[str], as_json: bool) -> None:
     with _open_outbox(path, url) as box:
         counts = box.counts()
     if as_json:
-        click.echo(json.dumps(counts))
+        echo(json.dumps(counts))
         return
     for state, count in counts.items():
-        click.echo(f"{state:10} {count}")
+        echo(f"{state:10} {count}")
 
 
 @outbox.command(name="list")
@@ -387,11 +404,11 @@ def list_deliveries(path: Optional[str], url: Optional[str], state: Optional[str
     with _open_outbox(path, url) as box:
         deliveries = box.list(state=state, endpoint=endpoint, limit=limit)
     if as_json:
-        click.echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
+        echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
         return
     for d in deliveries:
         error = f"  {d.last_error}" if d.last_error else ""
-        click.echo(f"{d.id}  {d.state:9}  attempts={d.attempts}  status={d.last_status or '-'}  "
+        echo(f"{d.id}  {d.state:9}  attempts={d.attempts}  status={d.last_status or '-'}  "
                    f"updated={_when(d.updated_at)}  {d.endpoint}{error}")
 
 
@@ -466,7 +483,7 @@ def replay(path: Optional[str], url: Optional[str], ids: Sequence[str], ids_from
                     progress.show(min(start + REPLAY_CHUNK, len(id_list)))
             finally:
                 progress.close()
-    click.echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
+    echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
 
 
 class _Until(threading.Event):
@@ -513,8 +530,8 @@ def deliver(path: Optional[str], url: Optional[str], timeout: float, log_level: 
     finally:
         box.close()
     later = f" (next due {_when(next_due)})" if pending and next_due is not None else ""
-    click.echo(f"delivered {summary['delivered']}, retry scheduled {summary['retried']}, "
-               f"postponed {summary['postponed']}, dead {summary['dead']}; {pending} pending{later}")
+    echo(f"delivered {summary['delivered']}, retry scheduled {summary['retried']}, "
+         f"postponed {summary['postponed']}, dead {summary['dead']}; {pending} pending{later}")
     if summary["dead"] or summary["timed_out"]:
         sys.exit(EXIT_FAILED)
 
@@ -561,11 +578,14 @@ def purge(path: Optional[str], url: Optional[str], older_than: str) -> None:
         raise CLIError(f"--older-than: {exc}") from None
     with _open_outbox(path, url) as box:
         count = box.purge(older_than=seconds)
-    click.echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
+    echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point: click with our error policy (one line, exit 2, traceback only at DEBUG)."""
+    """Entry point: click with our error policy (one line, exit 2, traceback only at DEBUG).
+
+    Every line printed, errors and tracebacks included, is redacted (:func:`echo`).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = any(a.upper() in ("DEBUG", "--LOG-LEVEL=DEBUG") for a in args)
     try:
@@ -573,22 +593,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside run()'s own signal handling
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         if debug and exc.__cause__ is not None:
             cause = exc.__cause__
-            traceback.print_exception(type(cause), cause, cause.__traceback__)
-        click.echo(f"Error: {exc.format_message()}", err=True)
+            echo("".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip("\n"),
+                 err=True)
+        echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except SyncWorkersError as exc:  # ConfigError and friends raised while building workers
         if debug:
-            traceback.print_exc()
-        click.echo(f"Error: {exc}", err=True)
+            echo(traceback.format_exc().rstrip("\n"), err=True)
+        echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except Exception:  # a bug or an unexpected failure: its traceback, redacted like every other line
+        echo(traceback.format_exc().rstrip("\n"), err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

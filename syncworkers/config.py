@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import os
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Type, TypeVar
 
 from environs import Env, EnvError
 
 from . import validators as v
 from .exceptions import ConfigError, UnknownOptionError
-from .logging import redact
+from .redaction import MASK, is_secret_key, redact, register_secret_names
 from .schedule import check_jitter
 
 # -- defaults ---------------------------------------------------------------
@@ -34,15 +33,30 @@ DEFAULT_MAX_CONNECTIONS = 10
 DEFAULT_KEEPALIVE_EXPIRY = 30.0
 #: Largest response body read, in bytes (10 MiB); larger bodies raise ResponseTooLarge.
 DEFAULT_MAX_RESPONSE_SIZE = 10 * 1024 * 1024
+#: Redirects a poller follows before giving up.
 DEFAULT_MAX_REDIRECTS = 5
+#: Retries after the first attempt.
 DEFAULT_MAX_RETRIES = 3
+#: Seconds before the first retry.
 DEFAULT_RETRY_DELAY = 1.0
+#: Factor by which each further retry wait grows.
 DEFAULT_RETRY_BACKOFF = 2.0
+#: Longest wait between two retries, in seconds.
+DEFAULT_MAX_DELAY = 60.0
 #: Statuses that are retried: timeouts, throttling and transient server errors.
 from .outcome import RETRY_STATUSES  # noqa: E402 - one home for the retry statuses
 #: Longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
 DEFAULT_RETRY_AFTER_MAX = 60.0
+#: Consecutive failures that open a host's circuit.
+DEFAULT_FAILURE_THRESHOLD = 5
+#: Seconds an open circuit refuses calls before it lets one probe through.
+DEFAULT_BREAKER_TIMEOUT = 60.0
+#: The header that carries ``api_key`` when ``auth_type`` is ``api_key``.
+DEFAULT_API_KEY_HEADER = "X-API-Key"
+#: Seconds between two polls.
 DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_POLL_METHOD = "GET"
+#: Read timeout of each webhook attempt, in seconds.
 DEFAULT_WEBHOOK_TIMEOUT = 30.0
 #: Threads of a webhook worker's pool (broadcast fan-out, outbox delivery).
 DEFAULT_WEBHOOK_WORKERS = 32
@@ -63,6 +77,9 @@ class _Unset:
 #: Marks a field that was not given; replaced by the default in ``__post_init__``.
 UNSET: Any = _Unset()
 
+ConfigT = TypeVar("ConfigT", bound="_Config")
+RetryT = TypeVar("RetryT", bound="RetryConfig")
+
 
 class RetryStrategy(str, enum.Enum):
     """How the wait grows between retries (retry k = 1, 2, ...)."""
@@ -75,16 +92,41 @@ class RetryStrategy(str, enum.Enum):
 # -- the config base ---------------------------------------------------------
 
 
-class _Config:
-    """Shared machinery: validation, explicit-field tracking, env loading, layering."""
+_FIELD_NAMES: Dict[type, FrozenSet[str]] = {}
 
+
+def _field_names(cls: Type["_Config"]) -> FrozenSet[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+class _Config:
+    """Shared machinery of the config dataclasses: validation, explicit fields, env, layering.
+
+    Each subclass is a ``@dataclasses.dataclass(frozen=True, repr=False)`` whose fields
+    are declared with :func:`_field`, so type checkers see the real constructor.
+    """
+
+    __dataclass_fields__: ClassVar[Dict[str, "dataclasses.Field[Any]"]]
     #: field name -> validator(value) -> normalised value (raises ValueError)
-    _VALIDATORS: ClassVar[Dict[str, Callable[[Any], Any]]] = {}
+    _VALIDATORS: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
     #: field name -> (ENV_VAR, environs parser name)
-    _ENV: ClassVar[Dict[str, Tuple[str, str]]] = {}
+    _ENV: ClassVar[Mapping[str, Tuple[str, str]]] = {}
     #: fields whose values are secrets: masked in repr()
     _SECRETS: ClassVar[Tuple[str, ...]] = ()
-    _explicit: frozenset
+    _explicit: FrozenSet[str]
+
+    def __new__(cls: Type[ConfigT], *args: Any, **kwargs: Any) -> ConfigT:
+        # Here rather than in __init__, so the dataclass keeps its generated, typed __init__.
+        unknown = sorted(set(kwargs) - _field_names(cls))
+        if unknown:
+            raise UnknownOptionError(
+                f"{cls.__name__} got unknown option(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(_field_names(cls)))})"
+            )
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         explicit = set()
@@ -121,7 +163,7 @@ class _Config:
         return name in self._explicit
 
     @property
-    def explicit_fields(self) -> frozenset:
+    def explicit_fields(self) -> FrozenSet[str]:
         return self._explicit
 
     def explicit_items(self) -> Dict[str, Any]:
@@ -132,9 +174,9 @@ class _Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in self._SECRETS and value:
-                value = "***"
+                value = MASK
             elif isinstance(value, (str, MappingProxyType)):
-                # Secret headers (default_headers) and credentials in URLs are masked too.
+                # Secret headers (default_headers), credentials and secret segments of URLs are masked.
                 value = redact(dict(value) if isinstance(value, MappingProxyType) else value)
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
@@ -142,12 +184,13 @@ class _Config:
     __str__ = __repr__
 
     @classmethod
-    def _read_env(cls, names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    def _read_env(cls, names: Optional[Iterable[str]] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
         """Read this class's variables: (values by field, errors by variable)."""
+        wanted = None if names is None else set(names)
         env = Env(eager=False)
         values: Dict[str, Any] = {}
         for field_name, (var, parser) in cls._ENV.items():
-            if (names is not None and field_name not in names) or var not in os.environ:
+            if (wanted is not None and field_name not in wanted) or var not in os.environ:
                 continue
             values[field_name] = getattr(env, parser)(var, None)
         errors: Dict[str, str] = {}
@@ -161,33 +204,34 @@ class _Config:
         return {k: v for k, v in values.items() if v is not None and k not in bad_fields}, errors
 
     @classmethod
-    def _from_values(cls, values: Dict[str, Any], env_errors: Optional[Dict[str, str]] = None,
-                     env_fields: Sequence[str] = ()):
+    def _from_values(cls: Type[ConfigT], values: Dict[str, Any], env_errors: Optional[Dict[str, str]] = None,
+                     env_fields: Iterable[str] = ()) -> ConfigT:
         """Build from *values*; errors in env-derived fields name their variable.
 
         Every problem (unparseable variables in *env_errors* and invalid values)
         is raised together in one ConfigError.
         """
         errors = dict(env_errors or {})
+        from_env = set(env_fields)
+        config: Optional[ConfigT] = None
         try:
             config = cls(**values)
         except UnknownOptionError:
             raise
         except ConfigError as exc:
             for key, message in exc.errors.items():
-                if key in env_fields:
+                if key in from_env:
                     var = cls._ENV[key][0]
                     errors[var] = f"{var}={_quoted(var)}: {message}"
                 else:
                     errors[key] = message
-            config = None
-        if errors:
+        if errors or config is None:
             raise ConfigError(f"invalid {cls.__name__} settings: " + "; ".join(errors.values()),
                               errors)
         return config
 
     @classmethod
-    def from_env(cls, **overrides: Any):
+    def from_env(cls: Type[ConfigT], **overrides: Any) -> ConfigT:
         """Build from the environment; *overrides* win over the variables."""
         values, errors = cls._read_env()
         env_fields = set(values) - set(overrides)
@@ -195,12 +239,12 @@ class _Config:
         return cls._from_values(values, errors, env_fields)
 
     @classmethod
-    def resolve(cls, *layers: Any, env: bool = True, **explicit: Any):
+    def resolve(cls: Type[ConfigT], *layers: Any, env: bool = True, **explicit: Any) -> ConfigT:
         """Merge field by field: *explicit* (non-None) > each layer in order > environment > default.
 
         A layer is a config instance (only its explicit fields count), a dict, or None.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(cls)
         unknown = set(explicit) - names
         sources = [{k: v for k, v in explicit.items() if v is not None}]
         for layer in layers:
@@ -244,30 +288,9 @@ def with_other_errors(exc: ConfigError, *builders: Callable[[], Any]) -> ConfigE
 
 
 def _quoted(var: str) -> str:
-    value = os.environ.get(var, "")
-    if any(word in var.upper() for word in ("TOKEN", "KEY", "SECRET", "PASSWORD")):
-        return "'***'"
-    return repr(redact(value))
-
-
-def _config(cls: type) -> type:
-    """Make *cls* a frozen dataclass whose unknown keywords raise UnknownOptionError."""
-    cls = dataclasses.dataclass(frozen=True, repr=False)(cls)
-    init = cls.__init__
-    names = {f.name for f in dataclasses.fields(cls)}
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise UnknownOptionError(
-                f"{cls.__name__} got unknown option(s): {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(names))})"
-            )
-        init(self, *args, **kwargs)
-
-    cls.__init__ = __init__
-    return cls
+    if is_secret_key(var):
+        return repr(MASK)
+    return repr(redact(os.environ.get(var, "")))
 
 
 def _field(default: Any = None, factory: Optional[Callable[[], Any]] = None) -> Any:
@@ -278,14 +301,14 @@ def _field(default: Any = None, factory: Optional[Callable[[], Any]] = None) -> 
 # -- the config classes --------------------------------------------------------
 
 
-@_config
+@dataclasses.dataclass(frozen=True, repr=False)
 class RetryConfig(_Config):
     """How a failed request is retried. ``max_attempts`` counts the first attempt too."""
 
     strategy: RetryStrategy = _field(RetryStrategy.EXPONENTIAL)
     max_attempts: int = _field(DEFAULT_MAX_RETRIES + 1)
     initial_delay: float = _field(DEFAULT_RETRY_DELAY)
-    max_delay: float = _field(60.0)
+    max_delay: float = _field(DEFAULT_MAX_DELAY)
     exponential_base: float = _field(DEFAULT_RETRY_BACKOFF)
     jitter: bool = _field(False)
     #: Cap on a server's ``Retry-After``, in seconds.
@@ -304,10 +327,10 @@ class RetryConfig(_Config):
     }
 
     @classmethod
-    def from_retries(cls, max_retries: int, retry_delay: float, retry_backoff: float) -> "RetryConfig":
+    def from_retries(cls: Type[RetryT], max_retries: int, retry_delay: float, retry_backoff: float) -> RetryT:
         """The WebhookConfig/env shape: *max_retries* after the first attempt,
         waits of ``retry_delay * retry_backoff ** (k - 1)`` (fixed when backoff is 1)."""
-        errors = {}
+        errors: Dict[str, str] = {}
         for name, value, check in (("max_retries", max_retries, v.number(int, minimum=0)),
                                    ("retry_delay", retry_delay, v.number(float, minimum=0)),
                                    ("retry_backoff", retry_backoff, v.number(float, minimum=1))):
@@ -323,11 +346,11 @@ class RetryConfig(_Config):
             max_attempts=int(max_retries) + 1,
             initial_delay=float(retry_delay),
             exponential_base=backoff,
-            max_delay=max(60.0, float(retry_delay)),
+            max_delay=max(DEFAULT_MAX_DELAY, float(retry_delay)),
         )
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "RetryConfig":
+    def from_env(cls: Type[RetryT], **overrides: Any) -> RetryT:
         """Built from HTTP_MAX_RETRIES, HTTP_RETRY_DELAY and HTTP_RETRY_BACKOFF."""
         values, errors = HTTPClientConfig._read_env(("max_retries", "retry_delay", "retry_backoff"))
         for name, value in values.items():  # parsed, but maybe out of range: report with the rest
@@ -346,13 +369,13 @@ class RetryConfig(_Config):
         return cls(**{**base.explicit_items(), **overrides})
 
 
-@_config
+@dataclasses.dataclass(frozen=True, repr=False)
 class CircuitBreakerConfig(_Config):
     """Per-host circuit breaker: open after ``failure_threshold`` consecutive failures
     (5xx, 429, transport errors), refuse calls for ``timeout_seconds``, then let one probe through."""
 
-    failure_threshold: int = _field(5)
-    timeout_seconds: float = _field(60.0)
+    failure_threshold: int = _field(DEFAULT_FAILURE_THRESHOLD)
+    timeout_seconds: float = _field(DEFAULT_BREAKER_TIMEOUT)
     #: Which transport exceptions count as failures (statuses 5xx/429 always do).
     expected_exception: Any = _field(Exception)
     enabled: bool = _field(True)
@@ -365,7 +388,7 @@ class CircuitBreakerConfig(_Config):
     }
 
 
-@_config
+@dataclasses.dataclass(frozen=True, repr=False)
 class HTTPClientConfig(_Config):
     """Settings of one pooled HTTP client (see the README's table of variables)."""
 
@@ -383,11 +406,14 @@ class HTTPClientConfig(_Config):
     ssl_cert_file: Optional[str] = _field(None)
     ssl_key_file: Optional[str] = _field(None)
     default_headers: Mapping[str, str] = _field(factory=lambda: MappingProxyType({}))
+    #: Header names that are secret besides those whose name says so (auth, token, key, ...):
+    #: their values are masked in logs, reprs and the outbox.
+    secret_headers: Tuple[str, ...] = _field(())
     user_agent: Optional[str] = _field(None)
     auth_type: str = _field("none")
     bearer_token: Optional[str] = _field(None)
     api_key: Optional[str] = _field(None)
-    api_key_header: str = _field("X-API-Key")
+    api_key_header: str = _field(DEFAULT_API_KEY_HEADER)
     basic_user: Optional[str] = _field(None)
     basic_password: Optional[str] = _field(None)
     follow_redirects: bool = _field(True)
@@ -414,6 +440,7 @@ class HTTPClientConfig(_Config):
         "ssl_cert_file": v.existing_file,
         "ssl_key_file": v.existing_file,
         "default_headers": v.str_mapping,
+        "secret_headers": v.header_names,
         "user_agent": v.optional_str,
         "auth_type": v.choice(AUTH_TYPES),
         "bearer_token": v.optional_str,
@@ -452,6 +479,11 @@ class HTTPClientConfig(_Config):
     }
     _SECRETS = ("bearer_token", "api_key", "basic_password")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Process-wide, as registered secret values are: every log line and outbox listing masks them.
+        register_secret_names(self.secret_headers)
+
     def _validate(self) -> None:
         if self.auth_type == "bearer" and not self.bearer_token:
             raise ValueError("auth_type 'bearer' needs bearer_token (HTTP_BEARER_TOKEN)")
@@ -486,14 +518,14 @@ class HTTPClientConfig(_Config):
         return self.circuit_breaker_config or CircuitBreakerConfig(enabled=False)
 
 
-@_config
+@dataclasses.dataclass(frozen=True, repr=False)
 class PollerConfig(_Config):
     """What to poll and how often; its HTTP fields override the worker's HTTPClientConfig."""
 
     base_url: Optional[str] = _field(None)
     url: Optional[str] = _field(None)
     interval: float = _field(DEFAULT_POLL_INTERVAL)
-    method: str = _field("GET")
+    method: str = _field(DEFAULT_POLL_METHOD)
     connect_timeout: float = _field(DEFAULT_CONNECT_TIMEOUT)
     read_timeout: float = _field(DEFAULT_READ_TIMEOUT)
     max_connections: int = _field(DEFAULT_MAX_CONNECTIONS)
@@ -537,7 +569,7 @@ class PollerConfig(_Config):
         check_jitter(self.jitter, self.interval)
 
 
-@_config
+@dataclasses.dataclass(frozen=True, repr=False)
 class WebhookConfig(_Config):
     """Where and how webhooks are sent."""
 
@@ -558,6 +590,7 @@ class WebhookConfig(_Config):
     outbox_url: Optional[str] = _field(None)
     #: Outbox schedule: attempt 1 at once, then one attempt after each delay.
     retry_schedule: Tuple[float, ...] = _field(DEFAULT_RETRY_SCHEDULE)
+    #: One ``whsec_`` secret (at least 24 bytes), or several (a list, or space/comma separated).
     signing_secret: Any = _field(None)
 
     _VALIDATORS = {
@@ -571,6 +604,7 @@ class WebhookConfig(_Config):
         "outbox_path": v.optional_str,
         "outbox_url": v.outbox_url,
         "retry_schedule": v.delays,
+        "signing_secret": v.signing_secret,
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),

@@ -29,7 +29,7 @@ from typing import Any, Dict, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from .exceptions import ConfigError, SyncWorkersError, safe_url
-from .logging import register_secret
+from .redaction import register_secret
 
 logger = logging.getLogger(__name__)
 

@@ -85,11 +85,8 @@ def delivery_headers(delivery_id: str, body: bytes, signer: Optional[Signer],
 
 
 def safe_endpoint(endpoint: str) -> str:
-    """*endpoint* fit for logs: a URL's credentials and any query string (where tokens hide) masked."""
-    if "://" in endpoint:
-        return safe_url(endpoint) or ""
-    path, sep, _ = endpoint.partition("?")
-    return path + ("?<redacted>" if sep else "")
+    """*endpoint* fit for logs: a URL's credentials, query string and secret segments masked."""
+    return safe_url(endpoint) or ""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .config import WebhookConfig
 from .exceptions import SignatureError
+from .message import Message
 from .signing import verify
 from .workers.poller import PollerWorker
 from .workers.webhook import WebhookSenderWorker
@@ -35,7 +36,7 @@ class _Server(ThreadingHTTPServer):
 class _Embedded:
     """A small threaded HTTP/1.1 server on 127.0.0.1 answering with ``handle(method, path, headers, body)``."""
 
-    def __init__(self, handle: Callable[[str, str, Dict[str, str], bytes], tuple]) -> None:
+    def __init__(self, handle: Callable[[str, str, Dict[str, str], bytes], Tuple[int, Any]]) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -77,7 +78,7 @@ class _PartnerAPI:
         self.lock = threading.Lock()
         self.next_id = 1
 
-    def __call__(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
+    def __call__(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Any]:
         with self.lock:
             events = [{"id": n, "type": "order_created" if n % 2 else "order_paid", "amount": n * 10}
                       for n in range(self.next_id, self.next_id + 2)]
@@ -96,7 +97,7 @@ class _Receiver:
         self.refused: Set[str] = set()
         self.bad_signatures = 0
 
-    def __call__(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> tuple:
+    def __call__(self, method: str, path: str, headers: Dict[str, str], body: bytes) -> Tuple[int, Any]:
         try:
             verify(body, headers, self.secret)
         except SignatureError:
@@ -128,7 +129,7 @@ def run_demo(seconds: float = 3.0, outbox_path: Optional[str] = None,
         enqueued = []
 
         class EventRelay(PollerWorker):
-            def process_message(self, message):
+            def process_message(self, message: Message) -> Any:
                 enqueued.append(sender.enqueue("/hooks/orders", message.body))
                 return message.body["id"]
 

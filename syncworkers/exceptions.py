@@ -8,23 +8,9 @@ log: secrets travel in headers and never reach an exception message.
 
 from __future__ import annotations
 
-from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Dict, Optional
 
-
-def safe_url(url: Optional[str]) -> Optional[str]:
-    """Return *url* without its userinfo and query string (where tokens hide)."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<invalid url>"
-    query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+from .redaction import safe_url
 
 
 class SyncWorkersError(Exception):
@@ -38,7 +24,7 @@ class ConfigError(SyncWorkersError, ValueError):
     environment variable is reported at once.
     """
 
-    def __init__(self, message: str, errors: Optional[dict] = None):
+    def __init__(self, message: str, errors: Optional[Dict[str, str]] = None) -> None:
         super().__init__(message)
         self.errors = dict(errors or {})
 
@@ -59,7 +45,7 @@ class RequestError(SyncWorkersError):
         status: Optional[int] = None,
         attempts: int = 0,
         cause: Optional[BaseException] = None,
-    ):
+    ) -> None:
         self.url = safe_url(url)
         self.method = method
         self.status = status
@@ -97,7 +83,8 @@ class ResponseTooLarge(RequestError):
 class CircuitOpenError(RequestError):
     """The host's circuit is open: the request was refused without touching the network."""
 
-    def __init__(self, message: str, *, host: Optional[str] = None, remaining: float = 0.0, **kw):
+    def __init__(self, message: str, *, host: Optional[str] = None, remaining: float = 0.0,
+                 **kw: Any) -> None:
         self.host = host
         self.remaining = remaining
         super().__init__(message, **kw)

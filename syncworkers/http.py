@@ -36,7 +36,8 @@ from .exceptions import (
     TransportError,
     safe_url,
 )
-from .logging import get_logger, is_secret_key, register_secret
+from .logging import get_logger
+from .redaction import is_secret_key, register_secret
 from .pool import pool_classes
 from .outcome import classify_error, classify_status
 from .retry import RetryPolicy, parse_retry_after

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import threading
 import time
@@ -23,160 +22,25 @@ import traceback
 from collections.abc import Mapping
 from datetime import date, datetime
 from types import FrameType, TracebackType
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 from .exceptions import ConfigError
+from .redaction import (  # re-exported: this was their home before redaction.py
+    MASK,
+    MIN_SECRET_LENGTH,
+    is_secret_key,
+    redact,
+    redact_headers,
+    redact_text,
+    register_secret,
+    safe_url,
+)
 
-#: What replaces a secret.
-MASK = "***"
-#: Registered secrets shorter than this are ignored: masking them would garble ordinary text.
-MIN_SECRET_LENGTH = 4
 #: The stdlib logger that :func:`configure_logging` configures; every syncworkers logger is below it.
 ROOT_LOGGER = "syncworkers"
 
 ExcInfo = Union[None, bool, BaseException,
                 Tuple[Optional[Type[BaseException]], Optional[BaseException], Optional[TracebackType]]]
-
-# -- redaction ----------------------------------------------------------------
-
-# Compared after lower-casing and turning "_" into "-", so "X_API_KEY" and "x-api-key" match alike.
-_SECRET_KEYS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
-    "apikey", "token", "access-token", "bearer-token", "secret", "signing-secret", "password",
-    "passwd", "webhook-signature", "signature",
-})
-_SECRET_KEY_PARTS = ("secret", "token", "password")
-# Header names masked in "Name: value" text; prose such as "bad token: x" is left alone.
-_SECRET_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
-    "apikey", "webhook-signature",
-})
-
-_secrets: FrozenSet[str] = frozenset()
-_secrets_re: Optional[re.Pattern] = None
-_secrets_lock = threading.Lock()
-
-# Value characters stop at quotes and backslashes so that masking JSON text keeps it valid.
-_AUTH_RE = re.compile(r"\b(Bearer|Basic)(\s+)([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-_WHSEC_RE = re.compile(r"whsec_[A-Za-z0-9+/=_\-]+")
-# key=value (query strings, logfmt): masked when the key looks secret. The value stops at
-# "?" and "=" so that "a=1?token=x" still reaches "token".
-_KEY_VALUE_RE = re.compile(r"\b([A-Za-z][\w\-]*)=([^\s&,;?=\"'\\]+)")
-# "Cookie: a=b; c=d" as in raw HTTP text: masked to the end of the line.
-_HEADER_RE = re.compile(
-    r"\b(" + "|".join(re.escape(h).replace("\\-", "[-_]") for h in sorted(_SECRET_HEADERS))
-    + r"):[ \t]*[^\r\n\"'\\]+", re.IGNORECASE)
-_USERINFO_RE = re.compile(r"(?<=://)[^\s/?#@\"'\\]+@")
-# 'key': 'value' and "key": "value" (a dict's repr or JSON put into a message), masked when the
-# key looks secret. The value runs to its closing quote, escaped quotes included.
-_QUOTED_ITEM_RE = re.compile(r"""(['"])([A-Za-z][\w\-]*)\1(\s*:\s*)(['"])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
-
-
-def is_secret_key(key: object) -> bool:
-    """True if a header, field or parameter called *key* holds a credential (``X-API-Key``, ``token``...)."""
-    name = str(key).lower().replace("_", "-")
-    return name in _SECRET_KEYS or any(part in name for part in _SECRET_KEY_PARTS)
-
-
-def register_secret(value: Union[str, bytes, None]) -> None:
-    """Mask *value* wherever it appears in log output from now on (process-wide).
-
-    ``None``, empty and very short values are ignored. A ``whsec_`` secret is also
-    registered without its prefix, the form the signing code decodes.
-    """
-    global _secrets, _secrets_re
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return  # cannot appear verbatim in text
-    if not value or len(value) < MIN_SECRET_LENGTH:
-        return
-    new = {value}
-    if value.startswith("whsec_") and len(value) - 6 >= MIN_SECRET_LENGTH:
-        new.add(value[6:])
-    with _secrets_lock:
-        if new <= _secrets:
-            return
-        _secrets = _secrets | new
-        # Longest first, so a secret containing another is masked whole.
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secrets_re = re.compile("|".join(map(re.escape, ordered)))
-
-
-def _mask_auth(match: re.Match) -> str:
-    token = match.group(3)
-    # "Basic authentication", "bearer token": an all-lowercase short word is prose, not a credential.
-    if token.isalpha() and token.islower() and len(token) < 20:
-        return match.group(0)
-    return f"{match.group(1)}{match.group(2)}{MASK}"
-
-
-def _mask_key_value(match: re.Match) -> str:
-    return f"{match.group(1)}={MASK}" if is_secret_key(match.group(1)) else match.group(0)
-
-
-def _mask_quoted_item(match: re.Match) -> str:
-    if not is_secret_key(match.group(2)):
-        return match.group(0)
-    quote, key, sep, value_quote = match.group(1, 2, 3, 4)
-    return f"{quote}{key}{quote}{sep}{value_quote}{MASK}{value_quote}"
-
-
-def redact_text(text: str) -> str:
-    """Return *text* with registered secrets and credential patterns masked."""
-    pattern = _secrets_re
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
-    # Substring tests are far cheaper than a regex pass, and most strings are plain.
-    lowered = text.lower()
-    if "bearer" in lowered or "basic" in lowered:
-        text = _AUTH_RE.sub(_mask_auth, text)
-    if "whsec_" in text:
-        text = _WHSEC_RE.sub("whsec_" + MASK, text)
-    if "=" in text:
-        text = _KEY_VALUE_RE.sub(_mask_key_value, text)
-    if ":" in text:
-        text = _HEADER_RE.sub(lambda m: f"{m.group(1)}: {MASK}", text)
-        if "'" in text or '"' in text:
-            text = _QUOTED_ITEM_RE.sub(_mask_quoted_item, text)
-    if "://" in text:
-        text = _USERINFO_RE.sub(MASK + "@", text)
-    return text
-
-
-def redact(value: Any) -> Any:
-    """Return a copy of *value* with secrets masked.
-
-    Mappings whose keys look secret get ``"***"`` values; strings (keys too) are
-    masked by :func:`redact_text`; lists and tuples are recursed; other objects are
-    returned unchanged (their ``repr`` is masked when a formatter renders it).
-    """
-    return _redact(value, set())
-
-
-def _redact(value: Any, active: set) -> Any:
-    if isinstance(value, str):
-        return redact_text(value)
-    if not isinstance(value, (dict, list, tuple, Mapping)):
-        return value
-    if id(value) in active:
-        return "<recursion>"  # a self-referencing structure
-    active.add(id(value))
-    try:
-        if isinstance(value, (dict, Mapping)):
-            return {_redact(k, active): MASK if is_secret_key(k) else _redact(v, active)
-                    for k, v in value.items()}
-        items = [_redact(v, active) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    finally:
-        active.discard(id(value))
-
-
-def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
-    """Return *headers* as a dict fit for a log line: secret headers masked, the rest redacted."""
-    return {k: MASK if is_secret_key(k) else redact_text(str(v)) for k, v in headers.items()}
-
 
 # -- the logger -----------------------------------------------------------------
 
@@ -209,7 +73,7 @@ def _find_caller(depth: int, stack_info: bool) -> Tuple[str, int, str, Optional[
     return code.co_filename, frame.f_lineno, code.co_name, sinfo
 
 
-def _exc_tuple(exc_info: ExcInfo):
+def _exc_tuple(exc_info: ExcInfo) -> Optional[Tuple[Any, Any, Any]]:
     if not exc_info:
         return None
     if isinstance(exc_info, BaseException):
@@ -283,7 +147,7 @@ class StructuredLogger:
         if self.logger.isEnabledFor(level):
             self._log(level, msg, args, exc_info, stack_info, stacklevel, fields)
 
-    def _log(self, level: int, msg: Any, args: tuple, exc_info: ExcInfo, stack_info: bool,
+    def _log(self, level: int, msg: Any, args: Tuple[Any, ...], exc_info: ExcInfo, stack_info: bool,
              stacklevel: int, fields: Dict[str, Any]) -> None:
         # Every public method calls this directly: one frame up is it, two is its caller.
         filename, lineno, func, sinfo = _find_caller(stacklevel + 1, stack_info)
@@ -426,6 +290,44 @@ def _dumps(payload: Dict[str, Any]) -> str:
         return json.dumps(safe, default=_json_default)
 
 
+# -- urllib3's own log lines ---------------------------------------------------------
+
+#: The loggers urllib3 writes URLs to (at DEBUG, and in connection warnings).
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                   "urllib3.util.retry", "urllib3.response")
+
+
+class URLRedactingFilter(logging.Filter):
+    """Masks what urllib3 would print of a URL: userinfo, query string, secret path segments.
+
+    urllib3 logs every request line (``"GET /path?token=x HTTP/1.1" 200``) at DEBUG; an
+    application that turns DEBUG on for its root logger would otherwise write our
+    credentials to its logs. The filter runs only for records urllib3 actually creates,
+    so a disabled DEBUG level costs nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_safe_arg(a) for a in args)
+        record.msg, record.args = redact_text(_message(record)), ()
+        return True
+
+
+def _safe_arg(value: Any) -> Any:
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return safe_url(value)
+    return value
+
+
+def install_urllib3_redaction() -> None:
+    """Put one :class:`URLRedactingFilter` on each of urllib3's loggers (idempotent)."""
+    for name in URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, URLRedactingFilter) for f in logger.filters):
+            logger.addFilter(URLRedactingFilter())
+
+
 # -- configuration ----------------------------------------------------------------
 
 _FORMATTERS = {"text": TextFormatter, "json": JSONFormatter}
@@ -484,4 +386,6 @@ __all__ = [
     "redact",
     "redact_text",
     "redact_headers",
+    "URLRedactingFilter",
+    "install_urllib3_redaction",
 ]

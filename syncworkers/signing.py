@@ -12,13 +12,16 @@ import binascii
 import hashlib
 import hmac
 import time
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union, cast
 
 from .exceptions import ConfigError, SignatureError
+from .redaction import register_secret
 
-__all__ = ["load_secret", "sign", "Signer", "webhook_headers", "verify"]
+__all__ = ["load_secret", "load_secrets", "split_secrets", "sign", "Signer", "webhook_headers", "verify"]
 
 SECRET_PREFIX = "whsec_"
+#: Shortest signing key accepted, in bytes once decoded (Standard Webhooks: 24 to 64).
+MIN_SECRET_BYTES = 24
 DEFAULT_TOLERANCE = 300
 """Seconds a receiver accepts between the webhook's timestamp and its own clock, either way."""
 
@@ -26,8 +29,12 @@ Secret = Union[str, bytes]
 Secrets = Union[Secret, Sequence[Secret]]
 
 
-def load_secret(secret: str | bytes) -> bytes:
-    """Return the HMAC key of *secret*: ``whsec_`` + base64, bare base64, or raw bytes as-is."""
+def load_secret(secret: Secret) -> bytes:
+    """Return the HMAC key of *secret*: ``whsec_`` + base64, bare base64, or raw bytes as-is.
+
+    Raises ConfigError (never quoting the secret) when it is empty, not base64, or
+    shorter than :data:`MIN_SECRET_BYTES` once decoded.
+    """
     if isinstance(secret, (bytes, bytearray)):
         key = bytes(secret)
     elif isinstance(secret, str):
@@ -43,11 +50,26 @@ def load_secret(secret: str | bytes) -> bytes:
         raise ConfigError(f"signing secret must be str or bytes, not {type(secret).__name__}")
     if not key:
         raise ConfigError("signing secret is empty")
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(f"signing secret is {len(key)} bytes long; at least {MIN_SECRET_BYTES} are needed "
+                          f"(Standard Webhooks: 24 to 64, e.g. '{SECRET_PREFIX}' + base64 of 32 random bytes)")
     return key
 
 
-def _load_all(secrets: Secrets) -> List[bytes]:
-    items = list(secrets) if isinstance(secrets, (list, tuple)) else [secrets]
+def split_secrets(secrets: Secrets) -> List[Secret]:
+    """The secrets in *secrets*: a list as given, a string split at spaces and commas (rotation from the env)."""
+    if isinstance(secrets, str):
+        parts: List[Secret] = list(secrets.replace(",", " ").split())
+        return parts or [secrets]
+    if isinstance(secrets, (list, tuple)):
+        return list(secrets)
+    # One bytes secret, or something else that load_secret will name in its error.
+    return [cast(Secret, secrets)]
+
+
+def load_secrets(secrets: Secrets) -> List[bytes]:
+    """The HMAC keys of *secrets* (see :func:`split_secrets`); ConfigError if there are none or one is bad."""
+    items = split_secrets(secrets)
     if not items:
         raise ConfigError("no signing secret given")
     return [load_secret(s) for s in items]
@@ -70,21 +92,16 @@ def _sign_keys(keys: List[bytes], msg_id: str, timestamp: int, body: bytes | str
 
 def sign(msg_id: str, timestamp: int, body: bytes | str, secrets: Secrets) -> str:
     """Return the ``webhook-signature`` value: one ``v1,<sig>`` per secret, in the order given."""
-    return _sign_keys(_load_all(secrets), msg_id, timestamp, body)
+    return _sign_keys(load_secrets(secrets), msg_id, timestamp, body)
 
 
 class Signer:
     """Signs outgoing webhooks with one or several secrets (validated at construction)."""
 
     def __init__(self, secrets: Secrets):
-        self._keys = _load_all(secrets)
-        try:  # logging.py may not exist yet; redaction is best effort on top of never logging keys
-            from .logging import register_secret
-        except ImportError:
-            return
-        for s in secrets if isinstance(secrets, (list, tuple)) else [secrets]:
-            if isinstance(s, str):
-                register_secret(s)
+        self._keys = load_secrets(secrets)
+        for secret in split_secrets(secrets):
+            register_secret(secret)
 
     def headers(self, msg_id: str, body: bytes, timestamp: Optional[int] = None) -> dict[str, str]:
         """Return the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers."""
@@ -121,7 +138,7 @@ def verify(body: bytes | str, headers: Mapping[str, str], secret: Secrets,
     *headers* is any mapping (Django's or Flask's ``request.headers``, a dict in any case).
     Passes when any ``v1`` signature matches any of the secrets (rotation).
     """
-    keys = _load_all(secret)
+    keys = load_secrets(secret)
     lowered = {str(k).lower(): v for k, v in headers.items()}
     msg_id, raw_ts, signatures = (_header(lowered, n) for n in ("id", "timestamp", "signature"))
     if not (raw_ts.isascii() and raw_ts.isdigit()):

@@ -84,8 +84,7 @@ def _shown(target: str) -> str:
     """A relative target fit for an error message: its query string (tokens) masked."""
     if target.startswith("//"):
         return safe_url("http:" + target) or ""
-    path, sep, _ = target.partition("?")
-    return path + ("?<redacted>" if sep else "")
+    return safe_url(target) or ""
 
 
 __all__ = ["SCHEMES", "check_url", "is_absolute", "join_url", "url_problem"]

@@ -12,7 +12,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type
 from urllib.parse import urlsplit
 
-from .logging import redact_text
+from .redaction import redact_text
+from .signing import load_secrets
 
 
 def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
@@ -129,10 +130,10 @@ def is_postgres_url(value: str) -> bool:
 
 
 def existing_file(value: Any) -> Optional[str]:
-    value = optional_str(value)
-    if value is not None and not os.path.isfile(value):
-        raise ValueError(f"no such file: {value!r}")
-    return value
+    path = optional_str(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    return path
 
 
 def str_mapping(value: Any) -> Mapping[str, str]:
@@ -206,7 +207,33 @@ def header_name(value: Any) -> str:
     return value.strip()
 
 
-def instance_of(value: Any, cls: Type) -> Any:
+def header_names(value: Any) -> Tuple[str, ...]:
+    """A sequence of header names (one name alone is accepted too)."""
+    items = [value] if isinstance(value, str) else value
+    try:
+        names = tuple(items)
+    except TypeError:
+        raise ValueError(f"must be a sequence of HTTP header names, got {value!r}") from None
+    for name in names:
+        try:
+            header_name(name)
+        except ValueError:
+            raise ValueError(f"must be HTTP header names, got {name!r}") from None
+    return tuple(str(n).strip() for n in names)
+
+
+def signing_secret(value: Any) -> Any:
+    """None, or secrets that :func:`syncworkers.signing.load_secrets` accepts (never quoted back)."""
+    if value is None:
+        return None
+    try:
+        load_secrets(value)
+    except ValueError as exc:  # its message never quotes the secret
+        raise ValueError(f"is invalid: {exc}") from None
+    return value
+
+
+def instance_of(value: Any, cls: Type[Any]) -> Any:
     if value is not None and not isinstance(value, cls):
         raise ValueError(f"must be a {cls.__name__}, got {type(value).__name__}")
     return value

@@ -134,6 +134,19 @@ def test_debug_log_level_shows_the_traceback(capsys):
     assert "Traceback" in err and "KeyError" in err
 
 
+@pytest.mark.parametrize("target", [f"{APP}:leaky_factory", f"{APP}:leaky_config"])
+@pytest.mark.parametrize("command", [["check"], ["run", "--once"], ["check", "--log-level", "DEBUG"]])
+def test_construction_errors_are_printed_redacted(target, command, capsys):
+    code, out, err = run_main([*command, target], capsys)
+
+    assert code == 2
+    assert "Error: " in err and "127.0.0.1:9/api" in err  # still says what failed, and where
+    for leak in ("hunter2-pw", "s3cr3t-sig-value", "page=1"):
+        assert leak not in out + err
+    result = CliRunner().invoke(cli, [*command, target])  # click's own printing of the error
+    assert result.exit_code != 0 and "hunter2-pw" not in result.output and "s3cr3t" not in result.output
+
+
 def test_env_file_is_read_before_workers_are_built(server, tmp_path):
     server.route("GET", "/from-file", json={"ok": 1})
     env_file = tmp_path / "worker.env"

@@ -99,12 +99,12 @@ def reference_calls(log):
 def test_text_format_has_timestamp_level_logger_message_and_fields():
     record = logging.LogRecord("syncworkers.poller", logging.INFO, __file__, 1, "msg", (), None)
     record.created, record.msecs = 1767225600.123, 123.0  # 2026-01-01T00:00:00.123Z
-    record.fields = {"key": "value", "key2": "a b", "n": 3, "d": {"a": 1}, "empty": ""}
+    record.fields = {"event": "value", "note": "a b", "n": 3, "d": {"a": 1}, "empty": ""}
 
     line = TextFormatter().format(record)
 
     assert line == ("2026-01-01T00:00:00.123Z INFO syncworkers.poller: msg "
-                    "key=value key2='a b' n=3 d={\"a\":1} empty=''")
+                    "event=value note='a b' n=3 d={\"a\":1} empty=''")
 
 
 def test_reference_calls_in_text_format(configured):
@@ -163,7 +163,7 @@ def test_json_is_one_valid_object_per_line_whatever_the_values(configured):
 
     cycle = {"name": "loop"}
     cycle["self"] = cycle
-    log.info("two\nlines", obj=Unprintable(), nan=float("nan"), tuple_keys={(1, 2): 3},
+    log.info("two\nlines", obj=Unprintable(), nan=float("nan"), tuple_dict={(1, 2): 3},
              cycle=cycle, data=b"bytes", items={1, 2})
 
     lines = stream.getvalue().splitlines()
@@ -172,7 +172,7 @@ def test_json_is_one_valid_object_per_line_whatever_the_values(configured):
     assert obj["msg"] == "two\nlines"
     assert obj["obj"] == "<unprintable Unprintable>"
     assert obj["nan"] == "nan"
-    assert obj["tuple_keys"] == "{(1, 2): 3}"
+    assert obj["tuple_dict"] == "{(1, 2): 3}"
     assert obj["cycle"] == {"name": "loop", "self": "<recursion>"}
     assert obj["data"] == "b'bytes'" and obj["items"] == "{1, 2}"
 
@@ -347,7 +347,7 @@ def test_redact_masks_secret_keys_at_any_depth():
 def test_redact_masks_patterns_in_strings():
     assert redact("Authorization: Basic dXNlcjpwYXNzd29yZA==") == "Authorization: ***"
     assert redact("sent Basic dXNlcjpwYXNzd29yZA== and bearer Abc.123") == "sent Basic *** and bearer ***"
-    assert redact("key whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw ok") == "key whsec_*** ok"
+    assert redact("key whsec_dW5yZWdpc3RlcmVkIHNoYXBlIG9ubHk ok") == "key whsec_*** ok"
     assert redact("GET /x?page=2&access_token=abc123&q=1") == "GET /x?page=2&access_token=***&q=1"
     assert redact("https://user:pw@host/p") == "https://***@host/p"
     # Prose keeps its words: only credentials are masked.

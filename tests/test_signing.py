@@ -1,14 +1,15 @@
 import base64
-import sys
+import os
 import time
 import traceback
-import types
 from datetime import datetime, timezone
 
 import pytest
 from standardwebhooks import Webhook
 
+from syncworkers import WebhookConfig, WebhookSenderWorker
 from syncworkers.exceptions import ConfigError, SignatureError
+from syncworkers.redaction import redact_text
 from syncworkers.signing import Signer, load_secret, sign, verify, webhook_headers
 
 # The published test vector (standard-webhooks libraries/python/tests/test_webhooks.py).
@@ -17,7 +18,7 @@ MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 TS = 1614265330
 BODY = b'{"test": 2432232314}'
 EXPECTED = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-OTHER = "whsec_" + base64.b64encode(b"another key, rotated in").decode()
+OTHER = "whsec_" + base64.b64encode(b"another key, rotated in 2026").decode()
 
 
 def signed_headers(secrets=SECRET, ts=TS, body=BODY):
@@ -130,7 +131,7 @@ def test_signature_error_is_a_value_error():
 
 
 def test_raw_bytes_secret_is_used_as_is():
-    raw = b"\x00raw key bytes\xff"
+    raw = b"\x00raw key bytes, 24 or more\xff"
     assert load_secret(raw) == raw
     b64 = base64.b64encode(raw).decode()
     assert sign(MSG_ID, TS, BODY, raw) == sign(MSG_ID, TS, BODY, "whsec_" + b64)
@@ -138,7 +139,7 @@ def test_raw_bytes_secret_is_used_as_is():
 
 
 def test_unpadded_base64_secret():
-    key = b"sixteen byte key"
+    key = b"a key of twenty-five bytes"
     unpadded = base64.b64encode(key).decode().rstrip("=")
     assert load_secret("whsec_" + unpadded) == key
 
@@ -164,13 +165,31 @@ def test_repr_hides_secrets():
     assert repr(Signer(SECRET)) == "Signer(1 secret)"
 
 
-def test_signer_registers_secret_strings_for_redaction(monkeypatch):
-    registered = []
-    fake = types.ModuleType("syncworkers.logging")
-    fake.register_secret = registered.append
-    monkeypatch.setitem(sys.modules, "syncworkers.logging", fake)
-    Signer([SECRET, b"raw", OTHER])
-    assert registered == [SECRET, OTHER]
+def test_signer_registers_its_secrets_for_redaction():
+    fresh = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    Signer([SECRET, b"raw bytes that are long enough", fresh])
+
+    text = redact_text(f"secret {fresh} or bare {fresh[len('whsec_'):]}")
+    assert fresh[len("whsec_"):] not in text and "***" in text
+
+
+@pytest.mark.parametrize("short", ["whsec_" + base64.b64encode(b"x" * 23).decode(), b"y" * 23, "", " "])
+def test_empty_or_short_secret_is_a_config_error(short):
+    with pytest.raises(ConfigError, match="empty|at least 24"):
+        Signer(short)
+    with pytest.raises(ConfigError, match="signing_secret"):
+        WebhookConfig(signing_secret=short)
+    Signer("whsec_" + base64.b64encode(b"x" * 24).decode())  # 24 bytes is enough
+
+
+def test_empty_secret_from_the_environment_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", "")
+    with pytest.raises(ConfigError, match="WEBHOOK_SIGNING_SECRET"):
+        WebhookConfig.from_env()
+    with pytest.raises(ConfigError, match="WEBHOOK_SIGNING_SECRET"):
+        WebhookSenderWorker("http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="empty"):
+        WebhookSenderWorker("http://127.0.0.1:9", signing_secret="")
 
 
 def test_webhook_headers_sign_only_with_a_signer():

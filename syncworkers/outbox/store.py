@@ -11,18 +11,13 @@ schedule only as delivered or dead.
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type
 
-from ..exceptions import safe_url
+from ..redaction import redact_headers, safe_url
 
 PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
 STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
-
-
-#: Header names whose values :meth:`Delivery.to_dict` hides.
-_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|signature|password|api[-_]?key", re.I)
 
 
 @dataclass
@@ -65,7 +60,7 @@ class Delivery:
             body, encoding = self.body.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             body, encoding = base64.b64encode(self.body).decode("ascii"), "base64"
-        headers = {k: "<redacted>" if _SECRET_HEADER.search(k) else v for k, v in self.headers.items()}
+        headers = redact_headers(self.headers)
         return {
             "id": self.id,
             "endpoint": self.endpoint,

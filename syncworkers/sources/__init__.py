@@ -1,7 +1,8 @@
 """Message sources for a webhook worker's ``process()`` loop.
 
 :class:`RedisListConsumer` needs the optional ``redis`` package, so it is
-imported on first use: ``import syncworkers.sources`` works without it.
+imported on first use and left out of ``__all__``: ``import syncworkers.sources``
+and ``from syncworkers.sources import *`` work without it.
 """
 
 from typing import Any
@@ -18,4 +19,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Source", "MemoryQueue", "RedisListConsumer"]
+__all__ = ["Source", "MemoryQueue"]

@@ -18,7 +18,7 @@ from .base import Source
 STOP_CHECK_INTERVAL = 0.1
 
 
-class _Queue(queue.Queue):
+class _Queue(queue.Queue[Any]):
     def put_back(self, item: Any) -> None:
         """Append *item* even when the queue is full: it was admitted once already, and a
         consumer that waited for room to requeue could wait on itself."""
@@ -42,7 +42,7 @@ class MemoryQueue(Source):
         self._queue = _Queue(maxsize)
         self._done = threading.Condition()
         self._unfinished = 0  # put, and not yet ack'ed or nack'ed without requeue
-        self._in_flight: Counter = Counter()  # message id -> times consumed and not yet settled
+        self._in_flight: Counter[str] = Counter()  # message id -> times consumed and not yet settled
 
     def put(self, item: Any, timeout: Optional[float] = None) -> Message:
         """Queue *item* and return its message: a Message as is, anything else as ``Message(body=item)``.

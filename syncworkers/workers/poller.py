@@ -25,7 +25,7 @@ import requests
 from .. import events
 from ..config import HTTPClientConfig, PollerConfig, with_other_errors
 from ..cursor import IncrementalCursor
-from ..logging import is_secret_key, register_secret
+from ..redaction import is_secret_key, register_secret
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,

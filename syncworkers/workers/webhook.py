@@ -125,7 +125,7 @@ class WebhookSenderWorker(HTTPWorker):
             client_fields["timeout"] = webhook.timeout
         client_config = HTTPClientConfig.resolve(http_config, **client_fields)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
-        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret else None
+        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret is not None else None
         self.webhook_config = webhook
         self.base_url: Optional[str] = webhook.base_url
         # Every broadcast thread, every outbox thread and the process() loop may share one partner host.

@@ -36,6 +36,20 @@ def explode():
     raise KeyError("missing setting")
 
 
+#: What leaky_factory's error quotes: a URL password and a query token the CLI must not print.
+LEAKY_URL = "https://admin:hunter2-pw@127.0.0.1:9/api?sig=s3cr3t-sig-value&page=1"
+
+
+def leaky_factory():
+    raise RuntimeError(f"cannot reach {LEAKY_URL}")
+
+
+def leaky_config():
+    from syncworkers import ConfigError
+
+    raise ConfigError(f"bad upstream {LEAKY_URL}")
+
+
 class Sender(WebhookSenderWorker):
     pass
 
