@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client went away mid-body (e.g. killed): no request to answer
+            self.close_connection = True
+            return
         target = self.path
         if "://" in target:  # absolute-form: the client takes this server for a proxy
             target = "/" + target.split("://", 1)[1].partition("/")[2]
