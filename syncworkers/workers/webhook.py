@@ -144,6 +144,7 @@ class WebhookSenderWorker(HTTPWorker):
         self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
         self._endpoints = EndpointResolver(webhook.base_url, webhook.endpoints)
         self._broadcaster = Broadcaster(self._submit, self.logger, self._stats)
+        self._pending_reported: Optional[int] = None  # what the last stop() said was left pending
 
     # -- sending ------------------------------------------------------------------
 
@@ -505,14 +506,15 @@ class WebhookSenderWorker(HTTPWorker):
             left = 0 if outbox is None else outbox.counts()["pending"]
         except Exception:  # closed or unreachable: nothing to report
             return
-        if not left:
+        if not left or left == self._pending_reported:  # a second stop() (close() after stop()) says it once
             return
+        self._pending_reported = left
         if outbox is not None and outbox.durable:
             self.logger.info(f"{when} with deliveries left pending in the outbox", pending=left)
         else:
-            self.logger.warning(f"{when} with deliveries pending in an in-memory outbox: they are lost "
-                                "when the process exits (set WEBHOOK_OUTBOX_PATH for a durable outbox)",
-                                pending=left)
+            self.logger.warning(f"{when} with deliveries pending in an in-memory outbox: they are lost when "
+                                "the process exits (set WEBHOOK_OUTBOX_URL or WEBHOOK_OUTBOX_PATH for a durable "
+                                "outbox)", pending=left)
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.
