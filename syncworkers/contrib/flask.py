@@ -180,7 +180,7 @@ def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callabl
             body = request.get_data(cache=True)
             keys = secret() if callable(secret) else secret
             try:
-                verify(body, request.headers, keys, tolerance=tolerance)
+                verify(body, dict(request.headers), keys, tolerance=tolerance)
             except SignatureError as exc:
                 return _bad_request(f"invalid webhook signature: {exc}")
             try:
