@@ -711,15 +711,17 @@ def purge(path: Optional[str], url: Optional[str], older_than: str) -> None:
     echo(f"purged {count} delivered deliver{'y' if count == 1 else 'ies'} older than {older_than}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None, command: Optional[click.Command] = None,
+         prog_name: str = "syncworkers") -> None:
     """Entry point: click with our error policy (one line, exit 2, traceback only at DEBUG).
 
     Every line printed, errors and tracebacks included, is redacted (:func:`echo`).
+    *command* (default: the ``syncworkers`` group) lets ``manage.py syncworkers`` share the policy.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = any(a.upper() in ("DEBUG", "--LOG-LEVEL=DEBUG") for a in args)
     try:
-        cli.main(args=args, prog_name="syncworkers", standalone_mode=False)
+        (command or cli).main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):  # Ctrl-C outside run()'s own signal handling

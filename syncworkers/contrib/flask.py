@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable, Dict, Optional, Sequence, TypeVar, cast
+from typing import Any, Callable, Dict, Optional, TypeVar, cast
 
 import click
 from flask import Flask, Response, current_app, request
 from flask.cli import with_appcontext
 
-from .. import cli as base_cli
 from ..exceptions import SignatureError
 from ..signing import DEFAULT_TOLERANCE, verify
+from . import commands
 from .process import AppWorkers
 from .settings import Settings
 
@@ -104,66 +104,10 @@ class SyncWorkers:
 
 
 def make_group(app: Flask) -> click.Group:
-    """``flask syncworkers run|check|outbox``: the ``syncworkers`` commands with the app's settings."""
-
-    def state() -> AppWorkers:
-        return cast(AppWorkers, current_app.extensions[EXTENSION])
-
-    @click.group(name="syncworkers")
-    def group() -> None:
-        """Run and inspect this app's workers (pollers, webhook sender, outbox)."""
-
-    @group.command()
-    @click.argument("targets", nargs=-1, metavar="[MODULE:WORKER]...")
-    @base_cli.run_options
-    @with_appcontext
-    def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
-            lock_path: Optional[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
-        """Run the app's workers (SYNCWORKERS_WORKERS and the sender), or TARGETS, inside the app context."""
-        base_cli._setup(log_level, log_format, env_file)
-        current = state()
-        with base_cli.exclusive_lock(lock_path) as held:
-            if not held:
-                return
-            build = (lambda: base_cli.build_workers(targets)) if targets else current.build
-            base_cli.execute(build, once=once, max_workers=max_workers or current.settings.max_workers,
-                             stagger=stagger, around=current_app.app_context)
-
-    @group.command()
-    @click.argument("targets", nargs=-1, metavar="[MODULE:WORKER]...")
-    @with_appcontext
-    def check(targets: Sequence[str]) -> None:
-        """Build the app's workers (or TARGETS) and validate their configuration; nothing is sent."""
-        workers = base_cli.build_workers(targets) if targets else state().build()
-        for worker in workers:
-            click.echo(f"ok  {worker.name}: {base_cli._describe(worker)}")
-            worker.close()
-
-    group.add_command(outbox_group(lambda: app.config["SYNCWORKERS_OUTBOX_URL"]))
-    return group
-
-
-def outbox_group(configured: Callable[[], Optional[str]]) -> click.Group:
-    """The ``syncworkers outbox`` commands, defaulting to the app's outbox unless --path/--url is given."""
-    commands = base_cli.outbox.commands
-
-    @click.group(name="outbox", commands=commands)
-    @click.pass_context
-    def group(ctx: click.Context) -> None:
-        """Inspect the app's webhook outbox: stats, list; replay dead deliveries; purge delivered ones."""
-        where = configured()
-        if where is None:
-            return
-        defaults: Dict[str, Dict[str, str]] = {}
-        for name, command in commands.items():
-            params = {p.name for p in command.params}
-            key = "url" if "://" in where and "url" in params else "path"
-            if key in params:
-                value = where[len("sqlite:///"):] if key == "path" and where.startswith("sqlite:///") else where
-                defaults[name] = {key: value}
-        ctx.default_map = {**defaults, **(ctx.default_map or {})}
-
-    return group
+    """``flask syncworkers run|check|outbox``: the ``syncworkers`` commands inside the app context."""
+    return commands.make_group(lambda: cast(AppWorkers, current_app.extensions[EXTENSION]),
+                               around=app.app_context, outbox=lambda: app.config["SYNCWORKERS_OUTBOX_URL"],
+                               decorate=with_appcontext)
 
 
 def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callable[[F], F]:
