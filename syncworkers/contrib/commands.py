@@ -25,8 +25,12 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
     @base_cli.run_options
     @decorate
     def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
+            coordination: Optional[str], metrics_port: Optional[int], metrics_host: str,
             lock_path: Optional[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
-        """Run the app's workers (its WORKERS setting and its webhook sender), or TARGETS."""
+        """Run the app's workers (its WORKERS setting and its webhook sender), or TARGETS.
+
+        Pool size and coordination default to the app's settings.
+        """
         base_cli._setup(log_level, log_format, env_file)
         current = state()
         with base_cli.exclusive_lock(lock_path) as held:
@@ -34,7 +38,8 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
                 return
             build = (lambda: base_cli.build_workers(targets)) if targets else current.build
             base_cli.execute(build, once=once, max_workers=max_workers or current.settings.max_workers,
-                             stagger=stagger, around=around)
+                             stagger=stagger, coordination=coordination or current.settings.coordination,
+                             metrics_port=metrics_port, metrics_host=metrics_host, around=around)
 
     @group.command()
     @click.argument("targets", nargs=-1, metavar="[MODULE:WORKER]...")

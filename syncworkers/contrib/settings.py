@@ -66,28 +66,15 @@ def outbox_options(outbox: Optional[str]) -> Dict[str, Any]:
     """WebhookConfig fields for an outbox given as a path or a URL."""
     if outbox is None:
         return {}
-    if "://" not in outbox:
-        return {"outbox_path": outbox}
-    field_names = {f.name for f in dataclasses.fields(_webhook_config())}
-    if "outbox_url" in field_names:
-        return {"outbox_url": outbox}
-    if outbox.startswith("sqlite:///"):  # sqlite:///relative or sqlite:////absolute, as SQLAlchemy writes them
-        return {"outbox_path": outbox[len("sqlite:///"):]}
-    raise ConfigError(f"OUTBOX {safe_url(outbox)!r}: give a file path or a sqlite:/// URL",
-                      {"OUTBOX": "must be a path or a sqlite:/// URL"})
-
-
-def _webhook_config() -> Any:
-    from ..config import WebhookConfig
-
-    return WebhookConfig
+    return {"outbox_url": outbox} if "://" in outbox else {"outbox_path": outbox}
 
 
 def make_sender(settings: Settings, **overrides: Any) -> Any:
     """The app's WebhookSenderWorker: base URL, signing secret and outbox from *settings*."""
+    from ..config import WebhookConfig
     from ..workers.webhook import WebhookSenderWorker
 
-    config = _webhook_config()(**outbox_options(settings.outbox)) if settings.outbox else None
+    config = WebhookConfig(**outbox_options(settings.outbox)) if settings.outbox else None
     options: Dict[str, Any] = {"name": "syncworkers-sender", **overrides}
     return WebhookSenderWorker(base_url=settings.base_url, webhook_config=config,
                                signing_secret=settings.signing_secret, **options)
@@ -117,16 +104,7 @@ def make_runner(workers: Sequence[Any], settings: Settings, name: str) -> Any:
     """A Runner for *workers* with the app's pool size and coordination."""
     from ..runner import Runner
 
-    options: Dict[str, Any] = {"max_workers": settings.max_workers, "name": name}
-    if settings.coordination is not None:
-        options["coordination"] = settings.coordination
-    try:
-        return Runner(list(workers), **options)
-    except TypeError as exc:
-        if "coordination" in str(exc):
-            raise ConfigError("COORDINATION is not supported by this version of syncworkers",
-                              {"COORDINATION": "not supported"}) from None
-        raise
+    return Runner(list(workers), max_workers=settings.max_workers, name=name, coordination=settings.coordination)
 
 
 __all__ = ["KEYS", "Settings", "make_runner", "make_sender", "make_workers", "outbox_options"]

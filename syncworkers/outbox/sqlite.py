@@ -65,6 +65,17 @@ _MIGRATIONS = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+
+def schema_statements(from_version: int = 0) -> List[str]:
+    """The SQL that takes an outbox file's schema from *from_version* (its ``PRAGMA user_version``) to
+    :data:`SCHEMA_VERSION`, the version pragma last: what the store runs on first use, for tools that
+    create the tables themselves (the Django migration)."""
+    if not 0 <= from_version <= SCHEMA_VERSION:
+        raise ConfigError(f"outbox schema version {from_version}; this syncworkers knows up to {SCHEMA_VERSION}")
+    statements = [statement.strip() for script in _MIGRATIONS[from_version:]
+                  for statement in script.split(";") if statement.strip()]
+    return statements + [f"PRAGMA user_version={SCHEMA_VERSION}"]
+
 _COLUMNS = (
     "id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
     " last_status, last_error, owner, lease_until, delivered_at"
@@ -202,10 +213,8 @@ class Outbox:
                     f"outbox {self.path!r} has schema version {version}; this syncworkers knows"
                     f" up to {SCHEMA_VERSION}"
                 )
-            for script in _MIGRATIONS[version:]:
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for statement in schema_statements(version):
+                conn.execute(statement)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -613,4 +622,4 @@ class Outbox:
         return f"Outbox(path={self.path!r}, owner={self.owner!r})"
 
 
-__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION"]
+__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION", "schema_statements"]

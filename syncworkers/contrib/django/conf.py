@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django.conf import settings as django_settings  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
 from ...exceptions import ConfigError
 from ..settings import KEYS, Settings
+
+#: Keys of a PostgreSQL database's OPTIONS that Django reads itself (not connection parameters).
+_DJANGO_ONLY_OPTIONS = frozenset({"isolation_level", "pool", "server_side_binding", "assume_role", "cursor_factory"})
 
 #: The setting's defaults (``SYNCWORKERS = {...}`` overrides any of them).
 DEFAULTS: Dict[str, Any] = {"WORKERS": (), "MAX_WORKERS": None, "OUTBOX": None, "COORDINATION": None,
@@ -58,7 +61,11 @@ def database_location(alias: str) -> str:
         auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
         host = db.get("HOST") or "localhost"
         port = f":{db['PORT']}" if db.get("PORT") else ""
-        return f"postgresql://{auth}{host}{port}/{quote(str(db['NAME']), safe='')}"
+        # libpq's own OPTIONS (options=-c search_path=..., sslmode, ...) go along; Django's do not.
+        params = {k: str(v) for k, v in (db.get("OPTIONS") or {}).items()
+                  if k not in _DJANGO_ONLY_OPTIONS and isinstance(v, (str, int))}
+        query = f"?{urlencode(params, quote_via=quote)}" if params else ""
+        return f"postgresql://{auth}{host}{port}/{quote(str(db['NAME']), safe='')}{query}"
     raise ConfigError(f"SYNCWORKERS OUTBOX {alias!r}: the outbox lives in SQLite or PostgreSQL, not {engine}")
 
 

@@ -13,13 +13,14 @@ DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3",
                 "NAME": os.environ.get("DJANGO_DB", "/tmp/syncworkers-django-test.sqlite3")},
 }
-if os.environ.get("DJANGO_PG_URL"):  # postgresql://user@host:port/db
-    from urllib.parse import urlsplit
+if os.environ.get("DJANGO_PG_URL"):  # postgresql://user@host:port/db[?options=-csearch_path%3Dschema]
+    from urllib.parse import parse_qsl, urlsplit
 
     _pg = urlsplit(os.environ["DJANGO_PG_URL"])
     DATABASES["default"] = {"ENGINE": "django.db.backends.postgresql", "NAME": _pg.path.lstrip("/"),
                             "USER": _pg.username or "", "PASSWORD": _pg.password or "",
-                            "HOST": _pg.hostname, "PORT": str(_pg.port or "")}
+                            "HOST": _pg.hostname, "PORT": str(_pg.port or ""),
+                            "OPTIONS": dict(parse_qsl(_pg.query))}
 SYNCWORKERS = {
     "OUTBOX": "default",
     "BASE_URL": os.environ.get("DJANGO_HOOKS_BASE_URL", "http://127.0.0.1:9"),

@@ -1,7 +1,8 @@
 """The outbox tables, in the database SYNCWORKERS["OUTBOX"] names, exactly as the outbox stores create them.
 
-The stores create their tables on first use when missing, so this is safe
-whichever comes first: statements run only when the store's table is absent.
+The statements are the stores' own (``schema_statements()`` of the SQLite and
+PostgreSQL stores), so a store opens the tables this made, and this is safe
+whichever comes first: every statement runs only for what is missing.
 """
 
 from typing import Any, List, Tuple
@@ -16,25 +17,20 @@ def create_outbox(apps: Any, schema_editor: Any) -> None:
     if connection.alias != outbox_alias():
         return
     if connection.vendor == "sqlite":
-        from syncworkers.outbox.sqlite import _MIGRATIONS, SCHEMA_VERSION
+        from syncworkers.outbox.sqlite import schema_statements
 
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA user_version")
             version = cursor.fetchone()[0]
-            for script in _MIGRATIONS[version:]:
-                for statement in filter(str.strip, script.split(";")):
-                    cursor.execute(statement)
-            cursor.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        statements = schema_statements(version)
     elif connection.vendor == "postgresql":
-        from psycopg import sql
+        from syncworkers.outbox.postgres import schema_statements as postgres_statements
 
-        from syncworkers.outbox.postgres import _DDL, DEFAULT_TABLE
-
-        names = {k: sql.Identifier(f"{DEFAULT_TABLE}_{k}") for k in ("due", "lease", "updated")}
-        raw = connection.connection
-        for statement in _DDL:
-            text = sql.SQL(statement).format(t=sql.Identifier(DEFAULT_TABLE), **names).as_string(raw)
-            schema_editor.execute(text, params=None)
+        statements = postgres_statements()
+    else:
+        return  # conf.database_location() refuses other databases as an outbox
+    for statement in statements:
+        schema_editor.execute(statement, params=None)
 
 
 def drop_outbox(apps: Any, schema_editor: Any) -> None:
