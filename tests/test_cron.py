@@ -151,6 +151,31 @@ def test_run_logs_one_start_line_and_one_line_per_poll_failure(tmp_path, app_dir
     assert proc.returncode == 0
 
 
+def test_start_line_shows_the_coordination_backend_without_its_password(server, app_dir):
+    from .redis_server import RedisServer, require_redis_package
+
+    require_redis_package()
+    server.route("GET", "/x", json={})
+    with RedisServer(password="redis-pw-42") as redis_server:
+        env = {"API_URL": server.url("/x"), "SYNCWORKERS_COORDINATION_URL": redis_server.url}
+        proc = cron(["run", "--app-dir", str(app_dir), "jobs:Poller"], env)
+        try:
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if "run started" in line:
+                    break
+        finally:
+            proc.terminate()
+            rest = proc.communicate(timeout=60)[1]
+    text = "".join(lines) + rest
+    start = [x for x in text.splitlines() if "run started" in x]
+    assert len(start) == 1, text
+    assert f"coordination=redis://127.0.0.1:{redis_server.port}/0" in start[0], start[0]
+    assert "redis-pw-42" not in text
+    assert proc.returncode == 0, text
+
+
 def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):
     server.route("POST", "/hook", status=500)
     sender = WebhookSenderWorker(base_url=server.base_url, name="mem")
