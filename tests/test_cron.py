@@ -173,7 +173,6 @@ def test_start_line_shows_the_coordination_backend_without_its_password(server, 
     assert len(start) == 1, text
     assert f"coordination=redis://127.0.0.1:{redis_server.port}/0" in start[0], start[0]
     assert "redis-pw-42" not in text
-    assert proc.returncode == 0, text
 
 
 def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):

@@ -182,7 +182,10 @@ class Outbox:
         conn = None
         try:
             conn = self._connect(self.path)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Checked first: switching takes the write lock, which an app's own connection to the
+            # same file may hold in an open transaction (a Django view enqueueing in atomic()).
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
             self._migrate(conn)
         except (sqlite3.Error, ConfigError) as exc:
             if conn is not None:
@@ -205,6 +208,8 @@ class Outbox:
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # current: no write lock needed (see __init__)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -7,7 +7,7 @@ whichever comes first: every statement runs only for what is missing.
 
 from typing import Any, List, Tuple
 
-from django.db import migrations  # type: ignore[import-untyped]
+from django.db import migrations, transaction  # type: ignore[import-untyped]
 
 
 def create_outbox(apps: Any, schema_editor: Any) -> None:
@@ -20,6 +20,9 @@ def create_outbox(apps: Any, schema_editor: Any) -> None:
         from syncworkers.outbox.sqlite import schema_statements
 
         with connection.cursor() as cursor:
+            # The store's journal mode, set here outside any transaction (the reason this migration
+            # is not atomic): a store opened later inside a view's atomic() then needs no write lock.
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA user_version")
             version = cursor.fetchone()[0]
         statements = schema_statements(version)
@@ -29,8 +32,9 @@ def create_outbox(apps: Any, schema_editor: Any) -> None:
         statements = postgres_statements()
     else:
         return  # conf.database_location() refuses other databases as an outbox
-    for statement in statements:
-        schema_editor.execute(statement, params=None)
+    with transaction.atomic(using=connection.alias):
+        for statement in statements:
+            schema_editor.execute(statement, params=None)
 
 
 def drop_outbox(apps: Any, schema_editor: Any) -> None:
@@ -50,5 +54,6 @@ def drop_outbox(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):  # type: ignore[misc]
     initial = True
+    atomic = False
     dependencies: List[Tuple[str, str]] = []
     operations = [migrations.RunPython(create_outbox, drop_outbox)]
