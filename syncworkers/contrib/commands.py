@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Dict, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, Optional, Sequence
 
 import click
 
@@ -24,8 +24,8 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
     @click.argument("targets", nargs=-1, metavar="[MODULE:WORKER]...")
     @base_cli.run_options
     @decorate
-    def run(targets: Sequence[str], once: bool, max_workers: Optional[int], stagger: bool,
-            coordination: Optional[str], metrics_port: Optional[int], metrics_host: str,
+    def run(targets: Sequence[str], once: bool, fail_on_status: FrozenSet[int], max_workers: Optional[int],
+            stagger: bool, coordination: Optional[str], metrics_port: Optional[int], metrics_host: str,
             lock_path: Optional[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
         """Run the app's workers (its WORKERS setting and its webhook sender), or TARGETS.
 
@@ -37,8 +37,9 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
             if not held:
                 return
             build = (lambda: base_cli.build_workers(targets)) if targets else current.build
-            base_cli.execute(build, once=once, max_workers=max_workers or current.settings.max_workers,
-                             stagger=stagger, coordination=coordination or current.settings.coordination,
+            base_cli.execute(build, once=once, fail_on_status=fail_on_status,
+                             max_workers=max_workers or current.settings.max_workers, stagger=stagger,
+                             coordination=coordination or current.settings.coordination,
                              metrics_port=metrics_port, metrics_host=metrics_host, around=around)
 
     @group.command()
