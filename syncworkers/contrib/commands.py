@@ -49,7 +49,7 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
         """Build the app's workers (or TARGETS) and validate their configuration; nothing is sent."""
         workers = base_cli.build_workers(targets) if targets else state().build()
         for worker in workers:
-            click.echo(f"ok  {worker.name}: {base_cli._describe(worker)}")
+            base_cli.echo(f"ok  {worker.name}: {base_cli._describe(worker)}")
             worker.close()
 
     group.add_command(outbox_group(outbox))
