@@ -147,6 +147,22 @@ _HELD = f"state = '{IN_FLIGHT}' AND owner = %(owner)s"
 _NOT_DELIVERED = f"state <> '{DELIVERED}'"
 
 
+def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
+    """The SQL that creates the outbox table *table* (in *schema*) and its indexes when missing, to run
+    in one transaction: what the store runs on first use, for tools that create the tables themselves
+    (the Django migration). Safe to run again, and beside a store doing the same."""
+    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    channel = (f"{schema}.{table}" if schema else table)[:63]
+    # CREATE ... IF NOT EXISTS is not safe against itself run concurrently: serialise it.
+    statements = [sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+        sql.Literal(f"syncworkers-outbox:{channel}"))]
+    if schema:
+        statements.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    names = {k: sql.Identifier(f"{table}_{k}") for k in ("due", "lease", "updated")}
+    statements += [sql.SQL(statement).format(t=name, **names) for statement in _DDL]
+    return [statement.as_string(None) for statement in statements]
+
+
 def _delivery(row: Sequence[Any]) -> Delivery:
     return Delivery(
         id=row[0], endpoint=row[1], url=row[2], body=bytes(row[3]), headers=json.loads(row[4]),
@@ -255,14 +271,9 @@ class PostgresOutbox:
                                         if k not in parts})
 
     def _create_tables(self, conn: "psycopg.Connection[Any]") -> None:
-        # CREATE ... IF NOT EXISTS is not safe against itself run concurrently: serialise it.
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"syncworkers-outbox:{self.channel}",))
-            if self.schema:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            names = {k: sql.Identifier(f"{self.table}_{k}") for k in ("due", "lease", "updated")}
-            for statement in _DDL:
-                conn.execute(sql.SQL(statement).format(t=self._name, **names))
+            for statement in schema_statements(self.table, self.schema):
+                conn.execute(statement)
 
     def _query(self, key: str) -> str:
         self._ready()
@@ -524,4 +535,4 @@ class PostgresOutbox:
         return f"PostgresOutbox(url={self.path!r}, table={self.table!r}, owner={self.owner!r})"
 
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox"]
+__all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox", "schema_statements"]

@@ -65,6 +65,17 @@ _MIGRATIONS = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+
+def schema_statements(from_version: int = 0) -> List[str]:
+    """The SQL that takes an outbox file's schema from *from_version* (its ``PRAGMA user_version``) to
+    :data:`SCHEMA_VERSION`, the version pragma last: what the store runs on first use, for tools that
+    create the tables themselves (the Django migration)."""
+    if not 0 <= from_version <= SCHEMA_VERSION:
+        raise ConfigError(f"outbox schema version {from_version}; this syncworkers knows up to {SCHEMA_VERSION}")
+    statements = [statement.strip() for script in _MIGRATIONS[from_version:]
+                  for statement in script.split(";") if statement.strip()]
+    return statements + [f"PRAGMA user_version={SCHEMA_VERSION}"]
+
 _COLUMNS = (
     "id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
     " last_status, last_error, owner, lease_until, delivered_at"
@@ -171,7 +182,10 @@ class Outbox:
         conn = None
         try:
             conn = self._connect(self.path)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Checked first: switching takes the write lock, which an app's own connection to the
+            # same file may hold in an open transaction (a Django view enqueueing in atomic()).
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
             self._migrate(conn)
         except (sqlite3.Error, ConfigError) as exc:
             if conn is not None:
@@ -194,6 +208,8 @@ class Outbox:
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # current: no write lock needed (see __init__)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -202,10 +218,8 @@ class Outbox:
                     f"outbox {self.path!r} has schema version {version}; this syncworkers knows"
                     f" up to {SCHEMA_VERSION}"
                 )
-            for script in _MIGRATIONS[version:]:
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for statement in schema_statements(version):
+                conn.execute(statement)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -613,4 +627,4 @@ class Outbox:
         return f"Outbox(path={self.path!r}, owner={self.owner!r})"
 
 
-__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION"]
+__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION", "schema_statements"]

@@ -144,6 +144,7 @@ class WebhookSenderWorker(HTTPWorker):
         self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
         self._endpoints = EndpointResolver(webhook.base_url, webhook.endpoints)
         self._broadcaster = Broadcaster(self._submit, self.logger, self._stats)
+        self._pending_reported: Optional[int] = None  # what the last stop() said was left pending
 
     # -- sending ------------------------------------------------------------------
 
@@ -495,7 +496,25 @@ class WebhookSenderWorker(HTTPWorker):
             released = self._dispatcher.abandon()
             if released:
                 self.logger.warning("outbox deliveries in flight at stop() handed back", released=released)
+            self._report_pending("stopped")
         return ended and not pending
+
+    def _report_pending(self, when: str) -> None:
+        """Log how many deliveries the outbox still holds: WARNING when it is in memory (lost at exit)."""
+        outbox = self._outbox
+        try:
+            left = 0 if outbox is None else outbox.counts()["pending"]
+        except Exception:  # closed or unreachable: nothing to report
+            return
+        if not left or left == self._pending_reported:  # a second stop() (close() after stop()) says it once
+            return
+        self._pending_reported = left
+        if outbox is not None and outbox.durable:
+            self.logger.info(f"{when} with deliveries left pending in the outbox", pending=left)
+        else:
+            self.logger.warning(f"{when} with deliveries pending in an in-memory outbox: they are lost when "
+                                "the process exits (set WEBHOOK_OUTBOX_URL or WEBHOOK_OUTBOX_PATH for a durable "
+                                "outbox)", pending=left)
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.

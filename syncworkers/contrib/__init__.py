@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: :mod:`.flask` and :mod:`.django` (each an optional extra)."""

@@ -1,0 +1,124 @@
+"""The app's workers inside a web server process: started once per process, after any fork, stopped at exit.
+
+A web app is imported in processes that must not run workers: the reloader's
+watcher, gunicorn's master before it forks, ``manage.py migrate``. So nothing
+starts at import or configuration time; :meth:`AppWorkers.ensure_started` is
+called from the serving path (the first request) and starts the workers in the
+process that serves. Threads do not survive ``fork()``: a child forked after a
+start (gunicorn ``--preload``) forgets its parent's workers and sender and
+starts its own on its first request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from typing import Any, Callable, ContextManager, List, Optional
+
+from ..logging import get_logger
+from .settings import Settings, make_runner, make_sender, make_workers
+
+_log = get_logger("syncworkers.contrib")
+
+#: Seconds the exit handler lets in-flight deliveries finish before handing them back to the outbox.
+EXIT_TIMEOUT = 10.0
+
+
+class AppWorkers:
+    """One app's sender and workers in the current process (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, name: str = "app",
+                 around: Optional[Callable[[], ContextManager[Any]]] = None) -> None:
+        self.settings = settings
+        self.name = name
+        self._around = around
+        self._reset()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._sender: Any = None
+        self._workers: List[Any] = []
+        self._runner: Any = None
+        self._exit_hook = False
+
+    @property
+    def sender(self) -> Any:
+        """This process's WebhookSenderWorker, built from the settings on first use."""
+        sender = self._sender
+        if sender is None:
+            with self._lock:
+                if self._sender is None:
+                    self._sender = make_sender(self.settings)
+                sender = self._sender
+        return sender
+
+    @property
+    def running(self) -> bool:
+        runner = self._runner
+        return runner is not None and runner.running
+
+    def build(self) -> List[Any]:
+        """The workers to run: the configured ones, then the sender (it delivers the outbox)."""
+        return make_workers(self.settings) + [self.sender]
+
+    def ensure_started(self) -> bool:
+        """Start the workers in this process unless they run already; True when this call started them."""
+        if self._runner is not None:  # the fast path of every request
+            return False
+        with self._lock:
+            if self._runner is not None:
+                return False
+            workers = make_workers(self.settings)
+            if self._sender is None:
+                self._sender = make_sender(self.settings)
+            workers.append(self._sender)
+            runner = make_runner([_wrap(w, self._around) for w in workers], self.settings,
+                                 name=f"{self.name}-{os.getpid()}")
+            runner.start()
+            self._workers, self._runner = workers, runner
+            if not self._exit_hook:
+                atexit.register(self.stop, EXIT_TIMEOUT)
+                self._exit_hook = True
+        _log.info("workers started", pid=os.getpid(), pool=runner.max_workers, **self.settings.describe())
+        return True
+
+    def stop(self, timeout: Optional[float] = EXIT_TIMEOUT) -> bool:
+        """Stop this process's workers (in-flight deliveries get *timeout*), release connections."""
+        with self._lock:
+            runner, workers, sender = self._runner, self._workers, self._sender
+            self._runner, self._workers, self._sender = None, [], None
+        ended = True
+        if runner is not None:
+            ended = runner.stop(timeout)
+        if sender is not None:
+            # The sender's delivery pool is its own: drain it within the timeout too, then
+            # hand back what is still on the wire (it stays pending in the outbox).
+            ended = sender.stop(timeout) and ended
+        for worker in workers or [sender]:
+            if worker is not None:
+                worker.close()
+        return ended
+
+
+def _wrap(worker: Any, around: Optional[Callable[[], ContextManager[Any]]]) -> Any:
+    if around is None:
+        return worker
+    from ..cli import AroundJobs
+
+    return AroundJobs(worker, around)
+
+
+def _after_fork(ref: "weakref.ReferenceType[AppWorkers]") -> None:
+    # The parent's threads are gone in the child and its locks may be held by one of
+    # them: forget all of it (without closing: the parent still uses its connections).
+    state = ref()
+    if state is not None:
+        state._reset()
+
+
+__all__ = ["AppWorkers", "EXIT_TIMEOUT"]

@@ -1,0 +1,28 @@
+"""A minimal Django project for the Django tests: the outbox lives in the app's own SQLite database."""
+
+import os
+
+SECRET_KEY = "test-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ROOT_URLCONF = "tests.apps.djangoproject.urls"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "syncworkers.contrib.django", "tests.apps.djangoproject"]
+MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.environ.get("DJANGO_DB", "/tmp/syncworkers-django-test.sqlite3")},
+}
+if os.environ.get("DJANGO_PG_URL"):  # postgresql://user@host:port/db[?options=-csearch_path%3Dschema]
+    from urllib.parse import parse_qsl, urlsplit
+
+    _pg = urlsplit(os.environ["DJANGO_PG_URL"])
+    DATABASES["default"] = {"ENGINE": "django.db.backends.postgresql", "NAME": _pg.path.lstrip("/"),
+                            "USER": _pg.username or "", "PASSWORD": _pg.password or "",
+                            "HOST": _pg.hostname, "PORT": str(_pg.port or ""),
+                            "OPTIONS": dict(parse_qsl(_pg.query))}
+SYNCWORKERS = {
+    "OUTBOX": "default",
+    "BASE_URL": os.environ.get("DJANGO_HOOKS_BASE_URL", "http://127.0.0.1:9"),
+}
+RECEIVER_SECRET = "whsec_dGVzdC1yZWNlaXZlci1zZWNyZXQta2V5LTEyMzQ="

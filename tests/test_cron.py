@@ -1,0 +1,204 @@
+"""Cron-style runs as real subprocesses: ``--lock``, ``--app-dir``, ``python -m syncworkers``, the log lines of ``run``."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from syncworkers import WebhookSenderWorker
+from syncworkers.cli import cli
+
+from .helpers import LogCapture, wait_for
+from .server import Reply
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CRON_APP = textwrap.dedent("""
+    import os
+    from syncworkers import PollerWorker
+
+    class Poller(PollerWorker):
+        def __init__(self):
+            super().__init__(url=os.environ["API_URL"], interval=60)
+
+        def process_message(self, message):
+            pass
+""")
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    folder = tmp_path / "cronapp"
+    folder.mkdir()
+    (folder / "jobs.py").write_text(CRON_APP)
+    return folder
+
+
+def cron(args, env_extra, cwd="/"):
+    """``python -m syncworkers ARGS`` started as cron does: from /, with a bare environment."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, **env_extra}
+    return subprocess.Popen([sys.executable, "-m", "syncworkers", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_overlapping_run_with_the_same_lock_does_nothing_and_exits_0(server, app_dir, tmp_path):
+    release = threading.Event()
+    server.route("GET", "/api", handler=lambda req: (release.wait(60), Reply(200, b"{}"))[1])
+    lock = str(tmp_path / "poll.lock")
+    args = ["run", "--once", "--lock", lock, "--app-dir", str(app_dir), "jobs:Poller"]
+    env = {"API_URL": server.url("/api")}
+    first = cron(args, env)
+    try:
+        assert wait_for(lambda: len(server.calls("/api")) == 1, timeout=60), first.stderr
+        second = cron(args, env)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 0
+        assert err.strip().splitlines() == [f"another run holds the lock {lock}; nothing to do"]
+        assert len(server.calls("/api")) == 1  # the overlapping run did not poll
+    finally:
+        release.set()
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    third = cron(args, env)  # the lock went with the first run: the next one works
+    third.communicate(timeout=60)
+    assert third.returncode == 0
+    assert len(server.calls("/api")) == 2
+
+
+def test_runs_with_different_locks_both_work(server, app_dir, tmp_path):
+    server.route("GET", "/api", json={})
+    env = {"API_URL": server.url("/api")}
+    procs = [cron(["run", "--once", "--lock", str(tmp_path / f"{n}.lock"), "--app-dir", str(app_dir),
+                   "jobs:Poller"], env) for n in range(2)]
+    for proc in procs:
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    assert len(server.calls("/api")) == 2
+
+
+def test_without_app_dir_cron_cannot_import_the_app(server, app_dir):
+    proc = cron(["run", "--once", "jobs:Poller"], {"API_URL": server.url("/api")})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "cannot import module 'jobs'" in err
+
+
+def test_missing_app_dir_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--once", "--app-dir", str(tmp_path / "nope"), "jobs:Poller"])
+    assert result.exit_code == 2
+    assert "--app-dir" in result.output
+
+
+def test_lock_in_a_missing_folder_is_a_usage_error(tmp_path, app_dir):
+    result = CliRunner().invoke(cli, ["run", "--once", "--lock", str(tmp_path / "no" / "x.lock"),
+                                      "--app-dir", str(app_dir), "jobs:Poller"])
+    assert result.exit_code == 2
+    assert "--lock" in result.output
+
+
+def test_python_dash_m_syncworkers_is_the_command():
+    proc = subprocess.run([sys.executable, "-m", "syncworkers", "--version"], cwd="/", capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("syncworkers, version")
+
+
+# -- what run says -----------------------------------------------------------------
+
+SECRET_APP = textwrap.dedent("""
+    import os
+    from syncworkers import PollerWorker, WebhookConfig, WebhookSenderWorker
+
+    class Poller(PollerWorker):
+        def __init__(self):
+            super().__init__(url=os.environ["API_URL"], interval=0.05, name="orders-api")
+
+    def sender():
+        return WebhookSenderWorker(base_url="http://127.0.0.1:9/", name="partner",
+                                   signing_secret="whsec_c2VjcmV0LXNpZ25pbmcta2V5LTEyMzQ1Ng==")
+""")
+
+
+def test_run_logs_one_start_line_and_one_line_per_poll_failure(tmp_path, app_dir):
+    from .helpers import closed_port
+
+    (app_dir / "secretapp.py").write_text(SECRET_APP)
+    port = closed_port()
+    env = {"API_URL": f"http://user:pw-in-url@127.0.0.1:{port}/x?token=abc", "HTTP_MAX_RETRIES": "0"}
+    proc = cron(["run", "--app-dir", str(app_dir), "--max-workers", "3", "secretapp:Poller",
+                 "secretapp:sender"], env)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if sum("poll failed" in x for x in lines) >= 3:
+                break
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=60)[1]
+    text = "".join(lines) + rest
+    start = [x for x in text.splitlines() if "run started" in x]
+    assert len(start) == 1, text
+    assert "orders-api" in start[0] and "partner" in start[0] and "pool=3" in start[0]
+    assert "outbox=memory" in start[0] and "coordination=None" in start[0]
+    failures = [x for x in text.splitlines() if "orders-api" in x and "poll" in x and "fail" in x]
+    assert all("poll failed" in x for x in failures), failures
+    assert "pw-in-url" not in text and "abc" not in text and "c2VjcmV0" not in text
+    assert proc.returncode == 0
+
+
+def test_start_line_shows_the_coordination_backend_without_its_password(server, app_dir):
+    from .redis_server import RedisServer, require_redis_package
+
+    require_redis_package()
+    server.route("GET", "/x", json={})
+    with RedisServer(password="redis-pw-42") as redis_server:
+        env = {"API_URL": server.url("/x"), "SYNCWORKERS_COORDINATION_URL": redis_server.url}
+        proc = cron(["run", "--app-dir", str(app_dir), "jobs:Poller"], env)
+        try:
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if "run started" in line:
+                    break
+        finally:
+            proc.terminate()
+            rest = proc.communicate(timeout=60)[1]
+    text = "".join(lines) + rest
+    start = [x for x in text.splitlines() if "run started" in x]
+    assert len(start) == 1, text
+    assert f"coordination=redis://127.0.0.1:{redis_server.port}/0" in start[0], start[0]
+    assert "redis-pw-42" not in text
+
+
+def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):
+    server.route("POST", "/hook", status=500)
+    sender = WebhookSenderWorker(base_url=server.base_url, name="mem")
+    with LogCapture() as logs:
+        for n in range(3):
+            sender.enqueue("/hook", {"n": n})
+        sender.close()  # never started: the three are still pending
+    warnings = [r for r in logs.text.splitlines() if "in-memory outbox" in r]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "pending=3" in warnings[0], logs.text
+
+
+def test_stop_of_a_durable_outbox_says_how_many_it_left_pending(server, tmp_path):
+    from syncworkers import WebhookConfig
+
+    server.route("POST", "/hook", status=503)
+    sender = WebhookSenderWorker(base_url=server.base_url, name="file",
+                                 webhook_config=WebhookConfig(outbox_path=str(tmp_path / "o.db"),
+                                                              retry_schedule=[3600], max_retries=0))
+    sender.start()
+    with LogCapture() as logs:
+        for n in range(2):
+            sender.enqueue("/hook", {"n": n})
+        assert wait_for(lambda: len(server.calls("/hook")) == 2, timeout=30)
+        assert sender.stop(timeout=30)
+    sender.close()
+    lines = [r for r in logs.text.splitlines() if "left pending" in r]
+    assert len(lines) == 1 and "pending=2" in lines[0] and "INFO" in lines[0], logs.text

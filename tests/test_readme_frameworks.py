@@ -1,0 +1,224 @@
+"""The README's "In web apps, cron and gunicorn" samples, each run as written.
+
+The Flask sample becomes an ``app.py`` that is served by Flask's test client, by the README's
+gunicorn line (three workers coordinated on a real Redis) and polled by its cron line; the
+Django samples become a project's settings and views, driven by Django's test client with CSRF
+checks on. Only addresses (ports, paths) are substituted.
+"""
+
+import collections
+import importlib
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+from .helpers import new_secret, wait_for
+
+pytest.importorskip("flask")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.rst")
+SECTION = "In web apps, cron and gunicorn"
+BIN = os.path.dirname(sys.executable)
+
+
+def samples():
+    """The section's code samples in order: ``code-block:: python`` blocks and ``::`` literal blocks."""
+    text = open(README, encoding="utf-8").read()
+    start = text.index(f"\n{SECTION}\n---") + 1
+    end = text.index("\n---", start + len(SECTION) + 40)
+    body = text[start:text.rindex("\n", 0, end)]
+    blocks = re.findall(r"(?:\.\. code-block:: python|::)\n\n((?:    .*\n|\n)+)", body)
+    return [textwrap.dedent(block).strip() + "\n" for block in blocks]
+
+
+def sample(word):
+    found = [s for s in samples() if word in s]
+    assert len(found) == 1, f"one sample with {word!r} expected, found {len(found)}"
+    return found[0]
+
+
+def test_each_sample_of_the_section_is_run_by_a_test_here():
+    kinds = ["def create_app", "gunicorn --workers", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
+             "def pay(request", "* * * * syncworkers run --once"]
+    assert len(samples()) == len(kinds)
+    for kind in kinds:
+        sample(kind)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_dir(tmp_path, server):
+    """A folder holding the README's app.py, and the variables it reads."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "app.py").write_text(sample("def create_app"))
+    server.route("POST", "/hooks/orders", status=200)
+    server.route("GET", "/orders", json=[])
+    secret = new_secret()
+    env = {"PARTNER_URL": server.base_url, "OUTBOX_URL": f"sqlite:///{tmp_path}/outbox.db", "WEBHOOK_SECRET": secret}
+    return folder, env
+
+
+def test_the_flask_sample_delivers_signed_webhooks_polls_and_verifies_received_ones(app_dir, server, monkeypatch):
+    from syncworkers import verify
+    from syncworkers.signing import Signer
+
+    folder, env = app_dir
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    module = importlib.import_module("app")
+    try:
+        app = module.create_app()
+        client = app.test_client()
+        delivery_id = client.post("/orders/7").get_json()["id"]  # the first request starts the workers
+        assert wait_for(lambda: len(server.calls("/hooks/orders")) == 1, timeout=30)
+        call = server.calls("/hooks/orders")[0]
+        assert call.header("webhook-id") == delivery_id and call.json() == {"order": 7}
+        assert verify(call.body, call.headers, env["WEBHOOK_SECRET"])
+        assert wait_for(lambda: len(server.calls("/orders")) >= 1, timeout=30)  # OrderPoller runs too
+        body = b'{"event": "paid"}'
+        ok = client.post("/hooks/in", data=body, headers=Signer(env["WEBHOOK_SECRET"]).headers("msg_1", body))
+        assert ok.status_code == 200 and ok.get_json() == {"got": {"event": "paid"}}
+        bad = client.post("/hooks/in", data=body, headers=Signer(new_secret()).headers("msg_2", body))
+        assert bad.status_code == 400
+    finally:
+        module.sw.stop(timeout=10, app=app)
+        sys.modules.pop("app", None)
+
+
+def command_env(env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCWORKERS_", "WEBHOOK_", "HTTP_"))}
+    return {**base, "PYTHONPATH": ROOT, "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}", **env}
+
+
+def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(app_dir, server):
+    from .redis_server import RedisServer, require_redis_package
+
+    if not os.access(os.path.join(BIN, "gunicorn"), os.X_OK):
+        pytest.skip("gunicorn is not installed")
+    require_redis_package()
+    folder, env = app_dir
+    port = free_port()
+    with RedisServer() as redis_server:
+        line = sample("gunicorn --workers").replace("redis://127.0.0.1:6379/0", redis_server.url)
+        line = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        words = shlex.split(line)
+        assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        args = [w for w in words if w.split("=", 1)[0] not in assignments]
+        proc = subprocess.Popen(args, cwd=folder, env=command_env({**env, **assignments}),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            def order(n):
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/orders/{n}", method="POST", data=b"")
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as reply:
+                        return json.loads(reply.read())["id"]
+                except OSError:
+                    return None
+
+            assert wait_for(lambda: order(0) is not None, timeout=60)
+            ids = {order(n) for n in range(1, 30)}
+            assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")},
+                            timeout=60)
+            assert wait_for(lambda: len(server.calls("/orders")) >= 4, timeout=60)
+            wall_minus_mono = time.time() - time.monotonic()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    ticks = collections.Counter(math.floor(c.received_at + wall_minus_mono) for c in server.calls("/orders"))
+    assert not {tick: n for tick, n in ticks.items() if n > 1}, ticks
+
+
+def test_the_cron_line_runs_the_poller_once_under_its_lock(app_dir, server, tmp_path):
+    folder, env = app_dir
+    line = sample("* * * * syncworkers run --once")
+    command = shlex.split(line)[5:]  # the five schedule fields, then the command
+    command = [str(tmp_path / "orders.lock") if w == "/tmp/orders.lock" else str(folder) if w == "/srv/shop" else w
+               for w in command]
+    done = subprocess.run(command, cwd="/", env=command_env(env), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(server.calls("/orders")) == 1
+    assert (tmp_path / "orders.lock").exists()
+
+
+DJANGO_BASE_SETTINGS = """
+import os
+SECRET_KEY = "readme-test-only"
+ALLOWED_HOSTS = ["testserver"]
+ROOT_URLCONF = "shop.urls"
+USE_TZ = True
+MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DJANGO_DB"]}}
+INSTALLED_APPS = ["django.contrib.contenttypes", "shop"]
+"""
+
+DJANGO_SCRIPT = """
+import json, django
+django.setup()
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
+from syncworkers.signing import Signer
+
+call_command("migrate", "--run-syncdb", verbosity=0)
+client = Client(enforce_csrf_checks=True)
+body = b'{"event": "paid"}'
+ok = client.post("/hooks/in", data=body, content_type="application/json",
+                 headers=Signer(settings.PARTNER_SECRET).headers("msg_1", body))
+bad = client.post("/hooks/in", data=body, content_type="application/json",
+                  headers=Signer(settings.SYNCWORKERS["SIGNING_SECRET"]).headers("msg_2", body))
+paid = Client().post("/pay/5")
+call_command("syncworkers", "run", "--once")
+print(json.dumps({"ok": [ok.status_code, ok.json()], "bad": [bad.status_code, bad.content.decode()],
+                  "paid": [paid.status_code, paid.json()]}))
+"""
+
+
+def test_the_django_samples_enqueue_in_the_transaction_deliver_and_verify_with_csrf_on(server, tmp_path):
+    pytest.importorskip("django")
+    server.route("POST", "/hooks/orders", status=200)
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "__init__.py").write_text("")
+    (shop / "models.py").write_text("from django.db import models\n\n\nclass Order(models.Model):\n"
+                                    "    number = models.IntegerField()\n")
+    (shop / "views.py").write_text(sample("def pay(request"))
+    (shop / "urls.py").write_text("from django.urls import path\n\nfrom . import views\n\n"
+                                  "urlpatterns = [path('pay/<int:n>', views.pay), path('hooks/in', views.receive)]\n")
+    (tmp_path / "site_settings.py").write_text(DJANGO_BASE_SETTINGS + sample("INSTALLED_APPS +="))
+    signing, partner = new_secret(), new_secret()
+    env = command_env({"PYTHONPATH": f"{tmp_path}:{ROOT}", "DJANGO_SETTINGS_MODULE": "site_settings",
+                       "DJANGO_DB": str(tmp_path / "db.sqlite3"), "PARTNER_URL": server.base_url,
+                       "WEBHOOK_SECRET": signing, "PARTNER_SECRET": partner})
+    done = subprocess.run([sys.executable, "-c", DJANGO_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answers["ok"] == [200, {"got": {"event": "paid"}}]  # csrf-exempt and verified
+    assert answers["bad"][0] == 400 and answers["bad"][1].startswith("invalid webhook signature")
+    assert answers["paid"][0] == 200
+    calls = server.calls("/hooks/orders")
+    assert [c.json() for c in calls] == [{"order": 5}]
+    assert calls[0].header("webhook-id") == answers["paid"][1]["id"]
+    from syncworkers import verify
+
+    assert verify(calls[0].body, calls[0].headers, signing)
