@@ -133,7 +133,7 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path):
                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout) == {"flushed": True, "pending": 0, "in_flight": 0, "delivered": count,
-                                         "dead": 0}
+                                         "dead": 0, "held": 0}
     assert len(enqueued) == count
     received = Counter(id for id, _ in gate.requests)
     assert set(received) == set(enqueued)  # nothing missing, and no id the sender did not enqueue
@@ -181,7 +181,7 @@ def test_sigterm_drains_deliveries_in_flight_and_exits_0(tmp_path):
             reader.join(30)
         assert "SHUTDOWN in_flight=0\n" in log  # the Runner waited for the drain before shutdown()
         with Outbox(path) as box:
-            assert box.counts() == {"pending": count - 52, "in_flight": 0, "delivered": 52, "dead": 0}
+            assert box.counts() == {"pending": count - 52, "in_flight": 0, "delivered": 52, "dead": 0, "held": 0}
             delivered = {d.id for d in box.list(state=DELIVERED, limit=1000)}
         assert delivered == set(gate.answered) and len(gate.requests) == 52
 
