@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 from urllib.parse import urlsplit
 
+from ..config import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
 from ..exceptions import safe_url
 from ..outcome import Kind
 
@@ -21,8 +22,6 @@ from ..outcome import Kind
 ATTEMPT_LOG_SIZE = 20
 #: Bytes of each answer's body kept in the attempt log.
 ANSWER_BYTES = 4096
-#: Seconds an endpoint may only fail before it is disabled (5 days, as Svix).
-DEFAULT_DISABLE_AFTER = 5 * 86400.0
 
 #: What an attempt says about its endpoint: it answered well, it failed, it is gone.
 OK, FAILED, GONE = "ok", "failed", "gone"
