@@ -131,6 +131,7 @@ class Dispatcher:
         self._abandoned = threading.Event()
         self._loops = 0
         self._store_failing = False  # the store's last operation in the loop failed (logged once)
+        self._record_failures = 0  # outcomes the store could not record; a flush() ends at one
 
     # -- public --------------------------------------------------------------------
 
@@ -247,8 +248,15 @@ class Dispatcher:
     def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
         renew_every = self.outbox.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
+        record_failures = self._record_failures
         while not stop.is_set():
             self._wake.clear()  # before looking: a wakeup from now on is not lost
+            if until_idle and self._record_failures != record_failures:
+                # The store takes no outcome (full disk, damaged file): what is claimed stays so until
+                # its lease expires; waiting for that would only repeat the attempts.
+                self.logger.error("flush: the outbox could not record an outcome; giving up",
+                                  outbox=self.outbox.path)
+                return False
             try:
                 claimed = self._dispatch_due()
                 now = time.monotonic()
@@ -427,8 +435,10 @@ class Dispatcher:
                                     "and will be sent again (same webhook-id)", delivery_id=id, status=status,
                                     error=str(exc))
             else:
+                self._record_failures += 1
                 self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
                                       "expires", delivery_id=id)
+                self._wake.set()
             return
         events.delivery(delivery.url, verdict.state)  # delivered or dead; a retry is no outcome yet
         attempts = delivery.attempts + int(verdict.spend)

@@ -726,6 +726,12 @@ class Outbox:
                                 " ORDER BY disabled_at IS NULL, target").fetchall()
         return [_row_to_health(row, held.get(row[0], 0)) for row in rows]
 
+    def check(self) -> Optional[str]:
+        """The first problem ``PRAGMA quick_check`` finds in the file (reads all of it); None when sound."""
+        with self._conn() as conn:
+            row = conn.execute("PRAGMA quick_check(1)").fetchone()
+        return None if row is None or row[0] == "ok" else str(row[0])
+
     def oldest_pending(self) -> Optional[float]:
         """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""
         with self._conn() as conn:
