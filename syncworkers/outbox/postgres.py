@@ -204,7 +204,6 @@ _QUERIES = {
         f" (SELECT MIN(lease_until) FROM {{t}} WHERE state = '{IN_FLIGHT}'), {_DB_NOW}"
     ),
     "db_now": f"SELECT {_DB_NOW}",
-    "oldest_pending": f"SELECT MIN(created_at) FROM {{t}} WHERE state IN ('{PENDING}', '{IN_FLIGHT}')",
 }
 
 _FINISH = {
@@ -656,13 +655,6 @@ class PostgresOutbox:
         with self._ready().connection() as conn:
             rows = conn.execute(query).fetchall()
         return [_health(row[:6], int(row[6])) for row in rows]
-
-    def oldest_pending(self) -> Optional[float]:
-        """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""
-        query = self._query("oldest_pending")
-        with self._ready().connection() as conn:
-            row = conn.execute(query).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
 
     def next_due(self) -> Optional[float]:
         """When something next becomes claimable: the earliest pending due time or lease expiry.
