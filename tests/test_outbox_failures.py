@@ -121,9 +121,9 @@ def test_the_delivery_loop_logs_and_goes_on_when_postgresql_drops_its_connection
                               " WHERE pid <> pg_backend_pid() AND datname = current_database()")
             assert wait_for(lambda: "the outbox cannot be used" in logs.text, 15)
             assert sender.running
-            with open_outbox(pg_db) as other:  # another process adds one meanwhile
+            with open_outbox(pg_db) as other:  # another process adds one meanwhile, and watches it
                 later = other.add("/hook", server.url("/hook"), b'{"n": 2}')
-            assert wait_for(lambda: box.get(later).state == DELIVERED, 20)
+                assert wait_for(lambda: other.get(later).state == DELIVERED, 30)
         assert "terminat" in logs.text.lower() or "connection" in logs.text.lower()
         assert [r.json()["n"] for r in server.calls("/hook")] == [1, 2]
     finally:
