@@ -364,7 +364,7 @@ def _run_once(worker: Any, fail_on_status: FrozenSet[int] = frozenset()) -> bool
     result = run_once()
     status = getattr(result, "status_code", None)
     if status is not None and status in fail_on_status:
-        click.echo(f"{worker.name}: HTTP {status} from {safe_url(getattr(worker, 'url', None))}", err=True)
+        echo(f"{worker.name}: HTTP {status} from {safe_url(getattr(worker, 'url', None))}", err=True)
         return False
     return bool(getattr(result, "ok", True))
 
@@ -495,7 +495,8 @@ def _PATH_OPTION(command: Any) -> Any:
 
 @cli.group()
 def outbox() -> None:
-    """A webhook outbox: stats, list; deliver what is due; replay dead deliveries; purge delivered ones; init."""
+    """A webhook outbox: stats, list, show; endpoints, enable; deliver what is due; replay dead deliveries;
+    purge delivered ones; init."""
 
 
 @outbox.command()
@@ -513,9 +514,16 @@ def init(path: Optional[str], url: Optional[str]) -> None:
 @_PATH_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def stats(path: Optional[str], url: Optional[str], as_json: bool) -> None:
-    """How many deliveries are pending (in flight included), delivered and dead."""
+    """How many deliveries are pending (in flight included), delivered, dead and held (endpoint disabled)."""
     with _open_outbox(path, url) as box:
         counts = box.counts()
+        check = getattr(box, "check", None)  # a file's own consistency check (SQLite)
+        try:
+            problem = None if check is None else check()
+        except box.errors as exc:
+            problem = str(exc)
+        if problem is not None:
+            raise CLIError(f"outbox {box.path!r} is damaged: {' '.join(problem.split())}")
     if as_json:
         echo(json.dumps(counts))
         return
@@ -525,21 +533,140 @@ def stats(path: Optional[str], url: Optional[str], as_json: bool) -> None:
 
 @outbox.command(name="list")
 @_PATH_OPTION
-@click.option("--state", type=click.Choice(["pending", "in_flight", "delivered", "dead"]), default=None)
+@click.option("--state", type=click.Choice(["pending", "in_flight", "delivered", "dead", "held"]), default=None)
 @click.option("--endpoint", default=None, help="Only this endpoint (as it was given to enqueue()).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array with bodies and headers (secret values hidden).")
 def list_deliveries(path: Optional[str], url: Optional[str], state: Optional[str], endpoint: Optional[str], limit: int, as_json: bool) -> None:
-    """Deliveries, most recently updated first."""
+    """Deliveries, most recently updated first, each with its last attempt."""
     with _open_outbox(path, url) as box:
         deliveries = box.list(state=state, endpoint=endpoint, limit=limit)
+        last = box.last_attempts([d.id for d in deliveries])
     if as_json:
-        echo(json.dumps([d.to_dict() for d in deliveries], indent=2))
+        echo(json.dumps([{**d.to_dict(), "last_attempt": _attempt_dict(last.get(d.id))}
+                               for d in deliveries], indent=2))
         return
     for d in deliveries:
         error = f"  {d.last_error}" if d.last_error else ""
+        attempt = last.get(d.id)
+        tried = "" if attempt is None else f"last attempt {_when(attempt.at)} {attempt.kind} {_seconds(attempt)}  "
         echo(f"{d.id}  {d.state:9}  attempts={d.attempts}  status={d.last_status or '-'}  "
-                   f"updated={_when(d.updated_at)}  {d.endpoint}{error}")
+                   f"updated={_when(d.updated_at)}  {tried}{d.endpoint}{error}")
+
+
+def _seconds(attempt: Any) -> str:
+    return f"{attempt.duration:.3f}s"
+
+
+def _attempt_dict(attempt: Any) -> Optional[Dict[str, Any]]:
+    """An attempt for JSON output: its answer's text redacted."""
+    if attempt is None:
+        return None
+    data: Dict[str, Any] = attempt.to_dict()
+    data["body"] = redact_text(data["body"])
+    return data
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.argument("delivery_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (secret values hidden).")
+def show(path: Optional[str], url: Optional[str], delivery_id: str, as_json: bool) -> None:
+    """A delivery and its attempt log (time, status, duration, kind, the answer's first 4 KB)."""
+    with _open_outbox(path, url) as box:
+        delivery = box.get(delivery_id)
+        attempts = box.attempts(delivery_id) if delivery is not None else []
+    if delivery is None:
+        raise CLIError(f"no delivery {delivery_id!r} in the outbox")
+    data = delivery.to_dict()
+    data["attempt_log"] = [_attempt_dict(a) for a in attempts]
+    if as_json:
+        echo(json.dumps(data, indent=2))
+        return
+    from .outbox.health import endpoint_of, shown
+
+    lines = [
+        ("id", data["id"]), ("endpoint", data["endpoint"]), ("url", data["url"]),
+        ("receiver", shown(endpoint_of(delivery.url))), ("state", data["state"]),
+        ("attempts", data["attempts"]), ("created", _when(delivery.created_at)),
+        ("updated", _when(delivery.updated_at)),
+        ("next attempt", _when(delivery.next_attempt_at) if delivery.state == "pending" else "-"),
+        ("delivered", _when(delivery.delivered_at)), ("last status", data["last_status"] or "-"),
+        ("last error", data["last_error"] or "-"),
+    ]
+    for name, value in lines:
+        echo(f"{name + ':':14}{value}")
+    echo(f"{'headers:':14}" + (", ".join(f"{k}: {v}" for k, v in data["headers"].items()) or "-"))
+    echo(f"{'body:':14}{_clip(redact_text(data['body']) if data['body_encoding'] == 'utf-8' else '<binary>')}")
+    echo(f"attempt log ({len(attempts)}, oldest first):" if attempts else "attempt log: no attempt yet")
+    for n, entry in enumerate(data["attempt_log"], 1):
+        status = entry["status"] if entry["status"] is not None else "-"
+        error = f"  {entry['error']}" if entry["error"] else ""
+        echo(f"  {n:2}. {_when(entry['at'])}  {entry['kind']:10}  status={status}  "
+                   f"{entry['duration']:.3f}s{error}")
+        if entry["body"]:
+            echo(f"      answer: {_clip(entry['body'])}")
+
+
+def _clip(text: str, width: int = 300) -> str:
+    """*text* on one line, cut at *width* characters (``--json`` gives it whole)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width] + f"... ({len(text)} characters)"
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+def endpoints(path: Optional[str], url: Optional[str], as_json: bool) -> None:
+    """Each endpoint (host + path) with its state: enabled or disabled, since when, why, deliveries held."""
+    from .outbox.health import shown
+
+    with _open_outbox(path, url) as box:
+        found = box.endpoints()
+    rows = [{"endpoint": shown(e.endpoint), "state": "enabled" if e.enabled else "disabled",
+             "disabled_at": e.disabled_at, "failing_since": e.failing_since, "reason": e.reason,
+             "last_status": e.last_status, "held": e.held} for e in found]
+    if as_json:
+        echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        echo("no endpoint attempted yet")
+        return
+    for row in rows:
+        if row["disabled_at"] is not None:
+            since = f"since {_when(row['disabled_at'])}"
+        elif row["failing_since"] is not None:
+            since = f"failing since {_when(row['failing_since'])}"
+        else:
+            since = "-"
+        reason = f"  {row['reason']}" if row["reason"] else ""
+        echo(f"{row['endpoint']}  {row['state']:8}  {since}  held={row['held']}{reason}")
+
+
+@outbox.command()
+@_PATH_OPTION
+@click.argument("endpoint", metavar="ENDPOINT")
+def enable(path: Optional[str], url: Optional[str], endpoint: str) -> None:
+    """Enable a disabled ENDPOINT again and release its held deliveries (due now).
+
+    ENDPOINT is as `outbox endpoints` prints it (host[:port]/path), or a URL to it.
+    """
+    from .outbox.health import endpoint_of, shown
+
+    wanted = {endpoint, endpoint_of(endpoint)} if "://" in endpoint else {endpoint}
+    with _open_outbox(path, url) as box:
+        found = [e for e in box.endpoints() if e.endpoint in wanted or shown(e.endpoint) in wanted]
+        if not found:
+            raise CLIError(f"no endpoint {endpoint!r} in the outbox (`syncworkers outbox endpoints` lists them)")
+        if len(found) > 1:
+            raise CLIError(f"{endpoint!r} names {len(found)} endpoints; give one as host[:port]/path in full")
+        target = found[0]
+        released = box.enable_endpoint(target.endpoint)
+    if target.enabled:
+        echo(f"{shown(target.endpoint)} was enabled already; released {released} held")
+    else:
+        echo(f"enabled {shown(target.endpoint)}; released {released} held deliver"
+                   f"{'y' if released == 1 else 'ies'}, due now")
 
 
 #: Ids replayed per transaction by ``outbox replay`` (the progress bar moves between them).

@@ -63,6 +63,8 @@ DEFAULT_WEBHOOK_WORKERS = 32
 #: Outbox schedule in the spirit of Standard Webhooks: at once, then after each delay
 #: (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 28 hours in all).
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: Seconds an outbox endpoint may only fail before it is disabled (5 days, as Svix).
+DEFAULT_DISABLE_AFTER = 5 * 86400.0
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 AUTH_TYPES = ("none", "bearer", "api_key", "basic")
 
@@ -592,6 +594,9 @@ class WebhookConfig(_Config):
     retry_schedule: Tuple[float, ...] = _field(DEFAULT_RETRY_SCHEDULE)
     #: One ``whsec_`` secret (at least 24 bytes), or several (a list, or space/comma separated).
     signing_secret: Any = _field(None)
+    #: Seconds an outbox endpoint (host + path) may only fail before it is disabled: its
+    #: deliveries are then held until ``syncworkers outbox enable``. A 410 disables at once.
+    disable_after: float = _field(DEFAULT_DISABLE_AFTER)
 
     _VALIDATORS = {
         "base_url": v.http_url(),
@@ -605,6 +610,7 @@ class WebhookConfig(_Config):
         "outbox_url": v.outbox_url,
         "retry_schedule": v.delays,
         "signing_secret": v.signing_secret,
+        "disable_after": v.number(float, above=0),
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -616,6 +622,7 @@ class WebhookConfig(_Config):
         "outbox_url": ("WEBHOOK_OUTBOX_URL", "str"),
         "retry_schedule": ("WEBHOOK_RETRY_SCHEDULE", "str"),
         "signing_secret": ("WEBHOOK_SIGNING_SECRET", "str"),
+        "disable_after": ("WEBHOOK_DISABLE_AFTER", "float"),
     }
     _SECRETS = ("signing_secret",)
 

@@ -6,7 +6,10 @@ them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
 of the delivery, the attempt and ``now``. :class:`Dispatcher` is the loop:
 claim up to the pool's free slots, send them concurrently, record each outcome,
 renew the leases of requests still on the wire, and sleep until the next
-delivery is due or :meth:`Dispatcher.wakeup` is called.
+delivery is due or :meth:`Dispatcher.wakeup` is called. Each attempt goes to the
+delivery's attempt log and its endpoint's health (see :mod:`syncworkers.outbox.health`).
+A store that fails (a database restarting, a full disk) is logged and looked at
+again by the loop; :meth:`Dispatcher.flush` returns False.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 from . import events
 from .delivery import delivery_headers
@@ -26,6 +29,8 @@ from .http import HTTPClient
 from .logging import get_logger
 from .metrics import Metrics
 from .outbox import DEAD, DELIVERED, PENDING, Delivery, OutboxStore
+from .outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
+from .outbox.store import Attempt
 from .outcome import Kind, Outcome, classify_error
 from .retry import RetryPolicy
 from .signals import StopSignal
@@ -62,16 +67,26 @@ def decide(delivery: Delivery, outcome: Outcome, now: float, policy: RetryPolicy
     return Verdict(PENDING, now + decision.wait, spend=decision.spend, reason=decision.reason)
 
 
-def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Outcome:
+@dataclass(frozen=True)
+class Sent:
+    """One attempt as sent: its outcome, how long it took, and the first bytes of the answer."""
+
+    outcome: Outcome
+    duration: float = 0.0  #: seconds, from the request to the end of the answer (or the error)
+    body: bytes = b""  #: the answer's first ANSWER_BYTES bytes; empty when no answer was read
+
+
+def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Sent:
     """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*."""
     headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
+    started = time.monotonic()
     try:
         response = client.request("POST", delivery.url, data=delivery.body, headers=headers, retry=False,
                                   allow_redirects=False)
     except (RequestError, ConfigError) as exc:
-        return classify_error(exc)
+        return Sent(classify_error(exc), time.monotonic() - started)
     outcome: Outcome = response.outcome  # type: ignore[attr-defined]
-    return outcome
+    return Sent(outcome, time.monotonic() - started, bytes(response.content[:ANSWER_BYTES]))
 
 
 def _remaining(deadline: Optional[float]) -> float:
@@ -81,21 +96,24 @@ def _remaining(deadline: Optional[float]) -> float:
 class Dispatcher:
     """Delivers an outbox's due deliveries concurrently, each on its schedule.
 
-    *send* ``(delivery, now) -> Outcome`` makes one attempt (:func:`send_once`);
-    *submit* runs a call on the worker's pool and returns its Future; *free_slots*
-    says how many more calls the pool can take now. One loop drives at a time:
-    the worker's (:meth:`run`) or a caller's (:meth:`flush`). Times are epoch
-    seconds from the outbox's clock.
+    *send* ``(delivery, now) -> Sent`` (or a bare Outcome) makes one attempt
+    (:func:`send_once`); *submit* runs a call on the worker's pool and returns its
+    Future; *free_slots* says how many more calls the pool can take now. One loop
+    drives at a time: the worker's (:meth:`run`) or a caller's (:meth:`flush`).
+    Times are epoch seconds from the outbox's clock. An endpoint that has only
+    failed for *disable_after* seconds (None: never), or answered 410, is disabled.
     """
 
     #: See :data:`POLL_INTERVAL`.
     poll_interval: float = POLL_INTERVAL
 
-    def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Outcome],
-                 submit: Callable[..., Future], free_slots: Callable[[], int], policy: RetryPolicy, *,
-                 logger: Any = None, stats: Optional[Metrics] = None) -> None:
+    def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
+                 submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
+                 logger: Any = None, stats: Optional[Metrics] = None,
+                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
         self.outbox = outbox
         self.policy = policy
+        self.disable_after = disable_after
         self.logger = logger or get_logger(__name__)
         self._send = send
         self._submit = submit
@@ -112,6 +130,8 @@ class Dispatcher:
         self._outcomes = 0  # moves at every recorded outcome; flush() waits on it
         self._abandoned = threading.Event()
         self._loops = 0
+        self._store_failing = False  # the store's last operation in the loop failed (logged once)
+        self._record_failures = 0  # outcomes the store could not record; a flush() ends at one
 
     # -- public --------------------------------------------------------------------
 
@@ -161,6 +181,13 @@ class Dispatcher:
         """
         self._watch(stop)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        try:
+            return self._flush(stop, deadline)
+        except self.outbox.errors as exc:
+            self.logger.error("flush: the outbox cannot be used", outbox=self.outbox.path, error=_describe(exc))
+            return False
+
+    def _flush(self, stop: threading.Event, deadline: Optional[float]) -> bool:
         while True:
             if self._take_driver(stop, blocking=False):
                 try:
@@ -170,7 +197,7 @@ class Dispatcher:
             with self._progress:
                 seen = self._outcomes
             if self.outbox.next_due() is None:
-                return True
+                return self._none_held()
             left = _remaining(deadline)
             if left == 0 or stop.is_set():
                 return False
@@ -221,21 +248,57 @@ class Dispatcher:
     def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
         renew_every = self.outbox.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
+        record_failures = self._record_failures
         while not stop.is_set():
             self._wake.clear()  # before looking: a wakeup from now on is not lost
-            claimed = self._dispatch_due()
-            now = time.monotonic()
-            if now >= next_renew:
-                self._renew()
-                next_renew = now + renew_every
-            if until_idle and not claimed and not self.in_flight and self.outbox.next_due() is None:
-                return True
+            if until_idle and self._record_failures != record_failures:
+                # The store takes no outcome (full disk, damaged file): what is claimed stays so until
+                # its lease expires; waiting for that would only repeat the attempts.
+                self.logger.error("flush: the outbox could not record an outcome; giving up",
+                                  outbox=self.outbox.path)
+                return False
+            try:
+                claimed = self._dispatch_due()
+                now = time.monotonic()
+                if now >= next_renew:
+                    self._renew()
+                    next_renew = now + renew_every
+                if until_idle and not claimed and not self.in_flight and self.outbox.next_due() is None:
+                    return self._none_held()
+                until_due = self._until_due()
+            except self.outbox.errors as exc:
+                if until_idle:
+                    raise  # flush() says False
+                self._store_failed(exc)
+                now, until_due = time.monotonic(), self.poll_interval
+            else:
+                self._store_answered()
             left = _remaining(deadline)
             if left == 0:
                 return False
             renew_in = next_renew - now if self.in_flight else math.inf
-            self._sleep(stop, min(self._until_due(), renew_in, left))
+            self._sleep(stop, min(until_due, renew_in, left))
         return False
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The loop goes on when the store fails (a database restarting): say so once, not every turn."""
+        if not self._store_failing:
+            self._store_failing = True
+            self.logger.error("the outbox cannot be used; the loop looks again every poll interval",
+                              outbox=self.outbox.path, error=_describe(exc), poll_interval=self.poll_interval)
+
+    def _store_answered(self) -> None:
+        if self._store_failing:
+            self._store_failing = False
+            self.logger.info("the outbox answers again", outbox=self.outbox.path)
+
+    def _none_held(self) -> bool:
+        """True unless deliveries wait for a disabled endpoint (nothing is pending otherwise)."""
+        held = self.outbox.counts().get("held", 0)
+        if held:
+            self.logger.warning("deliveries are held for disabled endpoints: `syncworkers outbox endpoints` "
+                                "lists them, `syncworkers outbox enable` releases them", held=held)
+        return not held
 
     def _dispatch_due(self) -> int:
         free = self._free_slots()
@@ -322,7 +385,7 @@ class Dispatcher:
         except self.outbox.errors:
             self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
 
-    def _done(self, future: Future) -> None:
+    def _done(self, future: "Future[None]") -> None:
         with self._progress:
             self._outcomes += 1
             self._progress.notify_all()
@@ -332,28 +395,39 @@ class Dispatcher:
 
     def _attempt(self, delivery: Delivery) -> None:
         try:
+            at, started = self._clock(), time.monotonic()
             try:
-                attempt = self._send(delivery, self._clock())
+                sent = self._send(delivery, at)
             except Exception as exc:  # a bug, not the receiver: spend an attempt, keep the delivery
                 self.logger.exception("webhook attempt raised", delivery_id=delivery.id)
-                attempt = classify_error(exc)
-            self._record(delivery, attempt)
+                sent = classify_error(exc)
+            if isinstance(sent, Outcome):
+                sent = Sent(sent, time.monotonic() - started)
+            self._record(delivery, sent, at)
         finally:
             with self._lock:
                 self._in_flight.pop(delivery.id, None)
 
-    def _record(self, delivery: Delivery, attempt: Outcome) -> None:
+    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
         now = self._clock()
+        attempt = sent.outcome
         verdict = decide(delivery, attempt, now, self.policy)
         outbox, id, status = self.outbox, delivery.id, attempt.status_code
+        # An open circuit sent nothing: no entry in the attempt log, no mark against the endpoint.
+        log = None if attempt.kind is Kind.CIRCUIT_OPEN else Attempt(
+            at=at, duration=sent.duration, kind=attempt.kind.value, status=status, error=attempt.error,
+            body=sent.body[:ANSWER_BYTES])
+        disable_after = self.disable_after
+        next_at = now if verdict.next_attempt_at is None else verdict.next_attempt_at
         try:
             if verdict.state == DELIVERED:
-                outbox.mark_delivered(id, status, now=now)
+                outbox.mark_delivered(id, status, now=now, attempt=log, disable_after=disable_after)
             elif verdict.state == PENDING:
-                outbox.mark_retry(id, verdict.next_attempt_at, verdict.reason, status,
-                                  spend_attempt=verdict.spend, now=now)
+                outbox.mark_retry(id, next_at, verdict.reason, status,
+                                  spend_attempt=verdict.spend, now=now, attempt=log, disable_after=disable_after)
             else:
-                outbox.mark_dead(id, verdict.reason, status, now=now)
+                outbox.mark_dead(id, verdict.reason or attempt.error or "dead", status, now=now, attempt=log,
+                                 disable_after=disable_after)
         except self.outbox.errors as exc:
             if self._abandoned.is_set():
                 # stop() timed out and handed the claim back; close() may have closed the outbox since.
@@ -361,12 +435,14 @@ class Dispatcher:
                                     "and will be sent again (same webhook-id)", delivery_id=id, status=status,
                                     error=str(exc))
             else:
+                self._record_failures += 1
                 self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
                                       "expires", delivery_id=id)
+                self._wake.set()
             return
         events.delivery(delivery.url, verdict.state)  # delivered or dead; a retry is no outcome yet
         attempts = delivery.attempts + int(verdict.spend)
-        fields = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
+        fields: Dict[str, Any] = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
                       attempts=attempts)
         stats = self._stats
         if attempt.kind is not Kind.CIRCUIT_OPEN:
@@ -382,11 +458,16 @@ class Dispatcher:
         elif verdict.spend:
             stats.incr("outbox_retried")
             self.logger.warning("webhook attempt failed; retry scheduled", error=verdict.reason,
-                                retry_in=round(verdict.next_attempt_at - now, 3), **fields)
+                                retry_in=round(next_at - now, 3), **fields)
         else:
             stats.incr("outbox_postponed")
             self.logger.info("webhook postponed", error=verdict.reason,
-                             retry_in=round(verdict.next_attempt_at - now, 3), **fields)
+                             retry_in=round(next_at - now, 3), **fields)
 
 
-__all__ = ["Dispatcher", "POLL_INTERVAL", "Verdict", "decide", "send_once"]
+def _describe(exc: BaseException) -> str:
+    """A store error in one line: its type and message (the logger redacts it)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]

@@ -114,6 +114,13 @@ class WorkerError(SyncWorkersError):
     """A worker was used in a way its lifecycle does not allow (e.g. started twice)."""
 
 
+class OutboxError(SyncWorkersError):
+    """The outbox could not store a delivery (disk full, file corrupted or gone, database down).
+
+    Nothing was stored: the caller still has the webhook and may try again.
+    """
+
+
 __all__ = [
     "SyncWorkersError",
     "ConfigError",
@@ -129,5 +136,6 @@ __all__ = [
     "StateStoreError",
     "SignatureError",
     "WorkerError",
+    "OutboxError",
     "safe_url",
 ]

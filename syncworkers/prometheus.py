@@ -48,7 +48,7 @@ CACHE_SECONDS = 1.0
 #: The value of ``syncworkers_circuit_state`` for each state.
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 #: The states of ``syncworkers_outbox_deliveries`` (pending includes in_flight, as in ``counts()``).
-OUTBOX_STATES = ("pending", "in_flight", "delivered", "dead")
+OUTBOX_STATES = ("pending", "in_flight", "delivered", "dead", "held")
 
 OutboxView = Dict[str, Any]
 

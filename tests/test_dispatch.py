@@ -225,7 +225,7 @@ def test_flush_delivers_from_the_calling_thread_when_the_worker_is_not_running(s
     try:
         ids = [worker.enqueue("/hook", {"n": n}, headers={"X-N": str(n)}) for n in range(40)]
         assert worker.flush(timeout=10) is True
-        assert worker.outbox.counts() == {"pending": 0, "in_flight": 0, "delivered": 40, "dead": 0}
+        assert worker.outbox.counts() == {"pending": 0, "in_flight": 0, "delivered": 40, "dead": 0, "held": 0}
     finally:
         worker.close()
     received = {r.header("webhook-id"): r for r in server.requests}
@@ -453,7 +453,7 @@ def test_stop_drains_deliveries_in_flight_and_leaves_the_rest_pending(server, tm
         stopper.join(10)
         assert result == [True]
         counts = worker.outbox.counts()
-        assert counts == {"pending": 4, "in_flight": 0, "delivered": 2, "dead": 0}
+        assert counts == {"pending": 4, "in_flight": 0, "delivered": 2, "dead": 0, "held": 0}
         assert len(server.requests) == 2
         delivered = {d.id for d in worker.outbox.list(state=DELIVERED)}
         assert delivered == {r.header("webhook-id") for r in server.requests} and delivered <= set(ids)
@@ -478,7 +478,7 @@ def test_a_shared_runner_drains_the_outbox_loop_when_it_stops(server, tmp_path):
         gate.release.set()
         stopper.join(10)
         assert result == [True]
-        assert worker.outbox.counts() == {"pending": 2, "in_flight": 0, "delivered": 2, "dead": 0}
+        assert worker.outbox.counts() == {"pending": 2, "in_flight": 0, "delivered": 2, "dead": 0, "held": 0}
     finally:
         gate.release.set()
         worker.close()

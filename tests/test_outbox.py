@@ -17,7 +17,16 @@ import threading
 import pytest
 
 from syncworkers.exceptions import ConfigError
-from syncworkers.outbox import DEAD, DELIVERED, IN_FLIGHT, PENDING, Outbox, next_delay, open_outbox
+from syncworkers.outbox import (
+    DEAD,
+    DELIVERED,
+    IN_FLIGHT,
+    PENDING,
+    SCHEMA_VERSION,
+    Outbox,
+    next_delay,
+    open_outbox,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
@@ -337,7 +346,7 @@ def test_oldest_pending_is_the_oldest_undelivered_creation_time(outbox):
 
 
 def test_counts_and_next_due(outbox, clock):
-    assert outbox.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0}
+    assert outbox.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0, "held": 0}
     assert outbox.next_due() is None
     ids = [outbox.add("e", "http://h/", b"x", now=T0 + i) for i in range(4)]
     claimed = outbox.claim_due(2, now=T0 + 1)
@@ -345,7 +354,7 @@ def test_counts_and_next_due(outbox, clock):
     outbox.mark_delivered(ids[0], 200)
     outbox.claim_due(1, now=T0 + 3)
     outbox.mark_dead(ids[2], "gone")
-    assert outbox.counts() == {"pending": 2, "in_flight": 1, "delivered": 1, "dead": 1}
+    assert outbox.counts() == {"pending": 2, "in_flight": 1, "delivered": 1, "dead": 1, "held": 0}
     assert outbox.next_due() == T0 + 3  # ids[3] is due before ids[1]'s lease (T0 + 11) ends
     outbox.claim_due(1, now=T0 + 3)
     assert outbox.next_due() == T0 + 11
@@ -435,7 +444,7 @@ def test_in_memory_outbox_works_from_several_threads(clock):
             run_threads(claim, [(g,) for g in got])
             claimed = [id for g in got for id in g]
             assert len(claimed) == len(set(claimed)) == 200
-            assert ob.counts() == {"pending": 0, "in_flight": 0, "delivered": 200, "dead": 0}
+            assert ob.counts() == {"pending": 0, "in_flight": 0, "delivered": 200, "dead": 0, "held": 0}
 
 
 def test_missing_directory_is_a_config_error(tmp_path):
@@ -453,7 +462,7 @@ def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path):
 def test_schema_is_versioned_and_a_newer_one_is_refused(db):
     Outbox(db).close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         indexes = [row[1] for row in conn.execute("PRAGMA index_list(deliveries)")]
         assert "deliveries_due" in indexes

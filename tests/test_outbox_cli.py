@@ -62,9 +62,9 @@ def test_stats_prints_the_counts(db):
     path, _ = db
     result = invoke("stats", "--path", path)
     assert result.exit_code == 0, result.output
-    assert result.output.split() == ["pending", "1", "in_flight", "0", "delivered", "2", "dead", "3"]
+    assert result.output.split() == ["pending", "1", "in_flight", "0", "delivered", "2", "dead", "3", "held", "0"]
     as_json = invoke("stats", "--path", path, "--json")
-    assert json.loads(as_json.output) == {"pending": 1, "in_flight": 0, "delivered": 2, "dead": 3}
+    assert json.loads(as_json.output) == {"pending": 1, "in_flight": 0, "delivered": 2, "dead": 3, "held": 0}
 
 
 def test_stats_reads_the_path_from_the_environment(db, monkeypatch):

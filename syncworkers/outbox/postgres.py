@@ -25,9 +25,11 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, 
 from ..exceptions import ConfigError, safe_url
 from ..message import new_id
 from . import dbapi
+from . import health
+from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Listener, Subscribers
 from .sqlite import DEFAULT_LEASE_SECONDS, _default_owner, check_new_delivery
-from .store import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, Delivery
+from .store import DEAD, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Attempt, Delivery
 
 try:
     import psycopg
@@ -74,14 +76,42 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS {{due}} ON {{t}} (next_attempt_at, seq) WHERE state = '{PENDING}'",
     f"CREATE INDEX IF NOT EXISTS {{lease}} ON {{t}} (lease_until) WHERE state = '{IN_FLIGHT}'",
     "CREATE INDEX IF NOT EXISTS {updated} ON {t} (state, updated_at)",
+    # The attempt log and endpoint health (added later: existing tables gain the column, see _ALTER).
+    "CREATE INDEX IF NOT EXISTS {target} ON {t} (target, state)",
+    """CREATE TABLE IF NOT EXISTS {a} (
+        delivery_id text NOT NULL,
+        n integer NOT NULL,
+        at double precision NOT NULL,
+        duration double precision NOT NULL,
+        kind text NOT NULL,
+        status integer,
+        error text,
+        body bytea NOT NULL,
+        PRIMARY KEY (delivery_id, n))""",
+    """CREATE TABLE IF NOT EXISTS {e} (
+        target text PRIMARY KEY,
+        disabled_at double precision,
+        reason text,
+        failing_since double precision,
+        last_failure_at double precision,
+        last_status integer)""",
 )
+#: Columns added since the table's first version: added when missing, by _create_tables. (ALTER TABLE
+#: takes an exclusive lock even when IF NOT EXISTS finds the column: never run it needlessly.)
+_ADDED_COLUMNS = (("target", "text"),)
+#: The state of a delivery (re)entering the schedule: held while its endpoint is disabled.
+_HOLD_IF_DISABLED = (f"CASE WHEN EXISTS (SELECT 1 FROM {{e}} e WHERE e.target = {{target}} AND e.disabled_at"
+                     f" IS NOT NULL) THEN '{HELD}' ELSE '{PENDING}' END")
+_ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
+_ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
 
 _QUERIES = {
     # One statement: the notification goes out with the row, when the caller's transaction commits.
     "add": (
         "WITH ins AS (INSERT INTO {t} (id, endpoint, url, body, headers, state, attempts, next_attempt_at,"
-        " created_at, updated_at) SELECT %(id)s, %(endpoint)s, %(url)s, %(body)s, %(headers)s,"
-        f" '{PENDING}', 0, c.now, c.now, c.now FROM (SELECT {_NOW} AS now) c"
+        " created_at, updated_at, target) SELECT %(id)s, %(endpoint)s, %(url)s, %(body)s, %(headers)s,"
+        f" {_HOLD_IF_DISABLED.format(e='{e}', target='%(target)s')}, 0, c.now, c.now, c.now, %(target)s"
+        f" FROM (SELECT {_NOW} AS now) c"
         " ON CONFLICT (id) DO NOTHING RETURNING id)"
         " SELECT pg_notify(%(channel)s, '') FROM ins"
     ),
@@ -111,18 +141,58 @@ _QUERIES = {
         " WHERE id = %(id)s AND {condition} RETURNING id"
     ),
     "release": (
-        f"UPDATE {{t}} SET state = '{PENDING}', owner = NULL, lease_until = NULL, updated_at = {_DB_NOW}"
-        f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
+        f" lease_until = NULL, updated_at = {_DB_NOW} WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
     ),
     "release_ids": (
-        f"UPDATE {{t}} SET state = '{PENDING}', owner = NULL, lease_until = NULL, updated_at = {_DB_NOW}"
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
+        f" lease_until = NULL, updated_at = {_DB_NOW}"
         f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
     ),
     "replay": (
-        f"UPDATE {{t}} SET state = '{PENDING}', attempts = 0, next_attempt_at = c.now, owner = NULL,"
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, attempts = 0,"
+        " next_attempt_at = c.now, owner = NULL,"
         f" lease_until = NULL, updated_at = c.now FROM (SELECT {_NOW} AS now) c WHERE {{where}}"
     ),
-    "purge": f"DELETE FROM {{t}} WHERE state = %(state)s AND updated_at < {_NOW} - %(older_than)s",
+    "purge": (
+        f"WITH gone AS (DELETE FROM {{t}} WHERE state = %(state)s AND updated_at < {_NOW} - %(older_than)s"
+        " RETURNING id), logs AS (DELETE FROM {a} WHERE delivery_id IN (SELECT id FROM gone))"
+        " SELECT COUNT(*) FROM gone"
+    ),
+    "finish_info": "SELECT target, url FROM {t} WHERE id = %(id)s",
+    "log_attempt": (
+        f"WITH n AS (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM {{a}} WHERE delivery_id = %(id)s),"
+        f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT %(id)s, n.n, %(at)s,"
+        " %(duration)s, %(kind)s, %(status)s, %(error)s, %(body)s FROM n)"
+        " DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
+    ),
+    "endpoint": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s FOR UPDATE",
+    "endpoint_new": "INSERT INTO {e} (target) VALUES (%(target)s) ON CONFLICT (target) DO NOTHING",
+    "endpoint_set": (
+        "UPDATE {e} SET disabled_at = %(disabled_at)s, reason = %(reason)s, failing_since = %(failing_since)s,"
+        " last_failure_at = %(last_failure_at)s, last_status = %(last_status)s WHERE target = %(target)s"
+    ),
+    "hold_endpoint": f"UPDATE {{t}} SET state = '{HELD}' WHERE target = %(target)s AND state = '{PENDING}'",
+    "hold_one": f"UPDATE {{t}} SET state = '{HELD}' WHERE id = %(id)s AND state = '{PENDING}'",
+    "enable": (
+        "UPDATE {e} SET disabled_at = NULL, reason = NULL, failing_since = NULL WHERE target = %(target)s"
+        " RETURNING target"
+    ),
+    "release_held": (
+        f"WITH r AS (UPDATE {{t}} SET state = '{PENDING}', next_attempt_at = c.now, updated_at = c.now"
+        f" FROM (SELECT {_NOW} AS now) c WHERE target = %(target)s AND state = '{HELD}' RETURNING id)"
+        " SELECT COUNT(*), pg_notify(%(channel)s, '') FROM r"
+    ),
+    "attempts": f"SELECT {_ATTEMPT_COLUMNS} FROM {{a}} WHERE delivery_id = %(id)s ORDER BY n",
+    "last_attempts": (
+        f"SELECT DISTINCT ON (delivery_id) delivery_id, {_ATTEMPT_COLUMNS} FROM {{a}}"
+        " WHERE delivery_id = ANY(%(ids)s) ORDER BY delivery_id, n DESC"
+    ),
+    "endpoints": (
+        f"SELECT {', '.join('e.' + c for c in _ENDPOINT_COLUMNS.split(', '))},"
+        f" (SELECT COUNT(*) FROM {{t}} d WHERE d.target = e.target AND d.state = '{HELD}')"
+        " FROM {e} e ORDER BY e.disabled_at IS NULL, e.target"
+    ),
     "get": f"SELECT {_COLUMNS} FROM {{t}} WHERE id = %(id)s",
     "list": (
         f"SELECT {_COLUMNS} FROM {{t}} WHERE {{where}} ORDER BY updated_at DESC, seq DESC LIMIT %(limit)s"
@@ -148,9 +218,10 @@ _NOT_DELIVERED = f"state <> '{DELIVERED}'"
 
 
 def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
-    """The SQL that creates the outbox table *table* (in *schema*) and its indexes when missing, to run
-    in one transaction: what the store runs on first use, for tools that create the tables themselves
-    (the Django migration). Safe to run again, and beside a store doing the same."""
+    """The SQL that creates the outbox tables of *table* (in *schema*) and their indexes when missing, to
+    run in one transaction, for tools that create the tables themselves (the Django migration). Safe to
+    run again, and beside a store doing the same. (The store itself adds missing columns only after
+    looking: ALTER TABLE locks the table even when there is nothing to add.)"""
     name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     channel = (f"{schema}.{table}" if schema else table)[:63]
     # CREATE ... IF NOT EXISTS is not safe against itself run concurrently: serialise it.
@@ -158,9 +229,20 @@ def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) 
         sql.Literal(f"syncworkers-outbox:{channel}"))]
     if schema:
         statements.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    names = {k: sql.Identifier(f"{table}_{k}") for k in ("due", "lease", "updated")}
-    statements += [sql.SQL(statement).format(t=name, **names) for statement in _DDL]
+    statements.append(sql.SQL(_DDL[0]).format(t=name))
+    statements += [sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        name, sql.Identifier(column), sql.SQL(kind)) for column, kind in _ADDED_COLUMNS]
+    statements += [sql.SQL(statement).format(t=name, **_names(table, schema)) for statement in _DDL[1:]]
     return [statement.as_string(None) for statement in statements]
+
+
+def _names(table: str, schema: Optional[str]) -> Dict[str, sql.Identifier]:
+    """The identifiers of the outbox's other tables and indexes, for the DDL's placeholders."""
+    prefix = [schema] if schema else []
+    names = {k: sql.Identifier(f"{table}_{k}") for k in ("due", "lease", "updated", "target")}
+    names.update({key: sql.Identifier(*prefix, f"{table}_{suffix}")
+                  for key, suffix in (("a", "attempts"), ("e", "endpoints"))})
+    return names
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -169,6 +251,15 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         state=row[5], attempts=row[6], next_attempt_at=row[7], created_at=row[8], updated_at=row[9],
         last_status=row[10], last_error=row[11], owner=row[12], lease_until=row[13], delivered_at=row[14],
     )
+
+
+def _attempt(row: Sequence[Any]) -> Attempt:
+    return Attempt(at=row[0], duration=row[1], kind=row[2], status=row[3], error=row[4], body=bytes(row[5]))
+
+
+def _health(row: Sequence[Any], held: int = 0) -> EndpointHealth:
+    return EndpointHealth(endpoint=row[0], disabled_at=row[1], reason=row[2], failing_since=row[3],
+                          last_failure_at=row[4], last_status=row[5], held=held)
 
 
 def _filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> Tuple[str, Dict[str, Any]]:
@@ -227,6 +318,9 @@ class PostgresOutbox:
         self.owner = owner or _default_owner()
         self.table, self.schema, self.pool_size = table, schema, pool_size
         self._name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+        # The attempt log and the endpoints' health, beside the table.
+        self._tables = {key: sql.Identifier(*([schema] if schema else []), f"{table}_{suffix}")
+                        for key, suffix in (("a", "attempts"), ("e", "endpoints"))}
         self.channel = (f"{schema}.{table}" if schema else table)[:63]  #: the NOTIFY channel
         self._fixed_clock = clock
         self._local_clock = local_clock or (lambda: time.time())
@@ -266,14 +360,32 @@ class PostgresOutbox:
             return pool
 
     def _compose(self, query: str, **parts: str) -> sql.Composed:
-        return sql.SQL(query).format(t=self._name, **{k: sql.SQL(v) for k, v in parts.items()},
+        return sql.SQL(query).format(t=self._name, **self._tables, **{k: sql.SQL(v) for k, v in parts.items()},
                                      **{k: sql.SQL("{}") for k in ("assignments", "condition", "where")
                                         if k not in parts})
 
     def _create_tables(self, conn: "psycopg.Connection[Any]") -> None:
         with conn.transaction():
-            for statement in schema_statements(self.table, self.schema):
-                conn.execute(statement)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"syncworkers-outbox:{self.channel}",))
+            if self.schema:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL(_DDL[0]).format(t=self._name))
+            for column, kind in _ADDED_COLUMNS:
+                if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s"
+                                " AND NOT attisdropped", (self._name.as_string(conn), column)).fetchone() is None:
+                    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        self._name, sql.Identifier(column), sql.SQL(kind)))
+            for statement in _DDL[1:]:
+                conn.execute(sql.SQL(statement).format(t=self._name, **_names(self.table, self.schema)))
+            self._fill_targets(conn)
+
+    def _fill_targets(self, conn: "psycopg.Connection[Any]") -> None:
+        """Name the endpoint of every delivery stored before endpoints were tracked."""
+        rows = conn.execute(sql.SQL("SELECT id, url FROM {} WHERE target IS NULL").format(self._name)).fetchall()
+        if rows:
+            with conn.cursor() as cursor:
+                cursor.executemany(sql.SQL("UPDATE {} SET target = %s WHERE id = %s").format(self._name),
+                                   [(endpoint_of(url), id) for id, url in rows])
 
     def _query(self, key: str) -> str:
         self._ready()
@@ -344,7 +456,7 @@ class PostgresOutbox:
         """
         headers = check_new_delivery(url, body, headers)
         id = new_id() if id is None else str(id)
-        params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body),
+        params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body), "target": endpoint_of(url),
                   "headers": json.dumps(headers), "now": self._now_param(now), "channel": self.channel}
         query = self._query("add")
         if connection is not None:
@@ -380,36 +492,79 @@ class PostgresOutbox:
         self._run("renew", {"now": self._now_param(now), "lease": self.lease_seconds, "owner": self.owner,
                             "ids": list(ids)})
 
-    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None) -> None:
-        """Record a successful attempt: final, even if this owner's lease was lost meanwhile."""
-        self._finish(id, DELIVERED, {"status": status}, now, require_claim=False)
+    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
+                       attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
+        """Record a successful attempt: final, even if this owner's lease was lost meanwhile.
+
+        ``attempt`` goes to the attempt log and the endpoint's health (see OutboxStore).
+        """
+        self._finish(id, DELIVERED, {"status": status}, now, require_claim=False, attempt=attempt,
+                     disable_after=disable_after)
 
     def mark_retry(self, id: str, next_attempt_at: float, error: Optional[str], status: Optional[int] = None,
-                   spend_attempt: bool = True, now: Optional[float] = None) -> None:
-        """Put a claimed delivery back to pending, due at ``next_attempt_at`` (on the database's clock)."""
+                   spend_attempt: bool = True, now: Optional[float] = None, *,
+                   attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
+        """Put a claimed delivery back to pending, due at ``next_attempt_at`` (on the database's clock);
+        held if its endpoint is disabled."""
         self._finish(id, PENDING, {"spend": int(bool(spend_attempt)), "next": float(next_attempt_at),
-                                   "error": error, "status": status}, now)
+                                   "error": error, "status": status}, now, attempt=attempt,
+                     disable_after=disable_after)
 
     def mark_dead(self, id: str, reason: str, status: Optional[int] = None, spend_attempt: bool = True,
-                  now: Optional[float] = None) -> None:
+                  now: Optional[float] = None, *,
+                  attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
         """Give up on a claimed delivery; ``reason`` is kept as its last error."""
-        self._finish(id, DEAD, {"spend": int(bool(spend_attempt)), "error": reason, "status": status}, now)
+        self._finish(id, DEAD, {"spend": int(bool(spend_attempt)), "error": reason, "status": status}, now,
+                     attempt=attempt, disable_after=disable_after)
 
     def _finish(self, id: str, state: str, params: Dict[str, Any], now: Optional[float],
-                require_claim: bool = True) -> None:
-        """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
+                require_claim: bool = True, attempt: Optional[Attempt] = None,
+                disable_after: Optional[float] = None) -> None:
+        """Apply an attempt's outcome (and log the attempt, in the same transaction); the claim is
+        cleared. KeyError for an unknown id."""
         pool = self._ready()
         params = {**params, "id": id, "owner": self.owner, "now": self._now_param(now)}
         condition = _HELD if require_claim else _NOT_DELIVERED
-        with pool.connection() as conn:
-            if conn.execute(self._queries[f"finish {state} {condition}"], params).fetchone() is not None:
-                return
-            if conn.execute(self._queries["get"], {"id": id}).fetchone() is None:
-                raise KeyError(id)
-        if require_claim:
+        with pool.connection() as conn, conn.transaction():
+            applied = conn.execute(self._queries[f"finish {state} {condition}"], params).fetchone() is not None
+            if not applied or attempt is not None:
+                info = conn.execute(self._queries["finish_info"], {"id": id}).fetchone()
+                if info is None:
+                    raise KeyError(id)
+                if attempt is not None:  # the attempt was made, whoever records its outcome
+                    self._log_attempt(conn, id, attempt)
+                    self._observe(conn, id, info[0] or endpoint_of(info[1]), attempt, disable_after)
+        if not applied and require_claim:
             # Our lease expired and another owner took the delivery over (or it was already
             # settled): its outcome is theirs to record, not ours to overwrite.
             logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
+
+    def _log_attempt(self, conn: "psycopg.Connection[Any]", id: str, attempt: Attempt) -> None:
+        conn.execute(self._queries["log_attempt"], {
+            "id": id, "at": attempt.at, "duration": attempt.duration, "kind": attempt.kind,
+            "status": attempt.status, "error": attempt.error, "body": bytes(attempt.body[:health.ANSWER_BYTES]),
+            "keep": ATTEMPT_LOG_SIZE})
+
+    def _observe(self, conn: "psycopg.Connection[Any]", id: str, target: str, attempt: Attempt,
+                 disable_after: Optional[float]) -> None:
+        """The endpoint's health after *attempt*; a disabled endpoint holds its pending deliveries."""
+        if health.effect(attempt.kind) is None:
+            return
+        conn.execute(self._queries["endpoint_new"], {"target": target})
+        row = conn.execute(self._queries["endpoint"], {"target": target}).fetchone()  # locked till commit
+        before = EndpointHealth(target) if row is None else _health(row)
+        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
+        if after != before:
+            conn.execute(self._queries["endpoint_set"], {
+                "target": target, "disabled_at": after.disabled_at, "reason": after.reason,
+                "failing_since": after.failing_since, "last_failure_at": after.last_failure_at,
+                "last_status": after.last_status})
+        if before.enabled and not after.enabled:
+            logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
+                           " `syncworkers outbox enable`", health.shown(target), after.reason)
+            conn.execute(self._queries["hold_endpoint"], {"target": target})
+        elif not after.enabled:  # disabled while this attempt was on the wire
+            conn.execute(self._queries["hold_one"], {"id": id})
 
     def _run(self, key: str, params: Dict[str, Any], **parts: str) -> int:
         pool = self._ready()
@@ -444,7 +599,25 @@ class PostgresOutbox:
             raise ValueError(f"purge removes delivered or dead deliveries only, not {state!r}")
         if older_than < 0:
             raise ValueError(f"older_than must be >= 0, got {older_than!r}")
-        return self._run("purge", {"state": state, "older_than": float(older_than), "now": self._now_param(now)})
+        query = self._query("purge")
+        with self._ready().connection() as conn:
+            row = conn.execute(query, {"state": state, "older_than": float(older_than),
+                                       "now": self._now_param(now)}).fetchone()
+        return int(row[0]) if row else 0
+
+    def enable_endpoint(self, endpoint: str, now: Optional[float] = None) -> int:
+        """Enable *endpoint* (``host[:port]/path``) again and release its held deliveries, due now.
+
+        Its failing streak starts afresh. Returns how many were released; KeyError
+        for an endpoint the outbox has never seen.
+        """
+        pool = self._ready()
+        with pool.connection() as conn, conn.transaction():
+            if conn.execute(self._queries["enable"], {"target": endpoint}).fetchone() is None:
+                raise KeyError(endpoint)
+            row = conn.execute(self._queries["release_held"], {"target": endpoint, "channel": self.channel,
+                                                               "now": self._now_param(now)}).fetchone()
+        return int(row[0]) if row else 0
 
     # -- reading --------------------------------------------------------------------
 
@@ -467,7 +640,7 @@ class PostgresOutbox:
         return [_delivery(row) for row in rows]
 
     def counts(self) -> Dict[str, int]:
-        """``{"pending", "in_flight", "delivered", "dead"}``; pending includes those in flight."""
+        """``{"pending", "in_flight", "delivered", "dead", "held"}``; pending includes those in flight."""
         query = self._query("counts")
         with self._ready().connection() as conn:
             rows = conn.execute(query).fetchall()
@@ -478,6 +651,7 @@ class PostgresOutbox:
             "in_flight": by_state[IN_FLIGHT],
             "delivered": by_state[DELIVERED],
             "dead": by_state[DEAD],
+            "held": by_state[HELD],
         }
 
     def oldest_pending(self) -> Optional[float]:
@@ -486,6 +660,27 @@ class PostgresOutbox:
         with self._ready().connection() as conn:
             row = conn.execute(query).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def attempts(self, id: str) -> List[Attempt]:
+        """The attempt log of delivery *id*, oldest first (the last ATTEMPT_LOG_SIZE attempts)."""
+        query = self._query("attempts")
+        with self._ready().connection() as conn:
+            rows = conn.execute(query, {"id": id}).fetchall()
+        return [_attempt(row) for row in rows]
+
+    def last_attempts(self, ids: Sequence[str]) -> Dict[str, Attempt]:
+        """The last attempt of each delivery in *ids* that has one."""
+        query = self._query("last_attempts")
+        with self._ready().connection() as conn:
+            rows = conn.execute(query, {"ids": list(ids)}).fetchall()
+        return {row[0]: _attempt(row[1:]) for row in rows}
+
+    def endpoints(self) -> List[EndpointHealth]:
+        """Every endpoint attempted so far, disabled ones first, with its held deliveries counted."""
+        query = self._query("endpoints")
+        with self._ready().connection() as conn:
+            rows = conn.execute(query).fetchall()
+        return [_health(row[:6], int(row[6])) for row in rows]
 
     def next_due(self) -> Optional[float]:
         """When something next becomes claimable: the earliest pending due time or lease expiry.

@@ -19,13 +19,15 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from ..exceptions import ConfigError
 from ..message import new_id
 from . import dbapi
+from . import health
+from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Subscribers
-from .store import DEAD, DELIVERED, IN_FLIGHT, PENDING, STATES, Delivery
+from .store import DEAD, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Attempt, Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,17 @@ MAX_IDLE_CONNECTIONS = 8
 #: Ids per ``IN (...)`` clause, well under SQLite's host-parameter limit.
 _CHUNK = 500
 
-#: Schema migrations: entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n + 1``.
-_MIGRATIONS = (
+def _fill_targets(conn: sqlite3.Connection) -> None:
+    """Name the endpoint of every delivery stored before endpoints were tracked."""
+    rows = conn.execute("SELECT rowid, url FROM deliveries WHERE target IS NULL").fetchall()
+    conn.executemany("UPDATE deliveries SET target = ? WHERE rowid = ?",
+                     [(endpoint_of(row[1]), row[0]) for row in rows])
+
+
+#: Schema migrations: entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n + 1``; an
+#: entry is an SQL script or a tuple of scripts and functions of the connection.
+_Migration = Union[str, Tuple[Union[str, Callable[[sqlite3.Connection], None]], ...]]
+_MIGRATIONS: Tuple[_Migration, ...] = (
     """
     CREATE TABLE deliveries (
         id TEXT PRIMARY KEY,
@@ -62,19 +73,55 @@ _MIGRATIONS = (
     CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
     CREATE INDEX deliveries_updated ON deliveries (state, updated_at);
     """,
+    (
+        # 2: the attempt log, endpoint health, and the endpoint (host + path) of each delivery.
+        """
+        ALTER TABLE deliveries ADD COLUMN target TEXT;
+        CREATE INDEX deliveries_target ON deliveries (target, state);
+        CREATE TABLE attempts (
+            delivery_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            at REAL NOT NULL,
+            duration REAL NOT NULL,
+            kind TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            body BLOB NOT NULL,
+            PRIMARY KEY (delivery_id, n)
+        );
+        CREATE TABLE endpoints (
+            target TEXT PRIMARY KEY,
+            disabled_at REAL,
+            reason TEXT,
+            failing_since REAL,
+            last_failure_at REAL,
+            last_status INTEGER
+        );
+        """,
+        _fill_targets,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def schema_statements(from_version: int = 0) -> List[str]:
     """The SQL that takes an outbox file's schema from *from_version* (its ``PRAGMA user_version``) to
-    :data:`SCHEMA_VERSION`, the version pragma last: what the store runs on first use, for tools that
-    create the tables themselves (the Django migration)."""
+    :data:`SCHEMA_VERSION`, the version pragma last, for tools that create the tables themselves (the
+    Django migration). A migration's Python steps fill in data for rows that existed before it; the
+    store runs them on open, and a table created from nothing has no such rows."""
     if not 0 <= from_version <= SCHEMA_VERSION:
         raise ConfigError(f"outbox schema version {from_version}; this syncworkers knows up to {SCHEMA_VERSION}")
-    statements = [statement.strip() for script in _MIGRATIONS[from_version:]
-                  for statement in script.split(";") if statement.strip()]
-    return statements + [f"PRAGMA user_version={SCHEMA_VERSION}"]
+    return [statement for migration in _MIGRATIONS[from_version:] for step in _steps(migration)
+            if isinstance(step, str) for statement in _split(step)] + [f"PRAGMA user_version={SCHEMA_VERSION}"]
+
+
+def _steps(migration: "_Migration") -> Tuple[Union[str, Callable[[sqlite3.Connection], None]], ...]:
+    return (migration,) if isinstance(migration, str) else migration
+
+
+def _split(script: str) -> List[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
 
 _COLUMNS = (
     "id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
@@ -87,11 +134,18 @@ _CLAIM = (
     " AND lease_until < ?2 ORDER BY next_attempt_at, rowid LIMIT ?4)"
     " ORDER BY next_attempt_at, rid LIMIT ?4"
 )
+#: The state of a delivery (re)entering the schedule: held while its endpoint is disabled.
+_HOLD_IF_DISABLED = (
+    f"CASE WHEN EXISTS (SELECT 1 FROM endpoints e WHERE e.target = {{target}} AND e.disabled_at IS NOT NULL)"
+    f" THEN '{HELD}' ELSE '{PENDING}' END"
+)
 _INSERT = (
     "INSERT OR IGNORE INTO deliveries (id, endpoint, url, body, headers, state, attempts,"
-    " next_attempt_at, created_at, updated_at) VALUES (%(id)s, %(endpoint)s, %(url)s, %(body)s,"
-    " %(headers)s, %(state)s, 0, %(at)s, %(at)s, %(at)s)"
+    " next_attempt_at, created_at, updated_at, target) VALUES (%(id)s, %(endpoint)s, %(url)s, %(body)s,"
+    f" %(headers)s, {_HOLD_IF_DISABLED.format(target='%(target)s')}, 0, %(at)s, %(at)s, %(at)s, %(target)s)"
 )
+_ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
+_ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
 
 
 def _default_owner() -> str:
@@ -121,6 +175,15 @@ def _chunks(ids: Sequence[str]) -> Iterator[List[str]]:
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def _row_to_attempt(row: Sequence[Any]) -> Attempt:
+    return Attempt(at=row[0], duration=row[1], kind=row[2], status=row[3], error=row[4], body=bytes(row[5]))
+
+
+def _row_to_health(row: Sequence[Any], held: int = 0) -> EndpointHealth:
+    return EndpointHealth(endpoint=row[0], disabled_at=row[1], reason=row[2], failing_since=row[3],
+                          last_failure_at=row[4], last_status=row[5], held=held)
 
 
 def _row_to_delivery(row: sqlite3.Row) -> Delivery:
@@ -218,8 +281,14 @@ class Outbox:
                     f"outbox {self.path!r} has schema version {version}; this syncworkers knows"
                     f" up to {SCHEMA_VERSION}"
                 )
-            for statement in schema_statements(version):
-                conn.execute(statement)
+            for migration in _MIGRATIONS[version:]:
+                for step in _steps(migration):
+                    if callable(step):
+                        step(conn)
+                    else:
+                        for statement in _split(step):
+                            conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -320,7 +389,7 @@ class Outbox:
         id = new_id() if id is None else str(id)
         at = self._now(now)
         params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body),
-                  "headers": json.dumps(headers), "state": PENDING, "at": at}
+                  "headers": json.dumps(headers), "at": at, "target": endpoint_of(url)}
         if connection is not None:
             self._check_same_file(connection)
             dbapi.execute(connection, _INSERT, params)
@@ -388,10 +457,12 @@ class Outbox:
                     (at + self.lease_seconds, IN_FLIGHT, self.owner, *chunk),
                 )
 
-    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None) -> None:
+    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
+                       attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
         """Record a successful attempt: the delivery is final.
 
         Applies even if this owner's lease was lost meanwhile: the receiver has it.
+        ``attempt`` goes to the attempt log and the endpoint's health (see OutboxStore).
         """
         at = self._now(now)
         self._finish(
@@ -400,6 +471,8 @@ class Outbox:
             (DELIVERED, status, at),
             at,
             require_claim=False,
+            attempt=attempt,
+            disable_after=disable_after,
         )
 
     def mark_retry(
@@ -410,8 +483,11 @@ class Outbox:
         status: Optional[int] = None,
         spend_attempt: bool = True,
         now: Optional[float] = None,
+        *,
+        attempt: Optional[Attempt] = None,
+        disable_after: Optional[float] = None,
     ) -> None:
-        """Put a claimed delivery back to pending, due at ``next_attempt_at``.
+        """Put a claimed delivery back to pending, due at ``next_attempt_at`` (held if its endpoint is disabled).
 
         ``spend_attempt=False`` postpones without counting an attempt (Retry-After, an
         open circuit). Ignored, with a warning, if this owner no longer holds the claim.
@@ -422,6 +498,8 @@ class Outbox:
             "state = ?, attempts = attempts + ?, next_attempt_at = ?, last_error = ?, last_status = ?",
             (PENDING, int(bool(spend_attempt)), float(next_attempt_at), error, status),
             at,
+            attempt=attempt,
+            disable_after=disable_after,
         )
 
     def mark_dead(
@@ -431,6 +509,9 @@ class Outbox:
         status: Optional[int] = None,
         spend_attempt: bool = True,
         now: Optional[float] = None,
+        *,
+        attempt: Optional[Attempt] = None,
+        disable_after: Optional[float] = None,
     ) -> None:
         """Give up on a claimed delivery; ``reason`` is kept as its last error.
 
@@ -442,14 +523,17 @@ class Outbox:
             "state = ?, attempts = attempts + ?, last_error = ?, last_status = ?",
             (DEAD, int(bool(spend_attempt)), reason, status),
             at,
+            attempt=attempt,
+            disable_after=disable_after,
         )
 
     def _finish(
-        self, id: str, assignments: str, params: Tuple[Any, ...], at: float, require_claim: bool = True
+        self, id: str, assignments: str, params: Tuple[Any, ...], at: float, require_claim: bool = True,
+        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None,
     ) -> None:
         """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
         with self._write(durable=False) as conn:
-            row = conn.execute("SELECT state, owner FROM deliveries WHERE id = ?", (id,)).fetchone()
+            row = conn.execute("SELECT state, owner, target, url FROM deliveries WHERE id = ?", (id,)).fetchone()
             if row is None:
                 raise KeyError(id)
             held = row["state"] == IN_FLIGHT and row["owner"] == self.owner
@@ -457,24 +541,56 @@ class Outbox:
                 # Our lease expired and another owner took the delivery over (or it was
                 # already settled): its outcome is theirs to record, not ours to overwrite.
                 logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
-                return
-            if row["state"] == DELIVERED:
-                return
+            elif row["state"] != DELIVERED:
+                conn.execute(
+                    f"UPDATE deliveries SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE id = ?",
+                    (*params, at, id),
+                )
+            if attempt is not None:  # the attempt was made, whoever records its outcome
+                self._log_attempt(conn, id, attempt)
+                self._observe(conn, id, row["target"] or endpoint_of(row["url"]), attempt, disable_after)
+
+    @staticmethod
+    def _log_attempt(conn: sqlite3.Connection, id: str, attempt: Attempt) -> None:
+        n = conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE delivery_id = ?", (id,)).fetchone()[0]
+        conn.execute(
+            f"INSERT INTO attempts (delivery_id, n, {_ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, n, attempt.at, attempt.duration, attempt.kind, attempt.status, attempt.error,
+             bytes(attempt.body[:health.ANSWER_BYTES])),
+        )
+        conn.execute("DELETE FROM attempts WHERE delivery_id = ? AND n <= ?", (id, n - ATTEMPT_LOG_SIZE))
+
+    @staticmethod
+    def _observe(conn: sqlite3.Connection, id: str, target: str, attempt: Attempt,
+                 disable_after: Optional[float]) -> None:
+        """The endpoint's health after *attempt*; a disabled endpoint holds its pending deliveries."""
+        row = conn.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE target = ?", (target,)).fetchone()
+        before = EndpointHealth(target) if row is None else _row_to_health(row)
+        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
+        if after != before or row is None:
             conn.execute(
-                f"UPDATE deliveries SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE id = ?",
-                (*params, at, id),
+                f"INSERT OR REPLACE INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (target, after.disabled_at, after.reason, after.failing_since, after.last_failure_at,
+                 after.last_status),
             )
+        if before.enabled and not after.enabled:
+            logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
+                           " `syncworkers outbox enable`", health.shown(target), after.reason)
+            conn.execute("UPDATE deliveries SET state = ? WHERE target = ? AND state = ?", (HELD, target, PENDING))
+        elif not after.enabled:  # disabled while this attempt was on the wire
+            conn.execute("UPDATE deliveries SET state = ? WHERE id = ? AND state = ?", (HELD, id, PENDING))
 
     def release(self, ids: Optional[Sequence[str]] = None) -> int:
         """Hand this owner's claims back (graceful stop): in flight -> pending, attempts unchanged.
 
-        ``ids`` None releases all of this owner's claims. Returns how many were released.
+        ``ids`` None releases all of this owner's claims (held if their endpoint is disabled).
+        Returns how many were released.
         """
         at = self._now(None)
-        query = "UPDATE deliveries SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?" \
-                " WHERE state = ? AND owner = ?"
-        params = (PENDING, at, IN_FLIGHT, self.owner)
+        query = f"UPDATE deliveries SET state = {_HOLD_IF_DISABLED.format(target='deliveries.target')}," \
+                " owner = NULL, lease_until = NULL, updated_at = ? WHERE state = ? AND owner = ?"
+        params = (at, IN_FLIGHT, self.owner)
         with self._write(durable=False) as conn:
             if ids is None:
                 return conn.execute(query, params).rowcount
@@ -494,17 +610,18 @@ class Outbox:
 
         Filters combine: ``ids``, ``endpoint``, and ``since`` (died at or after that
         time). At least one is required. ``last_error`` and ``last_status`` are kept.
-        Returns how many were replayed.
+        A delivery whose endpoint is disabled is held instead. Returns how many were replayed.
         """
         if ids is None and endpoint is None and since is None:
             raise ValueError("replay needs ids, an endpoint or a since time")
         at = self._now(now)
         where, params = self._filters(DEAD, endpoint, since)
         query = (
-            "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, owner = NULL,"
+            f"UPDATE deliveries SET state = {_HOLD_IF_DISABLED.format(target='deliveries.target')},"
+            " attempts = 0, next_attempt_at = ?, owner = NULL,"
             f" lease_until = NULL, updated_at = ? WHERE {where}"
         )
-        head = (PENDING, at, at, *params)
+        head = (at, at, *params)
         with self._write() as conn:
             if ids is None:
                 return conn.execute(query, head).rowcount
@@ -521,9 +638,29 @@ class Outbox:
             raise ValueError(f"older_than must be >= 0, got {older_than!r}")
         cutoff = self._now(now) - older_than
         with self._write() as conn:
+            conn.execute("DELETE FROM attempts WHERE delivery_id IN"
+                         " (SELECT id FROM deliveries WHERE state = ? AND updated_at < ?)", (state, cutoff))
             return conn.execute(
                 "DELETE FROM deliveries WHERE state = ? AND updated_at < ?", (state, cutoff)
             ).rowcount
+
+    def enable_endpoint(self, endpoint: str, now: Optional[float] = None) -> int:
+        """Enable *endpoint* (``host[:port]/path``) again and release its held deliveries, due now.
+
+        Its failing streak starts afresh. Returns how many were released; KeyError
+        for an endpoint the outbox has never seen.
+        """
+        at = self._now(now)
+        with self._write() as conn:
+            found = conn.execute("UPDATE endpoints SET disabled_at = NULL, reason = NULL, failing_since = NULL"
+                                 " WHERE target = ?", (endpoint,)).rowcount
+            if not found:
+                raise KeyError(endpoint)
+            released = conn.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, updated_at = ? WHERE target = ? AND state = ?",
+                (PENDING, at, at, endpoint, HELD)).rowcount
+        self._subscribers.notify()
+        return int(released)
 
     # -- reading ----------------------------------------------------------
 
@@ -573,7 +710,7 @@ class Outbox:
         return [_row_to_delivery(row) for row in rows]
 
     def counts(self) -> Dict[str, int]:
-        """``{"pending", "in_flight", "delivered", "dead"}``; pending includes those in flight."""
+        """``{"pending", "in_flight", "delivered", "dead", "held"}``; pending includes those in flight."""
         with self._conn() as conn:
             rows = conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
         by_state = {state: 0 for state in STATES}
@@ -583,7 +720,43 @@ class Outbox:
             "in_flight": by_state[IN_FLIGHT],
             "delivered": by_state[DELIVERED],
             "dead": by_state[DEAD],
+            "held": by_state[HELD],
         }
+
+    def attempts(self, id: str) -> List[Attempt]:
+        """The attempt log of delivery *id*, oldest first (the last ATTEMPT_LOG_SIZE attempts)."""
+        with self._conn() as conn:
+            rows = conn.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY n",
+                                (id,)).fetchall()
+        return [_row_to_attempt(row) for row in rows]
+
+    def last_attempts(self, ids: Sequence[str]) -> Dict[str, Attempt]:
+        """The last attempt of each delivery in *ids* that has one."""
+        found: Dict[str, Attempt] = {}
+        with self._conn() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    f"SELECT a.delivery_id, {', '.join('a.' + c for c in _ATTEMPT_COLUMNS.split(', '))}"
+                    " FROM attempts a JOIN (SELECT delivery_id, MAX(n) AS n FROM attempts"
+                    f" WHERE delivery_id IN ({_marks(len(chunk))}) GROUP BY delivery_id) last"
+                    " ON a.delivery_id = last.delivery_id AND a.n = last.n", chunk).fetchall()
+                found.update({row[0]: _row_to_attempt(row[1:]) for row in rows})
+        return found
+
+    def endpoints(self) -> List[EndpointHealth]:
+        """Every endpoint attempted so far, disabled ones first, with its held deliveries counted."""
+        with self._conn() as conn:
+            held = dict(conn.execute("SELECT target, COUNT(*) FROM deliveries WHERE state = ? GROUP BY target",
+                                     (HELD,)).fetchall())
+            rows = conn.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints"
+                                " ORDER BY disabled_at IS NULL, target").fetchall()
+        return [_row_to_health(row, held.get(row[0], 0)) for row in rows]
+
+    def check(self) -> Optional[str]:
+        """The first problem ``PRAGMA quick_check`` finds in the file (reads all of it); None when sound."""
+        with self._conn() as conn:
+            row = conn.execute("PRAGMA quick_check(1)").fetchone()
+        return None if row is None or row[0] == "ok" else str(row[0])
 
     def oldest_pending(self) -> Optional[float]:
         """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""

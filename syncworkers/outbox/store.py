@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type
 
 from ..redaction import redact_headers, safe_url
+from .health import EndpointHealth
 
 PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
-STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD)
+#: Waiting for its endpoint to be enabled again: never claimed, no attempt spent (see outbox.health).
+HELD = "held"
+STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, HELD)
 
 
 @dataclass
@@ -81,6 +84,23 @@ class Delivery:
         }
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a delivery, as its attempt log keeps it (times in epoch seconds)."""
+
+    at: float  #: when the attempt started
+    duration: float  #: seconds it took
+    kind: str  #: the outcome's :class:`~syncworkers.outcome.Kind` value
+    status: Optional[int] = None  #: the answer's status; None when no answer came
+    error: Optional[str] = None  #: why it failed (no secrets: an Outcome's error text)
+    body: bytes = field(default=b"", repr=False)  #: the answer's first bytes (ANSWER_BYTES at most)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-friendly form for the CLI: the body as text (undecodable bytes replaced)."""
+        return {"at": self.at, "duration": self.duration, "kind": self.kind, "status": self.status,
+                "error": self.error, "body": self.body.decode("utf-8", "replace")}
+
+
 def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]:
     """Seconds to wait before the next attempt, or None when the schedule is exhausted.
 
@@ -103,6 +123,13 @@ class OutboxStore(Protocol):
     clock (the database server's, for PostgreSQL). ``errors`` are the exceptions
     its operations raise when the store cannot do them now (database unreachable
     or locked, store closed): callers that must survive those catch exactly these.
+
+    Given an ``attempt``, the ``mark_*`` methods also append it to the delivery's
+    attempt log (the last ATTEMPT_LOG_SIZE kept) and update its endpoint's health
+    in the same transaction: an endpoint disabled then (410, or only failures for
+    ``disable_after`` seconds) has its pending deliveries held, and deliveries
+    added, replayed or released for a disabled endpoint are held too.
+    ``counts()`` gives pending (in flight included), in_flight, delivered, dead and held.
     """
 
     owner: str
@@ -123,13 +150,16 @@ class OutboxStore(Protocol):
 
     def renew(self, ids: Sequence[str], now: Optional[float] = None) -> None: ...
 
-    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None) -> None: ...
+    def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
+                       attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None: ...
 
     def mark_retry(self, id: str, next_attempt_at: float, error: Optional[str], status: Optional[int] = None,
-                   spend_attempt: bool = True, now: Optional[float] = None) -> None: ...
+                   spend_attempt: bool = True, now: Optional[float] = None, *,
+                   attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None: ...
 
     def mark_dead(self, id: str, reason: str, status: Optional[int] = None, spend_attempt: bool = True,
-                  now: Optional[float] = None) -> None: ...
+                  now: Optional[float] = None, *,
+                  attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None: ...
 
     def release(self, ids: Optional[Sequence[str]] = None) -> int: ...
 
@@ -145,6 +175,14 @@ class OutboxStore(Protocol):
 
     def counts(self) -> Dict[str, int]: ...
 
+    def attempts(self, id: str) -> List[Attempt]: ...
+
+    def last_attempts(self, ids: Sequence[str]) -> Dict[str, Attempt]: ...
+
+    def endpoints(self) -> List[EndpointHealth]: ...
+
+    def enable_endpoint(self, endpoint: str, now: Optional[float] = None) -> int: ...
+
     def oldest_pending(self) -> Optional[float]: ...
 
     def next_due(self) -> Optional[float]: ...
@@ -152,4 +190,5 @@ class OutboxStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "STATES", "Delivery", "OutboxStore", "next_delay"]
+__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "Attempt", "Delivery", "OutboxStore",
+           "next_delay"]

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Type
 
 from .. import events
 from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
@@ -29,7 +29,8 @@ from ..delivery import (
     safe_endpoint,
 )
 from ..dispatch import Dispatcher, send_once
-from ..exceptions import ConfigError, DeliveryError, RequestError, WorkerError, safe_url
+from ..exceptions import ConfigError, DeliveryError, OutboxError, RequestError, WorkerError, safe_url
+from ..logging import redact_text
 from ..message import Message
 from ..outbox import OutboxStore, open_outbox
 from ..outcome import Kind, classify_error
@@ -242,7 +243,9 @@ class WebhookSenderWorker(HTTPWorker):
         Delivery is at-least-once: a crash may repeat an attempt, with the same id.
         An id already in the outbox is not stored twice. Raises ConfigError for an
         unknown endpoint or invalid URL and TypeError/ValueError for bad data or
-        headers, before anything is stored.
+        headers, before anything is stored, and OutboxError when the outbox cannot
+        store it (disk full, file corrupted, database down): then nothing was stored.
+        For an endpoint that is disabled, the delivery is stored held.
 
         With ``connection`` (your open DB-API connection to the outbox's database:
         psycopg for a PostgreSQL outbox, sqlite3 for an outbox file), the delivery is
@@ -254,8 +257,15 @@ class WebhookSenderWorker(HTTPWorker):
         extra = check_headers(headers)
         delivery_id = check_delivery_id(delivery_id)
         dispatcher = self._outbox_dispatcher()
-        delivery_id = dispatcher.outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id,
-                                            connection=connection)
+        outbox = dispatcher.outbox
+        try:
+            delivery_id = outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id,
+                                     connection=connection)
+        except outbox.errors as exc:
+            if connection is not None:
+                raise  # the caller's own connection and transaction: their error, as raised
+            raise OutboxError(f"the webhook was not stored: the outbox {outbox.path or '(in memory)'} cannot "
+                              f"take it ({type(exc).__name__}: {redact_text(str(exc))})") from exc
         dispatcher.wakeup()
         self._ensure_outbox_loop(dispatcher)
         return delivery_id
@@ -266,9 +276,16 @@ class WebhookSenderWorker(HTTPWorker):
         While the worker runs, its loop delivers and this waits. Otherwise (a
         script: ``enqueue(...)`` then ``flush(30)``) this thread drives the
         deliveries on the worker's pool. Pending counts the whole outbox file,
-        whichever process added it.
+        whichever process added it. False too, at once, when the outbox cannot be
+        used (disk full, file corrupted, database down: the cause is logged) or when
+        what remains is held for disabled endpoints.
         """
-        return self._outbox_dispatcher().flush(timeout, self._direct_run())
+        try:
+            dispatcher = self._outbox_dispatcher()
+        except ConfigError as exc:  # the outbox file cannot be opened (corrupted, removed)
+            self.logger.error("flush: the outbox cannot be opened", error=str(exc))
+            return False
+        return dispatcher.flush(timeout, self._direct_run())
 
     def _outbox_dispatcher(self) -> Dispatcher:
         with self._outbox_lock:
@@ -282,7 +299,7 @@ class WebhookSenderWorker(HTTPWorker):
                     self._submit_outbox, self._free_slots,
                     RetryPolicy.from_schedule(self.webhook_config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),
-                    logger=self.logger, stats=self._stats)
+                    logger=self.logger, stats=self._stats, disable_after=self.webhook_config.disable_after)
             return self._dispatcher
 
     def _run_outbox(self, stop_event: threading.Event) -> None:
@@ -382,12 +399,27 @@ class WebhookSenderWorker(HTTPWorker):
         if self.source is not None or type(self).process is not WebhookSenderWorker.process:
             results, error = self._drain_source()
         if self.webhook_config.outbox_location is not None or self._outbox is not None:
+            error = error or self._flush_once()
+        return CycleResult(ok=error is None, results=results, error=error)
+
+    def _flush_once(self) -> Optional[str]:
+        """run_once()'s outbox part: why it failed, or None."""
+        try:
             dead_before = self.outbox.counts()["dead"]
             if not self.flush(timeout=self.webhook_config.timeout):
-                error = error or "outbox deliveries still pending"
-            elif self.outbox.counts()["dead"] > dead_before:
-                error = error or "outbox deliveries died"
-        return CycleResult(ok=error is None, results=results, error=error)
+                if self.outbox.counts().get("held"):
+                    return "outbox deliveries held for disabled endpoints"
+                return "outbox deliveries still pending"
+            if self.outbox.counts()["dead"] > dead_before:
+                return "outbox deliveries died"
+        except (ConfigError, *self._outbox_errors()) as exc:
+            self.logger.error("run_once: the outbox cannot be used", error=f"{type(exc).__name__}: {exc}")
+            return "the outbox cannot be used"
+        return None
+
+    def _outbox_errors(self) -> Tuple[Type[BaseException], ...]:
+        outbox = self._outbox
+        return () if outbox is None else outbox.errors
 
     def _drain_source(self) -> Tuple[List[Any], Optional[str]]:
         """process() on a thread until the source goes quiet; (results, why the cycle failed or None)."""
