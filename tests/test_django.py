@@ -71,7 +71,7 @@ def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(django_db):
 
     assert toolkit_threads() == []
     with Outbox(django_db) as box:  # the store opens the tables migrate made
-        assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0}
+        assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0, "held": 0}
     from django.db import connection
 
     with connection.cursor() as cursor:

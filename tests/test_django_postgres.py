@@ -56,7 +56,7 @@ def test_outbox_in_postgresql_rollback_never_sends_commit_delivers(pg_db, server
     # migrate made the store's table (in the test's schema), before any store opened it
     assert rows(pg_db, "SELECT to_regclass('syncworkers_outbox') IS NOT NULL") == [(True,)]
     with PostgresOutbox(pg_db) as box:
-        assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0}
+        assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0, "held": 0}
 
     runner = subprocess.Popen([sys.executable, MANAGE, "syncworkers", "run", "--log-level", "INFO"], cwd=ROOT,
                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
