@@ -18,6 +18,16 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def short_watchdog_linger():
+    """The deadline watchdog's thread ends soon after the last request, within each test."""
+    from syncworkers.transport.deadline import WATCHDOG
+
+    saved, WATCHDOG.linger = WATCHDOG.linger, 0.02
+    yield
+    WATCHDOG.linger = saved
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
     """Every thread the toolkit starts during a test is stopped by the end of it."""
