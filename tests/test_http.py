@@ -250,13 +250,27 @@ def test_max_keepalive_connections_bounds_idle_connections(server, monkeypatch):
 
 @pytest.mark.parametrize("idle, expected_connections", [(4.0, 1), (6.0, 2)])
 def test_keepalive_expiry_closes_connections_idle_too_long(server, monkeypatch, idle, expected_connections):
+    # The injected clock drives the requests transport's pools (curl keeps its own time: see below).
     server.route("GET", "/x", status=200)
     now = [1000.0]
-    with client_from_env(monkeypatch, {"HTTP_KEEPALIVE_EXPIRY": "5"}, clock=lambda: now[0]) as client:
+    env = {"HTTP_KEEPALIVE_EXPIRY": "5", "HTTP_TRANSPORT": "requests"}
+    with client_from_env(monkeypatch, env, clock=lambda: now[0]) as client:
         client.get(server.url("/x"))
         now[0] += idle
         client.get(server.url("/x"))
     assert server.connections == expected_connections
+
+
+def test_keepalive_expiry_on_the_real_clock(server, monkeypatch):
+    """Either transport: a connection idle past the expiry is not reused; a fresh one is."""
+    server.route("GET", "/x", status=200)
+    with client_from_env(monkeypatch, {"HTTP_KEEPALIVE_EXPIRY": "1"}) as client:
+        client.get(server.url("/x"))
+        client.get(server.url("/x"))
+        assert server.connections == 1
+        threading.Event().wait(2.5)  # idle for longer than the expiry
+        client.get(server.url("/x"))
+    assert server.connections == 2
 
 
 class caplog_urllib3:
