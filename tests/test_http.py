@@ -106,6 +106,24 @@ def test_retry_after_is_honoured_and_beyond_its_cap_ends_the_call_at_once(server
     assert len(server.calls("/throttled")) == 2
 
 
+def test_send_webhook_returns_at_once_on_a_retry_after_of_hours(server):
+    from syncworkers import WebhookConfig, WebhookSenderWorker
+
+    server.route("POST", "/hook", replies=[Reply(503, headers={"Retry-After": "7200"}), Reply(200)])
+    sender = WebhookSenderWorker(server.base_url, WebhookConfig(max_retries=3, retry_delay=0.01))
+    try:
+        done = threading.Event()
+        result = []
+        t = threading.Thread(target=lambda: (result.append(sender.send_webhook("/hook", {"a": 1})), done.set()))
+        t.start()
+        assert done.wait(10)  # not two hours, nor the 60 s cap
+        t.join()
+        assert result == [False]
+        assert len(server.calls("/hook")) == 1
+    finally:
+        sender.close()
+
+
 def test_connection_errors_are_retried_then_mapped(monkeypatch):
     port = closed_port()
     stop = RecordingEvent()
