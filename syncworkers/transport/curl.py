@@ -9,7 +9,11 @@ certificates, proxies only with ``trust_env``, redirects per config, the
 response-size cap (a write callback that aborts), and the same exceptions.
 
 libcurl has no per-read timeout: the read timeout is "no byte for that many
-seconds" (``LOW_SPEED_TIME``), counted in whole seconds (at least 1).
+seconds" (``LOW_SPEED_TIME``), counted in whole seconds; one under a second
+bounds the whole answer instead. libcurl also sends a request once more, on a
+new connection, when a reused keep-alive connection was closed before any byte
+of the answer (the server closed it as the request left): requests fails that
+attempt and leaves it to the retry policy.
 """
 
 from __future__ import annotations
@@ -217,7 +221,10 @@ class CurlTransport:
         c.setopt(pycurl.FOLLOWLOCATION, 1 if follow_redirects else 0)
         connect, read = timeouts
         c.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(connect, deadline) * 1000)))
-        c.setopt(pycurl.TIMEOUT_MS, max(1, int(deadline * 1000)))
+        # libcurl counts "no byte for that long" in whole seconds: a read timeout under one second
+        # bounds the whole answer instead (then a timeout past it is a read timeout).
+        total = read if read < 1.0 and read < deadline else deadline
+        c.setopt(pycurl.TIMEOUT_MS, max(1, int(total * 1000)))
         c.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(read)))
         if self.trust_env:
             proxy = select_proxy(target, get_environ_proxies(target))
@@ -230,7 +237,7 @@ class CurlTransport:
         try:
             c.perform()
         except pycurl.error as exc:
-            raise self._error(exc, c, slot, deadline, url, method) from None
+            raise self._error(exc, c, slot, deadline, total < deadline, url, method) from None
         finally:
             c.setopt(pycurl.POSTFIELDS, b"")  # drop the reference to the body
         status = c.getinfo(pycurl.RESPONSE_CODE)
@@ -281,13 +288,13 @@ class CurlTransport:
         response.cookies = jar
         self.cookies.update(jar)
 
-    def _error(self, exc: pycurl.error, c: Any, slot: _Slot, deadline: float, url: str,
-               method: str) -> Exception:
+    def _error(self, exc: pycurl.error, c: Any, slot: _Slot, deadline: float, read_bound: bool,
+               url: str, method: str) -> Exception:
         code = exc.args[0] if exc.args else 0
         text = str(exc.args[1]) if len(exc.args) > 1 else ""
         status = c.getinfo(pycurl.RESPONSE_CODE)
         if code == _TIMEOUT:
-            if "too slow" in text:
+            if "too slow" in text or read_bound and "Operation timed out" in text:
                 return RequestTimeout("read timeout", url=url, method=method, cause=exc)
             if "onnect" in text or "esolv" in text:
                 return RequestTimeout("connect timeout", url=url, method=method, cause=exc)
