@@ -268,6 +268,8 @@ class CurlTransport:
             if key == "accept-encoding":
                 encoding = value.decode("latin-1")
                 continue
+            if key in ("content-length", "transfer-encoding"):
+                continue  # libcurl frames the body itself (and drops it when a redirect turns POST into GET)
             seen.add(key.encode("latin-1") if isinstance(key, str) else key)
             raw_name = name.encode("latin-1") if isinstance(name, str) else name
             lines.append(raw_name + b": " + value if value else raw_name + b";")
@@ -309,7 +311,7 @@ class CurlTransport:
             return TransportError(f"TLS error: {_describe(text)}", url=url, method=method, cause=exc)
         if code == _TOO_MANY_REDIRECTS:
             return RequestError("too many redirects", url=url, method=method, cause=exc)
-        if code in _BAD_URL:
+        if code in _BAD_URL and "HTTP/0.9" not in text:  # (not an answer that is no HTTP at all)
             return ConfigError(f"invalid URL {safe_url(url)!r}")
         return TransportError(f"connection failed: {_describe(text)}", url=url, method=method, cause=exc)
 
