@@ -51,7 +51,8 @@ _TLS = {getattr(pycurl, name) for name in (
     "E_SSL_INVALIDCERTSTATUS") if hasattr(pycurl, name)}
 _HTTP = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 #: Headers libcurl would add on its own unless the request names them (an empty value drops them).
-_SUPPRESS = ((b"accept", b"Accept:"), (b"content-type", b"Content-Type:"), (b"expect", b"Expect:"))
+_SUPPRESS = (("accept", b"Accept:"), ("content-type", b"Content-Type:"), ("expect", b"Expect:"))
+_FRAMING = ("content-length", "transfer-encoding")
 
 
 class _Sink:
@@ -261,21 +262,20 @@ class CurlTransport:
         lines: List[bytes] = []
         seen = set()
         encoding: Optional[str] = None
-        for name, value in headers.items():
-            key = name.lower()
-            if isinstance(value, str):
-                value = value.encode("latin-1")
-            if key == "accept-encoding":
-                encoding = value.decode("latin-1")
-                continue
-            if key in ("content-length", "transfer-encoding"):
+        store = getattr(headers, "_store", None)  # CaseInsensitiveDict: lower -> (name, value)
+        items = store.items() if store is not None else ((k.lower(), (k, v)) for k, v in headers.items())
+        for key, (name, value) in items:
+            if key in _FRAMING:
                 continue  # libcurl frames the body itself (and drops it when a redirect turns POST into GET)
-            seen.add(key.encode("latin-1") if isinstance(key, str) else key)
-            raw_name = name.encode("latin-1") if isinstance(name, str) else name
-            lines.append(raw_name + b": " + value if value else raw_name + b";")
-        for key, line in _SUPPRESS:
+            if key == "accept-encoding":
+                encoding = value if isinstance(value, str) else value.decode("latin-1")
+                continue
+            seen.add(key)
+            line = f"{name}: {value}" if isinstance(value, str) else f"{name}: {value.decode('latin-1')}"
+            lines.append(line.encode("latin-1") if value else f"{name};".encode("latin-1"))
+        for key, raw in _SUPPRESS:
             if key not in seen:
-                lines.append(line)
+                lines.append(raw)
         c.setopt(pycurl.HTTPHEADER, lines)
         return encoding
 
