@@ -27,7 +27,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 import certifi
-import pycurl
+import pycurl  # type: ignore[import-untyped]
 import requests
 from requests.cookies import MockRequest, RequestsCookieJar
 from requests.models import PreparedRequest
@@ -364,7 +364,7 @@ def _parse_head(lines: List[bytes]) -> Tuple[str, "CaseInsensitiveDict[str]", Li
     if lines:
         parts = lines[start].split(None, 2)
         reason = parts[2].decode("latin-1").strip() if len(parts) > 2 else ""
-    store: Dict[str, Tuple[str, str]] = headers._store  # type: ignore[attr-defined]
+    store: Dict[str, Tuple[str, str]] = headers._store
     for line in lines[start + 1:]:
         name, sep, value = line.partition(b":")
         if not sep:
