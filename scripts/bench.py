@@ -14,7 +14,10 @@ baselines measured in the same run, runs of the compared clients interleaved):
 3. a latency-bound receiver (50 ms per answer) at concurrency 32 and 128, vs the ideal;
 4. broadcast to 16 endpoints of 200 ms (ideal 200 ms), and the ``fail_fast`` reaction time;
 5. 1,000 pollers at 1 s (scripts/bench_pollers.py): lateness, drift, threads, peak RSS;
-6. the outbox (``enqueue`` + ``flush``) vs direct ``send_webhook``.
+6. the outbox (``enqueue`` + ``flush``) vs direct ``send_webhook``;
+7. the libcurl transport (``HTTP_TRANSPORT=curl``): ``send_webhook`` vs aiohttp at 8 and 32
+   concurrent senders, the latency-bound receiver at 128 in flight, and 1,000 pollers' CPU
+   against the requests transport (skipped when pycurl is not installed).
 
 Receivers run in processes of their own on 127.0.0.1 (scripts/receivers.py): nginx
 answering 204 when installed, else a Python server; the script says which.
@@ -54,7 +57,7 @@ from requests.adapters import HTTPAdapter  # noqa: E402
 import bench_async  # noqa: E402
 import receivers  # noqa: E402
 import syncworkers  # noqa: E402
-from syncworkers import WebhookConfig, WebhookSenderWorker  # noqa: E402
+from syncworkers import HTTPClientConfig, WebhookConfig, WebhookSenderWorker  # noqa: E402
 
 #: The webhook every figure sends: a small JSON event (~170 bytes serialised).
 PAYLOAD: Dict[str, Any] = {
@@ -168,11 +171,13 @@ class SyncworkersClient(Client):
 
     name = "syncworkers send_webhook"
 
-    def __init__(self, base_url: str, threads: int, endpoint: str = "/hook") -> None:
+    def __init__(self, base_url: str, threads: int, endpoint: str = "/hook", transport: str = "requests") -> None:
         self.threads = threads
         self.endpoint = endpoint
+        if transport != "requests":
+            self.name = f"syncworkers send_webhook ({transport})"
         self.worker = WebhookSenderWorker(base_url=base_url, webhook_config=WebhookConfig(
-            max_workers=threads, max_retries=0))
+            max_workers=threads, max_retries=0), http_config=HTTPClientConfig(transport=transport))
 
     def call(self) -> bool:
         return self.worker.send_webhook(self.endpoint, PAYLOAD)
@@ -368,7 +373,7 @@ def figure4(slow_url: str, s: Settings, endpoints: int = 16) -> Dict[str, Any]:
             "slow_endpoint_s": SLOW_ENDPOINT, "fail_fast_result": outcome}
 
 
-def figure5(s: Settings, quick: bool) -> Dict[str, Any]:
+def figure5(s: Settings, quick: bool, transport: str = "requests") -> Dict[str, Any]:
     script = os.path.join(HERE, "bench_pollers.py")
     if not os.path.exists(script):
         return {"status": NOT_AVAILABLE, "reason": "scripts/bench_pollers.py is not in this tree"}
@@ -376,13 +381,47 @@ def figure5(s: Settings, quick: bool) -> Dict[str, Any]:
         return {"status": NOT_AVAILABLE, "reason": "psutil is not installed (bench extra)"}
     cmd = [sys.executable, script, "--pollers", str(s.pollers), "--interval", "1",
            "--ticks", str(s.poller_ticks)] + (["--quick"] if quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=s.poller_ticks * 5 + 120, cwd=ROOT)
+    env = dict(os.environ, HTTP_TRANSPORT=transport)  # the pollers' HTTPClientConfig reads it
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=s.poller_ticks * 5 + 120, cwd=ROOT,
+                         env=env)
     if out.returncode != 0:
         raise RuntimeError(f"bench_pollers.py exited {out.returncode}: {out.stderr.strip()[-500:]}")
     result = _last_json(out.stdout)
     return {"title": f"{s.pollers:,} pollers at 1 s interval",
             "command": shlex.join([os.path.relpath(script, ROOT)] + cmd[2:]),
             "result": result, "stdout": None if result else out.stdout.strip()[-2000:]}
+
+
+def figure7(fast_url: str, slow_url: str, s: Settings, quick: bool) -> Dict[str, Any]:
+    """The libcurl transport against aiohttp and against the requests transport, in the same run."""
+    if not bench_async.available("pycurl"):
+        return {"status": NOT_AVAILABLE, "reason": "pycurl is not installed (pip install 'syncworkers[curl]')"}
+    rows: List[Dict[str, Any]] = []
+    ratios: Dict[str, Dict[str, Optional[float]]] = {}
+    for n in (8, 32):
+        with contextlib.ExitStack() as stack:
+            clients: List[Client] = [closing(stack, SyncworkersClient(fast_url, n, transport="curl")),
+                                     closing(stack, SyncworkersClient(fast_url, n))]
+            if bench_async.available("aiohttp"):
+                clients.append(closing(stack, AsyncClient("aiohttp", fast_url + "/hook", n)))
+            got = measure(clients, s, s.duration)
+        curl, req = got[0], got[1]
+        aio = got[2] if len(got) > 2 else None
+        ratios[str(n)] = {"vs_aiohttp": ratio(curl, aio), "vs_requests": ratio(curl, req),
+                          "cpu_vs_aiohttp": ratio(curl, aio, "cpu_us")}
+        rows += got
+    c = max(s.latency_concurrency)
+    path = f"/delay/{int(LATENCY * 1000)}/hook"
+    with contextlib.ExitStack() as stack:
+        latency = measure([closing(stack, SyncworkersClient(slow_url, c, endpoint=path, transport="curl"))],
+                          s, s.latency_duration)[0]
+    latency["ideal_rps"] = c / LATENCY
+    latency["of_ideal"] = latency["rps"]["median"] / latency["ideal_rps"]
+    pollers = {t: figure5(s, quick, transport=t) for t in ("curl", "requests")}
+    cpu = {t: (p.get("result") or {}).get("cpu_per_poll_ms") for t, p in pollers.items()}
+    poll_ratio = cpu["curl"] / cpu["requests"] if cpu["curl"] and cpu["requests"] else None
+    return {"title": "The libcurl transport (HTTP_TRANSPORT=curl)", "rows": rows, "ratios": ratios,
+            "latency": latency, "pollers": s.pollers, "poller_cpu_ms": cpu, "poller_cpu_ratio": poll_ratio}
 
 
 def _last_json(text: str) -> Optional[Dict[str, Any]]:
@@ -593,6 +632,24 @@ def tables(results: Dict[str, Any]) -> List[Table]:
         if not f6["flushed_all"]:
             t.notes.append("flush() timed out in at least one run")
         out.append(t)
+    if not unavailable("7", "The libcurl transport"):
+        f7 = figs["7"]
+        t = Table(f"7. {f7['title']}", ["client", "concurrency", "requests/s", "CPU µs/request", "vs aiohttp"])
+        for n in (8, 32):
+            group = [r for r in f7["rows"] if r["concurrency"] == n]
+            aio = next((r for r in group if r["client"].startswith("aiohttp")), None)
+            for r in group:
+                t.rows.append([r["client"], str(n), fmt_range(r["rps"]), fmt_range(r["cpu_us"]), fmt_x(ratio(r, aio))])
+        lat = f7["latency"]
+        t.rows.append([f"{lat['client']}, 50 ms receiver", str(lat["concurrency"]), fmt_range(lat["rps"]),
+                       fmt_range(lat["cpu_us"]), f"{lat['of_ideal']:.0%} of ideal {lat['ideal_rps']:,.0f}/s"])
+        cpu = f7["poller_cpu_ms"]
+        for transport in ("curl", "requests"):
+            value = cpu.get(transport)
+            t.rows.append([f"{f7['pollers']:,} pollers at 1 s, {transport}", str(f7["pollers"]), "—",
+                           "—" if value is None else f"{value * 1000:,.0f}", "—"])
+        t.notes.append("poller rows: client CPU µs per poll (scripts/bench_pollers.py, HTTP_TRANSPORT set)")
+        out.append(t)
     return out
 
 
@@ -614,6 +671,16 @@ def targets(results: Dict[str, Any]) -> List[Tuple[str, Optional[bool], str]]:
         got.append(("syncworkers well ahead of httpx.AsyncClient", r2["vs_httpx"] > 1.2, fmt_x(r2["vs_httpx"])))
     if r2.get("aiohttp_vs_syncworkers") is not None:
         got.append(("aiohttp above syncworkers by", None, fmt_x(r2["aiohttp_vs_syncworkers"])))
+    f7 = figs.get("7", {})
+    for n, r in (f7.get("ratios") or {}).items():
+        if r["vs_aiohttp"] is not None:
+            got.append((f"N={n}: curl transport ≥ 1.5× aiohttp", r["vs_aiohttp"] >= 1.5, fmt_x(r["vs_aiohttp"])))
+    if f7.get("latency"):
+        of = f7["latency"]["of_ideal"]
+        got.append(("curl transport, 50 ms receiver at 128 in flight ≥ 95% of ideal", of >= 0.95, f"{of:.0%}"))
+    if f7.get("poller_cpu_ratio") is not None:
+        got.append(("curl pollers' CPU < 1/3 of the requests transport's", f7["poller_cpu_ratio"] < 1 / 3,
+                    f"{f7['poller_cpu_ratio']:.2f}×"))
     return got
 
 
@@ -704,7 +771,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                           + shlex.join(sys.argv[1:]),
                                "mode": "quick" if args.quick else "full", "runs": s.runs,
                                "machine": machine(), "figures": {}}
-    wanted = set(args.figures.split(",")) if args.figures else {"1", "2", "3", "4", "5", "6"}
+    wanted = set(args.figures.split(",")) if args.figures else {"1", "2", "3", "4", "5", "6", "7"}
     with contextlib.ExitStack() as stack:
         fast = receivers.fast_receiver(args.receiver)
         stack.callback(fast.stop)
@@ -721,6 +788,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             ("4", lambda: figure4(slow.url, s)),
             ("5", lambda: figure5(s, args.quick)),
             ("6", lambda: figure6(fast.url, s)),
+            ("7", lambda: figure7(fast.url, slow.url, s, args.quick)),
         ]
         for key, step in steps:
             if key not in wanted:

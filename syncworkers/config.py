@@ -35,6 +35,12 @@ DEFAULT_KEEPALIVE_EXPIRY = 30.0
 DEFAULT_MAX_RESPONSE_SIZE = 10 * 1024 * 1024
 #: Redirects a poller follows before giving up.
 DEFAULT_MAX_REDIRECTS = 5
+#: Longest an attempt may take, connect to last byte, in seconds (raised to connect + read
+#: timeout when those add up to more and no deadline is given): no receiver holds a thread longer.
+DEFAULT_DEADLINE = 60.0
+#: The HTTP library under HTTPClient: "requests", or "curl" (``pip install 'syncworkers[curl]'``).
+DEFAULT_TRANSPORT = "requests"
+TRANSPORTS = ("requests", "curl")
 #: Retries after the first attempt.
 DEFAULT_MAX_RETRIES = 3
 #: Seconds before the first retry.
@@ -421,6 +427,10 @@ class HTTPClientConfig(_Config):
     follow_redirects: bool = _field(True)
     max_redirects: int = _field(DEFAULT_MAX_REDIRECTS)
     max_response_size: int = _field(DEFAULT_MAX_RESPONSE_SIZE)
+    #: Total seconds per attempt, connect to last byte (see :attr:`effective_deadline`).
+    deadline: Optional[float] = _field(None)
+    #: "requests" or "curl"; the default is read at construction (DEFAULT_TRANSPORT).
+    transport: str = _field(factory=lambda: DEFAULT_TRANSPORT)
     #: Read proxy settings and .netrc from the environment (costly per request; off by default).
     trust_env: bool = _field(False)
     max_retries: int = _field(DEFAULT_MAX_RETRIES)
@@ -453,6 +463,8 @@ class HTTPClientConfig(_Config):
         "follow_redirects": v.boolean,
         "max_redirects": v.number(int, minimum=0),
         "max_response_size": v.number(int, minimum=1),
+        "deadline": v.number(float, above=0, optional=True),
+        "transport": v.choice(TRANSPORTS),
         "trust_env": v.boolean,
         "max_retries": v.number(int, minimum=0),
         "retry_delay": v.number(float, minimum=0),
@@ -478,6 +490,8 @@ class HTTPClientConfig(_Config):
         "max_connections": ("HTTP_CONNECTION_POOL_SIZE", "int"),
         "max_keepalive_connections": ("HTTP_MAX_KEEPALIVE_CONNECTIONS", "int"),
         "keepalive_expiry": ("HTTP_KEEPALIVE_EXPIRY", "float"),
+        "deadline": ("HTTP_DEADLINE", "float"),
+        "transport": ("HTTP_TRANSPORT", "str"),
     }
     _SECRETS = ("bearer_token", "api_key", "basic_password")
 
@@ -507,6 +521,15 @@ class HTTPClientConfig(_Config):
             if not self.is_set("connect_timeout"):
                 connect = min(self.timeout, DEFAULT_CONNECT_TIMEOUT)
         return connect, read
+
+    @property
+    def effective_deadline(self) -> float:
+        """Seconds an attempt may take in all: ``deadline`` if given, else
+        DEFAULT_DEADLINE or connect + read timeout, whichever is longer."""
+        if self.deadline is not None:
+            return self.deadline
+        connect, read = self.timeouts
+        return max(DEFAULT_DEADLINE, connect + read)
 
     @property
     def effective_retry(self) -> RetryConfig:

@@ -1,10 +1,12 @@
-"""HTTPClient: one pooled ``requests.Session`` with timeouts, retries, breakers and error mapping.
+"""HTTPClient: one pooled client over a transport, with timeouts, retries, breakers and error mapping.
 
-Every request has (connect, read) timeouts, goes through the host's circuit
-breaker, is retried per the RetryConfig (waits happen on a ``threading.Event``,
-so a shutdown or a ``fail_fast`` broadcast cuts them short), reads at most
-``max_response_size`` bytes, and fails with an exception from
-:mod:`syncworkers.exceptions` — never a bare requests or urllib3 error.
+Every request has (connect, read) timeouts and a total deadline per attempt,
+goes through the host's circuit breaker, is retried per the RetryConfig (waits
+happen on a ``threading.Event``, so a shutdown or a ``fail_fast`` broadcast
+cuts them short), reads at most ``max_response_size`` bytes, and fails with an
+exception from :mod:`syncworkers.exceptions` — never a bare requests, urllib3
+or curl error. The transport (:mod:`syncworkers.transport`) is requests, or
+libcurl with ``transport="curl"``; requests always prepares the request.
 """
 
 from __future__ import annotations
@@ -15,22 +17,16 @@ import time
 from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple, Union
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar, get_cookie_header
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, to_native_string
-from urllib3.exceptions import MaxRetryError, ProtocolError
-from urllib3.util.retry import Retry
 
 from . import __version__
 from .breaker import BreakerRegistry
 from .config import HTTPClientConfig, RetryConfig
 from .exceptions import (
     CircuitOpenError,
-    ConfigError,
-    RequestError,
-    RequestTimeout,
     ResponseTooLarge,
     RetryInterrupted,
     TransportError,
@@ -38,36 +34,14 @@ from .exceptions import (
 )
 from .logging import get_logger
 from .redaction import is_secret_key, register_secret
-from .pool import pool_classes
 from .outcome import classify_error, classify_status
 from .retry import RetryPolicy, parse_retry_after
+from .transport import Timeout, as_timeouts, make_transport
 from .urls import join_url
 
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"
-#: Chunk size for reading bodies under the size cap.
-_CHUNK = 64 * 1024
 #: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
 _URL_CACHE_SIZE = 1024
-
-Timeout = Union[float, Tuple[float, float]]
-
-
-class _Adapter(HTTPAdapter):
-    """HTTPAdapter whose pools bound idle connections and expire stale ones."""
-
-    def __init__(self, config: HTTPClientConfig, pool_maxsize: int, clock: Any) -> None:
-        max_idle = config.max_keepalive_connections
-        self._pool_classes = pool_classes(config.keepalive_expiry,
-                                          pool_maxsize if max_idle is None else max_idle, clock)
-        # Retries are driven by HTTPClient (interruptible waits, breaker bookkeeping):
-        # the adapter makes exactly one attempt.
-        super().__init__(pool_connections=32, pool_maxsize=pool_maxsize,
-                         max_retries=Retry(0, read=False, redirect=False), pool_block=False)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
-
 
 class HTTPClient:
     """A thread-safe HTTP client for one worker.
@@ -95,10 +69,11 @@ class HTTPClient:
                 parts = value.split()
                 if len(parts) == 2:  # "Token abc": the credential alone too
                     register_secret(parts[1])
-        self.session = self._build_session(clock)
-        # Settings requests would otherwise merge into every call, resolved once.
-        self._send_kwargs = {"verify": self.session.verify, "cert": self.session.cert,
-                             "proxies": {}, "stream": True}
+        self.session = self._build_session()
+        self.transport = make_transport(self.config, self.session, self.pool_size, clock)
+        self.deadline = self.config.effective_deadline
+        # Threads inside the transport now (ident -> URL): stop() guarantees rely on it.
+        self._in_flight: Dict[int, str] = {}
         #: The in-call retry policy (immutable: one value serves every call).
         self.retry_policy = RetryPolicy.from_config(self.retry_config)
         self._prepared_urls: Dict[str, str] = {}
@@ -108,7 +83,7 @@ class HTTPClient:
         #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
         self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
 
-    def _build_session(self, clock: Any) -> requests.Session:
+    def _build_session(self) -> requests.Session:
         cfg = self.config
         session = requests.Session()
         session.trust_env = cfg.trust_env
@@ -116,9 +91,6 @@ class HTTPClient:
         session.verify = cfg.verify_ssl
         if cfg.ssl_cert_file:
             session.cert = (cfg.ssl_cert_file, cfg.ssl_key_file) if cfg.ssl_key_file else cfg.ssl_cert_file
-        adapter = _Adapter(cfg, self.pool_size, clock)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
         headers = session.headers
         headers["User-Agent"] = cfg.user_agent or DEFAULT_USER_AGENT
         # Auth first, so that explicitly given headers (default_headers, per call) win over it.
@@ -218,9 +190,15 @@ class HTTPClient:
     def post(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("POST", url, **kwargs)
 
+    @property
+    def in_flight(self) -> int:
+        """How many threads are inside a request attempt (on the wire) right now."""
+        return len(self._in_flight)
+
     def close(self) -> None:
         """Interrupt retry waits and close pooled connections."""
         self.stop_event.set()
+        self.transport.close()
         self.session.close()
 
     def __enter__(self) -> "HTTPClient":
@@ -320,63 +298,15 @@ class HTTPClient:
 
     def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
               url: str, method: str) -> requests.Response:
-        kwargs = self._send_kwargs
-        if self.session.trust_env:
-            # Proxy variables (HTTP_PROXY, NO_PROXY, ...) and REQUESTS_CA_BUNDLE, resolved per URL.
-            kwargs = self.session.merge_environment_settings(
-                url, {}, True, self.session.verify, self.session.cert)
-            kwargs["stream"] = True
+        me = threading.get_ident()
+        self._in_flight[me] = url
         try:
-            response = self.session.send(prepared, timeout=timeout, allow_redirects=follow, **kwargs)
-            self._read_body(response, url, method)
-            return response
-        except requests.exceptions.ConnectTimeout as exc:
-            raise RequestTimeout("connect timeout", url=url, method=method, cause=exc) from exc
-        except requests.exceptions.ReadTimeout as exc:
-            raise RequestTimeout("read timeout", url=url, method=method, cause=exc) from exc
-        except requests.exceptions.SSLError as exc:
-            raise TransportError(f"TLS error: {_describe(exc)}", url=url, method=method, cause=exc) from exc
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
-            raise TransportError(f"connection failed: {_describe(exc)}", url=url, method=method,
-                                 cause=exc) from exc
-        except requests.exceptions.TooManyRedirects as exc:
-            raise RequestError("too many redirects", url=url, method=method, cause=exc) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema) as exc:
-            raise ConfigError(f"invalid URL {safe_url(url)!r}") from exc
-
-    def _read_body(self, response: requests.Response, url: str, method: str) -> None:
-        """Read the whole body, refusing more than max_response_size bytes."""
-        cap = self.config.max_response_size
-        length = response.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > cap:
-            response.close()
-            raise ResponseTooLarge(f"response body of {length} bytes exceeds {cap}", url=url,
-                                   method=method, status=response.status_code)
-        chunks = []
-        total = 0
-        for chunk in response.iter_content(_CHUNK):
-            total += len(chunk)
-            if total > cap:
-                response.close()
-                raise ResponseTooLarge(f"response body exceeds {cap} bytes", url=url, method=method,
-                                       status=response.status_code)
-            chunks.append(chunk)
-        response._content = b"".join(chunks)
-        response._content_consumed = True
+            return self.transport.send(prepared, timeouts=as_timeouts(timeout), deadline=self.deadline,
+                                       follow_redirects=follow, url=url, method=method)
+        finally:
+            del self._in_flight[me]
 
 
-def _describe(exc: BaseException) -> str:
-    """A short reason without the URL requests puts in its messages."""
-    inner: Any = exc.args[0] if exc.args else exc
-    if isinstance(inner, MaxRetryError) and inner.reason is not None:
-        inner = inner.reason
-    text = str(inner)
-    if isinstance(inner, ProtocolError) and inner.args and len(inner.args) > 1:
-        text = f"{inner.args[0]} {type(inner.args[1]).__name__}"
-    # urllib3 prefixes "<connection object at 0x...>: " or "HTTPConnectionPool(host=..): "
-    return text.rsplit("): ", 1)[-1].rsplit(">: ", 1)[-1][:200]
 
 
 def merge_headers(*layers: Optional[Mapping[str, str]]) -> MutableMapping[str, str]:

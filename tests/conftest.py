@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 
@@ -5,17 +6,45 @@ import pytest
 
 from .server import LoopbackServer
 
+
+def pytest_addoption(parser):
+    parser.addoption("--transport", choices=("requests", "curl"), default=None,
+                     help="the HTTP transport every HTTPClientConfig of the tests defaults to "
+                          "(also SYNCWORKERS_TEST_TRANSPORT; default: requests)")
+
+
+def pytest_configure(config):
+    """Run the whole suite over one transport: it becomes the default of every HTTPClientConfig."""
+    from syncworkers import config as config_module
+
+    transport = config.getoption("--transport") or os.environ.get("SYNCWORKERS_TEST_TRANSPORT") or "requests"
+    config_module.DEFAULT_TRANSPORT = transport
+
+
+def pytest_report_header(config):
+    from syncworkers import config as config_module
+
+    return f"syncworkers transport: {config_module.DEFAULT_TRANSPORT}"
+
 ENV_PREFIXES = ("HTTP_", "POLLER_", "WEBHOOK_", "SYNCWORKERS_")
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """Tests start with none of the toolkit's variables set, whatever the shell has."""
-    import os
-
     for name in list(os.environ):
         if name.startswith(ENV_PREFIXES):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def short_watchdog_linger():
+    """The deadline watchdog's thread ends soon after the last request, within each test."""
+    from syncworkers.transport.deadline import WATCHDOG
+
+    saved, WATCHDOG.linger = WATCHDOG.linger, 0.02
+    yield
+    WATCHDOG.linger = saved
 
 
 @pytest.fixture(autouse=True)

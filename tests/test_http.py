@@ -106,6 +106,24 @@ def test_retry_after_is_honoured_and_beyond_its_cap_ends_the_call_at_once(server
     assert len(server.calls("/throttled")) == 2
 
 
+def test_send_webhook_returns_at_once_on_a_retry_after_of_hours(server):
+    from syncworkers import WebhookConfig, WebhookSenderWorker
+
+    server.route("POST", "/hook", replies=[Reply(503, headers={"Retry-After": "7200"}), Reply(200)])
+    sender = WebhookSenderWorker(server.base_url, WebhookConfig(max_retries=3, retry_delay=0.01))
+    try:
+        done = threading.Event()
+        result = []
+        t = threading.Thread(target=lambda: (result.append(sender.send_webhook("/hook", {"a": 1})), done.set()))
+        t.start()
+        assert done.wait(10)  # not two hours, nor the 60 s cap
+        t.join()
+        assert result == [False]
+        assert len(server.calls("/hook")) == 1
+    finally:
+        sender.close()
+
+
 def test_connection_errors_are_retried_then_mapped(monkeypatch):
     port = closed_port()
     stop = RecordingEvent()
@@ -250,13 +268,27 @@ def test_max_keepalive_connections_bounds_idle_connections(server, monkeypatch):
 
 @pytest.mark.parametrize("idle, expected_connections", [(4.0, 1), (6.0, 2)])
 def test_keepalive_expiry_closes_connections_idle_too_long(server, monkeypatch, idle, expected_connections):
+    # The injected clock drives the requests transport's pools (curl keeps its own time: see below).
     server.route("GET", "/x", status=200)
     now = [1000.0]
-    with client_from_env(monkeypatch, {"HTTP_KEEPALIVE_EXPIRY": "5"}, clock=lambda: now[0]) as client:
+    env = {"HTTP_KEEPALIVE_EXPIRY": "5", "HTTP_TRANSPORT": "requests"}
+    with client_from_env(monkeypatch, env, clock=lambda: now[0]) as client:
         client.get(server.url("/x"))
         now[0] += idle
         client.get(server.url("/x"))
     assert server.connections == expected_connections
+
+
+def test_keepalive_expiry_on_the_real_clock(server, monkeypatch):
+    """Either transport: a connection idle past the expiry is not reused; a fresh one is."""
+    server.route("GET", "/x", status=200)
+    with client_from_env(monkeypatch, {"HTTP_KEEPALIVE_EXPIRY": "1"}) as client:
+        client.get(server.url("/x"))
+        client.get(server.url("/x"))
+        assert server.connections == 1
+        threading.Event().wait(2.5)  # idle for longer than the expiry
+        client.get(server.url("/x"))
+    assert server.connections == 2
 
 
 class caplog_urllib3:

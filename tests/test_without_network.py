@@ -38,9 +38,12 @@ class RecordingEvent:
 ])
 @responses.activate
 def test_transport_failures_map_to_transport_error_after_retries(error, fragment):
+    # ``responses`` stands in for the requests transport: its error mapping is what is tested here
+    # (the curl transport's errors are made by real receivers in test_transport_errors.py).
     responses.add(responses.POST, URL, body=error)
     stop = RecordingEvent()
-    with HTTPClient(HTTPClientConfig(max_retries=2, retry_delay=0.5), stop_event=stop) as client:
+    config = HTTPClientConfig(max_retries=2, retry_delay=0.5, transport="requests")
+    with HTTPClient(config, stop_event=stop) as client:
         with pytest.raises(TransportError, match=fragment) as info:
             client.post(URL, data=b"{}")
     assert info.value.attempts == 3

@@ -6,6 +6,8 @@ a pool that outlives that reuses dead sockets. These pools add the two knobs
 HTTP_MAX_KEEPALIVE_CONNECTIONS and HTTP_KEEPALIVE_EXPIRY describe: at most
 ``max_idle`` connections are kept open while idle, and a connection idle for
 longer than ``keepalive_expiry`` seconds is closed instead of reused.
+
+They also tell the deadline watchdog which connection an attempt holds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from typing import Any, Callable, Dict, Optional, Type
 
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .deadline import bind_connection, release_connection
 
 _IDLE_SINCE = "_syncworkers_idle_since"
 
@@ -36,10 +40,12 @@ class _KeepAliveMixin:
         if (idle_since is not None and self.keepalive_expiry is not None
                 and self.clock() - idle_since > self.keepalive_expiry and self._is_open(conn)):
             conn.close()  # urllib3 reconnects a closed connection on its next request
+        bind_connection(conn)
         return conn
 
     def _put_conn(self, conn: Any) -> None:
         if conn is not None:
+            release_connection(conn)
             now = self.clock()
             setattr(conn, _IDLE_SINCE, now)
             pool = self.pool
