@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..exceptions import DeliveryError
 from ..message import Message
+from ..signals import StopSignal
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import WebhookConfig
     from ..logging import StructuredLogger
     from ..delivery import DeliveryResult
     from ..metrics import Metrics
-    from ..signals import StopSignal
 
 #: run_once(): seconds without a new message after which the source counts as drained.
 ONCE_IDLE_SECONDS = 1.0
@@ -116,7 +116,7 @@ class RelayMixin:
 
     def _drain_source(self) -> Tuple[List[Any], Optional[str]]:
         """process() on a thread until the source goes quiet; (results, why the cycle failed or None)."""
-        done = threading.Event()
+        done = StopSignal()  # ends the cycle: wakes a waiting consume() at once
         results: List[Any] = []
         state: Dict[str, Any] = {"busy": 0, "last": time.monotonic(), "failed": None}
         lock = threading.Lock()
