@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 
 from .. import events
-from ..config import HTTPClientConfig, PollerConfig, with_other_errors
+from ..config import HTTPClientConfig, PollerConfig
+from ..configbase import with_other_errors
 from ..cursor import IncrementalCursor
 from ..redaction import is_secret_key, register_secret
 from ..exceptions import (

@@ -18,7 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from .. import events
-from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
+from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..configbase import with_other_errors
 from ..delivery import (
     DeliveryResult,
     check_delivery_id,
