@@ -18,7 +18,7 @@ from .app import (
 from .formats import parse_duration, parse_since
 from .outbox_commands import outbox
 from .run_commands import AroundJobs, check_run_options, execute, exclusive_lock, parse_statuses, run_options
-from .app import _describe, _setup  # noqa: F401 - used by the framework integrations' commands
+X
 
 __all__ = [
     "EXIT_FAILED",
