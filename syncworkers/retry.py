@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from .config import DEFAULT_RETRY_AFTER_MAX, RetryConfig, RetryStrategy
+from .config import RetryConfig, RetryStrategy
+from .defaults import DEFAULT_RETRY_AFTER_MAX
 from .outcome import RETRY_AFTER_STATUSES, RETRY_STATUSES, Kind, Outcome
 
 #: Seconds past the outbox schedule's total span during which a ``Retry-After`` or an

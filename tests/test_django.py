@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from .helpers import new_secret  # noqa: E402
+from .helpers import new_secret, wait_for  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = "tests.apps.djangoproject.settings"
@@ -69,7 +69,7 @@ def hooks(django_db, server):
 def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(django_db):
     from syncworkers.outbox import Outbox
 
-    assert toolkit_threads() == []
+    assert wait_for(lambda: toolkit_threads() == []), toolkit_threads()  # the deadline watchdog lingers a moment
     with Outbox(django_db) as box:  # the store opens the tables migrate made
         assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0, "held": 0}
     from django.db import connection

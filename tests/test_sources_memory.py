@@ -206,3 +206,31 @@ def test_a_loop_that_never_acks_settles_each_message_by_asking_for_the_next():
     assert list(gen) == []  # resuming settles message 3, then the closed queue ends the loop
     q2 = MemoryQueue()
     assert q2.join(timeout=0.05)
+
+
+def test_the_runs_stop_signal_wakes_a_blocked_consume_and_put_without_polling(monkeypatch):
+    import syncworkers.sources.memory as memory
+    from syncworkers.signals import StopSignal
+
+    monkeypatch.setattr(memory, "STOP_CHECK_INTERVAL", 3600.0)  # a poll would hang the test
+    source = MemoryQueue(maxsize=1)
+    run = StopSignal()
+    source.bind(run)
+    source.put("fills it")
+    got = []
+    putter_done = threading.Event()
+
+    def put_more():
+        with pytest.raises(queue.Full):
+            source.put("no room")
+        putter_done.set()
+
+    putter = threading.Thread(target=put_more, name="syncworkers-test-putter", daemon=True)
+    idle = MemoryQueue()
+    idle.bind(run)
+    blocked = consume_in_thread(idle, got)
+    putter.start()
+    run.set()
+    blocked.join(5)
+    putter.join(5)
+    assert not blocked.is_alive() and putter_done.is_set()

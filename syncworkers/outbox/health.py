@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ..config import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
+from ..defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
 from ..exceptions import safe_url
 from ..outcome import Kind
 

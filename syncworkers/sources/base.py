@@ -1,8 +1,10 @@
 """Source: an iterable of messages that a worker's ``process()`` loop consumes.
 
 ``consume()`` takes no arguments and still ends promptly when the worker
-stops: every source has a stop event, which the worker replaces with its own
-through :meth:`Source.bind` and sets through :meth:`Source.close`.
+stops: every source has a stop event, which the worker replaces with its run's
+stop signal through :meth:`Source.bind` and sets through :meth:`Source.close`.
+A source whose waits must end at once registers :meth:`Source._wake` with the
+signal (``StopSignal.on_set``): nothing polls the event.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from types import TracebackType
 from typing import Iterator, Optional, Type
 
 from ..message import Message
+from ..signals import StopSignal
 
 
 class Source:
@@ -23,14 +26,22 @@ class Source:
     """
 
     def __init__(self) -> None:
-        self.stop_event = threading.Event()
+        self.stop_event: threading.Event = StopSignal()
+        self.stop_event.on_set(self._wake)
 
     def bind(self, stop_event: threading.Event) -> None:
         """Use *stop_event* (the worker's) as this source's stop event from now on.
 
-        A running ``consume()`` looks at the new event from its next wait on.
+        A running ``consume()`` looks at the new event from its next wait on; a
+        StopSignal also wakes it the moment it is set.
         """
         self.stop_event = stop_event
+        if isinstance(stop_event, StopSignal):
+            stop_event.on_set(self._wake)
+        self._wake()  # a consume() waiting on the old event looks at the new one now
+
+    def _wake(self) -> None:
+        """Wake every wait of this source (its stop event was set or replaced); must not block."""
 
     def consume(self) -> Iterator[Message]:
         """Yield messages until the stop event is set."""
@@ -48,6 +59,7 @@ class Source:
     def close(self) -> None:
         """Set the stop event, so every running ``consume()`` returns, and release resources."""
         self.stop_event.set()
+        self._wake()  # a plain Event bound in cannot wake anyone itself
 
     def __enter__(self) -> "Source":
         return self

@@ -8,24 +8,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
-from typing import Any, Iterator, Optional
+from collections import Counter, deque
+from typing import Any, Deque, Iterator, Optional
 
 from ..message import Message
+from ..signals import StopSignal
 from .base import Source
 
-#: Longest time a blocked ``consume()`` or ``put()`` goes without looking at the stop event.
+#: Longest wait of ``consume()`` or ``put()`` between looks at a stop event that cannot wake them
+#: (a plain ``threading.Event`` bound in); the run's StopSignal wakes them at once.
 STOP_CHECK_INTERVAL = 0.1
-
-
-class _Queue(queue.Queue[Any]):
-    def put_back(self, item: Any) -> None:
-        """Append *item* even when the queue is full: it was admitted once already, and a
-        consumer that waited for room to requeue could wait on itself."""
-        with self.mutex:
-            self._put(item)
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
 
 
 class MemoryQueue(Source):
@@ -37,12 +29,13 @@ class MemoryQueue(Source):
     """
 
     def __init__(self, maxsize: int = 0):
-        super().__init__()
         self.maxsize = maxsize
-        self._queue = _Queue(maxsize)
+        self._items: Deque[Message] = deque()
+        self._changed = threading.Condition()  # an item added or taken, or the stop event set
         self._done = threading.Condition()
         self._unfinished = 0  # put, and not yet ack'ed or nack'ed without requeue
         self._in_flight: Counter[str] = Counter()  # message id -> times consumed and not yet settled
+        super().__init__()
 
     def put(self, item: Any, timeout: Optional[float] = None) -> Message:
         """Queue *item* and return its message: a Message as is, anything else as ``Message(body=item)``.
@@ -64,21 +57,30 @@ class MemoryQueue(Source):
 
     def _put_waiting(self, message: Message, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = STOP_CHECK_INTERVAL
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            try:
-                self._queue.put(message, timeout=wait)
-                return
-            except queue.Full:
-                expired = deadline is not None and time.monotonic() >= deadline
-                if expired or self.stop_event.is_set():
-                    raise
+        with self._changed:
+            while self.maxsize > 0 and len(self._items) >= self.maxsize:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self.stop_event.is_set():
+                    raise queue.Full
+                self._changed.wait(self._step(left))
+            self._items.append(message)
+            self._changed.notify_all()
+
+    def _step(self, left: Optional[float]) -> Optional[float]:
+        """How long one wait may last: until woken, unless the stop event cannot wake us."""
+        step = None if isinstance(self.stop_event, StopSignal) else STOP_CHECK_INTERVAL
+        if left is None:
+            return step
+        return left if step is None else min(left, step)
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def qsize(self) -> int:
         """Messages waiting to be consumed (approximate while other threads use the queue)."""
-        return self._queue.qsize()
+        with self._changed:
+            return len(self._items)
 
     def consume(self) -> Iterator[Message]:
         """Yield messages in the order they were put until the stop event is set.
@@ -86,11 +88,14 @@ class MemoryQueue(Source):
         A message not settled with ack()/nack() by the time the loop asks for
         the next one is acknowledged then.
         """
-        while not self.stop_event.is_set():
-            try:
-                message = self._queue.get(timeout=STOP_CHECK_INTERVAL)
-            except queue.Empty:
-                continue
+        while True:
+            with self._changed:
+                while not self._items and not self.stop_event.is_set():
+                    self._changed.wait(self._step(None))
+                if self.stop_event.is_set():
+                    return
+                message = self._items.popleft()
+                self._changed.notify_all()  # room for a waiting put()
             with self._done:
                 self._in_flight[message.id] += 1
             yield message
@@ -106,7 +111,11 @@ class MemoryQueue(Source):
         if not self._settle(message):
             return
         if requeue:
-            self._queue.put_back(message)
+            # Appended even when the queue is full: it was admitted once already, and a
+            # consumer that waited for room to requeue could wait on itself.
+            with self._changed:
+                self._items.append(message)
+                self._changed.notify_all()
         else:
             self._finish()
 

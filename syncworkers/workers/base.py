@@ -9,7 +9,7 @@ from .. import events
 from ..config import HTTPClientConfig
 from ..exceptions import ConfigError, WorkerError
 from ..http import HTTPClient
-from ..logging import get_logger
+from ..logging import StructuredLogger, get_logger
 from ..metrics import Metrics
 from ..runner import LoopJob, PeriodicJob
 from ..signals import StopSignal
@@ -44,15 +44,15 @@ class HTTPWorker:
         module = type(self).__module__
         # Users' subclasses log under syncworkers.<their module>, so configure_logging reaches them.
         logger_name = module if module.startswith("syncworkers.") else f"syncworkers.{module}"
-        self.logger = get_logger(logger_name)
-        self._stats = Metrics()
+        self.logger: StructuredLogger = get_logger(logger_name)
+        self._stats: Metrics = Metrics()
         self.name = name or type(self).__name__
         self.metrics: Any = self._stats
         # The stop signal of the current run: a Runner's once one drives the worker, else the
         # worker's own for direct use. Waits are on it; it is set, never swapped, while a run lasts.
         self._stop_event = StopSignal()
         self.http_config = client_config or HTTPClientConfig.resolve(http_config)
-        self.client = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger)
+        self.client: HTTPClient = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger)
         self._runner: Optional["Runner"] = None
         self._own_runner: Optional["Runner"] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()

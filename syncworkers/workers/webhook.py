@@ -15,53 +15,39 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from .. import events
-from ..config import HTTPClientConfig, RetryConfig, WebhookConfig, with_other_errors
+from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..configbase import with_other_errors
 from ..delivery import (
     DeliveryResult,
     check_delivery_id,
     check_headers,
     delivery_headers,
     encode_body,
-    safe_endpoint,
 )
-from ..dispatch import Dispatcher, send_once
-from ..exceptions import ConfigError, DeliveryError, OutboxError, RequestError, WorkerError, safe_url
-from ..logging import redact_text
+from ..dispatch import Dispatcher
+from ..exceptions import ConfigError, RequestError, safe_url
 from ..message import Message
-from ..outbox import OutboxStore, open_outbox
+from ..outbox import OutboxStore
 from ..outcome import Kind, classify_error
-from ..retry import RetryPolicy
 from ..runner import LoopJob
 from ..signals import StopSignal
 from ..signing import Signer
 from .base import HTTPWorker, Job
 from .broadcast import CANCELLED, Broadcaster
 from .endpoints import EndpointResolver
+from .outbox_sending import BROADCAST_POOL, OUTBOX_POOL, OutboxMixin, _oldest_pending_seconds
+from .relay import CycleResult, RelayMixin
 
 #: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
 _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
 _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
-#: run_once(): seconds without a new message after which the source counts as drained.
-ONCE_IDLE_SECONDS = 1.0
-#: Names of the two pools (and of their threads: syncworkers-<pool>-<worker name>-N).
-BROADCAST_POOL, OUTBOX_POOL = "webhook", "outbox"
 #: The error of a send asked of a worker whose run was stopped.
 STOPPED = "worker stopped"
 #: Outcomes logged as warnings, not errors: nothing went wrong with the receiver's answer.
 _QUIET_KINDS = (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED)
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """What one ``run_once()`` cycle of a sender did; ``ok`` drives ``syncworkers run --once``."""
-
-    ok: bool  #: no message raised, no delivery died or stayed pending, the source was reachable
-    results: List[Any] = field(default_factory=list)  #: what process_message returned, per message
-    error: Optional[str] = None  #: why the cycle is not ok
 
 
 def _split_secrets(secret: Any) -> Any:
@@ -78,7 +64,7 @@ def _explicit(config: Any) -> Dict[str, Any]:
     return config.explicit_items() if hasattr(config, "explicit_items") else dict(config)
 
 
-class WebhookSenderWorker(HTTPWorker):
+class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
     """Sends JSON webhooks: one at a time, from a message, or broadcast to many endpoints.
 
     An endpoint is a path joined to ``base_url`` (starts with ``/``), an absolute
@@ -100,8 +86,6 @@ class WebhookSenderWorker(HTTPWorker):
     (the worker then does not close it).
     """
 
-    #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
-    source: Any = None
 
     def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
@@ -137,7 +121,7 @@ class WebhookSenderWorker(HTTPWorker):
         # busy outbox (a slow partner) never queues a broadcast behind its requests.
         self._pools: Dict[str, ThreadPoolExecutor] = {}
         self._pool_lock = threading.Lock()
-        self._futures: Dict[Future, str] = {}  # in flight -> the pool it runs on
+        self._futures: Dict[Future[Any], str] = {}  # in flight -> the pool it runs on
         self._outbox: Optional[OutboxStore] = outbox
         self._own_outbox = outbox is None
         self._dispatcher: Optional[Dispatcher] = None
@@ -221,167 +205,15 @@ class WebhookSenderWorker(HTTPWorker):
 
         return self._broadcaster.run(targets, deliver, run, fail_fast)
 
-    # -- the outbox ---------------------------------------------------------------------
 
-    @property
-    def outbox(self) -> OutboxStore:
-        """The queue of :meth:`enqueue`, opened on first use.
 
-        ``WebhookConfig.outbox_url`` (WEBHOOK_OUTBOX_URL: PostgreSQL or SQLite) or the
-        SQLite file ``outbox_path`` (WEBHOOK_OUTBOX_PATH) when set; otherwise an
-        in-memory outbox, which is NOT durable: what is pending dies with the process. ``outbox.counts()`` gives pending, delivered and dead.
-        """
-        return self._outbox_dispatcher().outbox
 
-    def enqueue(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
-                delivery_id: Optional[str] = None, connection: Any = None) -> str:
-        """Store a webhook in the outbox and return its id (its ``webhook-id``) before anything is sent.
 
-        The running worker delivers it at once, else :meth:`flush` does: attempt 1
-        at once, then one after each delay of ``retry_schedule``; a delivery ends
-        delivered or dead, with its last error kept (``syncworkers outbox``).
-        Delivery is at-least-once: a crash may repeat an attempt, with the same id.
-        An id already in the outbox is not stored twice. Raises ConfigError for an
-        unknown endpoint or invalid URL and TypeError/ValueError for bad data or
-        headers, before anything is stored, and OutboxError when the outbox cannot
-        store it (disk full, file corrupted, database down): then nothing was stored.
-        For an endpoint that is disabled, the delivery is stored held.
 
-        With ``connection`` (your open DB-API connection to the outbox's database:
-        psycopg for a PostgreSQL outbox, sqlite3 for an outbox file), the delivery is
-        written inside your transaction and this commits nothing: rolled back, it is
-        never sent; committed, it is delivered (the transactional outbox).
-        """
-        url = self._endpoints.url_for(endpoint)
-        body = encode_body(data)
-        extra = check_headers(headers)
-        delivery_id = check_delivery_id(delivery_id)
-        dispatcher = self._outbox_dispatcher()
-        outbox = dispatcher.outbox
-        try:
-            delivery_id = outbox.add(safe_endpoint(endpoint), url, body, extra, id=delivery_id,
-                                     connection=connection)
-        except outbox.errors as exc:
-            if connection is not None:
-                raise  # the caller's own connection and transaction: their error, as raised
-            raise OutboxError(f"the webhook was not stored: the outbox {outbox.path or '(in memory)'} cannot "
-                              f"take it ({type(exc).__name__}: {redact_text(str(exc))})") from exc
-        dispatcher.wakeup()
-        self._ensure_outbox_loop(dispatcher)
-        return delivery_id
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
-        """Block until the outbox has nothing pending (scheduled retries included): True, or False at *timeout*.
 
-        While the worker runs, its loop delivers and this waits. Otherwise (a
-        script: ``enqueue(...)`` then ``flush(30)``) this thread drives the
-        deliveries on the worker's pool. Pending counts the whole outbox file,
-        whichever process added it. False too, at once, when the outbox cannot be
-        used (disk full, file corrupted, database down: the cause is logged) or when
-        what remains is held for disabled endpoints.
-        """
-        try:
-            dispatcher = self._outbox_dispatcher()
-        except ConfigError as exc:  # the outbox file cannot be opened (corrupted, removed)
-            self.logger.error("flush: the outbox cannot be opened", error=str(exc))
-            return False
-        return dispatcher.flush(timeout, self._direct_run())
 
-    def _outbox_dispatcher(self) -> Dispatcher:
-        with self._outbox_lock:
-            if self._dispatcher is None:
-                if self._outbox is None:
-                    # One connection per delivering thread, plus the claiming loop and flush().
-                    self._outbox = open_outbox(self.webhook_config.outbox_location,
-                                               pool_size=self.webhook_config.max_workers + 2)
-                self._dispatcher = Dispatcher(
-                    self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
-                    self._submit_outbox, self._free_slots,
-                    RetryPolicy.from_schedule(self.webhook_config.retry_schedule,
-                                              retry_after_max=self.client.retry_config.retry_after_max),
-                    logger=self.logger, stats=self._stats, disable_after=self.webhook_config.disable_after)
-            return self._dispatcher
 
-    def _run_outbox(self, stop_event: threading.Event) -> None:
-        self._outbox_dispatcher().run(stop_event)
-
-    def _ensure_outbox_loop(self, dispatcher: Dispatcher) -> None:
-        """Give the running Runner the outbox loop when the outbox came into use after start()."""
-        runner = self._runner
-        if runner is None or not self.running or dispatcher.looping:
-            return
-        with self._outbox_lock:
-            if self._outbox_runner is runner:
-                return
-            self._outbox_runner = runner
-        try:
-            runner.add(_OutboxLoop(self))
-        except WorkerError:
-            pass  # stopping meanwhile: the next run or flush() delivers
-
-    def _free_slots(self) -> int:
-        with self._pool_lock:
-            busy = sum(1 for kind in self._futures.values() if kind == OUTBOX_POOL)
-        return self.webhook_config.max_workers - busy
-
-    # -- the main loop ------------------------------------------------------------
-
-    def process(self) -> None:
-        """The worker's main loop: consume ``self.source`` until stopped.
-
-        Each message goes to :meth:`process_message`, then is ack'ed; if
-        process_message raises, it is logged with its traceback and nack'ed
-        (requeued) and the loop goes on. Override to run your own loop; if it
-        returns before stop(), the worker idles until stopped.
-        """
-        source = self.source
-        if source is None:
-            return
-        for message in source.consume():
-            try:
-                self.process_message(message)
-            except Exception as exc:
-                if isinstance(exc, DeliveryError) and self.stop_event.is_set():
-                    # process_message's documented way to hand a message back on stop: not an error.
-                    self.logger.info("delivery interrupted by stop; message requeued", message_id=message.id,
-                                     error=str(exc))
-                else:
-                    self._stats.incr("messages_failed")
-                    self.logger.exception("process_message raised; message requeued", message_id=message.id)
-                self._settle(source, message, ok=False)
-            else:
-                self._stats.incr("messages_processed")
-                self._settle(source, message, ok=True)
-
-    def _settle(self, source: Any, message: Message, ok: bool) -> None:
-        """ack() or nack() *message*; a source that cannot be reached (Redis restarting) is
-        logged, not raised: the loop goes on, and the source redelivers what it did not settle."""
-        try:
-            if ok:
-                source.ack(message)
-            else:
-                source.nack(message, requeue=True)
-        except Exception as exc:
-            self.logger.warning("could not settle message with its source; it may be delivered again",
-                                message_id=message.id, error=f"{type(exc).__name__}: {exc}")
-
-    def process_message(self, message: Message) -> Optional[bool]:
-        """Handle one message of ``self.source`` (override to route messages your way).
-
-        By default the message is sent to ``message.headers["endpoint"]`` (its
-        body, its id as webhook id) and the result returned; a message without
-        that header is logged and skipped (None). A delivery interrupted by
-        stop() raises DeliveryError, so that the message is requeued, not lost.
-        """
-        endpoint = message.headers.get("endpoint")
-        if not endpoint:
-            self.logger.warning("message has no 'endpoint' header; skipped", message_id=message.id)
-            return None
-        result = self.deliver(endpoint, message.body, delivery_id=message.id)
-        if not result.ok and self.stop_event.is_set():
-            raise DeliveryError(f"delivery interrupted by stop: {result.error}", url=result.url,
-                                attempts=result.attempts)
-        return result.ok
 
     def run_once(self) -> CycleResult:
         """One cron-style cycle (``syncworkers run --once``).
@@ -396,84 +228,14 @@ class WebhookSenderWorker(HTTPWorker):
         self._direct_run()
         results: List[Any] = []
         error: Optional[str] = None
-        if self.source is not None or type(self).process is not WebhookSenderWorker.process:
+        if self._relays():
             results, error = self._drain_source()
         if self.webhook_config.outbox_location is not None or self._outbox is not None:
             error = error or self._flush_once()
         return CycleResult(ok=error is None, results=results, error=error)
 
-    def _flush_once(self) -> Optional[str]:
-        """run_once()'s outbox part: why it failed, or None."""
-        try:
-            dead_before = self.outbox.counts()["dead"]
-            if not self.flush(timeout=self.webhook_config.timeout):
-                if self.outbox.counts().get("held"):
-                    return "outbox deliveries held for disabled endpoints"
-                return "outbox deliveries still pending"
-            if self.outbox.counts()["dead"] > dead_before:
-                return "outbox deliveries died"
-        except (ConfigError, *self._outbox_errors()) as exc:
-            self.logger.error("run_once: the outbox cannot be used", error=f"{type(exc).__name__}: {exc}")
-            return "the outbox cannot be used"
-        return None
 
-    def _outbox_errors(self) -> Tuple[Type[BaseException], ...]:
-        outbox = self._outbox
-        return () if outbox is None else outbox.errors
 
-    def _drain_source(self) -> Tuple[List[Any], Optional[str]]:
-        """process() on a thread until the source goes quiet; (results, why the cycle failed or None)."""
-        done = threading.Event()
-        results: List[Any] = []
-        state: Dict[str, Any] = {"busy": 0, "last": time.monotonic(), "failed": None}
-        lock = threading.Lock()
-        handle = self.process_message
-
-        def tracked(message: Message) -> Any:  # shadows the method while the cycle runs
-            with lock:
-                state["busy"] += 1
-            try:
-                result = handle(message)
-            except Exception:
-                state["failed"] = state["failed"] or "process_message raised"
-                raise
-            finally:
-                with lock:
-                    state["busy"] -= 1
-                    state["last"] = time.monotonic()
-            results.append(result)
-            return result
-
-        def loop() -> None:
-            try:
-                self.process()
-            except Exception:
-                state["failed"] = state["failed"] or "process() raised"
-                self.logger.exception("process() raised during run_once")
-
-        if self.source is not None:
-            self.source.bind(done)
-        self.process_message = tracked  # type: ignore[method-assign]
-        thread = threading.Thread(target=loop, name=f"syncworkers-once-{self.name}", daemon=True)
-        try:
-            thread.start()
-            while thread.is_alive():
-                with lock:
-                    quiet = state["busy"] == 0 and time.monotonic() - state["last"] >= ONCE_IDLE_SECONDS
-                if quiet:
-                    break
-                thread.join(0.05)
-        finally:
-            done.set()
-            thread.join(self.webhook_config.timeout)
-            del self.process_message
-        if self.source is not None and not getattr(self.source, "available", True):
-            self.logger.warning("the source was unreachable during run_once")
-            state["failed"] = state["failed"] or "the source was unreachable"
-        if thread.is_alive():  # a process() of its own that does not watch the source or stop event
-            self.logger.warning("process() did not return after run_once; left running", thread=thread.name)
-            state["failed"] = state["failed"] or "process() did not return"
-        return results, state["failed"]
 
     def jobs(self) -> List[Job]:
         """A loop job running :meth:`process` when there is a source or process() is overridden,
@@ -481,20 +243,13 @@ class WebhookSenderWorker(HTTPWorker):
         directly needs no thread). A configured outbox file is opened here, so that
         a bad path fails start() rather than the loop."""
         jobs: List[Job] = []
-        if self.source is not None or type(self).process is not WebhookSenderWorker.process:
+        if self._relays():
             jobs.append(LoopJob(f"{self.name}-process", self._run_process))
         if self.webhook_config.outbox_location is not None or self._outbox is not None:
             self._outbox_dispatcher()
             jobs.append(LoopJob(f"{self.name}-outbox", self._run_outbox))
         return jobs
 
-    def _run_process(self, stop_event: threading.Event) -> None:
-        source = self.source
-        if source is not None:
-            source.bind(stop_event)  # so that consume() ends when the worker stops
-        self.process()
-        # process() may return at once (the reference's `pass`): idle, rather than end or spin.
-        stop_event.wait()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -512,7 +267,7 @@ class WebhookSenderWorker(HTTPWorker):
         with self._pool_lock:
             pools, self._pools = list(self._pools.values()), {}
             futures = list(self._futures)
-        pending: Set[Future] = set()
+        pending: Set[Future[Any]] = set()
         for pool in pools:
             pool.shutdown(wait=False)
         if pools:
@@ -623,7 +378,7 @@ class WebhookSenderWorker(HTTPWorker):
         except RequestError as exc:
             outcome, attempts = classify_error(exc), exc.attempts
         else:
-            outcome, attempts = response.outcome, response.attempts
+            outcome, attempts = getattr(response, "outcome"), getattr(response, "attempts")
         if outcome.kind is Kind.CIRCUIT_OPEN:
             self._stats.incr("circuit_open")
         elif outcome.kind is Kind.INTERRUPTED:
@@ -638,9 +393,9 @@ class WebhookSenderWorker(HTTPWorker):
         stats.incr("attempts", result.attempts)
         stats.incr("retried", max(0, result.attempts - 1))
         stats.observe("delivery_seconds", result.duration)
-        fields = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
-                      attempts=result.attempts, delivery_id=result.delivery_id,
-                      duration=round(result.duration, 3))
+        fields: Dict[str, Any] = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
+                                      attempts=result.attempts, delivery_id=result.delivery_id,
+                                      duration=round(result.duration, 3))
         if result.ok:
             stats.incr("delivered")
             self.logger.info("webhook delivered", **fields)
@@ -649,7 +404,7 @@ class WebhookSenderWorker(HTTPWorker):
             getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
         return result
 
-    def _submit(self, func: Callable[..., Any], *args: Any, kind: str = BROADCAST_POOL) -> Future:
+    def _submit(self, func: Callable[..., Any], *args: Any, kind: str = BROADCAST_POOL) -> Future[Any]:
         with self._pool_lock:
             pool = self._pools.get(kind)
             if pool is None:
@@ -660,42 +415,14 @@ class WebhookSenderWorker(HTTPWorker):
         future.add_done_callback(self._forget)
         return future
 
-    def _submit_outbox(self, func: Callable[..., Any], *args: Any) -> Future:
+    def _submit_outbox(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
         return self._submit(func, *args, kind=OUTBOX_POOL)
 
-    def _forget(self, future: Future) -> None:
+    def _forget(self, future: Future[Any]) -> None:
         with self._pool_lock:
             self._futures.pop(future, None)
         if not future.cancelled() and future.exception() is not None:
             self.logger.error("webhook delivery raised", exc_info=future.exception())
-
-
-class _OutboxLoop:
-    """Carries a sender's outbox loop into a Runner that was already running when the outbox came into use."""
-
-    def __init__(self, sender: WebhookSenderWorker) -> None:
-        self.sender = sender
-
-    def jobs(self) -> List[Job]:
-        return [LoopJob(f"{self.sender.name}-outbox", self.sender._run_outbox)]
-
-    def startup(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-
-def _oldest_pending_seconds(outbox: Any) -> Optional[float]:
-    """Age of the oldest delivery not yet delivered nor dead; 0 when none; None if unreadable."""
-    oldest = getattr(outbox, "oldest_pending", None)
-    if oldest is None:  # a store without it
-        return None
-    try:
-        created = oldest()
-    except Exception:  # unreachable: readiness reports it
-        return None
-    return 0.0 if created is None else max(0.0, outbox.clock() - created)
 
 
 __all__ = ["WebhookSenderWorker", "CycleResult", "DeliveryResult", "encode_body", "CANCELLED", "STOPPED"]

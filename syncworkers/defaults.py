@@ -1,0 +1,79 @@
+"""The defaults of every setting, as named constants (each with what it means)."""
+
+#: Seconds to wait for a TCP (and TLS) connection.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for the server between bytes of the response.
+DEFAULT_READ_TIMEOUT = 30.0
+#: Connections kept per host; raised to the number of threads that share a client.
+DEFAULT_MAX_CONNECTIONS = 10
+#: Seconds a pooled connection may sit idle before it is closed instead of reused.
+DEFAULT_KEEPALIVE_EXPIRY = 30.0
+#: Largest response body read, in bytes (10 MiB); larger bodies raise ResponseTooLarge.
+DEFAULT_MAX_RESPONSE_SIZE = 10 * 1024 * 1024
+#: Redirects a poller follows before giving up.
+DEFAULT_MAX_REDIRECTS = 5
+#: Longest an attempt may take, connect to last byte, in seconds (raised to connect + read
+#: timeout when those add up to more and no deadline is given): no receiver holds a thread longer.
+DEFAULT_DEADLINE = 60.0
+#: The HTTP library under HTTPClient: "requests", or "curl" (``pip install 'syncworkers[curl]'``).
+DEFAULT_TRANSPORT = "requests"
+TRANSPORTS = ("requests", "curl")
+#: Retries after the first attempt.
+DEFAULT_MAX_RETRIES = 3
+#: Seconds before the first retry.
+DEFAULT_RETRY_DELAY = 1.0
+#: Factor by which each further retry wait grows.
+DEFAULT_RETRY_BACKOFF = 2.0
+#: Longest wait between two retries, in seconds.
+DEFAULT_MAX_DELAY = 60.0
+#: Statuses that are retried: timeouts, throttling and transient server errors.
+#: Longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
+DEFAULT_RETRY_AFTER_MAX = 60.0
+#: Consecutive failures that open a host's circuit.
+DEFAULT_FAILURE_THRESHOLD = 5
+#: Seconds an open circuit refuses calls before it lets one probe through.
+DEFAULT_BREAKER_TIMEOUT = 60.0
+#: The header that carries ``api_key`` when ``auth_type`` is ``api_key``.
+DEFAULT_API_KEY_HEADER = "X-API-Key"
+#: Seconds between two polls.
+DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_POLL_METHOD = "GET"
+#: Read timeout of each webhook attempt, in seconds.
+DEFAULT_WEBHOOK_TIMEOUT = 30.0
+#: Threads of a webhook worker's pool (broadcast fan-out, outbox delivery).
+DEFAULT_WEBHOOK_WORKERS = 32
+#: Outbox schedule in the spirit of Standard Webhooks: at once, then after each delay
+#: (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 28 hours in all).
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: Seconds an outbox endpoint may only fail before it is disabled (5 days, as Svix).
+DEFAULT_DISABLE_AFTER = 5 * 86400.0
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+AUTH_TYPES = ("none", "bearer", "api_key", "basic")
+
+__all__ = [
+    "AUTH_TYPES",
+    "DEFAULT_API_KEY_HEADER",
+    "DEFAULT_BREAKER_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_DISABLE_AFTER",
+    "DEFAULT_FAILURE_THRESHOLD",
+    "DEFAULT_KEEPALIVE_EXPIRY",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_DELAY",
+    "DEFAULT_MAX_REDIRECTS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_POLL_METHOD",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_RETRY_AFTER_MAX",
+    "DEFAULT_RETRY_BACKOFF",
+    "DEFAULT_RETRY_DELAY",
+    "DEFAULT_RETRY_SCHEDULE",
+    "DEFAULT_TRANSPORT",
+    "DEFAULT_WEBHOOK_TIMEOUT",
+    "DEFAULT_WEBHOOK_WORKERS",
+    "HTTP_METHODS",
+    "TRANSPORTS",
+]
