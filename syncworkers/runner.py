@@ -219,6 +219,10 @@ class Runner(TickDriver):
         self._close_gate()
         if ended and own is None and pool is not None:
             pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
+        if ended:
+            from .transport.deadline import WATCHDOG
+
+            WATCHDOG.stop_if_idle()  # no request of ours is in flight: its thread need not linger
         return ended
 
     def run(self) -> None:

@@ -144,3 +144,19 @@ def test_a_shared_runner_stop_leaves_no_thread_inside_a_request(transport):
         finally:
             for p in pollers:
                 p.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_no_watchdog_thread_is_left_once_stop_returned(transport, server, monkeypatch):
+    from syncworkers.transport.deadline import WATCHDOG
+
+    monkeypatch.setattr(WATCHDOG, "linger", 60.0)  # only stop() can end it in time
+    server.route("GET", "/ok", json={})
+    poller = RecordingPoller(server.url("/ok"), interval=3600, http_config=hostile_config(transport))
+    poller.start()
+    try:
+        assert wait_for(lambda: len(server.calls("/ok")) == 1, 10)
+        assert poller.stop(timeout=10) is True
+        assert [t.name for t in threading.enumerate() if t.name == "syncworkers-deadline"] == []
+    finally:
+        poller.close()

@@ -58,6 +58,7 @@ class Watchdog:
         self._thread: Optional[threading.Thread] = None
         self._done_in_heap = 0
         self._live = 0
+        self._stopping = False
 
     def arm(self, seconds: float) -> Attempt:
         """Arm an attempt of the current thread, due in *seconds*."""
@@ -65,6 +66,7 @@ class Watchdog:
         with self._lock:
             heapq.heappush(self._heap, (attempt.due, next(self._seq), attempt))
             self._live += 1
+            self._stopping = False
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -107,6 +109,22 @@ class Watchdog:
             self._wake.set()
         return len(live)
 
+    def stop_if_idle(self, timeout: float = 1.0) -> bool:
+        """End the thread now if nothing is armed (a run that stopped); True if no thread is left.
+
+        The next :meth:`arm` starts a new one.
+        """
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return True
+            if self._live:
+                return False
+            self._stopping = True
+            self._wake.set()
+        thread.join(timeout)
+        return not thread.is_alive()
+
     def bind(self, attempt: Attempt, conn: Any) -> None:
         with self._lock:
             if not attempt.done:
@@ -131,6 +149,10 @@ class Watchdog:
                     if not _interrupt(attempt.conn):
                         # Not connected yet (or between redirects): try again shortly.
                         heapq.heappush(heap, (now + _RETRY_INTERRUPT, next(self._seq), attempt))
+                if self._stopping and not self._live:
+                    self._heap.clear()
+                    self._thread = None
+                    return
                 wait = heap[0][0] - now if heap else self.linger
                 self._wake.clear()
             if not self._wake.wait(wait):
