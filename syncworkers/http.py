@@ -22,7 +22,7 @@ from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, to_native_string
 
-from . import __version__
+from .version import __version__
 from .breaker import BreakerRegistry
 from .config import HTTPClientConfig, RetryConfig
 from .exceptions import (
