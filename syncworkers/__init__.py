@@ -8,7 +8,7 @@ therefore works without it.
 import logging as _logging
 from typing import Any, List
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import (  # noqa: E402
     CircuitBreakerConfig,

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, MutableMapping, Optional
 
-from requests.structures import CaseInsensitiveDict
-
 from .exceptions import safe_url
 from .message import new_id
 from .outcome import Outcome
@@ -77,10 +75,13 @@ def delivery_headers(delivery_id: str, body: bytes, signer: Optional[Signer],
                      extra: Optional[Mapping[str, str]] = None,
                      timestamp: Optional[int] = None) -> MutableMapping[str, str]:
     """The headers of one attempt; the Standard Webhooks ones win over the caller's."""
-    headers: MutableMapping[str, str] = CaseInsensitiveDict({"Content-Type": "application/json"})
-    if extra:
-        headers.update(extra)
-    headers.update(webhook_headers(delivery_id, body, signer, timestamp))
+    headers: Dict[str, str] = {"Content-Type": "application/json"}
+    for layer in (extra or {}, webhook_headers(delivery_id, body, signer, timestamp)):
+        for name, value in layer.items():
+            # Case-insensitive: a later layer's header replaces an earlier one however it is spelled.
+            for existing in [k for k in headers if k.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
     return headers
 
 

@@ -20,9 +20,10 @@ import requests
 from requests.cookies import RequestsCookieJar, get_cookie_header
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from requests.utils import check_header_validity, to_native_string
+from requests.utils import check_header_validity
+from requests.utils import to_native_string  # type: ignore[attr-defined]  # requests re-exports it untyped
 
-from . import __version__
+from .version import __version__
 from .breaker import BreakerRegistry
 from .config import HTTPClientConfig, RetryConfig
 from .exceptions import (
@@ -39,7 +40,7 @@ from .retry import RetryPolicy, parse_retry_after
 from .transport import Timeout, as_timeouts, make_transport
 from .urls import join_url
 
-DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"
+DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"  # type: ignore[attr-defined]
 #: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
 _URL_CACHE_SIZE = 1024
 
@@ -97,7 +98,7 @@ class HTTPClient:
         if cfg.auth_type == "bearer":
             headers["Authorization"] = f"Bearer {cfg.bearer_token}"
         elif cfg.auth_type == "api_key":
-            headers[cfg.api_key_header] = cfg.api_key
+            headers[cfg.api_key_header] = cfg.api_key or ""  # validated: set when auth_type is api_key
         elif cfg.auth_type == "basic":
             token = base64.b64encode(f"{cfg.basic_user}:{cfg.basic_password}".encode()).decode()
             register_secret(token)
@@ -247,7 +248,7 @@ class HTTPClient:
             if p.url is None:
                 p.prepare_url(url, None)
                 self._remember(self._prepared_urls, url, p.url)
-        merged = CaseInsensitiveDict()
+        merged: CaseInsensitiveDict[Union[str, bytes]] = CaseInsensitiveDict()
         merged._store = store.copy()  # the session's headers, validated when stored
         if headers is not None:
             for name, value in headers.items():
@@ -264,7 +265,7 @@ class HTTPClient:
             if cookie is not None:
                 p.headers["Cookie"] = cookie
         p.prepare_body(data, None, json)
-        if "@" in p.url:
+        if p.url is not None and "@" in p.url:
             p.prepare_auth(None, p.url)  # credentials in the URL, as requests takes them
         return p
 

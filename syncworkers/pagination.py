@@ -11,10 +11,9 @@ loop detection (a request seen twice in one tick) and the ``max_pages`` cap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 from urllib.parse import parse_qsl, urljoin, urlsplit
-
-from requests.utils import parse_header_links
 
 from .exceptions import ConfigError, PaginationError
 
@@ -173,11 +172,25 @@ def next_link(headers: Mapping[str, str], base_url: str, rel: str = "next") -> O
     value = _header(headers, "Link")
     if not value:
         return None
-    for link in parse_header_links(value):
-        relations = link.get("rel", "").lower().split()
-        if rel.lower() in relations and link.get("url"):
-            return urljoin(base_url, link["url"])
+    for url, params in parse_links(value):
+        relations = params.get("rel", "").lower().split()
+        if rel.lower() in relations and url:
+            return urljoin(base_url, url)
     return None
+
+
+_LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,\s=]+(?:\s*=\s*(?:\"[^\"]*\"|[^;,]*))?)*)")
+_PARAM = re.compile(r";\s*([^;,\s=]+)(?:\s*=\s*(?:\"([^\"]*)\"|([^;,]*)))?")
+
+
+def parse_links(value: str) -> List[Tuple[str, Dict[str, str]]]:
+    """The links of an RFC 8288 ``Link`` header: ``[(url, {param: value})]`` (names lowercased)."""
+    links = []
+    for match in _LINK.finditer(value):
+        params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else (m.group(3) or "").strip())
+                  for m in _PARAM.finditer(match.group(2))}
+        links.append((match.group(1).strip(), params))
+    return links
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Cron-style runs as real subprocesses: ``--lock``, ``--app-dir``, ``python -m syncworkers``, the log lines of ``run``."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,34 @@ def test_stop_of_a_durable_outbox_says_how_many_it_left_pending(server, tmp_path
     sender.close()
     lines = [r for r in logs.text.splitlines() if "left pending" in r]
     assert len(lines) == 1 and "pending=2" in lines[0] and "INFO" in lines[0], logs.text
+
+
+SLOW_START_APP = textwrap.dedent("""
+    import os, sys, time
+    from syncworkers import PollerWorker
+
+    def poller():
+        print("building", file=sys.stderr, flush=True)
+        while not os.path.exists(os.environ["GO_FILE"]):  # the test sends SIGTERM meanwhile
+            time.sleep(0.01)
+        return PollerWorker(url=os.environ["API_URL"], interval=3600, name="slow-start")
+""")
+
+
+def test_a_sigterm_while_workers_are_built_stops_the_run_cleanly(server, tmp_path, app_dir):
+    server.route("GET", "/x", json={})
+    (app_dir / "slowstart.py").write_text(SLOW_START_APP)
+    go = tmp_path / "go"
+    proc = cron(["run", "--app-dir", str(app_dir), "slowstart:poller"],
+                {"API_URL": server.url("/x"), "GO_FILE": str(go)})
+    try:
+        assert proc.stderr.readline().strip() == "building"
+        proc.send_signal(signal.SIGTERM)  # before the Runner exists, let alone its handlers
+        go.write_text("")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGTERM received, stopping" in err

@@ -261,9 +261,15 @@ def test_kill_9_loses_nothing_and_in_flight_deliveries_are_taken_over(location):
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     clock = Clock(1000.0)
     with open_outbox(location, clock=clock, owner="heir", lease_seconds=10) as ob:
+        unprinted = []  # claimed by the last claim_due(), committed as the kill landed, never printed
         for id in added[:200]:
             expected = DELIVERED if id in delivered else IN_FLIGHT if id in claimed else PENDING
-            assert ob.get(id).state == expected
+            state = ob.get(id).state
+            if expected == PENDING and state == IN_FLIGHT:
+                unprinted.append(id)
+            else:
+                assert state == expected
+        assert len(unprinted) <= 1
         for id in added[200:]:  # every add() that returned survived the kill
             assert ob.get(id).state in (PENDING, IN_FLIGHT)
         assert ob.get(added[7]).headers == {"X-I": "7"} and ob.get(added[7]).body == b"body-7"

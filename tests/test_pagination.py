@@ -273,3 +273,16 @@ def test_an_error_status_mid_walk_is_delivered_and_ends_the_walk(server):
     assert outcome.status_code == 404 and len(server.calls("/s")) == 2
     assert [(m.headers["status_code"], m.body) for m in worker.messages] == [(200, 1), (404, {"error": "gone"})]
     worker.close()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('<https://api/x?page=2>; rel="next", <https://api/x?page=9>; rel="last"',
+     [("https://api/x?page=2", {"rel": "next"}), ("https://api/x?page=9", {"rel": "last"})]),
+    ("</p3>;rel=next", [("/p3", {"rel": "next"})]),
+    ('<a>; title="x, y"; rel="prev next"', [("a", {"title": "x, y", "rel": "prev next"})]),
+    ("", []),
+])
+def test_link_headers_are_parsed_as_rfc_8288_says(value, expected):
+    from syncworkers.pagination import parse_links
+
+    assert parse_links(value) == expected

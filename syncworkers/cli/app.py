@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from ..exceptions import SyncWorkersError, safe_url
 from ..logging import configure_logging, get_logger
 from ..redaction import redact_output

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import sys
+import threading
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ContextManager, FrozenSet, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set
 
 import click
 
@@ -146,6 +148,47 @@ def execute(build: Callable[[], List[Any]], *, once: bool = False, fail_on_statu
     (an app context, Django's connection handling).
     """
     check_run_options(once, fail_on_status, metrics_port)
+    with _EarlySignals() as early:
+        _execute(build, early, once=once, fail_on_status=fail_on_status, max_workers=max_workers, stagger=stagger,
+                 coordination=coordination, metrics_port=metrics_port, metrics_host=metrics_host, around=around)
+
+
+class _EarlySignals:
+    """SIGINT/SIGTERM from the start of a run: a signal that arrives while workers are being built,
+    before the Runner installs its own handlers, stops the run cleanly (exit 0) instead of killing
+    the process. Handlers only record the signal (see Runner.run()); the main thread only."""
+
+    def __init__(self) -> None:
+        self.signalled: Optional[int] = None
+        self._runner: Any = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_EarlySignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signalled = signum
+        if self._runner is not None:
+            self._runner._on_signal(signum, frame)
+
+    def forward_to(self, runner: Any) -> None:
+        """From now on (and for a signal already received) *runner* is told."""
+        self._runner = runner
+        if self.signalled is not None:
+            runner._on_signal(self.signalled, None)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _execute(build: Callable[[], List[Any]], early: _EarlySignals, *, once: bool, fail_on_status: FrozenSet[int],
+             max_workers: Optional[int], stagger: bool, coordination: Optional[str], metrics_port: Optional[int],
+             metrics_host: str, around: Optional[Callable[[], ContextManager[Any]]]) -> None:
     workers = build()
     if once:
         failed = 0
@@ -164,6 +207,7 @@ def execute(build: Callable[[], List[Any]], *, once: bool = False, fail_on_statu
 
     runner = Runner([worker if around is None else AroundJobs(worker, around) for worker in workers],
                     max_workers=max_workers, stagger=stagger, name="cli", coordination=coordination)
+    early.forward_to(runner)
     ops = None
     if metrics_port is not None:
         from ..ops_server import OpsServer

@@ -1,0 +1,91 @@
+"""The layers of the package: imports point down only (face > workers > concurrency > I/O > policy).
+
+Pure policy (what to do: classifying outcomes, retry waits, schedules, URLs, what is
+secret, config) never imports the modules that do I/O or run threads, so it stays testable
+with ``now`` passed in; and no lower layer reaches up to the workers or the command line.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncworkers"
+
+#: Layer of each module, bottom first; a package's modules share their package's entry unless named.
+LAYERS = {
+    "policy": ["version", "exceptions", "redaction", "validators", "defaults", "configbase", "config", "outcome", "retry",
+               "urls", "schedule", "signing", "message", "delivery", "redirects", "pagination",
+               "cursor", "jobs", "breaker", "outbox.health", "ratelimit", "limits", "signals", "metrics",
+               "events"],
+    "io": ["netguard", "logging", "http", "transport", "outbox", "sources", "state", "coordination", "prometheus"],
+    "concurrency": ["ticks", "runner", "dispatch", "workers.broadcast"],
+    "workers": ["workers"],
+    "face": ["__init__", "__main__", "cli", "contrib", "demo", "ops_server"],
+}
+ORDER = list(LAYERS)
+
+
+def layer_of(module: str) -> str:
+    """The most specific entry naming *module* (``outbox.health`` before ``outbox``)."""
+    best, length = None, -1
+    for layer, names in LAYERS.items():
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > length:
+                best, length = layer, len(name)
+    if best is None:
+        raise AssertionError(f"syncworkers.{module} is in no layer: add it to LAYERS")
+    return best
+
+
+def modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+        yield name, package, path
+
+
+def imports(package, path):
+    """The syncworkers modules *path* imports, outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            skip.update(id(n) for n in ast.walk(node))
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[:len(package) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [target] if node.module else [".".join(base + [a.name]) for a in node.names
+                                                  if (ROOT.joinpath(*base, a.name)).exists()
+                                                  or ROOT.joinpath(*base, a.name + ".py").exists()]
+        elif node.module and node.module.startswith("syncworkers."):
+            names = [node.module[len("syncworkers."):]]
+        else:
+            continue
+        yield from (n for n in names if n)
+
+
+@pytest.mark.parametrize("module, package, path", list(modules()), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_imports_point_down(module, package, path):
+    mine = ORDER.index(layer_of(module))
+    for target in imports(package, path):
+        theirs = ORDER.index(layer_of(target))
+        assert theirs <= mine, f"syncworkers.{module} ({ORDER[mine]}) imports syncworkers.{target} ({ORDER[theirs]})"
+
+
+def test_policy_modules_do_no_io():
+    io = ("socket", "sqlite3", "psycopg", "redis", "requests", "urllib3", "pycurl", "subprocess")
+    for module, package, path in modules():
+        if layer_of(module) != "policy":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in io, f"syncworkers.{module} (pure policy) imports {name}"
