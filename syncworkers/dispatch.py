@@ -19,74 +19,24 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
 from . import events
-from .delivery import delivery_headers
-from .exceptions import ConfigError, RequestError, safe_url
-from .http import HTTPClient
+from .delivery_attempt import Sent, send_once
+from .exceptions import safe_url
 from .logging import get_logger
 from .metrics import Metrics
 from .outbox import DEAD, DELIVERED, PENDING, Delivery, OutboxStore
 from .outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
 from .outbox.store import Attempt
+from .outbox.verdict import Verdict, decide
 from .outcome import Kind, Outcome, classify_error
 from .retry import RetryPolicy
 from .signals import StopSignal
-from .signing import Signer
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What an attempt does to its delivery."""
-
-    state: str  #: DELIVERED, PENDING (tried again at ``next_attempt_at``) or DEAD
-    next_attempt_at: Optional[float] = None
-    spend: bool = True  #: whether the attempt counts against the schedule
-    reason: Optional[str] = None  #: kept as the delivery's last error
-
-
-def decide(delivery: Delivery, outcome: Outcome, now: float, policy: RetryPolicy) -> Verdict:
-    """The next state of *delivery* after an attempt ended in *outcome*, at *now* (epoch seconds).
-
-    The outbox's :class:`~syncworkers.retry.RetryPolicy` (``persistent``) decides:
-    2xx delivered; 410 and refusing 4xx dead at once; anything else spends an attempt
-    on the schedule until it is exhausted; an open circuit or a 429/503 Retry-After
-    postpones without spending while the delivery is young.
-    """
-    if outcome.ok:
-        return Verdict(DELIVERED)
-    decision = policy.next(outcome, delivery.attempts + 1, age=now - delivery.created_at)
-    if decision.wait is None:
-        return Verdict(DEAD, reason=decision.reason)
-    return Verdict(PENDING, now + decision.wait, spend=decision.spend, reason=decision.reason)
-
-
-@dataclass(frozen=True)
-class Sent:
-    """One attempt as sent: its outcome, how long it took, and the first bytes of the answer."""
-
-    outcome: Outcome
-    duration: float = 0.0  #: seconds, from the request to the end of the answer (or the error)
-    body: bytes = b""  #: the answer's first ANSWER_BYTES bytes; empty when no answer was read
-
-
-def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Sent:
-    """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*."""
-    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
-    started = time.monotonic()
-    try:
-        response = client.request("POST", delivery.url, data=delivery.body, headers=headers, retry=False,
-                                  allow_redirects=False)
-    except (RequestError, ConfigError) as exc:
-        return Sent(classify_error(exc), time.monotonic() - started)
-    outcome: Outcome = response.outcome  # type: ignore[attr-defined]
-    return Sent(outcome, time.monotonic() - started, bytes(response.content[:ANSWER_BYTES]))
 
 
 def _remaining(deadline: Optional[float]) -> float:

@@ -11,8 +11,11 @@ schedule only as delivered or dead.
 from __future__ import annotations
 
 import base64
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Type
 
 from ..redaction import redact_headers, safe_url
 from .health import EndpointHealth
@@ -21,6 +24,9 @@ PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead
 #: Waiting for its endpoint to be enabled again: never claimed, no attempt spent (see outbox.health).
 HELD = "held"
 STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, HELD)
+
+#: Seconds a claim stays valid unless renewed; a dead owner's claims are taken over after it.
+DEFAULT_LEASE_SECONDS = 10.0
 
 
 @dataclass
@@ -99,6 +105,50 @@ class Attempt:
         """A JSON-friendly form for the CLI: the body as text (undecodable bytes replaced)."""
         return {"at": self.at, "duration": self.duration, "kind": self.kind, "status": self.status,
                 "error": self.error, "body": self.body.decode("utf-8", "replace")}
+
+
+def default_owner() -> str:
+    """A name for this process's claims, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def check_new_delivery(url: str, body: bytes, headers: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """Validate what ``add()`` is given (TypeError/ValueError); the headers as a new dict."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    if not url:
+        raise ValueError("url is empty")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"body must be bytes, got {type(body).__name__}")
+    headers = dict(headers or {})
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str (header {key!r})")
+    return headers
+
+
+def attempt_of(row: Sequence[Any]) -> Attempt:
+    """An attempt log row (``at, duration, kind, status, error, body``) as an Attempt."""
+    return Attempt(at=row[0], duration=row[1], kind=row[2], status=row[3], error=row[4], body=bytes(row[5]))
+
+
+def health_of(row: Sequence[Any], held: int = 0) -> EndpointHealth:
+    """An endpoints row (``target, disabled_at, reason, failing_since, last_failure_at, last_status``)."""
+    return EndpointHealth(endpoint=row[0], disabled_at=row[1], reason=row[2], failing_since=row[3],
+                          last_failure_at=row[4], last_status=row[5], held=held)
+
+
+def counts_of(rows: Iterable[Sequence[Any]]) -> Dict[str, int]:
+    """``counts()`` from ``(state, count)`` rows: pending includes those in flight."""
+    by_state = {state: 0 for state in STATES}
+    by_state.update({row[0]: int(row[1]) for row in rows})
+    return {
+        "pending": by_state[PENDING] + by_state[IN_FLIGHT],
+        "in_flight": by_state[IN_FLIGHT],
+        "delivered": by_state[DELIVERED],
+        "dead": by_state[DEAD],
+        "held": by_state[HELD],
+    }
 
 
 def next_delay(schedule: Sequence[float], attempts_made: int) -> Optional[float]:
@@ -190,5 +240,5 @@ class OutboxStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "Attempt", "Delivery", "OutboxStore",
-           "next_delay"]
+__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "Attempt",
+           "Delivery", "OutboxStore", "next_delay"]

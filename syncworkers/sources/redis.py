@@ -21,7 +21,6 @@ Needs Redis >= 6.2 (BLMOVE, LMOVE).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -29,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 try:
@@ -44,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 from ..exceptions import ConfigError, safe_url
 from ..message import Message
 from .base import Source
+from .redis_envelope import ENVELOPE_KEY, Raw, decode, encode, next_delivery  # noqa: F401 - ENVELOPE_KEY re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ SOCKET_TIMEOUT_MARGIN = 5.0
 CONNECT_TIMEOUT = 5.0
 #: Longest wait between reconnection attempts of consume() while Redis is unreachable.
 MAX_RECONNECT_DELAY = 5.0
-#: Key marking our envelopes (its value is the format version), so that another producer's
-#: JSON object with an "id" or a "body" is never mistaken for one.
-ENVELOPE_KEY = "syncworkers"
-
-Raw = Union[bytes, str]
 
 # Move one exact item from KEYS[1] to KEYS[2] as ARGV[2], pushed with ARGV[3] (LPUSH/RPUSH).
 # LREM makes the move happen once whoever races; with KEYS[3] (a consumer's heartbeat)
@@ -99,49 +94,6 @@ def _without_password(text: str, url: str) -> str:
     except ValueError:
         password = None
     return text.replace(password, "***") if password else text
-
-
-def _encode(message: Message, deliveries: int = 0) -> str:
-    data = message.to_dict()
-    data[ENVELOPE_KEY] = 1
-    data["deliveries"] = deliveries
-    try:
-        return json.dumps(data, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"message {message.id} is not JSON-serialisable: {exc}") from None
-
-
-def _decode(raw: Raw) -> Tuple[Message, Optional[Dict[str, Any]]]:
-    """The message in *raw*, and the envelope when it is one of ours."""
-    try:
-        value = json.loads(raw)
-    except ValueError:  # not JSON, or not UTF-8
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return Message(body=text), None
-    if isinstance(value, dict) and value.get(ENVELOPE_KEY) == 1:
-        try:
-            return Message.from_dict(value), value
-        except (TypeError, ValueError):
-            logger.warning("malformed syncworkers envelope taken as a plain value")
-    return Message(body=value), None
-
-
-def _next_delivery(raw: Raw, held: Optional[Message] = None) -> Tuple[str, int]:
-    """The envelope to store for the next delivery of *raw*, and how many deliveries it has had.
-
-    A plain value is wrapped in an envelope (keeping *held*'s id when given), so
-    that its count and id survive from now on.
-    """
-    message, envelope = _decode(raw)
-    if envelope is None:
-        if held is not None:
-            message = Message(body=message.body, id=held.id, timestamp=held.timestamp)
-        envelope = json.loads(_encode(message))
-    try:
-        deliveries = max(0, int(envelope.get("deliveries") or 0)) + 1
-    except (TypeError, ValueError):
-        deliveries = 1
-    return json.dumps({**envelope, "deliveries": deliveries}, separators=(",", ":")), deliveries
 
 
 def _default_consumer_id() -> str:
@@ -241,7 +193,7 @@ class RedisListConsumer(Source):
     def push(self, item: Any) -> str:
         """Queue *item* (a Message, or the body of a new one) and return its message id."""
         message = item if isinstance(item, Message) else Message(body=item)
-        self._client.lpush(self.queue, _encode(message))
+        self._client.lpush(self.queue, encode(message))
         return message.id
 
     def consume(self) -> Iterator[Message]:
@@ -338,7 +290,7 @@ class RedisListConsumer(Source):
     def dead(self) -> List[Message]:
         """Messages in ``{queue}:dead``, oldest first."""
         raws = self._client.lrange(self._dead_key, 0, -1)
-        return [_decode(raw)[0] for raw in reversed(raws)]
+        return [decode(raw)[0] for raw in reversed(raws)]
 
     def recover(self) -> int:
         """Move the messages of dead consumers (heartbeat expired) back to the front of the queue.
@@ -400,7 +352,7 @@ class RedisListConsumer(Source):
         self._last_beat = now
 
     def _track(self, raw: Raw) -> Message:
-        message, _ = _decode(raw)
+        message, _ = decode(raw)
         with self._lock:
             self._in_flight.setdefault(message.id, []).append((raw, message))
         return message
@@ -419,7 +371,7 @@ class RedisListConsumer(Source):
     def _release(self, source: str, raw: Raw, *, front: bool, held: Optional[Message] = None,
                  guard: Optional[str] = None, dead: bool = False) -> int:
         """Move *raw* from *source* back to the queue, or to :dead when out of deliveries."""
-        data, deliveries = _next_delivery(raw, held)
+        data, deliveries = next_delivery(raw, held)
         to_dead = dead or deliveries >= self.max_deliveries
         if to_dead:
             target, command = self._dead_key, "LPUSH"

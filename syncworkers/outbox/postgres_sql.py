@@ -1,0 +1,242 @@
+"""The PostgreSQL outbox's SQL: the tables' DDL, the queries the store runs, and its row converters.
+
+Queries are templates: ``{t}`` is the outbox table, ``{a}`` its attempt log and
+``{e}`` its endpoints, filled in with :mod:`psycopg.sql` identifiers by the store.
+Times default to the database server's clock (``clock_timestamp()``) unless a
+``now`` parameter is given.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from psycopg import sql
+
+from .store import DEAD, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery
+
+#: The outbox table's default name.
+DEFAULT_TABLE = "syncworkers_outbox"
+
+_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
+_NOW = f"COALESCE(%(now)s::float8, {_DB_NOW})"
+_COLUMNS = ("id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
+            " last_status, last_error, owner, lease_until, delivered_at")
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS {t} (
+        seq bigserial NOT NULL,
+        id text PRIMARY KEY,
+        endpoint text NOT NULL,
+        url text NOT NULL,
+        body bytea NOT NULL,
+        headers text NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        last_status integer,
+        last_error text,
+        owner text,
+        lease_until double precision,
+        delivered_at double precision)""",
+    f"CREATE INDEX IF NOT EXISTS {{due}} ON {{t}} (next_attempt_at, seq) WHERE state = '{PENDING}'",
+    f"CREATE INDEX IF NOT EXISTS {{lease}} ON {{t}} (lease_until) WHERE state = '{IN_FLIGHT}'",
+    "CREATE INDEX IF NOT EXISTS {updated} ON {t} (state, updated_at)",
+    # The attempt log and endpoint health (added later: existing tables gain the column, see ADDED_COLUMNS).
+    "CREATE INDEX IF NOT EXISTS {target} ON {t} (target, state)",
+    """CREATE TABLE IF NOT EXISTS {a} (
+        delivery_id text NOT NULL,
+        n integer NOT NULL,
+        at double precision NOT NULL,
+        duration double precision NOT NULL,
+        kind text NOT NULL,
+        status integer,
+        error text,
+        body bytea NOT NULL,
+        PRIMARY KEY (delivery_id, n))""",
+    """CREATE TABLE IF NOT EXISTS {e} (
+        target text PRIMARY KEY,
+        disabled_at double precision,
+        reason text,
+        failing_since double precision,
+        last_failure_at double precision,
+        last_status integer)""",
+)
+#: Columns added since the table's first version: added when missing, by the store. (ALTER TABLE
+#: takes an exclusive lock even when IF NOT EXISTS finds the column: never run it needlessly.)
+ADDED_COLUMNS = (("target", "text"),)
+#: The state of a delivery (re)entering the schedule: held while its endpoint is disabled.
+_HOLD_IF_DISABLED = (f"CASE WHEN EXISTS (SELECT 1 FROM {{e}} e WHERE e.target = {{target}} AND e.disabled_at"
+                     f" IS NOT NULL) THEN '{HELD}' ELSE '{PENDING}' END")
+_ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
+_ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
+
+QUERIES = {
+    # One statement: the notification goes out with the row, when the caller's transaction commits.
+    "add": (
+        "WITH ins AS (INSERT INTO {t} (id, endpoint, url, body, headers, state, attempts, next_attempt_at,"
+        " created_at, updated_at, target) SELECT %(id)s, %(endpoint)s, %(url)s, %(body)s, %(headers)s,"
+        f" {_HOLD_IF_DISABLED.format(e='{e}', target='%(target)s')}, 0, c.now, c.now, c.now, %(target)s"
+        f" FROM (SELECT {_NOW} AS now) c"
+        " ON CONFLICT (id) DO NOTHING RETURNING id)"
+        " SELECT pg_notify(%(channel)s, '') FROM ins"
+    ),
+    # Pending rows due and in-flight rows whose lease expired, each search bounded by the index;
+    # SKIP LOCKED: rows another owner is claiming right now are left to it, not waited for.
+    "claim": (
+        f"WITH clk AS (SELECT {_NOW} AS now),"
+        " p AS (SELECT id, seq, next_attempt_at, state, owner FROM {t}"
+        f" WHERE state = '{PENDING}' AND next_attempt_at <= (SELECT now FROM clk)"
+        " ORDER BY next_attempt_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " x AS (SELECT id, seq, next_attempt_at, state, owner FROM {t}"
+        f" WHERE state = '{IN_FLIGHT}' AND lease_until < (SELECT now FROM clk)"
+        " ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " due AS (SELECT * FROM p UNION ALL SELECT * FROM x ORDER BY next_attempt_at, seq LIMIT %(limit)s)"
+        f" UPDATE {{t}} AS d SET state = '{IN_FLIGHT}', owner = %(owner)s,"
+        " lease_until = clk.now + %(lease)s, updated_at = clk.now FROM due, clk WHERE d.id = due.id"
+        " RETURNING d.id, d.endpoint, d.url, d.body, d.headers, d.state, d.attempts, d.next_attempt_at,"
+        " d.created_at, d.updated_at, d.last_status, d.last_error, d.owner, d.lease_until,"
+        " d.delivered_at, due.state, due.owner, d.seq"
+    ),
+    "renew": (
+        f"UPDATE {{t}} SET lease_until = {_NOW} + %(lease)s"
+        f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
+    ),
+    "finish": (
+        f"UPDATE {{t}} SET {{assignments}}, owner = NULL, lease_until = NULL, updated_at = {_NOW}"
+        " WHERE id = %(id)s AND {condition} RETURNING id"
+    ),
+    "release": (
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
+        f" lease_until = NULL, updated_at = {_DB_NOW} WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
+    ),
+    "release_ids": (
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
+        f" lease_until = NULL, updated_at = {_DB_NOW}"
+        f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
+    ),
+    "replay": (
+        f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, attempts = 0,"
+        " next_attempt_at = c.now, owner = NULL,"
+        f" lease_until = NULL, updated_at = c.now FROM (SELECT {_NOW} AS now) c WHERE {{where}}"
+    ),
+    "purge": (
+        f"WITH gone AS (DELETE FROM {{t}} WHERE state = %(state)s AND updated_at < {_NOW} - %(older_than)s"
+        " RETURNING id), logs AS (DELETE FROM {a} WHERE delivery_id IN (SELECT id FROM gone))"
+        " SELECT COUNT(*) FROM gone"
+    ),
+    "finish_info": "SELECT target, url FROM {t} WHERE id = %(id)s",
+    "log_attempt": (
+        f"WITH n AS (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM {{a}} WHERE delivery_id = %(id)s),"
+        f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT %(id)s, n.n, %(at)s,"
+        " %(duration)s, %(kind)s, %(status)s, %(error)s, %(body)s FROM n)"
+        " DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
+    ),
+    "endpoint": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s FOR UPDATE",
+    "endpoint_new": "INSERT INTO {e} (target) VALUES (%(target)s) ON CONFLICT (target) DO NOTHING",
+    "endpoint_set": (
+        "UPDATE {e} SET disabled_at = %(disabled_at)s, reason = %(reason)s, failing_since = %(failing_since)s,"
+        " last_failure_at = %(last_failure_at)s, last_status = %(last_status)s WHERE target = %(target)s"
+    ),
+    "hold_endpoint": f"UPDATE {{t}} SET state = '{HELD}' WHERE target = %(target)s AND state = '{PENDING}'",
+    "hold_one": f"UPDATE {{t}} SET state = '{HELD}' WHERE id = %(id)s AND state = '{PENDING}'",
+    "enable": (
+        "UPDATE {e} SET disabled_at = NULL, reason = NULL, failing_since = NULL WHERE target = %(target)s"
+        " RETURNING target"
+    ),
+    "release_held": (
+        f"WITH r AS (UPDATE {{t}} SET state = '{PENDING}', next_attempt_at = c.now, updated_at = c.now"
+        f" FROM (SELECT {_NOW} AS now) c WHERE target = %(target)s AND state = '{HELD}' RETURNING id)"
+        " SELECT COUNT(*), pg_notify(%(channel)s, '') FROM r"
+    ),
+    "attempts": f"SELECT {_ATTEMPT_COLUMNS} FROM {{a}} WHERE delivery_id = %(id)s ORDER BY n",
+    "last_attempts": (
+        f"SELECT DISTINCT ON (delivery_id) delivery_id, {_ATTEMPT_COLUMNS} FROM {{a}}"
+        " WHERE delivery_id = ANY(%(ids)s) ORDER BY delivery_id, n DESC"
+    ),
+    "endpoints": (
+        f"SELECT {', '.join('e.' + c for c in _ENDPOINT_COLUMNS.split(', '))},"
+        f" (SELECT COUNT(*) FROM {{t}} d WHERE d.target = e.target AND d.state = '{HELD}')"
+        " FROM {e} e ORDER BY e.disabled_at IS NULL, e.target"
+    ),
+    "get": f"SELECT {_COLUMNS} FROM {{t}} WHERE id = %(id)s",
+    "list": (
+        f"SELECT {_COLUMNS} FROM {{t}} WHERE {{where}} ORDER BY updated_at DESC, seq DESC LIMIT %(limit)s"
+    ),
+    "counts": "SELECT state, COUNT(*) FROM {t} GROUP BY state",
+    "oldest_pending": f"SELECT MIN(created_at) FROM {{t}} WHERE state IN ('{PENDING}', '{IN_FLIGHT}')",
+    "next_due": (
+        f"SELECT (SELECT MIN(next_attempt_at) FROM {{t}} WHERE state = '{PENDING}'),"
+        f" (SELECT MIN(lease_until) FROM {{t}} WHERE state = '{IN_FLIGHT}'), {_DB_NOW}"
+    ),
+    "db_now": f"SELECT {_DB_NOW}",
+}
+
+FINISH = {
+    DELIVERED: (f"state = '{DELIVERED}', attempts = attempts + 1, last_status = %(status)s,"
+                f" delivered_at = {_NOW}"),
+    PENDING: (f"state = '{PENDING}', attempts = attempts + %(spend)s, next_attempt_at = %(next)s,"
+              " last_error = %(error)s, last_status = %(status)s"),
+    DEAD: f"state = '{DEAD}', attempts = attempts + %(spend)s, last_error = %(error)s, last_status = %(status)s",
+}
+CLAIM_HELD = f"state = '{IN_FLIGHT}' AND owner = %(owner)s"
+NOT_DELIVERED = f"state <> '{DELIVERED}'"
+
+
+def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
+    """The SQL that creates the outbox tables of *table* (in *schema*) and their indexes when missing, to
+    run in one transaction, for tools that create the tables themselves (the Django migration). Safe to
+    run again, and beside a store doing the same. (The store itself adds missing columns only after
+    looking: ALTER TABLE locks the table even when there is nothing to add.)"""
+    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    channel = (f"{schema}.{table}" if schema else table)[:63]
+    # CREATE ... IF NOT EXISTS is not safe against itself run concurrently: serialise it.
+    statements = [sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+        sql.Literal(f"syncworkers-outbox:{channel}"))]
+    if schema:
+        statements.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    statements.append(sql.SQL(DDL[0]).format(t=name))
+    statements += [sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        name, sql.Identifier(column), sql.SQL(kind)) for column, kind in ADDED_COLUMNS]
+    statements += [sql.SQL(statement).format(t=name, **names(table, schema)) for statement in DDL[1:]]
+    return [statement.as_string(None) for statement in statements]
+
+
+def names(table: str, schema: Optional[str]) -> Dict[str, sql.Identifier]:
+    """The identifiers of the outbox's other tables and indexes, for the DDL's placeholders."""
+    prefix = [schema] if schema else []
+    identifiers = {k: sql.Identifier(f"{table}_{k}") for k in ("due", "lease", "updated", "target")}
+    identifiers.update({key: sql.Identifier(*prefix, f"{table}_{suffix}")
+                        for key, suffix in (("a", "attempts"), ("e", "endpoints"))})
+    return identifiers
+
+
+def delivery_of(row: Sequence[Any]) -> Delivery:
+    """A row of the outbox table (its columns in the order of :data:`_COLUMNS`) as a Delivery."""
+    return Delivery(
+        id=row[0], endpoint=row[1], url=row[2], body=bytes(row[3]), headers=json.loads(row[4]),
+        state=row[5], attempts=row[6], next_attempt_at=row[7], created_at=row[8], updated_at=row[9],
+        last_status=row[10], last_error=row[11], owner=row[12], lease_until=row[13], delivered_at=row[14],
+    )
+
+
+def filters(state: Optional[str], endpoint: Optional[str], since: Optional[float]) -> Tuple[str, Dict[str, Any]]:
+    """The WHERE clause (and its parameters) of the deliveries in *state*, to *endpoint*, updated since *since*."""
+    clauses, params = ["TRUE"], {}  # type: Tuple[List[str], Dict[str, Any]]
+    if state is not None:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+        clauses.append("state = %(state)s")
+        params["state"] = state
+    if endpoint is not None:
+        clauses.append("endpoint = %(endpoint)s")
+        params["endpoint"] = endpoint
+    if since is not None:
+        clauses.append("updated_at >= %(since)s")
+        params["since"] = float(since)
+    return " AND ".join(clauses), params
+
+
+__all__ = ["DEFAULT_TABLE", "schema_statements"]
