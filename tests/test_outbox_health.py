@@ -378,3 +378,15 @@ def test_a_running_worker_delivers_what_enable_releases_from_another_process(ser
     finally:
         assert sender.stop(timeout=10)
         sender.close()
+
+
+def test_an_endpoint_that_only_succeeded_is_listed_enabled(box, clock):
+    id = box.add("/hooks/a", "http://127.0.0.1:9/hooks/a", b"{}")
+    box.claim_due(1)
+    box.mark_delivered(id, 200, attempt=Attempt(at=clock.now, duration=0.1, kind="success", status=200))
+    second = box.add("/hooks/a", "http://127.0.0.1:9/hooks/a", b"{}")
+    box.claim_due(1)
+    box.mark_delivered(second, 200, attempt=Attempt(at=clock.now, duration=0.1, kind="success", status=200))
+    (endpoint,) = box.endpoints()
+    assert endpoint.endpoint == "127.0.0.1:9/hooks/a" and endpoint.enabled
+    assert len(box.attempts(id)) == len(box.attempts(second)) == 1

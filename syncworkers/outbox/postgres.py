@@ -213,19 +213,38 @@ class PostgresOutbox(PostgresReads):
         params = {**params, "id": id, "owner": self.owner, "now": self._now_param(now)}
         condition = CLAIM_HELD if require_claim else NOT_DELIVERED
         with self._connections.connection() as conn, conn.transaction():
+            info, changes = None, False
+            if attempt is not None and health.effect(attempt.kind) is not None:
+                info = self._info(conn, id)
+                changes = self._changes_health(conn, info[0] or endpoint_of(info[1]), attempt, disable_after)
+                if changes:
+                    # The endpoint's row first, then the delivery's: enable_endpoint() locks them in that
+                    # order too, so the two never wait on each other (a deadlock PostgreSQL would abort).
+                    self._lock_endpoint(conn, info[0] or endpoint_of(info[1]))
             query = self._connections.compiled(f"finish {state} {condition}")
             applied = conn.execute(query, params).fetchone() is not None
             if not applied or attempt is not None:
-                info = conn.execute(self._connections.compiled("finish_info"), {"id": id}).fetchone()
-                if info is None:
-                    raise KeyError(id)
+                info = info or self._info(conn, id)
                 if attempt is not None:  # the attempt was made, whoever records its outcome
                     self._log_attempt(conn, id, attempt)
-                    self._observe(conn, id, info[0] or endpoint_of(info[1]), attempt, disable_after)
+                    if changes:
+                        self._observe(conn, id, info[0] or endpoint_of(info[1]), attempt, disable_after)
         if not applied and require_claim:
             # Our lease expired and another owner took the delivery over (or it was already
             # settled): its outcome is theirs to record, not ours to overwrite.
             logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
+
+    def _info(self, conn: "psycopg.Connection[Any]", id: str) -> Any:
+        """``(target, url)`` of delivery *id*; KeyError for an unknown id."""
+        info = conn.execute(self._connections.compiled("finish_info"), {"id": id}).fetchone()
+        if info is None:
+            raise KeyError(id)
+        return info
+
+    def _lock_endpoint(self, conn: "psycopg.Connection[Any]", target: str) -> Any:
+        """Create *target*'s health row if missing and lock it until the transaction ends; the row."""
+        conn.execute(self._connections.compiled("endpoint_new"), {"target": target})
+        return conn.execute(self._connections.compiled("endpoint"), {"target": target}).fetchone()
 
     def _log_attempt(self, conn: "psycopg.Connection[Any]", id: str, attempt: Attempt) -> None:
         conn.execute(self._connections.compiled("log_attempt"), {
@@ -233,13 +252,22 @@ class PostgresOutbox(PostgresReads):
             "status": attempt.status, "error": attempt.error, "body": bytes(attempt.body[:health.ANSWER_BYTES]),
             "keep": ATTEMPT_LOG_SIZE})
 
+    def _changes_health(self, conn: "psycopg.Connection[Any]", target: str, attempt: Attempt,
+                        disable_after: Optional[float]) -> bool:
+        """Whether *attempt* changes *target*'s health row, creates it, or meets it disabled (a read, no lock).
+
+        Most attempts are successes to healthy endpoints: they leave the row alone and take no
+        lock, so deliveries to one endpoint from many processes do not queue on its row.
+        """
+        row = conn.execute(self._connections.compiled("endpoint_peek"), {"target": target}).fetchone()
+        before = EndpointHealth(target) if row is None else health_of(row)
+        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
+        return row is None or after != before or not before.enabled  # a new endpoint gets its row once
+
     def _observe(self, conn: "psycopg.Connection[Any]", id: str, target: str, attempt: Attempt,
                  disable_after: Optional[float]) -> None:
-        """The endpoint's health after *attempt*; a disabled endpoint holds its pending deliveries."""
-        if health.effect(attempt.kind) is None:
-            return
-        conn.execute(self._connections.compiled("endpoint_new"), {"target": target})
-        row = conn.execute(self._connections.compiled("endpoint"), {"target": target}).fetchone()  # locked till commit
+        """The endpoint's health after *attempt* (its row locked); a disabled endpoint holds its pending deliveries."""
+        row = self._lock_endpoint(conn, target)
         before = EndpointHealth(target) if row is None else health_of(row)
         after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
         if after != before:

@@ -135,6 +135,7 @@ QUERIES = {
         " DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
     ),
     "endpoint": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s FOR UPDATE",
+    "endpoint_peek": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s",
     "endpoint_new": "INSERT INTO {e} (target) VALUES (%(target)s) ON CONFLICT (target) DO NOTHING",
     "endpoint_set": (
         "UPDATE {e} SET disabled_at = %(disabled_at)s, reason = %(reason)s, failing_since = %(failing_since)s,"
