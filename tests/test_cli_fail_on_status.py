@@ -2,19 +2,14 @@
 
 import pytest
 
-from syncworkers.cli import main, parse_statuses
+from syncworkers.cli import parse_statuses
 
 from .apps import cli_workers
+from .test_cli import run_main
 
 APP = "tests.apps.cli_workers"
 
 
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from syncworkers import (
 )
 from syncworkers.pagination import first_request, next_link
 
+from .test_poller import Recorder
 from .server import Reply
 
 ITEMS = [{"id": i} for i in range(1, 8)]  # 7 items: pages of 3 end with a short page of 1
@@ -37,19 +38,12 @@ def reply_json(body, headers=None):
     return Reply(200, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
-class Collector(PollerWorker):
+class Collector(Recorder):
+    """A Recorder with a rate-limit budget of its own (pages of one test never meet another's)."""
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("rate_limits", RateLimits())
         super().__init__(*args, **kwargs)
-        self.messages = []
-        self.errors = []
-
-    def process_message(self, message):
-        self.messages.append(message)
-        return message.body
-
-    def on_poll_error(self, exc):
-        self.errors.append(exc)
 
 
 # -- pure ------------------------------------------------------------------------
