@@ -99,9 +99,17 @@ def through_outbox(url: str, base: str, path: str, workers: int, processes: int,
     finally:
         for proc in procs:
             proc.communicate("", timeout=60)
-        with store._ready().connection() as conn:  # noqa: SLF001 - the benchmark's own table
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
         store.close()
+        drop_tables(url, table)
+
+
+def drop_tables(url: str, table: str) -> None:
+    """Remove the benchmark's own outbox tables (the deliveries, their attempts, their endpoints)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in (table, f"{table}_attempts", f"{table}_endpoints"):
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
 def enqueue_latency(url: str, threads: int, per_thread: int) -> Dict[str, Any]:
@@ -138,9 +146,8 @@ def enqueue_latency(url: str, threads: int, per_thread: int) -> Dict[str, Any]:
     for t in workers:
         t.join()
     sender.close()
-    with store._ready().connection() as conn:  # noqa: SLF001
-        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
     store.close()
+    drop_tables(url, table)
     return {"enqueue": percentiles(calls), "enqueue_and_commit": percentiles(commits), "n": len(calls)}
 
 
@@ -180,9 +187,8 @@ def commit_to_attempt(url: str, samples: int) -> Dict[str, Any]:
                     time.sleep(0.02)  # the loop goes back to sleep between deliveries
         finally:
             sender.close()
-            with store._ready().connection() as conn:  # noqa: SLF001
-                conn.execute(f'DROP TABLE IF EXISTS "{table}"')
             store.close()
+            drop_tables(url, table)
     return {**percentiles(latencies), "n": len(latencies)}
 
 

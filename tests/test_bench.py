@@ -65,3 +65,12 @@ def test_python_receiver_scripts_answers_by_path():
     with started as rx:
         assert rx.proc is first  # a started receiver is not started twice
     assert first.poll() is not None
+
+
+@pytest.mark.slow
+def test_the_postgresql_outbox_benchmark_runs_and_reports_its_ratios(pg_url):
+    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench_outbox_pg.py"), "--url", pg_url,
+                          "--count", "40", "--samples", "5", "--workers", "4", "--delay-ms", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "x direct" in out.stdout and "commit to first attempt: p50" in out.stdout
