@@ -5,7 +5,7 @@ connections alive between requests, so a thread that sends many requests costs
 little more than the wire. Every semantic of the requests transport holds:
 (connect, read) timeouts and the total deadline (``CURLOPT_TIMEOUT_MS``), TLS
 verification with certifi's bundle (or the given CA bundle) and client
-certificates, proxies only with ``trust_env``, redirects per config, the
+certificates, proxies only with ``trust_env``, no redirects (HTTPClient follows them), the
 response-size cap (a write callback that aborts), and the same exceptions.
 
 libcurl has no per-read timeout: the read timeout is "no byte for that many
@@ -40,7 +40,6 @@ from .base import Timeouts, deadline_exceeded, too_large
 
 #: curl error codes, by what they mean here.
 _TIMEOUT = pycurl.E_OPERATION_TIMEDOUT
-_TOO_MANY_REDIRECTS = pycurl.E_TOO_MANY_REDIRECTS
 _FILESIZE = pycurl.E_FILESIZE_EXCEEDED
 _WRITE = pycurl.E_WRITE_ERROR
 _BAD_URL = (pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT)
@@ -166,7 +165,7 @@ class CurlTransport:
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)  # as requests speaks
         c.setopt(pycurl.PROTOCOLS, _HTTP)
         c.setopt(pycurl.REDIR_PROTOCOLS, _HTTP)
-        c.setopt(pycurl.MAXREDIRS, cfg.max_redirects)
+        c.setopt(pycurl.FOLLOWLOCATION, 0)  # HTTPClient follows redirects (syncworkers.redirects)
         c.setopt(pycurl.MAXFILESIZE_LARGE, cfg.max_response_size)
         c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         if self._max_idle == 0:
@@ -193,7 +192,7 @@ class CurlTransport:
     # -- sending -----------------------------------------------------------------
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             follow_redirects: bool, url: str, method: str) -> requests.Response:
+             url: str, method: str) -> requests.Response:
         slot = self._slot()
         c = slot.curl
         target = request.url or url
@@ -219,7 +218,6 @@ class CurlTransport:
             _custom(slot, None if verb == "POST" else verb)
         encoding = self._set_headers(c, request.headers)
         c.setopt(pycurl.ACCEPT_ENCODING, encoding)
-        c.setopt(pycurl.FOLLOWLOCATION, 1 if follow_redirects else 0)
         connect, read = timeouts
         c.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(connect, deadline) * 1000)))
         # libcurl counts "no byte for that long" in whole seconds: a read timeout under one second
@@ -309,8 +307,6 @@ class CurlTransport:
             return too_large(slot.sink.cap, url, method, status, length)
         if code in _TLS:
             return TransportError(f"TLS error: {_describe(text)}", url=url, method=method, cause=exc)
-        if code == _TOO_MANY_REDIRECTS:
-            return RequestError("too many redirects", url=url, method=method, cause=exc)
         if code in _BAD_URL and "HTTP/0.9" not in text:  # (not an answer that is no HTTP at all)
             return ConfigError(f"invalid URL {safe_url(url)!r}")
         return TransportError(f"connection failed: {_describe(text)}", url=url, method=method, cause=exc)

@@ -59,7 +59,7 @@ class RequestsTransport:
         self._send_kwargs: Dict[str, Any] = {"verify": session.verify, "cert": session.cert, "proxies": {}, "stream": True}
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             follow_redirects: bool, url: str, method: str) -> requests.Response:
+             url: str, method: str) -> requests.Response:
         session = self.session
         kwargs = self._send_kwargs
         if session.trust_env:
@@ -70,7 +70,7 @@ class RequestsTransport:
         attempt = self.watchdog.arm(deadline)
         try:
             try:
-                response = session.send(request, timeout=timeout, allow_redirects=follow_redirects, **kwargs)
+                response = session.send(request, timeout=timeout, allow_redirects=False, **kwargs)
             except Exception as exc:
                 _reraise(exc, attempt, deadline, url, method)
             try:
@@ -137,8 +137,6 @@ def _mapped(exc: Exception, url: str, method: str) -> Optional[Exception]:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ContentDecodingError)):
         return TransportError(f"connection failed: {_describe(exc)}", url=url, method=method, cause=exc)
-    if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return RequestError("too many redirects", url=url, method=method, cause=exc)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
         return ConfigError(f"invalid URL {safe_url(url)!r}")
