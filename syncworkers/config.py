@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from . import validators as v
 from .exceptions import ConfigError
+from .netguard import AddressPolicy
 from .redaction import register_secret_names
 from .outcome import RETRY_STATUSES
 from .schedule import check_jitter
@@ -186,6 +187,11 @@ class HTTPClientConfig(_Config):
     transport: str = _field(factory=lambda: DEFAULT_TRANSPORT)
     #: Read proxy settings and .netrc from the environment (costly per request; off by default).
     trust_env: bool = _field(False)
+    #: The SSRF guard: refuse to connect to loopback, private, link-local (cloud metadata),
+    #: carrier-grade NAT, multicast and reserved addresses (turn on for URLs your users give).
+    block_private_networks: bool = _field(False)
+    #: CIDRs the guard lets through all the same (e.g. ``("10.20.0.0/16",)``).
+    allowed_networks: Tuple[Any, ...] = _field(())
     max_retries: int = _field(DEFAULT_MAX_RETRIES)
     retry_delay: float = _field(DEFAULT_RETRY_DELAY)
     retry_backoff: float = _field(DEFAULT_RETRY_BACKOFF)
@@ -219,6 +225,8 @@ class HTTPClientConfig(_Config):
         "deadline": v.number(float, above=0, optional=True),
         "transport": v.choice(TRANSPORTS),
         "trust_env": v.boolean,
+        "block_private_networks": v.boolean,
+        "allowed_networks": v.networks,
         "max_retries": v.number(int, minimum=0),
         "retry_delay": v.number(float, minimum=0),
         "retry_backoff": v.number(float, minimum=1),
@@ -283,6 +291,11 @@ class HTTPClientConfig(_Config):
             return self.deadline
         connect, read = self.timeouts
         return max(DEFAULT_DEADLINE, connect + read)
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        """Which addresses requests may connect to (the SSRF guard; allows all when off)."""
+        return AddressPolicy(self.block_private_networks, tuple(self.allowed_networks))
 
     @property
     def effective_retry(self) -> RetryConfig:
@@ -373,6 +386,12 @@ class WebhookConfig(_Config):
     #: Seconds an outbox endpoint (host + path) may only fail before it is disabled: its
     #: deliveries are then held until ``syncworkers outbox enable``. A 410 disables at once.
     disable_after: float = _field(DEFAULT_DISABLE_AFTER)
+    #: The SSRF guard, for endpoint URLs your users supply: refuse loopback, private, link-local
+    #: (cloud metadata), carrier-grade NAT, multicast and reserved destinations. Off by default,
+    #: so that internal services keep working.
+    block_private_networks: bool = _field(False)
+    #: CIDRs the guard lets through all the same (a list, or comma/space separated).
+    allowed_networks: Tuple[Any, ...] = _field(())
 
     _VALIDATORS = {
         "base_url": v.http_url(),
@@ -387,6 +406,8 @@ class WebhookConfig(_Config):
         "retry_schedule": v.delays,
         "signing_secret": v.signing_secret,
         "disable_after": v.number(float, above=0),
+        "block_private_networks": v.boolean,
+        "allowed_networks": v.networks,
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -399,6 +420,8 @@ class WebhookConfig(_Config):
         "retry_schedule": ("WEBHOOK_RETRY_SCHEDULE", "str"),
         "signing_secret": ("WEBHOOK_SIGNING_SECRET", "str"),
         "disable_after": ("WEBHOOK_DISABLE_AFTER", "float"),
+        "block_private_networks": ("WEBHOOK_BLOCK_PRIVATE_NETWORKS", "bool"),
+        "allowed_networks": ("WEBHOOK_ALLOWED_NETWORKS", "str"),
     }
     _SECRETS = ("signing_secret",)
 

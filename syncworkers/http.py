@@ -163,8 +163,9 @@ class HTTPClient:
                                           full_url, method)
                 except (TransportError, ResponseTooLarge) as exc:
                     self._attempted(full_url, exc.status, exc, sent_at)
-                    exc.attempts = attempt
                     outcome = classify_error(exc)
+                    # Requests that may have reached the receiver (a refused address sent nothing).
+                    exc.attempts = attempt if outcome.sent else attempt - 1
                     decision = None if policy is None else policy.next(outcome, attempt)
                     if decision is None or decision.wait is None:
                         breaker.record_outcome(outcome, exc)

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from .netguard import BlockedAddressError
 from .exceptions import (
     CircuitOpenError,
     ConfigError,
@@ -38,7 +39,7 @@ class Kind(str, enum.Enum):
     GONE = "gone"  #: 410: the receiver asks never to be sent this again
     CIRCUIT_OPEN = "circuit_open"  #: refused by the host's open circuit; nothing was sent
     INTERRUPTED = "interrupted"  #: stopped (shutdown, fail_fast) before an answer
-    INVALID = "invalid"  #: the request itself can never be sent (e.g. an invalid stored URL)
+    INVALID = "invalid"  #: the request can never be sent (an invalid stored URL, an address the SSRF guard refuses)
 
 
 #: Kinds no later attempt can change.
@@ -109,6 +110,9 @@ def classify_error(exc: BaseException) -> Outcome:
             # The receiver accepted the request; only its answer was too large to read.
             return Outcome(Kind.SUCCESS, status)
         return Outcome(Kind.UNEXPECTED, status, str(exc), host_failure=True)
+    if isinstance(exc, BlockedAddressError):
+        # The SSRF guard refused the destination before anything was sent: no later attempt can pass.
+        return Outcome(Kind.INVALID, error=str(exc))
     if isinstance(exc, TransportError):
         return Outcome(Kind.RETRYABLE, exc.status, str(exc), host_failure=True)
     if isinstance(exc, ConfigError):

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type
 from urllib.parse import urlsplit
 
+from .netguard import parse_networks
 from .redaction import redact_text
 from .signing import load_secrets
 
@@ -231,6 +232,16 @@ def signing_secret(value: Any) -> Any:
     except ValueError as exc:  # its message never quotes the secret
         raise ValueError(f"is invalid: {exc}") from None
     return value
+
+
+def networks(value: Any) -> Tuple[Any, ...]:
+    """CIDR networks: a list, or one comma/space separated string (WEBHOOK_ALLOWED_NETWORKS)."""
+    if value is not None and not isinstance(value, (str, list, tuple, set, frozenset)):
+        raise ValueError(f"must be a list of CIDR networks, got {type(value).__name__}")
+    try:
+        return parse_networks(value if value is None or isinstance(value, str) else [str(n) for n in value])
+    except ValueError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def instance_of(value: Any, cls: Type[Any]) -> Any:

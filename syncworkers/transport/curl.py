@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import datetime
 import email.message
+import functools
+import ipaddress
 import math
 import os
+import socket
 import threading
 import weakref
+from urllib.parse import urlsplit
 from typing import Any, Dict, List, Optional, Tuple
 
 import certifi
@@ -36,6 +40,7 @@ from requests.utils import get_encoding_from_headers, get_environ_proxies, selec
 
 from ..config import HTTPClientConfig
 from ..exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
+from ..netguard import BlockedAddressError
 from .base import Timeouts, deadline_exceeded, too_large
 
 #: curl error codes, by what they mean here.
@@ -83,7 +88,7 @@ class _Sink:
 class _Slot:
     """One thread's easy handle, with its reusable body sink and header list."""
 
-    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "__weakref__")
+    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "refused", "__weakref__")
 
     def __init__(self, curl: Any, generation: int) -> None:
         self.curl = curl
@@ -92,6 +97,7 @@ class _Slot:
         self.custom = False  # CUSTOMREQUEST is set (and must be cleared for GET/POST/HEAD)
         self.head = False  # NOBODY is set (and must be cleared before a POST)
         self.generation = generation
+        self.refused: Optional[str] = None  # the address the SSRF guard refused in this transfer
         curl.setopt(pycurl.WRITEFUNCTION, self.sink.write)
         curl.setopt(pycurl.HEADERFUNCTION, self.header_lines.append)
 
@@ -144,6 +150,7 @@ class CurlTransport:
         elif isinstance(verify, str):
             self._ca = verify
         self._verify = verify is not False
+        self._policy = config.address_policy
 
     # -- handles -----------------------------------------------------------------
 
@@ -151,6 +158,10 @@ class CurlTransport:
         slot: Optional[_Slot] = getattr(self._local, "slot", None)
         if slot is None or slot.generation != self._generation:
             slot = _Slot(self._new_handle(), self._generation)
+            if self._policy.block_private:
+                # The last word on every socket libcurl opens (whatever it resolved): refused addresses
+                # never get one.
+                slot.curl.setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._open_socket, slot))
             self._local.slot = slot
             with self._lock:
                 self._slots.add(slot)
@@ -197,6 +208,9 @@ class CurlTransport:
         c = slot.curl
         target = request.url or url
         c.setopt(pycurl.URL, target)
+        slot.refused = None
+        if self._policy.block_private:
+            self._pin(c, target, url, method)
         body = _body_bytes(request.body)
         verb = (request.method or method).upper()
         if verb == "HEAD":
@@ -254,6 +268,28 @@ class CurlTransport:
             self._store_cookies(cookies, request, response)
         return response
 
+    def _pin(self, c: Any, target: str, url: str, method: str) -> None:
+        """Resolve and check the host once; libcurl connects to that address (CURLOPT_RESOLVE)."""
+        parts = urlsplit(target)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            checked = self._policy.resolve(host, port)
+        except TransportError as exc:  # refused, or the name does not resolve: nothing was sent
+            raise type(exc)(str(exc), url=url, method=method) from None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:  # a name: pin it (an address literal is connected to as it is)
+            address = f"[{checked}]" if ":" in checked else checked
+            c.setopt(pycurl.RESOLVE, [f"{host}:{port}:{address}"])
+
+    def _open_socket(self, slot: _Slot, purpose: int, address: Any) -> Any:
+        ip = str(address.addr[0]).split("%", 1)[0]
+        if self._policy.refuses(ip):
+            slot.refused = ip
+            return pycurl.SOCKET_BAD
+        return socket.socket(address.family, address.socktype, address.protocol)
+
     @staticmethod
     def _set_headers(c: Any, headers: Any) -> Optional[str]:
         """Pass the prepared headers; return the Accept-Encoding libcurl must offer (and decode)."""
@@ -292,6 +328,10 @@ class CurlTransport:
                url: str, method: str) -> Exception:
         code = exc.args[0] if exc.args else 0
         text = str(exc.args[1]) if len(exc.args) > 1 else ""
+        if slot.refused is not None:
+            return BlockedAddressError(f"refused: connecting to {slot.refused}, a private, loopback, link-local "
+                                       "or reserved address (block_private_networks is on; allow it with "
+                                       "allowed_networks)", url=url, method=method)
         status = c.getinfo(pycurl.RESPONSE_CODE)
         if code == _TIMEOUT:
             if "too slow" in text or read_bound and "Operation timed out" in text:

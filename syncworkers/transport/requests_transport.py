@@ -26,7 +26,8 @@ class _Adapter(HTTPAdapter):
     def __init__(self, config: HTTPClientConfig, pool_maxsize: int, clock: Any) -> None:
         max_idle = config.max_keepalive_connections
         self._pool_classes = pool_classes(config.keepalive_expiry,
-                                          pool_maxsize if max_idle is None else max_idle, clock)
+                                          pool_maxsize if max_idle is None else max_idle, clock,
+                                          config.address_policy)
         # Retries are driven by HTTPClient (interruptible waits, breaker bookkeeping):
         # the adapter makes exactly one attempt.
         super().__init__(pool_connections=32, pool_maxsize=pool_maxsize,
@@ -128,6 +129,9 @@ def _reraise(exc: Exception, attempt: Attempt, deadline: float, url: str, method
 
 def _mapped(exc: Exception, url: str, method: str) -> Optional[Exception]:
     """One of our errors for a requests error; None for any other error."""
+    if isinstance(exc, TransportError) and exc.url is None:
+        # The SSRF guard's refusal (or its failed lookup), raised while connecting: name the request.
+        return type(exc)(str(exc), url=url, method=method)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return RequestTimeout("connect timeout", url=url, method=method, cause=exc)
     if isinstance(exc, requests.exceptions.ReadTimeout):

@@ -106,6 +106,10 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         retry: RetryConfig = http_retry if http_retry is not None else webhook.retry
         client_fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry,
                                          "base_url": webhook.base_url}
+        if webhook.block_private_networks:  # the SSRF guard: the client's transports enforce it
+            client_fields["block_private_networks"] = True
+        if webhook.allowed_networks:
+            client_fields["allowed_networks"] = webhook.allowed_networks
         if not any(k in _explicit(http_config) for k in _TIMEOUT_FIELDS):
             client_fields["timeout"] = webhook.timeout
         client_config = HTTPClientConfig.resolve(http_config, **client_fields)
