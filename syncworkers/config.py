@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from . import validators as v
 from .exceptions import ConfigError
+from .limits import default_per_host
 from .netguard import AddressPolicy
 from .redaction import register_secret_names
 from .outcome import RETRY_STATUSES
@@ -192,6 +193,8 @@ class HTTPClientConfig(_Config):
     block_private_networks: bool = _field(False)
     #: CIDRs the guard lets through all the same (e.g. ``("10.20.0.0/16",)``).
     allowed_networks: Tuple[Any, ...] = _field(())
+    #: Attempts on the wire to one host (host:port) at once; more wait for a slot (None: no limit).
+    max_in_flight_per_host: Optional[int] = _field(None)
     max_retries: int = _field(DEFAULT_MAX_RETRIES)
     retry_delay: float = _field(DEFAULT_RETRY_DELAY)
     retry_backoff: float = _field(DEFAULT_RETRY_BACKOFF)
@@ -227,6 +230,7 @@ class HTTPClientConfig(_Config):
         "trust_env": v.boolean,
         "block_private_networks": v.boolean,
         "allowed_networks": v.networks,
+        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
         "max_retries": v.number(int, minimum=0),
         "retry_delay": v.number(float, minimum=0),
         "retry_backoff": v.number(float, minimum=1),
@@ -392,6 +396,10 @@ class WebhookConfig(_Config):
     block_private_networks: bool = _field(False)
     #: CIDRs the guard lets through all the same (a list, or comma/space separated).
     allowed_networks: Tuple[Any, ...] = _field(())
+    #: Attempts on the wire to one host (host:port) at once, direct sends, broadcasts and the
+    #: outbox together; None = three quarters of max_workers (at least 2), so one slow partner
+    #: never takes every thread. A saturated host's outbox deliveries are postponed, not attempted.
+    max_in_flight_per_host: Optional[int] = _field(None)
 
     _VALIDATORS = {
         "base_url": v.http_url(),
@@ -408,6 +416,7 @@ class WebhookConfig(_Config):
         "disable_after": v.number(float, above=0),
         "block_private_networks": v.boolean,
         "allowed_networks": v.networks,
+        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -422,6 +431,7 @@ class WebhookConfig(_Config):
         "disable_after": ("WEBHOOK_DISABLE_AFTER", "float"),
         "block_private_networks": ("WEBHOOK_BLOCK_PRIVATE_NETWORKS", "bool"),
         "allowed_networks": ("WEBHOOK_ALLOWED_NETWORKS", "str"),
+        "max_in_flight_per_host": ("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "int"),
     }
     _SECRETS = ("signing_secret",)
 
@@ -441,6 +451,13 @@ class WebhookConfig(_Config):
     @property
     def retry(self) -> RetryConfig:
         return RetryConfig.from_retries(self.max_retries, self.retry_delay, self.retry_backoff)
+
+    @property
+    def per_host_limit(self) -> int:
+        """``max_in_flight_per_host``, or its default for ``max_workers``."""
+        if self.max_in_flight_per_host is not None:
+            return self.max_in_flight_per_host
+        return default_per_host(self.max_workers)
 
 
 __all__ = [

@@ -38,6 +38,7 @@ from .logging import get_logger
 from .redaction import is_secret_key, register_secret
 from .outcome import classify_error, classify_status
 from .retry import RetryPolicy, parse_retry_after
+from .limits import HostLimiter, host_key
 from .redirects import REDIRECT_STATUSES, Hop, follow
 from .transport import Timeout, as_timeouts, make_transport
 from .transport.base import deadline_exceeded
@@ -83,6 +84,9 @@ class HTTPClient:
         self._prepared_urls: Dict[str, str] = {}
         self._absolute_urls: Dict[str, str] = {}
         self._breaker_of: Dict[str, Any] = {}
+        self._host_of: Dict[str, str] = {}
+        #: At most ``max_in_flight_per_host`` attempts on the wire to one host:port at once.
+        self.limiter = HostLimiter(self.config.max_in_flight_per_host)
         self._header_store = self._validated_header_store()
         #: Headers that carry the configured credential whatever their name (dropped on a cross-origin redirect).
         self._credential_headers = frozenset(
@@ -125,7 +129,7 @@ class HTTPClient:
                 json: Any = None, data: Any = None, timeout: Optional[Timeout] = None,
                 retry: Union[RetryConfig, RetryPolicy, bool, None] = None,
                 cancel: Optional[threading.Event] = None,
-                allow_redirects: Optional[bool] = None) -> requests.Response:
+                allow_redirects: Optional[bool] = None, limit_host: bool = True) -> requests.Response:
         """Send one request with retries; return the final response, whatever its status.
 
         ``response.attempts`` is the number of attempts made and ``response.outcome``
@@ -134,6 +138,9 @@ class HTTPClient:
         client's. Raises CircuitOpenError (nothing sent), RequestTimeout /
         TransportError (after retries), ResponseTooLarge, or RetryInterrupted when
         *cancel* (default: the client's stop event) is set during a retry wait.
+        With ``max_in_flight_per_host``, each attempt waits for a slot of its host
+        (a set *cancel* ends the wait with RetryInterrupted; nothing sent); *limit_host*
+        False skips it (a caller that holds a slot of its own limiter, as the outbox does).
         """
         method = method.upper()
         full_url = self.url_for(url)
@@ -160,7 +167,10 @@ class HTTPClient:
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
-                                          full_url, method)
+                                          full_url, method, cancel if limit_host else None)
+                except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
+                    exc.attempts = attempt - 1
+                    raise
                 except (TransportError, ResponseTooLarge) as exc:
                     self._attempted(full_url, exc.status, exc, sent_at)
                     outcome = classify_error(exc)
@@ -304,7 +314,17 @@ class HTTPClient:
             raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
 
     def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
-              url: str, method: str) -> requests.Response:
+              url: str, method: str, cancel: Optional[threading.Event]) -> requests.Response:
+        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted)."""
+        limiter = self.limiter
+        host = ""
+        if limiter.limit is not None and cancel is not None:
+            host = self._host_of.get(url) or ""
+            if not host:
+                host = host_key(url)
+                self._remember(self._host_of, url, host)
+            if not limiter.acquire(host, cancel):
+                raise RetryInterrupted("interrupted while waiting for a slot of the host", url=url, method=method)
         me = threading.get_ident()
         self._in_flight[me] = url
         try:
@@ -315,6 +335,8 @@ class HTTPClient:
             return self._send_following(prepared, timeouts, url, method)
         finally:
             del self._in_flight[me]
+            if host:
+                limiter.release(host)
 
     def _send_following(self, request: PreparedRequest, timeouts: Tuple[float, float], url: str,
                         method: str) -> requests.Response:

@@ -38,6 +38,7 @@ class Kind(str, enum.Enum):
     REFUSED = "refused"  #: a 4xx outside the retry set: the receiver will not take it
     GONE = "gone"  #: 410: the receiver asks never to be sent this again
     CIRCUIT_OPEN = "circuit_open"  #: refused by the host's open circuit; nothing was sent
+    SATURATED = "saturated"  #: the host had max_in_flight_per_host attempts on the wire; nothing was sent
     INTERRUPTED = "interrupted"  #: stopped (shutdown, fail_fast) before an answer
     INVALID = "invalid"  #: the request can never be sent (an invalid stored URL, an address the SSRF guard refuses)
 
@@ -74,7 +75,7 @@ class Outcome:
     @property
     def sent(self) -> bool:
         """Whether the request may have reached the receiver."""
-        return self.kind not in (Kind.CIRCUIT_OPEN, Kind.INVALID)
+        return self.kind not in (Kind.CIRCUIT_OPEN, Kind.SATURATED, Kind.INVALID)
 
 
 def classify_status(status: int, reason: str = "", *, retry_after: Optional[float] = None,
