@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from ..delivery import check_delivery_id, check_headers, encode_body, safe_endpoint
 from ..dispatch import Dispatcher, send_once
-from ..limits import HostLimiter
 from ..exceptions import ConfigError, OutboxError, WorkerError
+from ..limits import HostLimiter
 from ..logging import redact_text
 from ..outbox import OutboxStore, open_outbox
 from ..retry import RetryPolicy
