@@ -29,6 +29,7 @@ from .config import HTTPClientConfig, RetryConfig
 from .exceptions import (
     CircuitOpenError,
     RequestError,
+    RequestTimeout,
     ResponseTooLarge,
     RetryInterrupted,
     TransportError,
@@ -352,7 +353,14 @@ class HTTPClient:
             left = self.deadline - (time.monotonic() - started)
             if left <= 0:
                 raise deadline_exceeded(self.deadline, url, method)
-            response = self.transport.send(request, timeouts=timeouts, deadline=left, url=url, method=method)
+            try:
+                # The first hop has the whole deadline; later ones what is left of it.
+                response = self.transport.send(request, timeouts=timeouts, deadline=left if history else self.deadline,
+                                               url=url, method=method)
+            except RequestTimeout as exc:
+                if history and str(exc).startswith("deadline of"):
+                    raise deadline_exceeded(self.deadline, url, method, exc) from exc
+                raise
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 if history:
