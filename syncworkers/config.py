@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 from . import validators as v
 from .exceptions import ConfigError
 from .limits import default_per_host
-from .netguard import AddressPolicy
 from .redaction import register_secret_names
 from .outcome import RETRY_STATUSES
 from .schedule import check_jitter
@@ -295,11 +294,6 @@ class HTTPClientConfig(_Config):
             return self.deadline
         connect, read = self.timeouts
         return max(DEFAULT_DEADLINE, connect + read)
-
-    @property
-    def address_policy(self) -> AddressPolicy:
-        """Which addresses requests may connect to (the SSRF guard; allows all when off)."""
-        return AddressPolicy(self.block_private_networks, tuple(self.allowed_networks))
 
     @property
     def effective_retry(self) -> RetryConfig:

@@ -13,8 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .netguard import BlockedAddressError
 from .exceptions import (
+    BlockedAddressError,
     CircuitOpenError,
     ConfigError,
     RequestError,

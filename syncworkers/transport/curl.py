@@ -39,8 +39,8 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, get_environ_proxies, select_proxy
 
 from ..config import HTTPClientConfig
-from ..exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
-from ..netguard import BlockedAddressError
+from ..exceptions import ConfigError, RequestTimeout, TransportError, safe_url
+from ..netguard import AddressPolicy, BlockedAddressError
 from .base import Timeouts, deadline_exceeded, too_large
 
 #: curl error codes, by what they mean here.
@@ -150,7 +150,7 @@ class CurlTransport:
         elif isinstance(verify, str):
             self._ca = verify
         self._verify = verify is not False
-        self._policy = config.address_policy
+        self._policy = AddressPolicy.of(config)
 
     # -- handles -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from ..config import HTTPClientConfig
+from ..netguard import AddressPolicy
 from ..exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
 from .base import Timeouts, deadline_exceeded, too_large
 from .deadline import WATCHDOG, Attempt, Watchdog
@@ -27,7 +28,7 @@ class _Adapter(HTTPAdapter):
         max_idle = config.max_keepalive_connections
         self._pool_classes = pool_classes(config.keepalive_expiry,
                                           pool_maxsize if max_idle is None else max_idle, clock,
-                                          config.address_policy)
+                                          AddressPolicy.of(config))
         # Retries are driven by HTTPClient (interruptible waits, breaker bookkeeping):
         # the adapter makes exactly one attempt.
         super().__init__(pool_connections=32, pool_maxsize=pool_maxsize,
