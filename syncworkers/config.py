@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from . import validators as v
 from .exceptions import ConfigError
+from .limits import default_per_host
 from .redaction import register_secret_names
 from .outcome import RETRY_STATUSES
 from .schedule import check_jitter
@@ -186,6 +187,13 @@ class HTTPClientConfig(_Config):
     transport: str = _field(factory=lambda: DEFAULT_TRANSPORT)
     #: Read proxy settings and .netrc from the environment (costly per request; off by default).
     trust_env: bool = _field(False)
+    #: The SSRF guard: refuse to connect to loopback, private, link-local (cloud metadata),
+    #: carrier-grade NAT, multicast and reserved addresses (turn on for URLs your users give).
+    block_private_networks: bool = _field(False)
+    #: CIDRs the guard lets through all the same (e.g. ``("10.20.0.0/16",)``).
+    allowed_networks: Tuple[Any, ...] = _field(())
+    #: Attempts on the wire to one host (host:port) at once; more wait for a slot (None: no limit).
+    max_in_flight_per_host: Optional[int] = _field(None)
     max_retries: int = _field(DEFAULT_MAX_RETRIES)
     retry_delay: float = _field(DEFAULT_RETRY_DELAY)
     retry_backoff: float = _field(DEFAULT_RETRY_BACKOFF)
@@ -219,6 +227,9 @@ class HTTPClientConfig(_Config):
         "deadline": v.number(float, above=0, optional=True),
         "transport": v.choice(TRANSPORTS),
         "trust_env": v.boolean,
+        "block_private_networks": v.boolean,
+        "allowed_networks": v.networks,
+        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
         "max_retries": v.number(int, minimum=0),
         "retry_delay": v.number(float, minimum=0),
         "retry_backoff": v.number(float, minimum=1),
@@ -373,6 +384,16 @@ class WebhookConfig(_Config):
     #: Seconds an outbox endpoint (host + path) may only fail before it is disabled: its
     #: deliveries are then held until ``syncworkers outbox enable``. A 410 disables at once.
     disable_after: float = _field(DEFAULT_DISABLE_AFTER)
+    #: The SSRF guard, for endpoint URLs your users supply: refuse loopback, private, link-local
+    #: (cloud metadata), carrier-grade NAT, multicast and reserved destinations. Off by default,
+    #: so that internal services keep working.
+    block_private_networks: bool = _field(False)
+    #: CIDRs the guard lets through all the same (a list, or comma/space separated).
+    allowed_networks: Tuple[Any, ...] = _field(())
+    #: Attempts on the wire to one host (host:port) at once, direct sends, broadcasts and the
+    #: outbox together; None = three quarters of max_workers (at least 2), so one slow partner
+    #: never takes every thread. A saturated host's outbox deliveries are postponed, not attempted.
+    max_in_flight_per_host: Optional[int] = _field(None)
 
     _VALIDATORS = {
         "base_url": v.http_url(),
@@ -387,6 +408,9 @@ class WebhookConfig(_Config):
         "retry_schedule": v.delays,
         "signing_secret": v.signing_secret,
         "disable_after": v.number(float, above=0),
+        "block_private_networks": v.boolean,
+        "allowed_networks": v.networks,
+        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -399,6 +423,9 @@ class WebhookConfig(_Config):
         "retry_schedule": ("WEBHOOK_RETRY_SCHEDULE", "str"),
         "signing_secret": ("WEBHOOK_SIGNING_SECRET", "str"),
         "disable_after": ("WEBHOOK_DISABLE_AFTER", "float"),
+        "block_private_networks": ("WEBHOOK_BLOCK_PRIVATE_NETWORKS", "bool"),
+        "allowed_networks": ("WEBHOOK_ALLOWED_NETWORKS", "str"),
+        "max_in_flight_per_host": ("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "int"),
     }
     _SECRETS = ("signing_secret",)
 
@@ -418,6 +445,13 @@ class WebhookConfig(_Config):
     @property
     def retry(self) -> RetryConfig:
         return RetryConfig.from_retries(self.max_retries, self.retry_delay, self.retry_backoff)
+
+    @property
+    def per_host_limit(self) -> int:
+        """``max_in_flight_per_host``, or its default for ``max_workers``."""
+        if self.max_in_flight_per_host is not None:
+            return self.max_in_flight_per_host
+        return default_per_host(self.max_workers)
 
 
 __all__ = [

@@ -14,9 +14,10 @@ from typing import Optional
 from .delivery import delivery_headers
 from .exceptions import ConfigError, RequestError
 from .http import HTTPClient
+from .limits import HostLimiter, host_key
 from .outbox import Delivery
 from .outbox.health import ANSWER_BYTES
-from .outcome import Outcome, classify_error
+from .outcome import Kind, Outcome, classify_error
 from .signing import Signer
 
 
@@ -29,15 +30,27 @@ class Sent:
     body: bytes = b""  #: the answer's first ANSWER_BYTES bytes; empty when no answer was read
 
 
-def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float) -> Sent:
-    """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*."""
+def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float,
+              limiter: Optional[HostLimiter] = None) -> Sent:
+    """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*.
+
+    A host that already has *limiter*'s limit of attempts on the wire is not waited
+    for (that would hold a pool thread): the outcome is SATURATED, nothing sent.
+    """
+    host = host_key(delivery.url)
+    if limiter is not None and not limiter.try_acquire(host):
+        return Sent(Outcome(Kind.SATURATED, error=f"{limiter.limit} attempts already in flight to {host}"))
     headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
     started = time.monotonic()
     try:
+        # The outbox's own limiter holds the slot: the client's (direct sends, broadcasts) is not asked.
         response = client.request("POST", delivery.url, data=delivery.body, headers=headers, retry=False,
-                                  allow_redirects=False)
+                                  allow_redirects=False, limit_host=limiter is None)
     except (RequestError, ConfigError) as exc:
         return Sent(classify_error(exc), time.monotonic() - started)
+    finally:
+        if limiter is not None:
+            limiter.release(host)
     outcome: Outcome = response.outcome  # type: ignore[attr-defined]
     return Sent(outcome, time.monotonic() - started, bytes(response.content[:ANSWER_BYTES]))
 

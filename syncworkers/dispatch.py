@@ -37,6 +37,7 @@ from .signals import StopSignal
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
+_NOT_SENT = (Kind.CIRCUIT_OPEN, Kind.SATURATED)
 
 
 def _remaining(deadline: Optional[float]) -> float:
@@ -363,8 +364,9 @@ class Dispatcher:
         attempt = sent.outcome
         verdict = decide(delivery, attempt, now, self.policy)
         outbox, id, status = self.outbox, delivery.id, attempt.status_code
-        # An open circuit sent nothing: no entry in the attempt log, no mark against the endpoint.
-        log = None if attempt.kind is Kind.CIRCUIT_OPEN else Attempt(
+        # An open circuit or a saturated host sent nothing: no entry in the attempt log, no mark
+        # against the endpoint.
+        log = None if attempt.kind in _NOT_SENT else Attempt(
             at=at, duration=sent.duration, kind=attempt.kind.value, status=status, error=attempt.error,
             body=sent.body[:ANSWER_BYTES])
         disable_after = self.disable_after
@@ -395,10 +397,10 @@ class Dispatcher:
         fields: Dict[str, Any] = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
                       attempts=attempts)
         stats = self._stats
-        if attempt.kind is not Kind.CIRCUIT_OPEN:
-            stats.incr("outbox_attempts")
-        else:
+        if attempt.kind is Kind.CIRCUIT_OPEN:
             stats.incr("outbox_circuit_open")
+        elif attempt.kind is not Kind.SATURATED:
+            stats.incr("outbox_attempts")
         if verdict.state == DELIVERED:
             stats.incr("outbox_delivered")
             self.logger.info("webhook delivered", **fields)
@@ -411,7 +413,9 @@ class Dispatcher:
                                 retry_in=round(next_at - now, 3), **fields)
         else:
             stats.incr("outbox_postponed")
-            self.logger.info("webhook postponed", error=verdict.reason,
+            # A saturated host postpones every half second until a slot frees: not worth an INFO line each time.
+            log_postponed = self.logger.debug if attempt.kind is Kind.SATURATED else self.logger.info
+            log_postponed("webhook postponed", error=verdict.reason,
                              retry_in=round(next_at - now, 3), **fields)
 
 

@@ -76,6 +76,10 @@ class RequestTimeout(TransportError):
     """The connect or read timeout expired."""
 
 
+class BlockedAddressError(TransportError):
+    """The destination resolved to an address the SSRF guard refuses; nothing was sent."""
+
+
 class ResponseTooLarge(RequestError):
     """The response body exceeded the configured size cap."""
 
@@ -128,6 +132,7 @@ __all__ = [
     "RequestError",
     "TransportError",
     "RequestTimeout",
+    "BlockedAddressError",
     "ResponseTooLarge",
     "CircuitOpenError",
     "RetryInterrupted",

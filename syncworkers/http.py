@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple, Union, cast
 
 import requests
 from requests.cookies import RequestsCookieJar, get_cookie_header
@@ -28,6 +28,8 @@ from .breaker import BreakerRegistry
 from .config import HTTPClientConfig, RetryConfig
 from .exceptions import (
     CircuitOpenError,
+    RequestError,
+    RequestTimeout,
     ResponseTooLarge,
     RetryInterrupted,
     TransportError,
@@ -37,7 +39,10 @@ from .logging import get_logger
 from .redaction import is_secret_key, register_secret
 from .outcome import classify_error, classify_status
 from .retry import RetryPolicy, parse_retry_after
+from .limits import HostLimiter, host_key
+from .redirects import REDIRECT_STATUSES, Hop, follow
 from .transport import Timeout, as_timeouts, make_transport
+from .transport.base import deadline_exceeded
 from .urls import join_url
 
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"  # type: ignore[attr-defined]
@@ -80,7 +85,13 @@ class HTTPClient:
         self._prepared_urls: Dict[str, str] = {}
         self._absolute_urls: Dict[str, str] = {}
         self._breaker_of: Dict[str, Any] = {}
+        self._host_of: Dict[str, str] = {}
+        #: At most ``max_in_flight_per_host`` attempts on the wire to one host:port at once.
+        self.limiter = HostLimiter(self.config.max_in_flight_per_host)
         self._header_store = self._validated_header_store()
+        #: Headers that carry the configured credential whatever their name (dropped on a cross-origin redirect).
+        self._credential_headers = frozenset(
+            [self.config.api_key_header.lower()] if self.config.auth_type == "api_key" else [])
         #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
         self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
 
@@ -88,7 +99,6 @@ class HTTPClient:
         cfg = self.config
         session = requests.Session()
         session.trust_env = cfg.trust_env
-        session.max_redirects = cfg.max_redirects
         session.verify = cfg.verify_ssl
         if cfg.ssl_cert_file:
             session.cert = (cfg.ssl_cert_file, cfg.ssl_key_file) if cfg.ssl_key_file else cfg.ssl_cert_file
@@ -120,7 +130,7 @@ class HTTPClient:
                 json: Any = None, data: Any = None, timeout: Optional[Timeout] = None,
                 retry: Union[RetryConfig, RetryPolicy, bool, None] = None,
                 cancel: Optional[threading.Event] = None,
-                allow_redirects: Optional[bool] = None) -> requests.Response:
+                allow_redirects: Optional[bool] = None, limit_host: bool = True) -> requests.Response:
         """Send one request with retries; return the final response, whatever its status.
 
         ``response.attempts`` is the number of attempts made and ``response.outcome``
@@ -129,6 +139,9 @@ class HTTPClient:
         client's. Raises CircuitOpenError (nothing sent), RequestTimeout /
         TransportError (after retries), ResponseTooLarge, or RetryInterrupted when
         *cancel* (default: the client's stop event) is set during a retry wait.
+        With ``max_in_flight_per_host``, each attempt waits for a slot of its host
+        (a set *cancel* ends the wait with RetryInterrupted; nothing sent); *limit_host*
+        False skips it (a caller that holds a slot of its own limiter, as the outbox does).
         """
         method = method.upper()
         full_url = self.url_for(url)
@@ -155,11 +168,15 @@ class HTTPClient:
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
-                                          full_url, method)
+                                          full_url, method, cancel if limit_host else None)
+                except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
+                    exc.attempts = attempt - 1
+                    raise
                 except (TransportError, ResponseTooLarge) as exc:
                     self._attempted(full_url, exc.status, exc, sent_at)
-                    exc.attempts = attempt
                     outcome = classify_error(exc)
+                    # Requests that may have reached the receiver (a refused address sent nothing).
+                    exc.attempts = attempt if outcome.sent else attempt - 1
                     decision = None if policy is None else policy.next(outcome, attempt)
                     if decision is None or decision.wait is None:
                         breaker.record_outcome(outcome, exc)
@@ -298,16 +315,101 @@ class HTTPClient:
             raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
 
     def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
-              url: str, method: str) -> requests.Response:
+              url: str, method: str, cancel: Optional[threading.Event]) -> requests.Response:
+        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted)."""
+        limiter = self.limiter
+        host = ""
+        if limiter.limit is not None and cancel is not None:
+            host = self._host_of.get(url) or ""
+            if not host:
+                host = host_key(url)
+                self._remember(self._host_of, url, host)
+            if not limiter.acquire(host, cancel):
+                raise RetryInterrupted("interrupted while waiting for a slot of the host", url=url, method=method)
         me = threading.get_ident()
         self._in_flight[me] = url
         try:
-            return self.transport.send(prepared, timeouts=as_timeouts(timeout), deadline=self.deadline,
-                                       follow_redirects=follow, url=url, method=method)
+            timeouts = as_timeouts(timeout)
+            if not follow:
+                return self.transport.send(prepared, timeouts=timeouts, deadline=self.deadline, url=url,
+                                           method=method)
+            return self._send_following(prepared, timeouts, url, method)
         finally:
             del self._in_flight[me]
+            if host:
+                limiter.release(host)
+
+    def _send_following(self, request: PreparedRequest, timeouts: Tuple[float, float], url: str,
+                        method: str) -> requests.Response:
+        """One attempt that follows redirects itself (the same for every transport).
+
+        Each hop goes through :func:`~syncworkers.redirects.follow`: credentials never
+        cross to another origin, an https → http downgrade is refused, and the whole
+        chain shares the attempt's deadline.
+        """
+        started = time.monotonic()
+        history: List[requests.Response] = []
+        while True:
+            left = self.deadline - (time.monotonic() - started)
+            if left <= 0:
+                raise deadline_exceeded(self.deadline, url, method)
+            try:
+                # The first hop has the whole deadline; later ones what is left of it.
+                response = self.transport.send(request, timeouts=timeouts, deadline=left if history else self.deadline,
+                                               url=url, method=method)
+            except RequestTimeout as exc:
+                if history and str(exc).startswith("deadline of"):
+                    raise deadline_exceeded(self.deadline, url, method, exc) from exc
+                raise
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                if history:
+                    response.history = history
+                return response
+            if len(history) >= self.config.max_redirects:
+                response.close()
+                raise RequestError("too many redirects", url=url, method=method, status=response.status_code)
+            hop = follow(request.method or method, request.url or url, response.status_code, location,
+                         cast(Mapping[str, str], request.headers), _body_bytes(request.body), self._is_credential)
+            response.close()
+            history.append(response)
+            request = self._hop_request(hop)
+
+    def _is_credential(self, name: str) -> bool:
+        """True for a header that must not follow a redirect to another origin."""
+        return is_secret_key(name) or name.lower() in self._credential_headers
+
+    def _hop_request(self, hop: Hop) -> PreparedRequest:
+        """The request a redirect leads to; cookies from the jar only on the same origin."""
+        p = PreparedRequest()
+        p.method = hop.method
+        p.prepare_url(hop.url, None)
+        headers: Any = CaseInsensitiveDict(hop.headers)
+        headers.pop("Cookie", None)  # recomputed for the new URL, or dropped with the origin
+        if hop.body is None:
+            headers.pop("Content-Length", None)
+            headers.pop("Transfer-Encoding", None)
+        p.headers = headers
+        p._cookies = RequestsCookieJar()
+        # A cookie jar ignores ports: only the origin rule keeps host A's cookies from host B.
+        if not hop.cross_origin and self.session.cookies:
+            p._cookies.update(self.session.cookies)
+            cookie = get_cookie_header(p._cookies, p)
+            if cookie is not None:
+                headers["Cookie"] = cookie
+        p.body = hop.body
+        return p
 
 
+
+
+def _body_bytes(body: Any) -> Optional[bytes]:
+    """A prepared body as bytes for a 307/308 hop (requests leaves str there for form data)."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    raise RequestError("cannot follow a redirect with a streamed body")
 
 
 def merge_headers(*layers: Optional[Mapping[str, str]]) -> MutableMapping[str, str]:

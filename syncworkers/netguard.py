@@ -16,12 +16,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Tuple, Union
 
-from .exceptions import ConfigError, TransportError
+from .exceptions import BlockedAddressError, TransportError
+from .validators import Network, parse_networks
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 #: ``getaddrinfo``-like: (host, port) -> list of address strings.
 Resolver = Callable[[str, int], List[str]]
 
@@ -53,10 +53,6 @@ BLOCKED_NETWORKS: Tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 
-class BlockedAddressError(TransportError):
-    """The destination resolved to an address the SSRF guard refuses; nothing was sent."""
-
-
 def embedded_ipv4(address: IPAddress) -> IPAddress:
     """The IPv4 address inside an IPv4-mapped (``::ffff:a.b.c.d``) or -compatible (``::a.b.c.d``) one."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -66,20 +62,6 @@ def embedded_ipv4(address: IPAddress) -> IPAddress:
         if packed >> 32 == 0 and packed > 1:  # ::a.b.c.d (deprecated "compatible" form)
             return ipaddress.IPv4Address(packed)
     return address
-
-
-def parse_networks(value: Union[str, Sequence[str], None]) -> Tuple[Network, ...]:
-    """CIDRs (a list, or a comma/space separated string) as networks; ConfigError quoting a bad one."""
-    if value is None:
-        return ()
-    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    networks = []
-    for item in items:
-        try:
-            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
-        except ValueError:
-            raise ConfigError(f"allowed_networks: {item!r} is not a CIDR network (e.g. 10.1.0.0/16)") from None
-    return tuple(networks)
 
 
 def _system_resolver(host: str, port: int) -> List[str]:
@@ -93,6 +75,11 @@ class AddressPolicy:
 
     block_private: bool = False
     allowed: Tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, config: Any) -> "AddressPolicy":
+        """The policy of an HTTPClientConfig (``block_private_networks``, ``allowed_networks``)."""
+        return cls(bool(config.block_private_networks), tuple(config.allowed_networks))
 
     def refuses(self, address: Union[str, IPAddress]) -> bool:
         """True when connecting to *address* is not allowed."""

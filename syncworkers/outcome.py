@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .exceptions import (
+    BlockedAddressError,
     CircuitOpenError,
     ConfigError,
     RequestError,
@@ -37,8 +38,9 @@ class Kind(str, enum.Enum):
     REFUSED = "refused"  #: a 4xx outside the retry set: the receiver will not take it
     GONE = "gone"  #: 410: the receiver asks never to be sent this again
     CIRCUIT_OPEN = "circuit_open"  #: refused by the host's open circuit; nothing was sent
+    SATURATED = "saturated"  #: the host had max_in_flight_per_host attempts on the wire; nothing was sent
     INTERRUPTED = "interrupted"  #: stopped (shutdown, fail_fast) before an answer
-    INVALID = "invalid"  #: the request itself can never be sent (e.g. an invalid stored URL)
+    INVALID = "invalid"  #: the request can never be sent (an invalid stored URL, an address the SSRF guard refuses)
 
 
 #: Kinds no later attempt can change.
@@ -73,7 +75,7 @@ class Outcome:
     @property
     def sent(self) -> bool:
         """Whether the request may have reached the receiver."""
-        return self.kind not in (Kind.CIRCUIT_OPEN, Kind.INVALID)
+        return self.kind not in (Kind.CIRCUIT_OPEN, Kind.SATURATED, Kind.INVALID)
 
 
 def classify_status(status: int, reason: str = "", *, retry_after: Optional[float] = None,
@@ -109,6 +111,9 @@ def classify_error(exc: BaseException) -> Outcome:
             # The receiver accepted the request; only its answer was too large to read.
             return Outcome(Kind.SUCCESS, status)
         return Outcome(Kind.UNEXPECTED, status, str(exc), host_failure=True)
+    if isinstance(exc, BlockedAddressError):
+        # The SSRF guard refused the destination before anything was sent: no later attempt can pass.
+        return Outcome(Kind.INVALID, error=str(exc))
     if isinstance(exc, TransportError):
         return Outcome(Kind.RETRYABLE, exc.status, str(exc), host_failure=True)
     if isinstance(exc, ConfigError):

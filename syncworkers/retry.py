@@ -28,6 +28,8 @@ from .outcome import RETRY_AFTER_STATUSES, RETRY_STATUSES, Kind, Outcome
 POSTPONE_SLACK = 3600.0
 
 _rng = random.Random()
+#: Seconds the outbox postpones a delivery whose host has max_in_flight_per_host attempts on the wire.
+SATURATED_POSTPONE = 0.5
 #: How a final outcome's reason starts (kept as a dead delivery's last error).
 _FINAL_PREFIX = {Kind.INVALID: "final", Kind.GONE: "gone", Kind.REFUSED: "refused"}
 
@@ -175,7 +177,9 @@ class RetryPolicy:
             prefix = _FINAL_PREFIX.get(outcome.kind)
             return Decision(None, reason=f"{prefix}: {error}" if prefix else error)
         postpone = self._postponement(outcome)
-        if self.persistent and postpone is not None and age < self.span + self.postpone_slack:
+        # Nothing was sent to a saturated host: that never spends an attempt, however old the delivery.
+        young = age < self.span + self.postpone_slack or outcome.kind is Kind.SATURATED
+        if self.persistent and postpone is not None and young:
             return Decision(postpone, spend=False, reason=error)
         if not self.persistent and outcome.retry_after is not None and outcome.retry_after > self.retry_after_max:
             return Decision(None, reason=f"{error}: Retry-After {outcome.retry_after:.0f}s exceeds "
@@ -193,6 +197,8 @@ class RetryPolicy:
         if not self.persistent:
             return None
         floor = max(self.delay(1), 0.01) if self.max_attempts > 1 else 1.0
+        if outcome.kind is Kind.SATURATED:
+            return SATURATED_POSTPONE  # a slot frees as soon as one of the host's attempts ends
         if outcome.kind is Kind.CIRCUIT_OPEN and outcome.circuit_remaining is not None:
             return max(outcome.circuit_remaining, floor)
         if outcome.status_code in RETRY_AFTER_STATUSES and outcome.retry_after is not None:
@@ -203,6 +209,7 @@ class RetryPolicy:
 __all__ = [
     "Decision",
     "POSTPONE_SLACK",
+    "SATURATED_POSTPONE",
     "RetryPolicy",
     "apply_jitter",
     "parse_retry_after",

@@ -7,13 +7,19 @@ environment loader the variable.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
 from urllib.parse import urlsplit
 
+from .exceptions import ConfigError
 from .redaction import redact_text
 from .signing import load_secrets
+
+
+#: A CIDR network (``allowed_networks``).
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
@@ -231,6 +237,30 @@ def signing_secret(value: Any) -> Any:
     except ValueError as exc:  # its message never quotes the secret
         raise ValueError(f"is invalid: {exc}") from None
     return value
+
+
+def parse_networks(value: Union[str, Sequence[str], None]) -> Tuple[Network, ...]:
+    """CIDRs (a list, or a comma/space separated string) as networks; ConfigError quoting a bad one."""
+    if value is None:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"allowed_networks: {item!r} is not a CIDR network (e.g. 10.1.0.0/16)") from None
+    return tuple(networks)
+
+
+def networks(value: Any) -> Tuple[Any, ...]:
+    """CIDR networks: a list, or one comma/space separated string (WEBHOOK_ALLOWED_NETWORKS)."""
+    if value is not None and not isinstance(value, (str, list, tuple, set, frozenset)):
+        raise ValueError(f"must be a list of CIDR networks, got {type(value).__name__}")
+    try:
+        return parse_networks(value if value is None or isinstance(value, str) else [str(n) for n in value])
+    except ValueError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def instance_of(value: Any, cls: Type[Any]) -> Any:

@@ -110,7 +110,8 @@ from syncworkers.outbox import Outbox
 from syncworkers.workers.webhook import WebhookSenderWorker
 path, base, count, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 outbox = Outbox(path, lease_seconds=2)
-sender = WebhookSenderWorker(base, WebhookConfig(retry_schedule=(0.05, 0.1, 0.2), max_workers=4), outbox=outbox)
+sender = WebhookSenderWorker(base, WebhookConfig(retry_schedule=(0.05, 0.1, 0.2), max_workers=4,
+                                                 max_in_flight_per_host=4), outbox=outbox)
 if mode == "first":
     ids = [sender.enqueue("/hook", {"n": n}) for n in range(count)]
     print(json.dumps(ids), flush=True)
@@ -161,7 +162,7 @@ def test_sigterm_drains_deliveries_in_flight_and_exits_0(tmp_path):
         enqueued = [producer.enqueue("/hook", {"n": n}) for n in range(count)]
         producer.close()
         env = {**os.environ, "HTTP_BASE_URL": server.base_url, "WEBHOOK_OUTBOX_PATH": path,
-               "WEBHOOK_RETRY_SCHEDULE": "0.05,0.1"}
+               "WEBHOOK_RETRY_SCHEDULE": "0.05,0.1", "WEBHOOK_MAX_IN_FLIGHT_PER_HOST": "32"}  # the whole pool on one host
         proc = subprocess.Popen([sys.executable, "-c", "from syncworkers.cli import main; main()", "run",
                                  "tests.chaos:EnvSender", "--log-level", "INFO"],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

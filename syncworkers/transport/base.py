@@ -4,7 +4,7 @@ A transport sends one prepared request (one attempt: retries, breakers and
 waits belong to HTTPClient) and returns a ``requests.Response`` with the whole
 body read, or raises an error from :mod:`syncworkers.exceptions`:
 RequestTimeout (connect, read or the total deadline), TransportError,
-ResponseTooLarge, RequestError (too many redirects) or ConfigError (a URL it
+ResponseTooLarge, BlockedAddressError (the SSRF guard refused the address) or ConfigError (a URL it
 cannot send to).
 """
 
@@ -29,9 +29,10 @@ class Transport(Protocol):
     name: str
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             follow_redirects: bool, url: str, method: str) -> requests.Response:
-        """Send one attempt of *request*, connect to last byte within *deadline* seconds.
+             url: str, method: str) -> requests.Response:
+        """Send one request of an attempt, connect to last byte within *deadline* seconds.
 
+        Never follows a redirect: HTTPClient does (the same rules for every transport).
         *url* and *method* are what errors name (the caller's URL, before params).
         """
 

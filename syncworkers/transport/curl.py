@@ -5,7 +5,7 @@ connections alive between requests, so a thread that sends many requests costs
 little more than the wire. Every semantic of the requests transport holds:
 (connect, read) timeouts and the total deadline (``CURLOPT_TIMEOUT_MS``), TLS
 verification with certifi's bundle (or the given CA bundle) and client
-certificates, proxies only with ``trust_env``, redirects per config, the
+certificates, proxies only with ``trust_env``, no redirects (HTTPClient follows them), the
 response-size cap (a write callback that aborts), and the same exceptions.
 
 libcurl has no per-read timeout: the read timeout is "no byte for that many
@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import datetime
 import email.message
+import functools
+import ipaddress
 import math
 import os
+import socket
 import threading
 import weakref
+from urllib.parse import urlsplit
 from typing import Any, Dict, List, Optional, Tuple
 
 import certifi
@@ -35,12 +39,12 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, get_environ_proxies, select_proxy
 
 from ..config import HTTPClientConfig
-from ..exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
+from ..exceptions import ConfigError, RequestTimeout, TransportError, safe_url
+from ..netguard import AddressPolicy, BlockedAddressError
 from .base import Timeouts, deadline_exceeded, too_large
 
 #: curl error codes, by what they mean here.
 _TIMEOUT = pycurl.E_OPERATION_TIMEDOUT
-_TOO_MANY_REDIRECTS = pycurl.E_TOO_MANY_REDIRECTS
 _FILESIZE = pycurl.E_FILESIZE_EXCEEDED
 _WRITE = pycurl.E_WRITE_ERROR
 _BAD_URL = (pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT)
@@ -84,7 +88,7 @@ class _Sink:
 class _Slot:
     """One thread's easy handle, with its reusable body sink and header list."""
 
-    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "__weakref__")
+    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "refused", "__weakref__")
 
     def __init__(self, curl: Any, generation: int) -> None:
         self.curl = curl
@@ -93,6 +97,7 @@ class _Slot:
         self.custom = False  # CUSTOMREQUEST is set (and must be cleared for GET/POST/HEAD)
         self.head = False  # NOBODY is set (and must be cleared before a POST)
         self.generation = generation
+        self.refused: Optional[str] = None  # the address the SSRF guard refused in this transfer
         curl.setopt(pycurl.WRITEFUNCTION, self.sink.write)
         curl.setopt(pycurl.HEADERFUNCTION, self.header_lines.append)
 
@@ -145,6 +150,7 @@ class CurlTransport:
         elif isinstance(verify, str):
             self._ca = verify
         self._verify = verify is not False
+        self._policy = AddressPolicy.of(config)
 
     # -- handles -----------------------------------------------------------------
 
@@ -152,6 +158,10 @@ class CurlTransport:
         slot: Optional[_Slot] = getattr(self._local, "slot", None)
         if slot is None or slot.generation != self._generation:
             slot = _Slot(self._new_handle(), self._generation)
+            if self._policy.block_private:
+                # The last word on every socket libcurl opens (whatever it resolved): refused addresses
+                # never get one.
+                slot.curl.setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._open_socket, slot))
             self._local.slot = slot
             with self._lock:
                 self._slots.add(slot)
@@ -166,7 +176,7 @@ class CurlTransport:
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)  # as requests speaks
         c.setopt(pycurl.PROTOCOLS, _HTTP)
         c.setopt(pycurl.REDIR_PROTOCOLS, _HTTP)
-        c.setopt(pycurl.MAXREDIRS, cfg.max_redirects)
+        c.setopt(pycurl.FOLLOWLOCATION, 0)  # HTTPClient follows redirects (syncworkers.redirects)
         c.setopt(pycurl.MAXFILESIZE_LARGE, cfg.max_response_size)
         c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         if self._max_idle == 0:
@@ -193,11 +203,14 @@ class CurlTransport:
     # -- sending -----------------------------------------------------------------
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             follow_redirects: bool, url: str, method: str) -> requests.Response:
+             url: str, method: str) -> requests.Response:
         slot = self._slot()
         c = slot.curl
         target = request.url or url
         c.setopt(pycurl.URL, target)
+        slot.refused = None
+        if self._policy.block_private:
+            self._pin(c, target, url, method)
         body = _body_bytes(request.body)
         verb = (request.method or method).upper()
         if verb == "HEAD":
@@ -219,7 +232,6 @@ class CurlTransport:
             _custom(slot, None if verb == "POST" else verb)
         encoding = self._set_headers(c, request.headers)
         c.setopt(pycurl.ACCEPT_ENCODING, encoding)
-        c.setopt(pycurl.FOLLOWLOCATION, 1 if follow_redirects else 0)
         connect, read = timeouts
         c.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(connect, deadline) * 1000)))
         # libcurl counts "no byte for that long" in whole seconds: a read timeout under one second
@@ -255,6 +267,28 @@ class CurlTransport:
         if cookies:
             self._store_cookies(cookies, request, response)
         return response
+
+    def _pin(self, c: Any, target: str, url: str, method: str) -> None:
+        """Resolve and check the host once; libcurl connects to that address (CURLOPT_RESOLVE)."""
+        parts = urlsplit(target)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            checked = self._policy.resolve(host, port)
+        except TransportError as exc:  # refused, or the name does not resolve: nothing was sent
+            raise type(exc)(str(exc), url=url, method=method) from None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:  # a name: pin it (an address literal is connected to as it is)
+            address = f"[{checked}]" if ":" in checked else checked
+            c.setopt(pycurl.RESOLVE, [f"{host}:{port}:{address}"])
+
+    def _open_socket(self, slot: _Slot, purpose: int, address: Any) -> Any:
+        ip = str(address.addr[0]).split("%", 1)[0]
+        if self._policy.refuses(ip):
+            slot.refused = ip
+            return pycurl.SOCKET_BAD
+        return socket.socket(address.family, address.socktype, address.protocol)
 
     @staticmethod
     def _set_headers(c: Any, headers: Any) -> Optional[str]:
@@ -294,6 +328,10 @@ class CurlTransport:
                url: str, method: str) -> Exception:
         code = exc.args[0] if exc.args else 0
         text = str(exc.args[1]) if len(exc.args) > 1 else ""
+        if slot.refused is not None:
+            return BlockedAddressError(f"refused: connecting to {slot.refused}, a private, loopback, link-local "
+                                       "or reserved address (block_private_networks is on; allow it with "
+                                       "allowed_networks)", url=url, method=method)
         status = c.getinfo(pycurl.RESPONSE_CODE)
         if code == _TIMEOUT:
             if "too slow" in text or read_bound and "Operation timed out" in text:
@@ -309,8 +347,6 @@ class CurlTransport:
             return too_large(slot.sink.cap, url, method, status, length)
         if code in _TLS:
             return TransportError(f"TLS error: {_describe(text)}", url=url, method=method, cause=exc)
-        if code == _TOO_MANY_REDIRECTS:
-            return RequestError("too many redirects", url=url, method=method, cause=exc)
         if code in _BAD_URL and "HTTP/0.9" not in text:  # (not an answer that is no HTTP at all)
             return ConfigError(f"invalid URL {safe_url(url)!r}")
         return TransportError(f"connection failed: {_describe(text)}", url=url, method=method, cause=exc)

@@ -17,7 +17,9 @@ from typing import Any, Callable, Dict, Optional, Type
 
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ..netguard import AddressPolicy
 from .deadline import bind_connection, release_connection
+from .pinned import pinned_connection_classes
 
 _IDLE_SINCE = "_syncworkers_idle_since"
 
@@ -88,13 +90,18 @@ class KeepAliveHTTPSConnectionPool(_KeepAliveMixin, HTTPSConnectionPool):
 
 
 def pool_classes(keepalive_expiry: Optional[float], max_idle: Optional[int],
-                 clock: Callable[[], float] = time.monotonic) -> Dict[str, Type[HTTPConnectionPool]]:
+                 clock: Callable[[], float] = time.monotonic,
+                 policy: Optional[AddressPolicy] = None) -> Dict[str, Type[HTTPConnectionPool]]:
     """Pool classes for a PoolManager's ``pool_classes_by_scheme``, bound to these settings.
 
     (PoolManager rejects unknown pool keywords, so the settings travel as class attributes.)
+    With a *policy* that blocks addresses, connections go only to addresses it checked.
     """
-    attrs = {"keepalive_expiry": keepalive_expiry, "max_idle": max_idle, "clock": staticmethod(clock)}
-    return {
-        "http": type("HTTPPool", (KeepAliveHTTPConnectionPool,), dict(attrs)),
-        "https": type("HTTPSPool", (KeepAliveHTTPSConnectionPool,), dict(attrs)),
-    }
+    attrs: Dict[str, Any] = {"keepalive_expiry": keepalive_expiry, "max_idle": max_idle,
+                             "clock": staticmethod(clock)}
+    connections = pinned_connection_classes(policy) if policy is not None and policy.block_private else {}
+    classes: Dict[str, Type[HTTPConnectionPool]] = {}
+    for scheme, base in (("http", KeepAliveHTTPConnectionPool), ("https", KeepAliveHTTPSConnectionPool)):
+        extra = {"ConnectionCls": connections[scheme]} if scheme in connections else {}
+        classes[scheme] = type(f"{scheme.upper()}Pool", (base,), {**attrs, **extra})
+    return classes

@@ -11,6 +11,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from ..config import HTTPClientConfig
+from ..netguard import AddressPolicy
 from ..exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
 from .base import Timeouts, deadline_exceeded, too_large
 from .deadline import WATCHDOG, Attempt, Watchdog
@@ -26,7 +27,8 @@ class _Adapter(HTTPAdapter):
     def __init__(self, config: HTTPClientConfig, pool_maxsize: int, clock: Any) -> None:
         max_idle = config.max_keepalive_connections
         self._pool_classes = pool_classes(config.keepalive_expiry,
-                                          pool_maxsize if max_idle is None else max_idle, clock)
+                                          pool_maxsize if max_idle is None else max_idle, clock,
+                                          AddressPolicy.of(config))
         # Retries are driven by HTTPClient (interruptible waits, breaker bookkeeping):
         # the adapter makes exactly one attempt.
         super().__init__(pool_connections=32, pool_maxsize=pool_maxsize,
@@ -59,7 +61,7 @@ class RequestsTransport:
         self._send_kwargs: Dict[str, Any] = {"verify": session.verify, "cert": session.cert, "proxies": {}, "stream": True}
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             follow_redirects: bool, url: str, method: str) -> requests.Response:
+             url: str, method: str) -> requests.Response:
         session = self.session
         kwargs = self._send_kwargs
         if session.trust_env:
@@ -70,7 +72,7 @@ class RequestsTransport:
         attempt = self.watchdog.arm(deadline)
         try:
             try:
-                response = session.send(request, timeout=timeout, allow_redirects=follow_redirects, **kwargs)
+                response = session.send(request, timeout=timeout, allow_redirects=False, **kwargs)
             except Exception as exc:
                 _reraise(exc, attempt, deadline, url, method)
             try:
@@ -128,6 +130,9 @@ def _reraise(exc: Exception, attempt: Attempt, deadline: float, url: str, method
 
 def _mapped(exc: Exception, url: str, method: str) -> Optional[Exception]:
     """One of our errors for a requests error; None for any other error."""
+    if isinstance(exc, TransportError) and exc.url is None:
+        # The SSRF guard's refusal (or its failed lookup), raised while connecting: name the request.
+        return type(exc)(str(exc), url=url, method=method)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return RequestTimeout("connect timeout", url=url, method=method, cause=exc)
     if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -137,8 +142,6 @@ def _mapped(exc: Exception, url: str, method: str) -> Optional[Exception]:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ContentDecodingError)):
         return TransportError(f"connection failed: {_describe(exc)}", url=url, method=method, cause=exc)
-    if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return RequestError("too many redirects", url=url, method=method, cause=exc)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
         return ConfigError(f"invalid URL {safe_url(url)!r}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from ..delivery import check_delivery_id, check_headers, encode_body, safe_endpoint
 from ..dispatch import Dispatcher, send_once
 from ..exceptions import ConfigError, OutboxError, WorkerError
+from ..limits import HostLimiter
 from ..logging import redact_text
 from ..outbox import OutboxStore, open_outbox
 from ..retry import RetryPolicy
@@ -51,6 +52,7 @@ class OutboxMixin:
         _outbox: Optional[OutboxStore]
         _dispatcher: Optional[Dispatcher]
         _outbox_lock: threading.Lock
+        _outbox_limiter: HostLimiter
         _outbox_runner: Any
         _pool_lock: threading.Lock
         _futures: Dict[Future[Any], str]
@@ -131,7 +133,8 @@ class OutboxMixin:
                     self._outbox = open_outbox(self.webhook_config.outbox_location,
                                                pool_size=self.webhook_config.max_workers + 2)
                 self._dispatcher = Dispatcher(
-                    self._outbox, lambda delivery, now: send_once(self.client, self.signer, delivery, now),
+                    self._outbox,
+                    lambda delivery, now: send_once(self.client, self.signer, delivery, now, self._outbox_limiter),
                     self._submit_outbox, self._free_slots,
                     RetryPolicy.from_schedule(self.webhook_config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),

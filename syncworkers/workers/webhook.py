@@ -29,6 +29,7 @@ from ..delivery import (
 )
 from ..dispatch import Dispatcher
 from ..exceptions import ConfigError, RequestError, safe_url
+from ..limits import HostLimiter
 from ..message import Message
 from ..outbox import OutboxStore
 from ..outcome import Kind, classify_error
@@ -106,6 +107,11 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         retry: RetryConfig = http_retry if http_retry is not None else webhook.retry
         client_fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry,
                                          "base_url": webhook.base_url}
+        client_fields["max_in_flight_per_host"] = webhook.per_host_limit
+        if webhook.block_private_networks:  # the SSRF guard: the client's transports enforce it
+            client_fields["block_private_networks"] = True
+        if webhook.allowed_networks:
+            client_fields["allowed_networks"] = webhook.allowed_networks
         if not any(k in _explicit(http_config) for k in _TIMEOUT_FIELDS):
             client_fields["timeout"] = webhook.timeout
         client_config = HTTPClientConfig.resolve(http_config, **client_fields)
@@ -126,6 +132,9 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         self._own_outbox = outbox is None
         self._dispatcher: Optional[Dispatcher] = None
         self._outbox_lock = threading.Lock()
+        # The outbox pool's own per-host limit (direct sends and broadcasts have the client's):
+        # a busy outbox never holds up a broadcast, and a slow partner never takes either pool.
+        self._outbox_limiter = HostLimiter(webhook.per_host_limit)
         self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
         self._endpoints = EndpointResolver(webhook.base_url, webhook.endpoints)
         self._broadcaster = Broadcaster(self._submit, self.logger, self._stats)
