@@ -12,7 +12,7 @@ import os
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from .defaults import MAX_ATTEMPTS, MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
+from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
 from .exceptions import ConfigError
 from .redaction import redact_text, safe_url
 from .signing import load_secrets
@@ -225,8 +225,6 @@ def delays(value: Any) -> Tuple[float, ...]:
         raise ValueError(f"delays must be >= 0, got {value!r}")
     if any(d > MAX_INTERVAL for d in delays):
         raise ValueError(f"delays must be <= {_bound(MAX_INTERVAL)} (one week), got {value!r}")
-    if len(delays) > MAX_ATTEMPTS - 1:  # one attempt after each delay, the first one before them
-        raise ValueError(f"must have at most {MAX_ATTEMPTS - 1} delays, got {len(delays)}")
     return delays
 
 
