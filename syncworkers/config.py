@@ -32,6 +32,7 @@ from .defaults import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_REDIRECTS,
     DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_MAX_RETRIES,
@@ -46,10 +47,22 @@ from .defaults import (
     DEFAULT_WEBHOOK_TIMEOUT,
     DEFAULT_WEBHOOK_WORKERS,
     HTTP_METHODS,
+    MAX_ATTEMPTS,
+    MAX_BACKOFF,
+    MAX_BYTES,
+    MAX_DISABLE_AFTER,
+    MAX_FAILURE_THRESHOLD,
+    MAX_INTERVAL,
+    MAX_REDIRECTS_LIMIT,
     TRANSPORTS,
 )
 
 RetryT = TypeVar("RetryT", bound="RetryConfig")
+
+# The retry fields HTTPClientConfig, WebhookConfig and RetryConfig.from_retries share.
+_MAX_RETRIES = v.count(minimum=0, maximum=MAX_ATTEMPTS - 1)
+_RETRY_DELAY = v.seconds(minimum=0)
+_RETRY_BACKOFF = v.number(float, minimum=1, maximum=MAX_BACKOFF)
 
 
 class RetryStrategy(str, enum.Enum):
@@ -79,12 +92,12 @@ class RetryConfig(_Config):
 
     _VALIDATORS = {
         "strategy": v.enum_member(RetryStrategy),
-        "max_attempts": v.number(int, minimum=1),
-        "initial_delay": v.number(float, minimum=0),
-        "max_delay": v.number(float, minimum=0),
-        "exponential_base": v.number(float, minimum=1),
+        "max_attempts": v.count(maximum=MAX_ATTEMPTS),
+        "initial_delay": v.seconds(minimum=0),
+        "max_delay": v.seconds(minimum=0),
+        "exponential_base": v.number(float, minimum=1, maximum=MAX_BACKOFF),
         "jitter": v.boolean,
-        "retry_after_max": v.number(float, minimum=0),
+        "retry_after_max": v.seconds(minimum=0),
         "retry_on_status": v.statuses,
     }
 
@@ -93,9 +106,9 @@ class RetryConfig(_Config):
         """The WebhookConfig/env shape: *max_retries* after the first attempt,
         waits of ``retry_delay * retry_backoff ** (k - 1)`` (fixed when backoff is 1)."""
         errors: Dict[str, str] = {}
-        for name, value, check in (("max_retries", max_retries, v.number(int, minimum=0)),
-                                   ("retry_delay", retry_delay, v.number(float, minimum=0)),
-                                   ("retry_backoff", retry_backoff, v.number(float, minimum=1))):
+        for name, value, check in (("max_retries", max_retries, _MAX_RETRIES),
+                                   ("retry_delay", retry_delay, _RETRY_DELAY),
+                                   ("retry_backoff", retry_backoff, _RETRY_BACKOFF)):
             try:
                 check(value)
             except ValueError as exc:
@@ -143,8 +156,8 @@ class CircuitBreakerConfig(_Config):
     enabled: bool = _field(True)
 
     _VALIDATORS = {
-        "failure_threshold": v.number(int, minimum=1),
-        "timeout_seconds": v.number(float, above=0),
+        "failure_threshold": v.count(maximum=MAX_FAILURE_THRESHOLD),
+        "timeout_seconds": v.seconds(above=0),
         "expected_exception": v.exception_spec,
         "enabled": v.boolean,
     }
@@ -202,13 +215,13 @@ class HTTPClientConfig(_Config):
     circuit_breaker_config: Optional[CircuitBreakerConfig] = _field(factory=CircuitBreakerConfig)
 
     _VALIDATORS = {
-        "base_url": v.http_url(),
-        "timeout": v.number(float, above=0, optional=True),
-        "connect_timeout": v.number(float, above=0),
-        "read_timeout": v.number(float, above=0),
-        "max_connections": v.number(int, minimum=1),
-        "max_keepalive_connections": v.number(int, minimum=0, optional=True),
-        "keepalive_expiry": v.number(float, minimum=0),
+        "base_url": v.http_url(base=True),
+        "timeout": v.seconds(above=0, optional=True),
+        "connect_timeout": v.seconds(above=0),
+        "read_timeout": v.seconds(above=0),
+        "max_connections": v.count(),
+        "max_keepalive_connections": v.count(minimum=0, optional=True),
+        "keepalive_expiry": v.seconds(minimum=0),
         "verify_ssl": v.verify_setting,
         "ssl_cert_file": v.existing_file,
         "ssl_key_file": v.existing_file,
@@ -222,17 +235,17 @@ class HTTPClientConfig(_Config):
         "basic_user": v.optional_str,
         "basic_password": v.optional_str,
         "follow_redirects": v.boolean,
-        "max_redirects": v.number(int, minimum=0),
-        "max_response_size": v.number(int, minimum=1),
-        "deadline": v.number(float, above=0, optional=True),
+        "max_redirects": v.count(minimum=0, maximum=MAX_REDIRECTS_LIMIT),
+        "max_response_size": v.count(maximum=MAX_BYTES),
+        "deadline": v.seconds(above=0, optional=True),
         "transport": v.choice(TRANSPORTS),
         "trust_env": v.boolean,
         "block_private_networks": v.boolean,
         "allowed_networks": v.networks,
-        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
-        "max_retries": v.number(int, minimum=0),
-        "retry_delay": v.number(float, minimum=0),
-        "retry_backoff": v.number(float, minimum=1),
+        "max_in_flight_per_host": v.count(optional=True),
+        "max_retries": _MAX_RETRIES,
+        "retry_delay": _RETRY_DELAY,
+        "retry_backoff": _RETRY_BACKOFF,
         "retry_config": lambda value: v.instance_of(value, RetryConfig),
         "circuit_breaker_config": lambda value: v.instance_of(value, CircuitBreakerConfig),
     }
@@ -333,17 +346,17 @@ class PollerConfig(_Config):
     )
 
     _VALIDATORS = {
-        "base_url": v.http_url(),
+        "base_url": v.http_url(base=True),
         "url": v.http_url(relative_ok=True),
-        "interval": v.number(float, above=0),
+        "interval": v.seconds(above=0, maximum=MAX_INTERVAL),
         "method": v.choice(HTTP_METHODS, upper=True),
-        "connect_timeout": v.number(float, above=0),
-        "read_timeout": v.number(float, above=0),
-        "max_connections": v.number(int, minimum=1),
+        "connect_timeout": v.seconds(above=0),
+        "read_timeout": v.seconds(above=0),
+        "max_connections": v.count(),
         "verify_ssl": v.verify_setting,
         "follow_redirects": v.boolean,
         "user_agent": v.optional_str,
-        "jitter": v.number(float, minimum=0),
+        "jitter": v.seconds(minimum=0, maximum=MAX_INTERVAL),
         "conditional": v.boolean,
     }
     _ENV = {
@@ -394,23 +407,26 @@ class WebhookConfig(_Config):
     #: outbox together; None = three quarters of max_workers (at least 2), so one slow partner
     #: never takes every thread. A saturated host's outbox deliveries are postponed, not attempted.
     max_in_flight_per_host: Optional[int] = _field(None)
+    #: Largest JSON body, in bytes: a larger one is a ValueError before it is sent or stored.
+    max_payload_bytes: int = _field(DEFAULT_MAX_PAYLOAD_BYTES)
 
     _VALIDATORS = {
-        "base_url": v.http_url(),
-        "timeout": v.number(float, above=0),
-        "max_retries": v.number(int, minimum=0),
-        "retry_delay": v.number(float, minimum=0),
-        "retry_backoff": v.number(float, minimum=1),
+        "base_url": v.http_url(base=True),
+        "timeout": v.seconds(above=0),
+        "max_retries": _MAX_RETRIES,
+        "retry_delay": _RETRY_DELAY,
+        "retry_backoff": _RETRY_BACKOFF,
         "endpoints": v.str_mapping,
-        "max_workers": v.number(int, minimum=1),
+        "max_workers": v.count(),
         "outbox_path": v.optional_str,
         "outbox_url": v.outbox_url,
         "retry_schedule": v.delays,
         "signing_secret": v.signing_secret,
-        "disable_after": v.number(float, above=0),
+        "disable_after": v.seconds(above=0, maximum=MAX_DISABLE_AFTER),
         "block_private_networks": v.boolean,
         "allowed_networks": v.networks,
-        "max_in_flight_per_host": v.number(int, minimum=1, optional=True),
+        "max_in_flight_per_host": v.count(optional=True),
+        "max_payload_bytes": v.count(maximum=MAX_BYTES),
     }
     _ENV = {
         "base_url": ("HTTP_BASE_URL", "str"),
@@ -426,6 +442,7 @@ class WebhookConfig(_Config):
         "block_private_networks": ("WEBHOOK_BLOCK_PRIVATE_NETWORKS", "bool"),
         "allowed_networks": ("WEBHOOK_ALLOWED_NETWORKS", "str"),
         "max_in_flight_per_host": ("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "int"),
+        "max_payload_bytes": ("WEBHOOK_MAX_PAYLOAD_BYTES", "int"),
     }
     _SECRETS = ("signing_secret",)
 
@@ -434,8 +451,10 @@ class WebhookConfig(_Config):
             raise ValueError("give outbox_url (WEBHOOK_OUTBOX_URL) or outbox_path (WEBHOOK_OUTBOX_PATH),"
                              " not both")
         for name, target in self.endpoints.items():
-            if not target.startswith("/"):
-                v.http_url(optional=False)(target)
+            try:
+                v.http_url(optional=False, relative_ok=True)(target)
+            except ValueError as exc:
+                raise ValueError(f"endpoints[{name!r}] {exc}") from None
 
     @property
     def outbox_location(self) -> Optional[str]:

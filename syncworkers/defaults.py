@@ -47,6 +47,29 @@ DEFAULT_WEBHOOK_WORKERS = 32
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 #: Seconds an outbox endpoint may only fail before it is disabled (5 days, as Svix).
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
+#: Largest webhook body (its JSON), in bytes (1 MiB): a larger one is refused before it is sent or stored.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+# Upper bounds of numeric settings: larger values pass a type check but break later (an
+# OverflowError in a wait, a pool of millions of threads), so the config classes refuse them.
+#: Longest timeout, deadline or retry wait, in seconds (one day).
+MAX_SECONDS = 86400.0
+#: Longest poll interval or outbox retry delay, in seconds (one week).
+MAX_INTERVAL = 7 * 86400.0
+#: Longest ``disable_after``, in seconds (one year).
+MAX_DISABLE_AFTER = 365 * 86400.0
+#: Most threads, connections or in-flight requests a setting may ask for.
+MAX_THREADS = 1024
+#: Most attempts of one request, the first included (and most outbox retry delays).
+MAX_ATTEMPTS = 100
+#: Largest growth factor between two retry waits.
+MAX_BACKOFF = 10.0
+#: Most redirects followed.
+MAX_REDIRECTS_LIMIT = 100
+#: Most consecutive failures before a circuit opens.
+MAX_FAILURE_THRESHOLD = 10_000
+#: Largest response or payload size limit, in bytes (1 GiB).
+MAX_BYTES = 1024 ** 3
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 AUTH_TYPES = ("none", "bearer", "api_key", "basic")
 
@@ -61,6 +84,7 @@ __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_DELAY",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_MAX_RESPONSE_SIZE",
     "DEFAULT_MAX_RETRIES",
@@ -75,5 +99,14 @@ __all__ = [
     "DEFAULT_WEBHOOK_TIMEOUT",
     "DEFAULT_WEBHOOK_WORKERS",
     "HTTP_METHODS",
+    "MAX_ATTEMPTS",
+    "MAX_BACKOFF",
+    "MAX_BYTES",
+    "MAX_DISABLE_AFTER",
+    "MAX_FAILURE_THRESHOLD",
+    "MAX_INTERVAL",
+    "MAX_REDIRECTS_LIMIT",
+    "MAX_SECONDS",
+    "MAX_THREADS",
     "TRANSPORTS",
 ]

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, MutableMapping, Optional
 
+from .defaults import DEFAULT_MAX_PAYLOAD_BYTES
 from .exceptions import safe_url
 from .message import new_id
 from .outcome import Outcome
@@ -27,15 +28,24 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ID = re.compile(r"^[\x21-\x7e]+$")
 
 
-def encode_body(data: Any) -> bytes:
-    """*data* as compact UTF-8 JSON; TypeError/ValueError saying why when JSON cannot hold it."""
+def encode_body(data: Any, max_bytes: Optional[int] = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """*data* as compact UTF-8 JSON; TypeError/ValueError saying why when JSON cannot hold it.
+
+    ValueError too when the body is over *max_bytes* (``WebhookConfig.max_payload_bytes``;
+    None: no cap), so that deliver, broadcast and enqueue alike refuse it before
+    anything is sent or stored.
+    """
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"webhook data is not JSON-serialisable: {exc}") from None
     except RecursionError:
         raise ValueError("webhook data is nested too deeply to encode as JSON") from None
-    return text.encode("utf-8")
+    body = text.encode("utf-8")
+    if max_bytes is not None and len(body) > max_bytes:
+        raise ValueError(f"webhook data is {len(body)} bytes as JSON, over the cap of {max_bytes} "
+                         "(WebhookConfig.max_payload_bytes, WEBHOOK_MAX_PAYLOAD_BYTES)")
+    return body
 
 
 def check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:

@@ -80,7 +80,15 @@ def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
 
 
 def _as_bytes(body: bytes | str) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    """*body* as bytes: str is UTF-8 encoded, bytes-like taken as is; TypeError for anything else.
+
+    Never ``bytes(5)``, which would quietly be five NUL bytes.
+    """
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"body must be bytes or str (the raw request body), not {type(body).__name__}")
 
 
 def _sign_keys(keys: List[bytes], msg_id: str, timestamp: int, body: bytes | str) -> str:
@@ -128,6 +136,8 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(f"webhook-{name}") or headers.get(f"svix-{name}")
     if not value:
         raise SignatureError(f"missing webhook-{name} header")
+    if not isinstance(value, str):
+        raise SignatureError(f"webhook-{name} header is not text ({type(value).__name__})")
     return value
 
 
@@ -138,6 +148,10 @@ def verify(body: bytes | str, headers: Mapping[str, str], secret: Secrets,
     *headers* is any mapping (Django's or Flask's ``request.headers``, a dict in any case).
     Passes when any ``v1`` signature matches any of the secrets (rotation).
     """
+    if not isinstance(headers, Mapping) and not callable(getattr(headers, "items", None)):
+        raise TypeError(f"headers must be a mapping of header names to values (request.headers), "
+                        f"not {type(headers).__name__}")
+    data = _as_bytes(body)
     keys = load_secrets(secret)
     lowered = {str(k).lower(): v for k, v in headers.items()}
     msg_id, raw_ts, signatures = (_header(lowered, n) for n in ("id", "timestamp", "signature"))
@@ -149,7 +163,6 @@ def verify(body: bytes | str, headers: Mapping[str, str], secret: Secrets,
         raise SignatureError(f"webhook-timestamp is too old (more than {tolerance}s in the past)")
     if timestamp > now + tolerance:
         raise SignatureError(f"webhook-timestamp is too new (more than {tolerance}s in the future)")
-    data = _as_bytes(body)
     expected = [_digest(k, msg_id, timestamp, data) for k in keys]
     for entry in signatures.split():
         version, _, sig = entry.partition(",")

@@ -11,11 +11,12 @@ import ipaddress
 import os
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
-from urllib.parse import urlsplit
 
+from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
 from .exceptions import ConfigError
-from .redaction import redact_text
+from .redaction import redact_text, safe_url
 from .signing import load_secrets
+from .urls import url_problem
 
 
 #: A CIDR network (``allowed_networks``).
@@ -23,7 +24,12 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
-           optional: bool = False) -> Callable[[Any], Any]:
+           maximum: Optional[float] = None, optional: bool = False) -> Callable[[Any], Any]:
+    """A finite int or float (a numeric string too) within the bounds given.
+
+    *maximum* is there because a huge value passes every type check and breaks
+    later: an OverflowError deep inside a wait, a pool of millions of threads.
+    """
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
@@ -45,9 +51,27 @@ def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float
             raise ValueError(f"must be >= {minimum}, got {value!r}")
         if above is not None and value <= above:
             raise ValueError(f"must be > {above}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {_bound(maximum)}, got {value!r}")
         return kind(value)
 
     return check
+
+
+def _bound(maximum: float) -> str:
+    """*maximum* as a message shows it: ``86400`` rather than ``86400.0``."""
+    return str(int(maximum)) if float(maximum).is_integer() else str(maximum)
+
+
+def seconds(*, minimum: Optional[float] = None, above: Optional[float] = None,
+            maximum: float = MAX_SECONDS, optional: bool = False) -> Callable[[Any], Any]:
+    """A duration in seconds, at most *maximum* (one day unless said otherwise)."""
+    return number(float, minimum=minimum, above=above, maximum=maximum, optional=optional)
+
+
+def count(*, minimum: int = 1, maximum: int = MAX_THREADS, optional: bool = False) -> Callable[[Any], Any]:
+    """A whole number of things (threads, connections, attempts) from *minimum* to *maximum*."""
+    return number(int, minimum=minimum, maximum=maximum, optional=optional)
 
 
 def boolean(value: Any) -> bool:
@@ -58,33 +82,48 @@ def boolean(value: Any) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-def http_url(optional: bool = True, relative_ok: bool = False) -> Callable[[Any], Any]:
+def http_url(optional: bool = True, relative_ok: bool = False, base: bool = False) -> Callable[[Any], Any]:
+    """An absolute http(s) URL by :func:`syncworkers.urls.url_problem` (the one URL rule).
+
+    *base*: a base URL, which must have no query string or fragment; *relative_ok*:
+    a path starting with ``/`` passes too, held to the same rule. Never quotes a
+    password or a query string.
+    """
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"must be a URL, got {value!r}")
-        value = value.strip()
         if relative_ok and value.startswith("/"):
-            return value
-        shown = redact_text(value)  # a URL may carry a password or a token
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {shown!r}")
-        try:
-            parts.port
-        except ValueError:
-            raise ValueError(f"has an invalid port: {shown!r}") from None
+            # A path is checked as joined to a base URL, by the same rule as a whole URL.
+            problem = url_problem("http://localhost" + value)
+        else:
+            problem = url_problem(value, base=base)
+        if problem is not None:
+            raise ValueError(f"{problem}: {_shown_url(value)!r}")
         return value
 
     return check
+
+
+def _shown_url(url: str) -> str:
+    """*url* fit for an error message: no password, query string or fragment.
+
+    One that cannot be parsed (a bad port) is shown masked as text, so the
+    message still points at what is wrong.
+    """
+    shown = safe_url(url) or ""
+    if shown == "<invalid url>":
+        shown = redact_text(url.split("?", 1)[0].split("#", 1)[0])
+    return shown
 
 
 def choice(options: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
-        norm = value.strip().upper() if upper else value.strip().lower()
+        norm = value.upper() if upper else value.lower()
+        # Unstripped: "GET\r\n" must not pass as GET (a method or header value would carry it).
         if norm not in options:
             raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
         return norm
@@ -184,6 +223,8 @@ def delays(value: Any) -> Tuple[float, ...]:
         raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
     if any(d < 0 or d != d for d in delays):
         raise ValueError(f"delays must be >= 0, got {value!r}")
+    if any(d > MAX_INTERVAL for d in delays):
+        raise ValueError(f"delays must be <= {_bound(MAX_INTERVAL)} (one week), got {value!r}")
     return delays
 
 

@@ -91,7 +91,7 @@ class OutboxMixin:
         never sent; committed, it is delivered (the transactional outbox).
         """
         url = self._endpoints.url_for(endpoint)
-        body = encode_body(data)
+        body = encode_body(data, self.webhook_config.max_payload_bytes)
         extra = check_headers(headers)
         delivery_id = check_delivery_id(delivery_id)
         dispatcher = self._outbox_dispatcher()

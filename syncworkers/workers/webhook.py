@@ -153,7 +153,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         endpoint or invalid URL and TypeError/ValueError for bad data or headers.
         """
         url = self._endpoints.url_for(endpoint)
-        body = encode_body(data)
+        body = encode_body(data, self.webhook_config.max_payload_bytes)
         extra = check_headers(headers)
         delivery_id = check_delivery_id(delivery_id)
         run = self.stop_event
@@ -203,7 +203,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         if isinstance(endpoints, (str, bytes)):
             raise TypeError("endpoints must be a list of endpoints, not a single string")
         targets = {endpoint: self._endpoints.url_for(endpoint) for endpoint in dict.fromkeys(endpoints)}
-        body = encode_body(data)
+        body = encode_body(data, self.webhook_config.max_payload_bytes)
         extra = check_headers(headers)
         run = self.stop_event
         if run.is_set():
