@@ -120,6 +120,14 @@ class _Raw:
         pass
 
 
+def _new_share() -> Any:
+    """A share of DNS, TLS sessions and connections between the handles of one transport."""
+    share = pycurl.CurlShare()
+    for data in (pycurl.LOCK_DATA_DNS, pycurl.LOCK_DATA_SSL_SESSION, pycurl.LOCK_DATA_CONNECT):
+        share.setopt(pycurl.SH_SHARE, data)
+    return share
+
+
 class CurlTransport:
     """Sends with one reusable pycurl easy handle per thread; DNS and TLS sessions are shared."""
 
@@ -134,10 +142,7 @@ class CurlTransport:
         self._slots: "weakref.WeakSet[_Slot]" = weakref.WeakSet()
         self._lock = threading.Lock()
         self._generation = 0
-        self._share = pycurl.CurlShare()
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
-        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_CONNECT)
+        self._share = _new_share()
         max_idle = config.max_keepalive_connections
         self._max_idle = max(pool_size, 1) if max_idle is None else max_idle
         verify = config.verify_ssl
@@ -352,16 +357,22 @@ class CurlTransport:
         return TransportError(f"connection failed: {_describe(text)}", url=url, method=method, cause=exc)
 
     def close(self) -> None:
-        """Close every thread's handle (threads make a new one on their next request)."""
+        """Close every thread's handle and the shared connection cache, so every socket is closed
+        (threads make a new handle, on a new share, on their next request)."""
         with self._lock:
             self._generation += 1
             slots = list(self._slots)
             self._slots = weakref.WeakSet()
+            share, self._share = self._share, _new_share()
         for slot in slots:
             try:
                 slot.curl.close()
             except pycurl.error:
                 pass  # in the middle of a transfer: its thread's next request makes a new handle
+        try:
+            share.close()  # the share holds the connection cache: its sockets close with it
+        except pycurl.error:
+            pass  # a transfer still uses it; libcurl frees it with its last handle
 
 
 def _custom(slot: _Slot, verb: Optional[str]) -> None:
