@@ -154,3 +154,19 @@ def pg_url(pg_server):
 def pg_db(pg_server):
     """URL of a fresh, empty PostgreSQL namespace for this test alone (a schema as search_path)."""
     return pg_server.create_schema()
+
+
+@pytest.fixture
+def clock():
+    """A settable clock for the outbox stores (starts at epoch second 1,000,000)."""
+    from .helpers import Clock
+
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where an outbox lives, for each store: a SQLite file, or a fresh PostgreSQL namespace."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.db")
+    return request.getfixturevalue("pg_db")

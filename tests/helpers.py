@@ -52,3 +52,13 @@ class LogCapture:
     def __exit__(self, *exc):
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.level)
+
+
+class Clock:
+    """A settable time source for the stores (epoch seconds)."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

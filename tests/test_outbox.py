@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from .helpers import Clock
 from syncworkers.exceptions import ConfigError
 from syncworkers.outbox import (
     DEAD,
@@ -32,32 +33,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
 
 
-class Clock:
-    """A hand-driven clock."""
-
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def db(tmp_path):
     return str(tmp_path / "outbox.db")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path):
-    """Where an outbox lives, for each store: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "outbox.db")
-    return request.getfixturevalue("pg_db")
 
 
 @pytest.fixture

@@ -24,33 +24,13 @@ from syncworkers.outbox.health import ANSWER_BYTES, ATTEMPT_LOG_SIZE, EndpointHe
 from syncworkers.outbox.store import HELD, Attempt
 from syncworkers.workers.webhook import WebhookSenderWorker
 
-from .helpers import LogCapture, wait_for
+from .helpers import Clock, LogCapture, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
 DAY = 86400.0
 URL = "http://127.0.0.1:9/hooks/orders?token=query-secret"
 ENDPOINT = "127.0.0.1:9/hooks/orders"
-
-
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "outbox.db")
-    return request.getfixturevalue("pg_db")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
