@@ -19,9 +19,11 @@ from .config import (  # noqa: E402
     WebhookConfig,
 )
 from .exceptions import (  # noqa: E402
+    BlockedAddressError,
     CircuitOpenError,
     ConfigError,
     DeliveryError,
+    OutboxError,
     PaginationError,
     RequestError,
     RequestTimeout,
@@ -35,6 +37,7 @@ from .exceptions import (  # noqa: E402
     WorkerError,
 )
 from .cursor import IncrementalCursor  # noqa: E402
+from .signals import StopSignal  # noqa: E402
 from .pagination import (  # noqa: E402
     CursorPaginator,
     LinkHeaderPaginator,
@@ -146,4 +149,7 @@ __all__ = [
     "TransportError",
     "UnknownOptionError",
     "WorkerError",
+    "BlockedAddressError",
+    "OutboxError",
+    "StopSignal",
 ]
