@@ -21,14 +21,13 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Optional, Union
 
-from . import events
 from .delivery_attempt import Sent, send_once
-from .exceptions import safe_url
 from .logging import get_logger
 from .metrics import Metrics
-from .outbox import DEAD, DELIVERED, PENDING, Delivery, OutboxStore
+from .outbox import DELIVERED, PENDING, Delivery, OutboxStore
 from .outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
 from .outbox.store import Attempt
+from .outbox.reporting import report
 from .outbox.verdict import Verdict, decide
 from .outcome import Kind, Outcome, classify_error
 from .retry import RetryPolicy
@@ -392,31 +391,7 @@ class Dispatcher:
                                       "expires", delivery_id=id)
                 self._wake.set()
             return
-        events.delivery(delivery.url, verdict.state)  # delivered or dead; a retry is no outcome yet
-        attempts = delivery.attempts + int(verdict.spend)
-        fields: Dict[str, Any] = dict(delivery_id=id, endpoint=delivery.endpoint, url=safe_url(delivery.url), status=status,
-                      attempts=attempts)
-        stats = self._stats
-        if attempt.kind is Kind.CIRCUIT_OPEN:
-            stats.incr("outbox_circuit_open")
-        elif attempt.kind is not Kind.SATURATED:
-            stats.incr("outbox_attempts")
-        if verdict.state == DELIVERED:
-            stats.incr("outbox_delivered")
-            self.logger.info("webhook delivered", **fields)
-        elif verdict.state == DEAD:
-            stats.incr("outbox_dead")
-            self.logger.error("webhook dead", reason=verdict.reason, **fields)
-        elif verdict.spend:
-            stats.incr("outbox_retried")
-            self.logger.warning("webhook attempt failed; retry scheduled", error=verdict.reason,
-                                retry_in=round(next_at - now, 3), **fields)
-        else:
-            stats.incr("outbox_postponed")
-            # A saturated host postpones every half second until a slot frees: not worth an INFO line each time.
-            log_postponed = self.logger.debug if attempt.kind is Kind.SATURATED else self.logger.info
-            log_postponed("webhook postponed", error=verdict.reason,
-                             retry_in=round(next_at - now, 3), **fields)
+        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
 
 
 def _describe(exc: BaseException) -> str:
