@@ -2,9 +2,10 @@
 
 The samples of "In web apps, cron and gunicorn" are run by test_readme_frameworks.py; every other
 one is run here. Only network destinations (and the ``/var/lib/app/`` folder, the placeholder
-``"whsec_..."``) are substituted in the text before it is executed; names a sample leaves to the
-reader (``customer_url``, ``payload``, ``upsert_order``) are given in its namespace. A block added
-to the README without a test here fails ``test_every_python_sample_is_run_by_a_test``.
+``"whsec_..."``, the durations of the deadline sample, scaled down) are substituted in the text
+before it is executed; names a sample leaves to the reader (``customer_url``, ``payload``,
+``upsert_order``) are given in its namespace. A block added to the README without a test here
+fails ``test_every_python_sample_is_run_by_a_test``.
 """
 
 import ast
@@ -73,9 +74,12 @@ COVERED = [
     ("Pages, incremental cursors and rate limits", "class OrderSync"),
     ("Sending webhooks", "sender.broadcast_webhook("),
     ("Durable delivery: the outbox", "sender.enqueue("),
+    ("Several processes, several machines", "connection=conn"),
     ("Signing and verifying (Standard Webhooks)", "def webhook_view"),
     ("Running workers", "with Runner(["),
     ("One poll per tick, cluster-wide", 'coordination="redis://'),
+    ("Resilience", "HTTPClientConfig(deadline="),
+    ("Transports: requests or libcurl", 'transport="curl"'),
     ("Security", "block_private_networks=True"),
     ("Logging and secrets", "secret_headers="),
 ]
@@ -277,6 +281,56 @@ def test_the_outbox_sample_delivers_what_it_enqueued_in_the_background(server, t
     assert (tmp_path / "outbox.db").exists()  # durable: the file of outbox_path
 
 
+# -- Several processes, several machines -------------------------------------------------------------
+
+
+def test_the_transactional_enqueue_sample_sends_the_committed_webhook_and_never_the_rolled_back_one(
+        server, pg_db, monkeypatch):
+    psycopg = pytest.importorskip("psycopg")
+    from syncworkers import WebhookSenderWorker
+
+    server.route("POST", "/hooks/orders", status=200)
+    enqueued = []
+    enqueue = WebhookSenderWorker.enqueue
+
+    def recorded(self, *args, **kwargs):
+        enqueued.append(enqueue(self, *args, **kwargs))
+        return enqueued[-1]
+
+    monkeypatch.setattr(WebhookSenderWorker, "enqueue", recorded)  # to learn the ids the sample drops
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        # The sample's orders table. Its foreign key is checked at COMMIT, after the enqueue: while
+        # order 42 has no account, the sample's commit fails and the transaction rolls back whole.
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY REFERENCES accounts DEFERRABLE INITIALLY DEFERRED)")
+    found = sample("Several processes, several machines", "connection=conn")
+    substitutions = {"postgresql://app:secret@db.internal:5432/app": pg_db,
+                     "https://partner.example": server.base_url}
+    rolled_back, committed = {}, {}
+    try:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            run(found, substitutions, rolled_back)
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO accounts VALUES (42)")
+        run(found, substitutions, committed)
+        assert len(enqueued) == 2
+        lost, kept = enqueued
+        assert wait_for(lambda: server.calls("/hooks/orders"), timeout=30), "the committed webhook was not sent"
+        assert committed["sender"].flush(timeout=30) and rolled_back["sender"].flush(timeout=30)
+        outbox = committed["sender"].outbox
+        assert outbox.get(lost) is None and outbox.get(kept).state == "delivered"
+        assert {state: n for state, n in outbox.counts().items() if n} == {"delivered": 1}
+    finally:
+        for ns in (rolled_back, committed):
+            if "sender" in ns:
+                assert ns["sender"].stop(timeout=10)
+            close_all(ns, "sender")
+    [call] = server.calls("/hooks/orders")  # both senders ran: neither ever saw the rolled-back one
+    assert call.header("webhook-id") == kept and call.json() == {"order": 42}
+    with psycopg.connect(pg_db) as conn:
+        assert conn.execute("SELECT id FROM orders").fetchall() == [(42,)]  # the order and its webhook
+
+
 # -- Signing and verifying -------------------------------------------------------------------------
 
 
@@ -417,6 +471,84 @@ def test_the_coordination_sample_polls_each_tick_in_one_process(server, monkeypa
     assert printed["here"] + printed["elsewhere"] == 1 and printed["unclaimed"] == 0
     assert printed["here"] + other_ticks["here"] == 1  # one process polled the tick, the other skipped it
     assert len(server.calls("/orders")) == 1
+
+
+# -- Resilience: the deadline ----------------------------------------------------------------------
+
+
+def trickling_body():
+    """Complete headers, then a large body a byte at a time: always faster than the read timeout."""
+    yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", 0
+    while True:
+        yield b".", 0.1
+
+
+def test_the_deadline_sample_ends_a_trickling_receivers_attempt_so_stop_returns_true():
+    from .hostile import HostileReceiver
+
+    found = sample("Resilience", "HTTPClientConfig(deadline=")
+    with HostileReceiver(trickling_body) as receiver, LogCapture() as logs:
+
+        def the_app_goes_on():  # the sample's "...": it stops the poller while a poll trickles in
+            assert receiver.requests.wait(20), "the poller did not poll"
+
+        code = re.sub(r"^\.\.\.$", "the_app_goes_on()", found.code, flags=re.M)
+        assert code != found.code
+        ns = {"the_app_goes_on": the_app_goes_on}
+        try:
+            # The sample's 10 s deadline and 15 s stop timeout, scaled down to keep the test short;
+            # the stop timeout stays longer than the deadline, as the sample's does.
+            run(found._replace(code=code), {"https://api.example.com": receiver.url(""),
+                                            "deadline=10.0": "deadline=2.0", "timeout=15": "timeout=3"}, ns)
+            # The sample asserted that stop(timeout=3) returned True: no thread is left in a request.
+            assert ns["poller"].client.in_flight == 0
+        finally:
+            if "poller" in ns:
+                ns["poller"].stop(timeout=10)
+            close_all(ns, "poller")
+        assert receiver.closed_by_client.wait(20)  # the client hung up on the trickle
+    # The deadline ended the attempt (the read timeout, 30 s, never fires on a trickle); stop() then
+    # cut the retry wait short.
+    assert "reason='deadline of 2s exceeded" in logs.text
+
+
+# -- Transports: requests or libcurl ------------------------------------------------------------------
+
+
+def test_the_curl_sample_sends_the_webhook_through_libcurl(server, monkeypatch):
+    import pycurl
+    import requests.adapters
+
+    server.route("POST", "/orders", status=200)
+    performed = []
+
+    class RecordingCurl(pycurl.Curl):
+        """Every handle the transport makes records the transfers it performs, then performs them."""
+
+        def setopt(self, option, value):
+            if option == pycurl.URL:
+                self.url = value
+            return super().setopt(option, value)
+
+        def perform(self):
+            performed.append(self.url)
+            return super().perform()
+
+    def not_through_requests(*args, **kwargs):
+        raise AssertionError("the curl sample sent through requests")
+
+    monkeypatch.setattr(pycurl, "Curl", RecordingCurl)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", not_through_requests)
+    ns = {}
+    try:
+        run(sample("Transports: requests or libcurl", 'transport="curl"'),
+            {"https://hooks.partner.example": server.base_url}, ns)
+    finally:
+        close_all(ns, "sender")
+    assert ns["sender"].client.config.transport == "curl"
+    [call] = server.calls("/orders", "POST")
+    assert call.json() == {"id": 1} and call.header("webhook-id")
+    assert performed == [server.url("/orders")]
 
 
 # -- Security: the SSRF guard ------------------------------------------------------------------------
