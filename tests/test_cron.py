@@ -39,6 +39,20 @@ def app_dir(tmp_path):
     return folder
 
 
+def stderr_until(proc, done):
+    """*proc*'s stderr up to the line where ``done(lines so far)`` holds, then SIGTERM and the rest."""
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if done(lines):
+                break
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=60)[1]
+    return "".join(lines) + rest
+
+
 def cron(args, env_extra, cwd="/"):
     """``python -m syncworkers ARGS`` started as cron does: from /, with a bare environment."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, **env_extra}
@@ -132,16 +146,7 @@ def test_run_logs_one_start_line_and_one_line_per_poll_failure(tmp_path, app_dir
     env = {"API_URL": f"http://user:pw-in-url@127.0.0.1:{port}/x?token=abc", "HTTP_MAX_RETRIES": "0"}
     proc = cron(["run", "--app-dir", str(app_dir), "--max-workers", "3", "secretapp:Poller",
                  "secretapp:sender"], env)
-    try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if sum("poll failed" in x for x in lines) >= 3:
-                break
-    finally:
-        proc.terminate()
-        rest = proc.communicate(timeout=60)[1]
-    text = "".join(lines) + rest
+    text = stderr_until(proc, lambda lines: sum("poll failed" in x for x in lines) >= 3)
     start = [x for x in text.splitlines() if "run started" in x]
     assert len(start) == 1, text
     assert "orders-api" in start[0] and "partner" in start[0] and "pool=3" in start[0]
@@ -160,16 +165,7 @@ def test_start_line_shows_the_coordination_backend_without_its_password(server, 
     with RedisServer(password="redis-pw-42") as redis_server:
         env = {"API_URL": server.url("/x"), "SYNCWORKERS_COORDINATION_URL": redis_server.url}
         proc = cron(["run", "--app-dir", str(app_dir), "jobs:Poller"], env)
-        try:
-            lines = []
-            for line in proc.stderr:
-                lines.append(line)
-                if "run started" in line:
-                    break
-        finally:
-            proc.terminate()
-            rest = proc.communicate(timeout=60)[1]
-    text = "".join(lines) + rest
+        text = stderr_until(proc, lambda lines: "run started" in lines[-1])
     start = [x for x in text.splitlines() if "run started" in x]
     assert len(start) == 1, text
     assert f"coordination=redis://127.0.0.1:{redis_server.port}/0" in start[0], start[0]
