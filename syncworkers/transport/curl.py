@@ -1,8 +1,12 @@
-"""The libcurl transport (``pip install 'syncworkers[curl]'``): pycurl easy handles, one per thread.
+"""The libcurl transport (``pip install 'syncworkers[curl]'``): a pool of reusable pycurl easy handles.
 
 libcurl releases the GIL for the whole transfer and keeps each handle's
-connections alive between requests, so a thread that sends many requests costs
-little more than the wire. Every semantic of the requests transport holds:
+connections alive between requests, so a request on a pooled handle costs
+little more than the wire. A transfer borrows an idle handle (or makes one) and
+gives it back; the pool keeps as many idle handles as connections may stay
+idle. Handles share DNS answers and TLS sessions, never connections: libcurl's
+shared connection cache is not safe between concurrent threads (a known libcurl
+bug; it crashes the process under load). Every semantic of the requests transport holds:
 (connect, read) timeouts and the total deadline (``CURLOPT_TIMEOUT_MS``), TLS
 verification with certifi's bundle (or the given CA bundle) and client
 certificates, proxies only with ``trust_env``, no redirects (HTTPClient follows them), the
@@ -26,7 +30,6 @@ import math
 import os
 import socket
 import threading
-import weakref
 from urllib.parse import urlsplit
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -86,9 +89,9 @@ class _Sink:
 
 
 class _Slot:
-    """One thread's easy handle, with its reusable body sink and header list."""
+    """One pooled easy handle, with its reusable body sink and header list."""
 
-    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "refused", "__weakref__")
+    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "refused")
 
     def __init__(self, curl: Any, generation: int) -> None:
         self.curl = curl
@@ -121,15 +124,19 @@ class _Raw:
 
 
 def _new_share() -> Any:
-    """A share of DNS, TLS sessions and connections between the handles of one transport."""
+    """A share of DNS answers and TLS sessions between the handles of one transport.
+
+    (Not connections: CURL_LOCK_DATA_CONNECT is unsafe between concurrent threads.)
+    """
     share = pycurl.CurlShare()
-    for data in (pycurl.LOCK_DATA_DNS, pycurl.LOCK_DATA_SSL_SESSION, pycurl.LOCK_DATA_CONNECT):
+    for data in (pycurl.LOCK_DATA_DNS, pycurl.LOCK_DATA_SSL_SESSION):
         share.setopt(pycurl.SH_SHARE, data)
     return share
 
 
 class CurlTransport:
-    """Sends with one reusable pycurl easy handle per thread; DNS and TLS sessions are shared."""
+    """Sends on pooled pycurl easy handles, one transfer per handle at a time; DNS and TLS sessions
+    are shared between them."""
 
     name = "curl"
 
@@ -138,13 +145,15 @@ class CurlTransport:
         self.config = config
         self.cookies = session.cookies
         self.trust_env = config.trust_env
-        self._local = threading.local()
-        self._slots: "weakref.WeakSet[_Slot]" = weakref.WeakSet()
+        self._idle: List[_Slot] = []  # handles not in a transfer, the most recently used last
         self._lock = threading.Lock()
-        self._generation = 0
+        self._generation = 0  # bumped by close(): handles of an older one are closed, not pooled
         self._share = _new_share()
         max_idle = config.max_keepalive_connections
         self._max_idle = max(pool_size, 1) if max_idle is None else max_idle
+        # A handle holds at most one idle connection per host, so idle handles bound idle connections.
+        # (With none allowed, handles forbid reuse and the pool keeps pool_size of them.)
+        self._keep = self._max_idle or max(pool_size, 1)
         verify = config.verify_ssl
         self._ca: Optional[str] = None
         if verify is True:
@@ -159,25 +168,33 @@ class CurlTransport:
 
     # -- handles -----------------------------------------------------------------
 
-    def _slot(self) -> _Slot:
-        slot: Optional[_Slot] = getattr(self._local, "slot", None)
-        if slot is None or slot.generation != self._generation:
-            slot = _Slot(self._new_handle(), self._generation)
-            if self._policy.block_private:
-                # The last word on every socket libcurl opens (whatever it resolved): refused addresses
-                # never get one.
-                slot.curl.setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._open_socket, slot))
-            self._local.slot = slot
-            with self._lock:
-                self._slots.add(slot)
+    def _borrow(self) -> _Slot:
+        """An idle handle (the most recently used: its connections are the warmest), or a new one."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            generation, share = self._generation, self._share
+        slot = _Slot(self._new_handle(share), generation)
+        if self._policy.block_private:
+            # The last word on every socket libcurl opens (whatever it resolved): refused addresses
+            # never get one.
+            slot.curl.setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._open_socket, slot))
         return slot
 
-    def _new_handle(self) -> Any:
+    def _give_back(self, slot: _Slot) -> None:
+        """Pool the handle again, or close it (and its connections) when the pool is full or closed."""
+        with self._lock:
+            if slot.generation == self._generation and len(self._idle) < self._keep:
+                self._idle.append(slot)
+                return
+        slot.curl.close()
+
+    def _new_handle(self, share: Any) -> Any:
         cfg = self.config
         c = pycurl.Curl()
         c.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: safe in threads
         c.setopt(pycurl.TCP_NODELAY, 1)
-        c.setopt(pycurl.SHARE, self._share)
+        c.setopt(pycurl.SHARE, share)
         c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)  # as requests speaks
         c.setopt(pycurl.PROTOCOLS, _HTTP)
         c.setopt(pycurl.REDIR_PROTOCOLS, _HTTP)
@@ -186,8 +203,6 @@ class CurlTransport:
         c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         if self._max_idle == 0:
             c.setopt(pycurl.FORBID_REUSE, 1)
-        else:
-            c.setopt(pycurl.MAXCONNECTS, self._max_idle)
         c.setopt(pycurl.MAXAGE_CONN, max(1, int(cfg.keepalive_expiry)))
         if self._verify:
             c.setopt(pycurl.SSL_VERIFYPEER, 1)
@@ -209,7 +224,14 @@ class CurlTransport:
 
     def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
              url: str, method: str) -> requests.Response:
-        slot = self._slot()
+        slot = self._borrow()
+        try:
+            return self._transfer(slot, request, timeouts, deadline, url, method)
+        finally:
+            self._give_back(slot)
+
+    def _transfer(self, slot: _Slot, request: PreparedRequest, timeouts: Timeouts, deadline: float,
+                  url: str, method: str) -> requests.Response:
         c = slot.curl
         target = request.url or url
         c.setopt(pycurl.URL, target)
@@ -357,22 +379,15 @@ class CurlTransport:
         return TransportError(f"connection failed: {_describe(text)}", url=url, method=method, cause=exc)
 
     def close(self) -> None:
-        """Close every thread's handle and the shared connection cache, so every socket is closed
-        (threads make a new handle, on a new share, on their next request)."""
+        """Close every idle handle, and with it its connections; a handle in a transfer is closed
+        when the transfer gives it back. (Later requests get new handles.)"""
         with self._lock:
             self._generation += 1
-            slots = list(self._slots)
-            self._slots = weakref.WeakSet()
-            share, self._share = self._share, _new_share()
-        for slot in slots:
-            try:
-                slot.curl.close()
-            except pycurl.error:
-                pass  # in the middle of a transfer: its thread's next request makes a new handle
-        try:
-            share.close()  # the share holds the connection cache: its sockets close with it
-        except pycurl.error:
-            pass  # a transfer still uses it; libcurl frees it with its last handle
+            idle, self._idle = self._idle, []
+            # The old share is freed with the last handle that uses it.
+            self._share = _new_share()
+        for slot in idle:
+            slot.curl.close()
 
 
 def _custom(slot: _Slot, verb: Optional[str]) -> None:
