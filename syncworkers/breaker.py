@@ -9,6 +9,7 @@ injected clock, and routes ``with breaker:`` / ``.call()`` through the same chec
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Callable, Dict, List, Literal, Optional
@@ -23,6 +24,7 @@ from .outcome import Kind, Outcome, is_host_failure
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@functools.lru_cache(maxsize=1024)  # asked several times per request (breaker, limits, metric labels)
 def breaker_key(url: str) -> str:
     """Return ``scheme://host:port`` of *url*: lowercase host, default port filled in.
 

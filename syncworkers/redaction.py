@@ -17,6 +17,7 @@ process-wide and only grow.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -227,6 +228,7 @@ def redact_output(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)  # results and log lines ask for the same few URLs over and over
 def safe_url(url: Optional[str]) -> Optional[str]:
     """Return *url* fit for printing: no userinfo, query (``?***``) or fragment; secret segments masked.
 
