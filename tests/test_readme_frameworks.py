@@ -49,7 +49,8 @@ def sample(word):
 
 
 def test_each_sample_of_the_section_is_run_by_a_test_here():
-    kinds = ["def create_app", "gunicorn --workers", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
+    kinds = ["def create_app", "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
+             "PROMETHEUS_MULTIPROC_DIR=", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
              "def pay(request", "* * * * syncworkers run --once"]
     assert len(samples()) == len(kinds)
     for kind in kinds:
@@ -146,6 +147,73 @@ def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(ap
     assert proc.returncode == 0, err
     ticks = collections.Counter(math.floor(c.received_at + wall_minus_mono) for c in server.calls("/orders"))
     assert not {tick: n for tick, n in ticks.items() if n > 1}, ticks
+
+
+def scrape(url):
+    """``{(name, labels...): value}`` of one scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        text = reply.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def total(values, name, **labels):
+    return sum(v for (n, got), v in values.items() if n == name and set(labels.items()) <= set(got))
+
+
+def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, server, tmp_path):
+    pytest.importorskip("prometheus_client")
+    if not os.access(os.path.join(BIN, "gunicorn"), os.X_OK):
+        pytest.skip("gunicorn is not installed")
+    folder, env = app_dir
+    # The route goes where the README says: inside create_app, on its app.
+    route = textwrap.indent(sample("multiprocess.MultiProcessCollector(registry)"), "    ")
+    (folder / "app.py").write_text(sample("def create_app") + "\n\n_readme_create_app = create_app\n\n\n"
+                                   "def create_app():\n    app = _readme_create_app()\n" + route + "    return app\n")
+    metrics_dir = tmp_path / "metrics"
+    port = free_port()
+    prepare, line = sample("PROMETHEUS_MULTIPROC_DIR=").strip().splitlines()
+    subprocess.run(prepare.replace("/tmp/shop-metrics", str(metrics_dir)), shell=True, check=True)
+    words = shlex.split(line.replace("/tmp/shop-metrics", str(metrics_dir)).replace("127.0.0.1:8000",
+                                                                                      f"127.0.0.1:{port}"))
+    assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    args = [w for w in words if w.split("=", 1)[0] not in assignments]
+    proc = subprocess.Popen(args, cwd=folder, env=command_env({**env, **assignments}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    host = server.base_url.split("://", 1)[1]
+    try:
+        def order(n):
+            request = urllib.request.Request(f"{url}/orders/{n}", method="POST", data=b"")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    return json.loads(reply.read())["id"]
+            except OSError:
+                return None
+
+        assert wait_for(lambda: order(0) is not None, timeout=60)
+        ids = {order(n) for n in range(1, 40)}
+        assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")},
+                        timeout=60)
+        delivered = len(server.calls("/hooks/orders"))
+        assert wait_for(lambda: total(scrape(f"{url}/metrics"), "syncworkers_deliveries_total", host=host,
+                                      outcome="delivered") == delivered, timeout=30)
+        # Every scrape, whichever worker answers it, counts the deliveries of all three.
+        scrapes = [scrape(f"{url}/metrics") for _ in range(12)]
+        assert {total(s, "syncworkers_deliveries_total", host=host, outcome="delivered") for s in scrapes} == {
+            float(delivered)}
+        assert all(total(s, "syncworkers_delivery_duration_seconds_count", host=host) >= delivered for s in scrapes)
+        assert all(("syncworkers_outbox_deliveries", (("state", "delivered"),)) in s for s in scrapes)
+        # Each worker polls on its own (no coordination here): their files hold the polls of several.
+        pids = {name.rsplit("_", 1)[1].split(".")[0] for name in os.listdir(metrics_dir)
+                if name.startswith("counter_")}
+        assert len(pids) >= 2, pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_the_cron_line_runs_the_poller_once_under_its_lock(app_dir, server, tmp_path):
