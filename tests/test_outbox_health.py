@@ -159,6 +159,24 @@ def test_deliveries_handed_back_at_stop_are_held_when_their_endpoint_is_disabled
     assert box.get(other).state == HELD
 
 
+def test_outcomes_and_their_attempts_keep_their_own_status_and_error(box, clock):
+    """Recorded together (one statement on PostgreSQL when health does not change), never mixed up."""
+    ok = box.add("orders", URL, b"{}")
+    box.claim_due(1)
+    box.mark_delivered(ok, 200, attempt=Attempt(at=T0, duration=0.1, kind="success", status=200, body=b"ok"))
+    # A first success gave the endpoint its row; from now on outcomes to it change nothing there.
+    again = box.add("orders", URL, b"{}")
+    box.claim_due(1)
+    box.mark_retry(again, T0 + 60, "retry in 60 s", 503, attempt=Attempt(
+        at=T0 + 1, duration=0.2, kind="success", status=202, error="answer kept", body=b"queued"))
+    stored = box.get(again)
+    assert (stored.state, stored.last_status, stored.last_error, stored.attempts) == (PENDING, 503, "retry in 60 s", 1)
+    [logged] = box.attempts(again)
+    assert (logged.at, logged.kind, logged.status, logged.error, bytes(logged.body)) == (
+        T0 + 1, "success", 202, "answer kept", b"queued")
+    assert box.get(ok).state == DELIVERED and len(box.attempts(ok)) == 1
+
+
 def test_purge_removes_the_attempt_logs_of_what_it_deletes(box, clock):
     id = box.add("orders", URL, b"{}")
     box.claim_due(1)

@@ -208,11 +208,29 @@ class PostgresOutbox(PostgresReads):
     def _finish(self, id: str, state: str, params: Dict[str, Any], now: Optional[float],
                 require_claim: bool = True, attempt: Optional[Attempt] = None,
                 disable_after: Optional[float] = None) -> None:
-        """Apply an attempt's outcome (and log the attempt, in the same transaction); the claim is
-        cleared. KeyError for an unknown id."""
+        """Apply an attempt's outcome and log the attempt, atomically; the claim is cleared. KeyError for
+        an unknown id."""
         params = {**params, "id": id, "owner": self.owner, "now": self._now_param(now)}
         condition = CLAIM_HELD if require_claim else NOT_DELIVERED
-        with self._connections.connection() as conn, conn.transaction():
+        with self._connections.connection() as conn:
+            if attempt is not None and health.effect(attempt.kind) is not None:
+                # Most outcomes leave their endpoint's health as it is (a success to a healthy endpoint):
+                # one read, then the outcome and its attempt in one statement, no transaction to hold.
+                peek = conn.execute(self._connections.compiled("finish_peek"), {"id": id}).fetchone()
+                if peek is None:
+                    raise KeyError(id)
+                if peek[0] is not None and not self._health_changes(peek[0], peek[2:], attempt, disable_after):
+                    query = self._connections.compiled(f"finish_logged {state} {condition}")
+                    done = conn.execute(query, {**params, **self._attempt_params(attempt)}).fetchone()
+                    applied = done is not None and done[0] > 0
+                    self._ignored(applied, require_claim, id)
+                    return
+            self._finish_in_transaction(conn, id, state, params, condition, require_claim, attempt, disable_after)
+
+    def _finish_in_transaction(self, conn: "psycopg.Connection[Any]", id: str, state: str, params: Dict[str, Any],
+                               condition: str, require_claim: bool, attempt: Optional[Attempt],
+                               disable_after: Optional[float]) -> None:
+        with conn.transaction():
             info, changes = None, False
             if attempt is not None and health.effect(attempt.kind) is not None:
                 info = self._info(conn, id)
@@ -229,6 +247,10 @@ class PostgresOutbox(PostgresReads):
                     self._log_attempt(conn, id, attempt)
                     if changes:
                         self._observe(conn, id, info[0] or endpoint_of(info[1]), attempt, disable_after)
+        self._ignored(applied, require_claim, id)
+
+    @staticmethod
+    def _ignored(applied: bool, require_claim: bool, id: str) -> None:
         if not applied and require_claim:
             # Our lease expired and another owner took the delivery over (or it was already
             # settled): its outcome is theirs to record, not ours to overwrite.
@@ -247,10 +269,13 @@ class PostgresOutbox(PostgresReads):
         return conn.execute(self._connections.compiled("endpoint"), {"target": target}).fetchone()
 
     def _log_attempt(self, conn: "psycopg.Connection[Any]", id: str, attempt: Attempt) -> None:
-        conn.execute(self._connections.compiled("log_attempt"), {
-            "id": id, "at": attempt.at, "duration": attempt.duration, "kind": attempt.kind,
-            "status": attempt.status, "error": attempt.error, "body": bytes(attempt.body[:health.ANSWER_BYTES]),
-            "keep": ATTEMPT_LOG_SIZE})
+        conn.execute(self._connections.compiled("log_attempt"), {"id": id, **self._attempt_params(attempt)})
+
+    @staticmethod
+    def _attempt_params(attempt: Attempt) -> Dict[str, Any]:
+        return {"attempt_at": attempt.at, "attempt_duration": attempt.duration, "attempt_kind": attempt.kind,
+                "attempt_status": attempt.status, "attempt_error": attempt.error,
+                "attempt_body": bytes(attempt.body[:health.ANSWER_BYTES]), "keep": ATTEMPT_LOG_SIZE}
 
     def _changes_health(self, conn: "psycopg.Connection[Any]", target: str, attempt: Attempt,
                         disable_after: Optional[float]) -> bool:
@@ -260,6 +285,14 @@ class PostgresOutbox(PostgresReads):
         lock, so deliveries to one endpoint from many processes do not queue on its row.
         """
         row = conn.execute(self._connections.compiled("endpoint_peek"), {"target": target}).fetchone()
+        return self._health_changes(target, row, attempt, disable_after)
+
+    @staticmethod
+    def _health_changes(target: str, row: Optional[Sequence[Any]], attempt: Attempt,
+                        disable_after: Optional[float]) -> bool:
+        """Whether *attempt* changes the health *row* of *target* (None or all NULLs: it has none yet)."""
+        if row is not None and row[0] is None:
+            row = None  # the LEFT JOIN of finish_peek found no row
         before = EndpointHealth(target) if row is None else health_of(row)
         after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
         return row is None or after != before or not before.enabled  # a new endpoint gets its row once

@@ -60,8 +60,9 @@ class PostgresConnections:
                 self._queries = {key: self._compose(q).as_string(conn) for key, q in QUERIES.items()}
                 for state, assignments in FINISH.items():
                     for condition in (CLAIM_HELD, NOT_DELIVERED):
-                        self._queries[f"finish {state} {condition}"] = self._compose(
-                            QUERIES["finish"], assignments=assignments, condition=condition).as_string(conn)
+                        for key in ("finish", "finish_logged"):
+                            self._queries[f"{key} {state} {condition}"] = self._compose(
+                                QUERIES[key], assignments=assignments, condition=condition).as_string(conn)
                 self._opened(conn)
             pool: ConnectionPool = ConnectionPool(
                 self._url, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
@@ -79,7 +80,8 @@ class PostgresConnections:
 
     def compiled(self, key: str) -> str:
         """A compiled query: :data:`~.postgres_sql.QUERIES` *key* for this table, or a ``finish`` variant
-        (``"finish {state} {condition}"``). Raises KeyError before :meth:`ready`."""
+        (``"finish {state} {condition}"``, ``"finish_logged {state} {condition}"``). Raises KeyError
+        before :meth:`ready`."""
         return self._queries[key]
 
     def query(self, key: str) -> str:

@@ -72,6 +72,18 @@ _HOLD_IF_DISABLED = (f"CASE WHEN EXISTS (SELECT 1 FROM {{e}} e WHERE e.target = 
                      f" IS NOT NULL) THEN '{HELD}' ELSE '{PENDING}' END")
 _ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
 _ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
+#: Appends an attempt to a delivery's log (CTEs ``n`` and ``ins``; the caller trims the log to its size).
+#: Its parameters are named ``attempt_*``: beside an outcome's own status and error in ``finish_logged``.
+_LOG_ATTEMPT = (
+    "n AS (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM {a} WHERE delivery_id = %(id)s),"
+    f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT %(id)s, n.n, %(attempt_at)s,"
+    " %(attempt_duration)s, %(attempt_kind)s, %(attempt_status)s, %(attempt_error)s, %(attempt_body)s FROM n)"
+)
+#: Keeps the last ``keep`` attempts of a delivery's log (after :data:`_LOG_ATTEMPT`).
+_TRIM_LOG = "DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
+#: Settles a delivery: ``{assignments}`` by outcome (:data:`FINISH`), if ``{condition}`` holds; the claim is cleared.
+_FINISH = (f"UPDATE {{t}} SET {{assignments}}, owner = NULL, lease_until = NULL, updated_at = {_NOW}"
+           " WHERE id = %(id)s AND {condition} RETURNING id")
 
 QUERIES = {
     # One statement: the notification goes out with the row, when the caller's transaction commits.
@@ -104,10 +116,7 @@ QUERIES = {
         f"UPDATE {{t}} SET lease_until = {_NOW} + %(lease)s"
         f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
     ),
-    "finish": (
-        f"UPDATE {{t}} SET {{assignments}}, owner = NULL, lease_until = NULL, updated_at = {_NOW}"
-        " WHERE id = %(id)s AND {condition} RETURNING id"
-    ),
+    "finish": _FINISH,
     "release": (
         f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
         f" lease_until = NULL, updated_at = {_DB_NOW} WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
@@ -128,12 +137,15 @@ QUERIES = {
         " SELECT COUNT(*) FROM gone"
     ),
     "finish_info": "SELECT target, url FROM {t} WHERE id = %(id)s",
-    "log_attempt": (
-        f"WITH n AS (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM {{a}} WHERE delivery_id = %(id)s),"
-        f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT %(id)s, n.n, %(at)s,"
-        " %(duration)s, %(kind)s, %(status)s, %(error)s, %(body)s FROM n)"
-        " DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
+    # What an outcome needs to know in one round trip: the delivery's target and URL, and the target's
+    # health row (NULLs when it has none).
+    "finish_peek": (
+        "SELECT d.target, d.url, " + ", ".join(f"e.{c.strip()}" for c in _ENDPOINT_COLUMNS.split(","))
+        + " FROM {t} AS d LEFT JOIN {e} AS e ON e.target = d.target WHERE d.id = %(id)s"
     ),
+    "log_attempt": f"WITH {_LOG_ATTEMPT} {_TRIM_LOG}",
+    # An outcome and its attempt in one statement (no transaction of its own): the common case.
+    "finish_logged": f"WITH f AS ({_FINISH}), {_LOG_ATTEMPT}, trim AS ({_TRIM_LOG}) SELECT COUNT(*) FROM f",
     "endpoint": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s FOR UPDATE",
     "endpoint_peek": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s",
     "endpoint_new": "INSERT INTO {e} (target) VALUES (%(target)s) ON CONFLICT (target) DO NOTHING",
