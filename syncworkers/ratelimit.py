@@ -45,10 +45,10 @@ def _wait(event: threading.Event, seconds: float) -> bool:
     return event.wait(seconds)
 
 
-def _header(headers: Mapping[str, str], *names: str) -> Optional[str]:
-    lowered = {k.lower(): v for k, v in headers.items()}
+def _header(lowered: Mapping[str, str], *names: str) -> Optional[str]:
+    """The first of *names* (lowercase) present and not blank in *lowered* (lowercase keys)."""
     for name in names:
-        value = lowered.get(name.lower())
+        value = lowered.get(name)
         if value is not None and value.strip():
             return value.strip()
     return None
@@ -77,14 +77,15 @@ def reset_seconds(value: str, wall_now: float) -> Optional[float]:
 
 def blocked_seconds(status: int, headers: Mapping[str, str], wall_now: float) -> Optional[float]:
     """How long a response says its host must not be called (0: the budget is fine; None: it does not say)."""
+    lowered = {k.lower(): v for k, v in headers.items()}  # once per response: it is read up to four times
     if status in RETRY_AFTER_STATUSES:
-        retry_after = _header(headers, "Retry-After")
+        retry_after = _header(lowered, "retry-after")
         seconds = parse_retry_after(retry_after, float("inf"), now=wall_now) if retry_after else None
         if seconds is not None:
             return seconds
-    remaining = _number(_header(headers, "RateLimit-Remaining", "X-RateLimit-Remaining"))
-    reset = _header(headers, "RateLimit-Reset", "X-RateLimit-Reset")
-    structured = _header(headers, "RateLimit")
+    remaining = _number(_header(lowered, "ratelimit-remaining", "x-ratelimit-remaining"))
+    reset = _header(lowered, "ratelimit-reset", "x-ratelimit-reset")
+    structured = _header(lowered, "ratelimit")
     if remaining is None and structured is not None:
         found = _STRUCTURED["remaining"].search(structured)
         remaining = float(found.group(1)) if found else None
