@@ -110,6 +110,32 @@ def command_env(env):
     return {**base, "PYTHONPATH": ROOT, "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}", **env}
 
 
+def launch(line, folder, env):
+    """Start a README command line (``NAME=value ... command args``) in *folder*."""
+    words = shlex.split(line)
+    assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    args = [w for w in words if w.split("=", 1)[0] not in assignments]
+    return subprocess.Popen(args, cwd=folder, env=command_env({**env, **assignments}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def order(port, n):
+    """POST /orders/<n> to the README app on *port*: the webhook id it enqueued (None while it is not up)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/orders/{n}", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read())["id"]
+    except OSError:
+        return None
+
+
+def orders_delivered(port, server, count):
+    """Place orders 1..count once the app answers; wait until the partner got each one's webhook."""
+    assert wait_for(lambda: order(port, 0) is not None, timeout=60)
+    ids = {order(port, n) for n in range(1, count + 1)}
+    assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")}, timeout=60)
+
+
 def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(app_dir, server):
     from .redis_server import RedisServer, require_redis_package
 
@@ -121,24 +147,9 @@ def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(ap
     with RedisServer() as redis_server:
         line = sample("gunicorn --workers").replace("redis://127.0.0.1:6379/0", redis_server.url)
         line = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-        words = shlex.split(line)
-        assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
-        args = [w for w in words if w.split("=", 1)[0] not in assignments]
-        proc = subprocess.Popen(args, cwd=folder, env=command_env({**env, **assignments}),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = launch(line, folder, env)
         try:
-            def order(n):
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/orders/{n}", method="POST", data=b"")
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as reply:
-                        return json.loads(reply.read())["id"]
-                except OSError:
-                    return None
-
-            assert wait_for(lambda: order(0) is not None, timeout=60)
-            ids = {order(n) for n in range(1, 30)}
-            assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")},
-                            timeout=60)
+            orders_delivered(port, server, 29)
             assert wait_for(lambda: len(server.calls("/orders")) >= 4, timeout=60)
             wall_minus_mono = time.time() - time.monotonic()
         finally:
@@ -176,27 +187,12 @@ def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, 
     port = free_port()
     prepare, line = sample("PROMETHEUS_MULTIPROC_DIR=").strip().splitlines()
     subprocess.run(prepare.replace("/tmp/shop-metrics", str(metrics_dir)), shell=True, check=True)
-    words = shlex.split(line.replace("/tmp/shop-metrics", str(metrics_dir)).replace("127.0.0.1:8000",
-                                                                                      f"127.0.0.1:{port}"))
-    assignments = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
-    args = [w for w in words if w.split("=", 1)[0] not in assignments]
-    proc = subprocess.Popen(args, cwd=folder, env=command_env({**env, **assignments}),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = launch(line.replace("/tmp/shop-metrics", str(metrics_dir)).replace("127.0.0.1:8000", f"127.0.0.1:{port}"),
+                  folder, env)
     url = f"http://127.0.0.1:{port}"
     host = server.base_url.split("://", 1)[1]
     try:
-        def order(n):
-            request = urllib.request.Request(f"{url}/orders/{n}", method="POST", data=b"")
-            try:
-                with urllib.request.urlopen(request, timeout=30) as reply:
-                    return json.loads(reply.read())["id"]
-            except OSError:
-                return None
-
-        assert wait_for(lambda: order(0) is not None, timeout=60)
-        ids = {order(n) for n in range(1, 40)}
-        assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")},
-                        timeout=60)
+        orders_delivered(port, server, 39)
         delivered = len(server.calls("/hooks/orders"))
         assert wait_for(lambda: total(scrape(f"{url}/metrics"), "syncworkers_deliveries_total", host=host,
                                       outcome="delivered") == delivered, timeout=30)
