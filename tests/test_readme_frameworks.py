@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -174,6 +175,31 @@ def total(values, name, **labels):
     return sum(v for (n, got), v in values.items() if n == name and set(labels.items()) <= set(got))
 
 
+#: A route the multiprocess test adds to the README app: it holds its worker for half a second.
+SLOW_PID = """
+    import time as _time
+
+    @app.get("/slow-pid")
+    def slow_pid():
+        _time.sleep(0.5)
+        return {"pid": os.getpid()}
+
+"""
+
+
+def slow_pids(port):
+    """The pids of the workers that answered three concurrent /slow-pid requests."""
+    def ask(_):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/slow-pid", timeout=30) as reply:
+                return json.loads(reply.read())["pid"]
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(3) as pool:
+        return {pid for pid in pool.map(ask, range(3)) if pid is not None}
+
+
 def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, server, tmp_path):
     pytest.importorskip("prometheus_client")
     if not os.access(os.path.join(BIN, "gunicorn"), os.X_OK):
@@ -182,7 +208,8 @@ def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, 
     # The route goes where the README says: inside create_app, on its app.
     route = textwrap.indent(sample("multiprocess.MultiProcessCollector(registry)"), "    ")
     (folder / "app.py").write_text(sample("def create_app") + "\n\n_readme_create_app = create_app\n\n\n"
-                                   "def create_app():\n    app = _readme_create_app()\n" + route + "    return app\n")
+                                   "def create_app():\n    app = _readme_create_app()\n" + route + SLOW_PID
+                                   + "    return app\n")
     metrics_dir = tmp_path / "metrics"
     port = free_port()
     prepare, line = sample("PROMETHEUS_MULTIPROC_DIR=").strip().splitlines()
@@ -192,7 +219,15 @@ def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, 
     url = f"http://127.0.0.1:{port}"
     host = server.base_url.split("://", 1)[1]
     try:
-        orders_delivered(port, server, 39)
+        assert wait_for(lambda: order(port, 0) is not None, timeout=60)
+        # Three requests that each hold a worker for half a second: all three workers serve (and start
+        # their sender and poller). Asked again until three pids answered, in case one was still booting.
+        assert wait_for(lambda: len(slow_pids(port)) == 3, timeout=60)
+        with ThreadPoolExecutor(6) as pool:  # orders from several clients at once: several workers enqueue
+            ids = set(pool.map(lambda n: order(port, n), range(1, 40)))
+        assert None not in ids
+        assert wait_for(lambda: ids <= {c.header("webhook-id") for c in server.calls("/hooks/orders")},
+                        timeout=60)
         delivered = len(server.calls("/hooks/orders"))
         assert wait_for(lambda: total(scrape(f"{url}/metrics"), "syncworkers_deliveries_total", host=host,
                                       outcome="delivered") == delivered, timeout=30)
@@ -202,10 +237,10 @@ def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, 
             float(delivered)}
         assert all(total(s, "syncworkers_delivery_duration_seconds_count", host=host) >= delivered for s in scrapes)
         assert all(("syncworkers_outbox_deliveries", (("state", "delivered"),)) in s for s in scrapes)
-        # Each worker polls on its own (no coordination here): their files hold the polls of several.
+        # Each of the three polls on its own (no coordination here): each counts in its own file.
         pids = {name.rsplit("_", 1)[1].split(".")[0] for name in os.listdir(metrics_dir)
                 if name.startswith("counter_")}
-        assert len(pids) >= 2, pids
+        assert len(pids) == 3, pids
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
