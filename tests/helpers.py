@@ -7,7 +7,20 @@ import os
 import socket
 import time
 
+import pytest
+
 from syncworkers.logging import TextFormatter
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str, server: str) -> None:
+    """Skip the test, or fail it on CI, where every test must really run (*server*: what is missing)."""
+    if on_ci():
+        pytest.fail(f"{reason} (CI is set: {server} tests must run, not skip)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def wait_for(predicate, timeout=5.0):

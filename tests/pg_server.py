@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from typing import Any, Dict, List, Optional
 
-import pytest
+from . import helpers
 
 #: Seconds pg_ctl waits for the server to accept connections (and to stop).
 START_TIMEOUT = 30
@@ -44,15 +44,9 @@ SERVER_SETTINGS = {
 }
 
 
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def unavailable(reason: str) -> None:
-    """Skip the test, or fail it on CI, where every test must really run."""
-    if on_ci():
-        pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run, not skip)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+    """Skip, or fail on CI (see helpers.unavailable)."""
+    helpers.unavailable(reason, "PostgreSQL")
 
 
 def find_bindir() -> Optional[str]:

@@ -19,21 +19,15 @@ import tempfile
 import time
 from typing import Optional
 
-import pytest
+from . import helpers
 
 #: Seconds to wait for a started server to answer PING.
 START_TIMEOUT = 10.0
 
 
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def unavailable(reason: str) -> None:
-    """Skip the test, or fail it on CI, where every test must really run."""
-    if on_ci():
-        pytest.fail(f"{reason} (CI is set: Redis tests must run, not skip)", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+    """Skip, or fail on CI (see helpers.unavailable)."""
+    helpers.unavailable(reason, "Redis")
 
 
 def require_redis_package() -> None:
