@@ -45,8 +45,8 @@ for _path in (HERE, ROOT):
 
 import receivers  # noqa: E402
 from syncworkers import PollerWorker, Runner  # noqa: E402
-from syncworkers.metrics import percentile  # noqa: E402
-from syncworkers.runner import stagger_offsets  # noqa: E402
+from syncworkers.observability.metrics import percentile  # noqa: E402
+from syncworkers.scheduling.runner import stagger_offsets  # noqa: E402
 
 TARGET_LATENESS_MS = 20.0
 TARGET_DRIFT_MS = 20.0

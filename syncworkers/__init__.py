@@ -10,7 +10,7 @@ from typing import Any, List
 
 from .version import __version__  # noqa: E402
 
-from .config import (  # noqa: E402
+from .config.settings import (  # noqa: E402
     CircuitBreakerConfig,
     HTTPClientConfig,
     PollerConfig,
@@ -36,9 +36,9 @@ from .exceptions import (  # noqa: E402
     UnknownOptionError,
     WorkerError,
 )
-from .cursor import IncrementalCursor  # noqa: E402
+from .polling.cursor import IncrementalCursor  # noqa: E402
 from .signals import StopSignal  # noqa: E402
-from .pagination import (  # noqa: E402
+from .polling.pagination import (  # noqa: E402
     CursorPaginator,
     LinkHeaderPaginator,
     OffsetPaginator,
@@ -47,14 +47,14 @@ from .pagination import (  # noqa: E402
     PageRequest,
     Paginator,
 )
-from .ratelimit import RateLimits  # noqa: E402
-from .state import MemoryStateStore, PostgresStateStore, SQLiteStateStore, StateStore  # noqa: E402
-from .http import HTTPClient  # noqa: E402
-from .logging import configure_logging, install_urllib3_redaction  # noqa: E402
+from .polling.ratelimit import RateLimits  # noqa: E402
+from .polling.state import MemoryStateStore, PostgresStateStore, SQLiteStateStore, StateStore  # noqa: E402
+from .http.client import HTTPClient  # noqa: E402
+from .observability.logging import configure_logging, install_urllib3_redaction  # noqa: E402
 from .message import Message  # noqa: E402
-from .metrics import Metrics  # noqa: E402
+from .observability.metrics import Metrics  # noqa: E402
 from .outbox import Outbox  # noqa: E402
-from .runner import LoopJob, PeriodicJob, Runner  # noqa: E402
+from .scheduling.runner import LoopJob, PeriodicJob, Runner  # noqa: E402
 from .signing import Signer, verify  # noqa: E402
 from .sources import MemoryQueue, Source  # noqa: E402
 from .workers import DeliveryResult, HTTPWorker, PollerWorker, PollOutcome, WebhookSenderWorker  # noqa: E402
@@ -72,7 +72,7 @@ def _install_prometheus() -> None:
     import importlib.util
 
     if importlib.util.find_spec("prometheus_client") is not None:
-        from .prometheus import install
+        from .observability.prometheus import install
 
         install()
 

@@ -18,7 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from .config import WebhookConfig
+from .config.settings import WebhookConfig
 from .exceptions import SignatureError
 from .message import Message
 from .signing import verify

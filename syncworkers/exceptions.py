@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from .redaction import safe_url
+from .observability.redaction import safe_url
 
 
 class SyncWorkersError(Exception):

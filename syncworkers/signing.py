@@ -15,7 +15,7 @@ import time
 from typing import List, Mapping, Optional, Sequence, Union, cast
 
 from .exceptions import ConfigError, SignatureError
-from .redaction import register_secret
+from .observability.redaction import register_secret
 
 __all__ = ["load_secret", "load_secrets", "split_secrets", "sign", "Signer", "webhook_headers", "verify"]
 

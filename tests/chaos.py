@@ -34,7 +34,7 @@ from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from syncworkers.exceptions import ConfigError, SignatureError
-from syncworkers.runner import LoopJob
+from syncworkers.scheduling.runner import LoopJob
 from syncworkers.signing import verify
 from syncworkers.workers.base import Job
 from syncworkers.workers.webhook import WebhookSenderWorker

@@ -15,14 +15,14 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     """Run the whole suite over one transport: it becomes the default of every HTTPClientConfig."""
-    from syncworkers import config as config_module
+    from syncworkers.config import settings as config_module
 
     transport = config.getoption("--transport") or os.environ.get("SYNCWORKERS_TEST_TRANSPORT") or "requests"
     config_module.DEFAULT_TRANSPORT = transport
 
 
 def pytest_report_header(config):
-    from syncworkers import config as config_module
+    from syncworkers.config import settings as config_module
 
     return f"syncworkers transport: {config_module.DEFAULT_TRANSPORT}"
 
@@ -40,7 +40,7 @@ def clean_env(monkeypatch):
 @pytest.fixture(autouse=True, scope="session")
 def short_watchdog_linger():
     """The deadline watchdog's thread ends soon after the last request, within each test."""
-    from syncworkers.transport.deadline import WATCHDOG
+    from syncworkers.http.transport.deadline import WATCHDOG
 
     saved, WATCHDOG.linger = WATCHDOG.linger, 0.02
     yield
@@ -65,7 +65,7 @@ def no_leaked_threads():
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
     """The process-wide rate-limit budgets start empty: a port reused by another test's server is a new host."""
-    from syncworkers.ratelimit import shared_rate_limits
+    from syncworkers.polling.ratelimit import shared_rate_limits
 
     shared_rate_limits.reset()
     yield

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from syncworkers.logging import TextFormatter
+from syncworkers.observability.logging import TextFormatter
 
 
 def on_ci() -> bool:

@@ -11,7 +11,7 @@ from syncworkers import (
     WebhookConfig,
     WebhookSenderWorker,
 )
-from syncworkers.defaults import DEFAULT_MAX_PAYLOAD_BYTES
+from syncworkers.config.defaults import DEFAULT_MAX_PAYLOAD_BYTES
 from syncworkers.exceptions import SignatureError
 from syncworkers.signing import sign, verify
 

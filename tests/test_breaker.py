@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from syncworkers.breaker import BreakerRegistry, HostBreaker, breaker_key
-from syncworkers.outcome import is_host_failure
-from syncworkers.config import CircuitBreakerConfig
+from syncworkers.http.breaker import BreakerRegistry, HostBreaker, breaker_key
+from syncworkers.http.outcome import is_host_failure
+from syncworkers.config.settings import CircuitBreakerConfig
 from syncworkers.exceptions import CircuitOpenError, ConfigError
 
 KEY = "http://api.test:80"

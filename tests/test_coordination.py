@@ -13,7 +13,7 @@ import pytest
 
 from syncworkers import PollerWorker
 from syncworkers.cli import main
-from syncworkers.coordination import (
+from syncworkers.scheduling.coordination import (
     CoordinationError,
     PostgresTickClaims,
     RedisTickClaims,
@@ -21,8 +21,8 @@ from syncworkers.coordination import (
     open_coordination,
 )
 from syncworkers.exceptions import ConfigError
-from syncworkers.runner import COORDINATION_ENV, PeriodicJob, Runner
-from syncworkers.schedule import name_offset
+from syncworkers.scheduling.runner import COORDINATION_ENV, PeriodicJob, Runner
+from syncworkers.scheduling.schedule import name_offset
 from syncworkers.workers.poller import default_name
 
 from .helpers import closed_port, wait_for
@@ -274,7 +274,7 @@ def test_an_unreachable_backend_skips_ticks_with_one_warning_per_outage(caplog):
     claims, t = MemoryClaims(), FakeTime(now=0.0)
     ran, unclaimed = [], []
     job = PeriodicJob("sync", 1.0, lambda: ran.append(t.now), on_unclaimed=unclaimed.append)
-    caplog.set_level(logging.WARNING, logger="syncworkers.coordination")
+    caplog.set_level(logging.WARNING, logger="syncworkers.scheduling.coordination")
     with Runner([Worker(job)], clock=t.mono, wall_clock=t.wall, coordination=claims) as runner:
         settle(runner, "sync", 1)
         claims.down = True

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from syncworkers.schedule import name_offset
+from syncworkers.scheduling.schedule import name_offset
 from syncworkers.workers.poller import default_name
 
 from .helpers import wait_for

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from syncworkers import HTTPClientConfig
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 
 from .helpers import wait_for
 from .server import Reply
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRESS = """
 import sys, threading
 from syncworkers import HTTPClientConfig
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 
 url = sys.argv[1]
 done = []

@@ -21,8 +21,8 @@ from syncworkers import (
     RateLimits,
     SQLiteStateStore,
 )
-from syncworkers.cursor import later
-from syncworkers.state import open_state_store
+from syncworkers.polling.cursor import later
+from syncworkers.polling.state import open_state_store
 
 from .server import Reply
 
@@ -234,7 +234,7 @@ def test_postgres_store_keeps_the_cursor_across_workers(server, pg_db):
 
 def test_postgres_store_errors_name_no_password():
     from syncworkers import StateStoreError
-    from syncworkers.state import PostgresStateStore
+    from syncworkers.polling.state import PostgresStateStore
 
     store = PostgresStateStore("postgresql://user:hunter2@127.0.0.1:1/db")
     with pytest.raises(StateStoreError) as info:

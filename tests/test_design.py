@@ -5,10 +5,10 @@ import threading
 import pytest
 
 from syncworkers import ConfigError, HTTPClientConfig, PollerConfig, PollerWorker, WebhookConfig, WebhookSenderWorker
-from syncworkers.delivery import check_delivery_id, check_headers
-from syncworkers.http import HTTPClient
+from syncworkers.delivery.request import check_delivery_id, check_headers
+from syncworkers.http.client import HTTPClient
 from syncworkers.signals import StopSignal
-from syncworkers.urls import join_url
+from syncworkers.http.urls import join_url
 
 from .server import Reply
 

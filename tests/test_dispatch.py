@@ -23,12 +23,12 @@ from syncworkers import (
     RetryConfig,
     WebhookConfig,
 )
-from syncworkers.dispatch import Dispatcher, decide
+from syncworkers.delivery.dispatch import Dispatcher, decide
 from syncworkers.exceptions import CircuitOpenError, RequestTimeout, ResponseTooLarge, TransportError
-from syncworkers.outcome import classify_error, classify_status
-from syncworkers.retry import RetryPolicy
+from syncworkers.http.outcome import classify_error, classify_status
+from syncworkers.http.retry import RetryPolicy
 from syncworkers.outbox import DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Delivery, Outbox
-from syncworkers.runner import Runner
+from syncworkers.scheduling.runner import Runner
 from syncworkers.signing import verify
 from syncworkers.workers.webhook import WebhookSenderWorker
 

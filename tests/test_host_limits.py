@@ -5,10 +5,10 @@ import threading
 import pytest
 
 from syncworkers import HTTPClientConfig, WebhookConfig, WebhookSenderWorker
-from syncworkers import limits
-from syncworkers.limits import HostLimiter
-from syncworkers.outcome import Kind, Outcome
-from syncworkers.retry import RetryPolicy
+from syncworkers.http import limits
+from syncworkers.http.limits import HostLimiter
+from syncworkers.http.outcome import Kind, Outcome
+from syncworkers.http.retry import RetryPolicy
 from syncworkers.signals import StopSignal
 
 from .helpers import wait_for

@@ -19,7 +19,7 @@ from syncworkers import (
     RetryInterrupted,
     TransportError,
 )
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 
 from .helpers import LogCapture, closed_port
 from .server import Reply

@@ -14,15 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncworkers"
 
 #: Layer of each module, bottom first; a package's modules share their package's entry unless named.
 LAYERS = {
-    "policy": ["version", "exceptions", "redaction", "validators", "defaults", "configbase", "config", "outcome", "retry",
-               "urls", "schedule", "signing", "message", "delivery", "redirects", "pagination",
-               "cursor", "jobs", "breaker", "outbox.health", "ratelimit", "limits", "signals", "metrics",
-               "events"],
-    "io": ["netguard", "logging", "http", "transport", "delivery_attempt", "outbox", "sources", "state", "coordination",
-           "prometheus"],
-    "concurrency": ["ticks", "runner", "dispatch", "workers.broadcast"],
-    "workers": ["workers"],
-    "face": ["__init__", "__main__", "cli", "contrib", "demo", "ops_server"],
+    "policy": ["version", "exceptions", "signals", "message", "signing", "redaction", "delivery", "polling",
+               "observability",
+               "config", "http.outcome", "http.retry", "http.urls", "http.redirects", "http.breaker",
+               "http.limits", "scheduling.schedule", "scheduling.jobs", "delivery.request",
+               "polling.pagination", "polling.cursor", "polling.ratelimit", "outbox.health",
+               "observability.redaction", "observability.metrics", "observability.events"],
+    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus", "prometheus", "delivery.attempt",
+           "outbox", "sources", "polling.state", "scheduling.coordination"],
+    "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
+                    "delivery.endpoints"],
+    "workers": ["workers", "polling.pages"],
+    "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-import syncworkers.logging as slog
+import syncworkers.observability.logging as slog
 from syncworkers.exceptions import ConfigError
-from syncworkers.logging import (
+from syncworkers.observability.logging import (
     JSONFormatter,
     StructuredLogger,
     TextFormatter,

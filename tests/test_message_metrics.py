@@ -2,7 +2,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from syncworkers import Message, Metrics
-from syncworkers.metrics import percentile
+from syncworkers.observability.metrics import percentile
 
 
 def test_message_defaults_are_a_fresh_id_and_an_aware_utc_timestamp():

@@ -3,7 +3,7 @@
 import pytest
 
 from syncworkers.exceptions import ConfigError, TransportError
-from syncworkers.netguard import ALLOW_ALL, AddressPolicy, BlockedAddressError, parse_networks
+from syncworkers.http.netguard import ALLOW_ALL, AddressPolicy, BlockedAddressError, parse_networks
 
 GUARD = AddressPolicy(block_private=True)
 

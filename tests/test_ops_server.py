@@ -20,8 +20,8 @@ from syncworkers import (
     WebhookConfig,
     WebhookSenderWorker,
 )
-from syncworkers.ops_server import OpsServer
-from syncworkers.prometheus import PrometheusMetrics
+from syncworkers.observability.ops_server import OpsServer
+from syncworkers.observability.prometheus import PrometheusMetrics
 from syncworkers.workers.poller import NOT_READY_AFTER
 
 from .helpers import closed_port

@@ -102,7 +102,7 @@ def test_a_sqlite3_connection_to_another_file_is_refused(tmp_path):
 
 def test_a_delivery_committed_elsewhere_is_attempted_without_waiting_for_a_poll(server, pg_db, monkeypatch):
     """With the safety-net poll pushed to a minute, only LISTEN/NOTIFY can start the attempt."""
-    monkeypatch.setattr("syncworkers.dispatch.Dispatcher.poll_interval", 60.0)
+    monkeypatch.setattr("syncworkers.delivery.dispatch.Dispatcher.poll_interval", 60.0)
     arrived = threading.Event()
 
     def handler(req):

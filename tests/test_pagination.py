@@ -18,7 +18,7 @@ from syncworkers import (
     PollerWorker,
     RateLimits,
 )
-from syncworkers.pagination import first_request, next_link
+from syncworkers.polling.pagination import first_request, next_link
 
 from .test_poller import Recorder
 from .server import Reply
@@ -277,6 +277,6 @@ def test_an_error_status_mid_walk_is_delivered_and_ends_the_walk(server):
     ("", []),
 ])
 def test_link_headers_are_parsed_as_rfc_8288_says(value, expected):
-    from syncworkers.pagination import parse_links
+    from syncworkers.polling.pagination import parse_links
 
     assert parse_links(value) == expected

@@ -23,7 +23,7 @@ from syncworkers import (
     RetryInterrupted,
     TransportError,
 )
-from syncworkers.runner import Runner
+from syncworkers.scheduling.runner import Runner
 
 from .server import Reply
 from .helpers import closed_port, wait_for

@@ -11,16 +11,9 @@ import time
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from syncworkers import (
-    CircuitBreakerConfig,
-    HTTPClientConfig,
-    PollerWorker,
-    Runner,
-    WebhookConfig,
-    WebhookSenderWorker,
-    events,
-)
-from syncworkers.prometheus import PrometheusMetrics, StateCollector, install
+from syncworkers import CircuitBreakerConfig, HTTPClientConfig, PollerWorker, Runner, WebhookConfig, WebhookSenderWorker
+from syncworkers.observability import events
+from syncworkers.observability.prometheus import PrometheusMetrics, StateCollector, install
 
 from .helpers import closed_port, wait_for
 from .server import Reply
@@ -210,7 +203,7 @@ def test_without_prometheus_client_nothing_breaks(server):
     code = (
         "import sys; sys.modules['prometheus_client'] = None\n"
         "import syncworkers, urllib.request\n"
-        "from syncworkers.ops_server import OpsServer\n"
+        "from syncworkers.observability.ops_server import OpsServer\n"
         f"w = syncworkers.PollerWorker({server.url('/x')!r}, interval=60)\n"
         "assert w.poll().ok\n"
         "r = syncworkers.Runner([])\n"

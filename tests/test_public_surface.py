@@ -47,8 +47,8 @@ def test_redis_consumer_is_still_importable_by_name():
 
 
 def test_internals_stay_in_their_modules():
-    from syncworkers.breaker import BreakerRegistry, HostBreaker  # noqa: F401
-    from syncworkers.logging import get_logger  # noqa: F401
+    from syncworkers.http.breaker import BreakerRegistry, HostBreaker  # noqa: F401
+    from syncworkers.observability.logging import get_logger  # noqa: F401
     from syncworkers.outbox import Delivery  # noqa: F401
 
     for name in ("BreakerRegistry", "HostBreaker", "Delivery", "get_logger", "RedisListConsumer"):
@@ -78,12 +78,12 @@ def test_urllib3_debug_lines_never_show_our_urls(server, caplog):
 
 
 def test_urllib3_redaction_is_installed_once():
-    syncworkers.logging.install_urllib3_redaction()
-    syncworkers.logging.install_urllib3_redaction()
+    syncworkers.observability.logging.install_urllib3_redaction()
+    syncworkers.observability.logging.install_urllib3_redaction()
 
-    for name in syncworkers.logging.URLLIB3_LOGGERS:
+    for name in syncworkers.observability.logging.URLLIB3_LOGGERS:
         filters = logging.getLogger(name).filters
-        assert sum(isinstance(f, syncworkers.logging.URLRedactingFilter) for f in filters) == 1
+        assert sum(isinstance(f, syncworkers.observability.logging.URLRedactingFilter) for f in filters) == 1
 
 
 # -- typing ------------------------------------------------------------------------------------

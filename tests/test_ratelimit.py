@@ -7,8 +7,8 @@ from email.utils import formatdate
 import pytest
 
 from syncworkers import PollerWorker, RateLimits
-from syncworkers.ratelimit import _wait as default_wait
-from syncworkers.ratelimit import blocked_seconds, shared_rate_limits
+from syncworkers.polling.ratelimit import _wait as default_wait
+from syncworkers.polling.ratelimit import blocked_seconds, shared_rate_limits
 
 from .server import Reply
 

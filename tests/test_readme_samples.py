@@ -35,7 +35,7 @@ FRAMEWORKS_SECTION = "In web apps, cron and gunicorn"
 @pytest.fixture(autouse=True)
 def forget_registered_secrets(monkeypatch):
     """The samples register secret names (``secret_headers``) and values process-wide: undone after each."""
-    from syncworkers import redaction
+    from syncworkers.observability import redaction
 
     for name in ("_secrets", "_secrets_re", "_names", "_names_header_re"):
         monkeypatch.setattr(redaction, name, getattr(redaction, name))
@@ -422,7 +422,7 @@ def test_the_coordination_sample_polls_each_tick_in_one_process(server, monkeypa
 
     require_redis_package()
     import syncworkers
-    from syncworkers.schedule import name_offset
+    from syncworkers.scheduling.schedule import name_offset
 
     server.route("GET", "/orders", json=[{"id": 1}])
     lead = 1.5  # seconds from start() to the next grid point of the 30 s ticks

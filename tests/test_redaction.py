@@ -8,9 +8,9 @@ import pytest
 
 from syncworkers import HTTPClientConfig, WebhookConfig
 from syncworkers.exceptions import RequestError
-from syncworkers.logging import TextFormatter, get_logger
+from syncworkers.observability.logging import TextFormatter, get_logger
 from syncworkers.outbox import Delivery
-from syncworkers.redaction import (
+from syncworkers.observability.redaction import (
     MASK,
     is_secret_key,
     redact,

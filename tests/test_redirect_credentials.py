@@ -7,8 +7,8 @@ itself, so every test runs over both transports.
 import pytest
 
 from syncworkers import HTTPClientConfig, PollerWorker, RequestError
-from syncworkers.http import HTTPClient
-from syncworkers.redirects import RedirectRefused
+from syncworkers.http.client import HTTPClient
+from syncworkers.http.redirects import RedirectRefused
 
 from .server import Reply
 

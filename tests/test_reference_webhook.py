@@ -20,7 +20,7 @@ from syncworkers import (
 )
 from syncworkers.message import Message
 from syncworkers.sources import MemoryQueue
-from syncworkers.runner import Runner
+from syncworkers.scheduling.runner import Runner
 from syncworkers.signals import StopSignal
 from syncworkers.workers.webhook import WebhookSenderWorker
 

@@ -4,8 +4,8 @@ import pytest
 
 from syncworkers import ConfigError, RetryConfig, RetryStrategy
 from syncworkers.exceptions import CircuitOpenError, RequestTimeout, TransportError
-from syncworkers.outcome import classify_error, classify_status
-from syncworkers.retry import RetryPolicy, apply_jitter, parse_retry_after
+from syncworkers.http.outcome import classify_error, classify_status
+from syncworkers.http.retry import RetryPolicy, apply_jitter, parse_retry_after
 
 
 def cfg(**kw):

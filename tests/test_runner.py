@@ -20,7 +20,7 @@ import time
 import pytest
 
 from syncworkers.exceptions import ConfigError, WorkerError
-from syncworkers.runner import (
+from syncworkers.scheduling.runner import (
     DEFAULT_MAX_WORKERS,
     LoopJob,
     PeriodicJob,
@@ -331,7 +331,7 @@ def test_loop_job_receives_the_stop_event_and_ends_on_stop():
 
 
 def test_a_loop_job_that_raises_is_logged_and_called_again(caplog):
-    caplog.set_level(logging.ERROR, logger="syncworkers.runner")
+    caplog.set_level(logging.ERROR, logger="syncworkers.scheduling.runner")
     calls, again = [], threading.Event()
 
     def loop(stop_event):
@@ -347,7 +347,7 @@ def test_a_loop_job_that_raises_is_logged_and_called_again(caplog):
     assert again.wait(5)
     assert runner.stats["jobs"]["relay"]["errors"] == 1
     assert runner.stop(timeout=5) is True
-    [record] = [r for r in caplog.records if r.name == "syncworkers.runner"]
+    [record] = [r for r in caplog.records if r.name == "syncworkers.scheduling.runner"]
     assert "relay" in record.getMessage() and record.exc_info[0] is RuntimeError
 
 
@@ -412,7 +412,7 @@ def test_start_twice_raises_worker_error():
 
 
 def test_a_raising_job_is_logged_and_keeps_being_scheduled(caplog):
-    caplog.set_level(logging.ERROR, logger="syncworkers.runner")
+    caplog.set_level(logging.ERROR, logger="syncworkers.scheduling.runner")
     clock = FakeClock()
     errors, handled, logged_tick = [], queue.Queue(), queue.Queue()
 
@@ -434,7 +434,7 @@ def test_a_raising_job_is_logged_and_keeps_being_scheduled(caplog):
             assert logged_tick.get(timeout=5) == now
         assert wait_for(lambda: runner.stats["errors"] == 6)
     assert [str(e) for e in errors] == ["bad payload at 0.0", "bad payload at 1.0", "bad payload at 2.0"]
-    records = [r for r in caplog.records if r.name == "syncworkers.runner"]
+    records = [r for r in caplog.records if r.name == "syncworkers.scheduling.runner"]
     assert len(records) == 3  # on_error took the others
     assert all("logged" in r.getMessage() and r.exc_info[0] is KeyError for r in records)
 
@@ -487,7 +487,7 @@ def test_run_off_the_main_thread_blocks_until_stop_and_installs_no_handler():
 
 SIGNAL_SCRIPT = textwrap.dedent("""
     import signal, threading
-    from syncworkers.runner import LoopJob, PeriodicJob, Runner
+    from syncworkers.scheduling.runner import LoopJob, PeriodicJob, Runner
 
     class Worker:
         def startup(self):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from syncworkers.schedule import Schedule, check_interval, check_jitter, name_offset, stagger_offsets
+from syncworkers.scheduling.schedule import Schedule, check_interval, check_jitter, name_offset, stagger_offsets
 
 
 def test_schedule_fires_on_a_fixed_rate_grid():
@@ -152,7 +152,7 @@ def test_name_offsets_are_stable_spread_and_inside_the_interval():
 
 
 def test_name_offset_is_the_same_in_another_process():
-    code = "from syncworkers.schedule import name_offset; print(repr(name_offset('orders GET', 30.0)))"
+    code = "from syncworkers.scheduling.schedule import name_offset; print(repr(name_offset('orders GET', 30.0)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONHASHSEED": "123"}, check=True)
     assert float(out.stdout) == name_offset("orders GET", 30.0)

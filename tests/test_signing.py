@@ -9,7 +9,7 @@ from standardwebhooks import Webhook
 
 from syncworkers import WebhookConfig, WebhookSenderWorker
 from syncworkers.exceptions import ConfigError, SignatureError
-from syncworkers.redaction import redact_text
+from syncworkers.observability.redaction import redact_text
 from syncworkers.signing import Signer, load_secret, sign, verify, webhook_headers
 
 # The published test vector (standard-webhooks libraries/python/tests/test_webhooks.py).

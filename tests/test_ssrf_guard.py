@@ -11,10 +11,10 @@ import socket
 import pytest
 
 from syncworkers import HTTPClientConfig, WebhookConfig, WebhookSenderWorker
-from syncworkers.http import HTTPClient
-from syncworkers.netguard import BlockedAddressError
+from syncworkers.http.client import HTTPClient
+from syncworkers.http.netguard import BlockedAddressError
 from syncworkers.outbox import DEAD
-from syncworkers.outcome import Kind, classify_error
+from syncworkers.http.outcome import Kind, classify_error
 
 from .helpers import LogCapture
 
@@ -135,7 +135,7 @@ def test_the_connection_goes_to_the_checked_address_not_a_second_dns_answer(tran
 
 def test_curl_checks_every_socket_it_opens(server, monkeypatch):
     """Behind the check before the transfer, libcurl's own socket opening refuses a blocked address."""
-    from syncworkers.transport.curl import CurlTransport
+    from syncworkers.http.transport.curl import CurlTransport
 
     monkeypatch.setattr(CurlTransport, "_pin", lambda self, c, target, url, method: None)
     with guarded("curl") as client:

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from syncworkers import HTTPClientConfig, PollerWorker, RequestTimeout, Runner
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 
 from .helpers import wait_for
 from .hostile import HostileReceiver
@@ -148,7 +148,7 @@ def test_a_shared_runner_stop_leaves_no_thread_inside_a_request(transport):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_no_watchdog_thread_is_left_once_stop_returned(transport, server, monkeypatch):
-    from syncworkers.transport.deadline import WATCHDOG
+    from syncworkers.http.transport.deadline import WATCHDOG
 
     monkeypatch.setattr(WATCHDOG, "linger", 60.0)  # only stop() can end it in time
     server.route("GET", "/ok", json={})

@@ -5,7 +5,7 @@ import gzip
 import pytest
 
 from syncworkers import ConfigError, HTTPClientConfig, RequestError, ResponseTooLarge, TransportError
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 
 from .helpers import closed_port
 from .hostile import HostileReceiver
@@ -116,7 +116,7 @@ def test_curl_without_pycurl_is_a_config_error(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "pycurl", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "syncworkers.transport.curl", raising=False)
+    monkeypatch.delitem(sys.modules, "syncworkers.http.transport.curl", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'syncworkers\[curl\]'"):
         HTTPClient(HTTPClientConfig(transport="curl"))
 

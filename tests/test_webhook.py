@@ -22,7 +22,7 @@ from syncworkers import (
     RetryConfig,
     WebhookConfig,
 )
-from syncworkers.runner import Runner
+from syncworkers.scheduling.runner import Runner
 from syncworkers.signing import verify
 from syncworkers.sources import MemoryQueue
 from syncworkers.workers.webhook import DeliveryResult, WebhookSenderWorker

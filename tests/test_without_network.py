@@ -9,7 +9,7 @@ import responses
 from freezegun import freeze_time
 
 from syncworkers import HTTPClientConfig, Message, TransportError
-from syncworkers.http import HTTPClient
+from syncworkers.http.client import HTTPClient
 from syncworkers.signing import Signer, verify
 
 URL = "https://partner.invalid/hook"  # never resolved: responses answers before any socket

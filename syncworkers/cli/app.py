@@ -18,8 +18,8 @@ import click
 
 from ..version import __version__
 from ..exceptions import SyncWorkersError, safe_url
-from ..logging import configure_logging, get_logger
-from ..redaction import redact_output
+from ..observability.logging import configure_logging, get_logger
+from ..observability.redaction import redact_output
 
 
 EXIT_FAILED = 1

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from ..redaction import redact_text
+from ..observability.redaction import redact_text
 from .app import CLIError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.I)

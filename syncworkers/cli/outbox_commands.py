@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import click
 
 from ..exceptions import SyncWorkersError, safe_url
-from ..redaction import redact_text
+from ..observability.redaction import redact_text
 
 from .app import CLIError, EXIT_FAILED, _setup, cli, echo
 from .formats import _Progress, _attempt_dict, _clip, _read_ids, _seconds, _when, parse_duration, parse_since
@@ -27,7 +27,7 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
     PostgreSQL tables are, as on any first use.
     """
     from ..outbox.urls import sqlite_path
-    from ..validators import is_postgres_url
+    from ..config.validators import is_postgres_url
 
     location = _location(path, url)
     if not is_postgres_url(location):
@@ -41,7 +41,7 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
 def _shown(location: str) -> str:
     """An outbox location fit to print: a database URL without its password; a file path as is
     (its folder names are not secrets, whatever they look like)."""
-    from ..validators import is_postgres_url
+    from ..config.validators import is_postgres_url
 
     return (safe_url(location) or "") if is_postgres_url(location) else location
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, Lis
 
 import click
 
-from ..coordination import COORDINATION_ENV
+from ..scheduling.coordination import COORDINATION_ENV
 from ..exceptions import SyncWorkersError, safe_url
 
 from .app import _LOG_OPTIONS, EXIT_FAILED, CLIError, _describe, _log, _log_options, _setup, build_worker, build_workers, cli, echo
@@ -203,14 +203,14 @@ def _execute(build: Callable[[], List[Any]], early: _EarlySignals, *, once: bool
             echo(f"{failed} of {len(workers)} worker(s) failed", err=True)
             sys.exit(EXIT_FAILED)
         return
-    from ..runner import Runner
+    from ..scheduling.runner import Runner
 
     runner = Runner([worker if around is None else AroundJobs(worker, around) for worker in workers],
                     max_workers=max_workers, stagger=stagger, name="cli", coordination=coordination)
     early.forward_to(runner)
     ops = None
     if metrics_port is not None:
-        from ..ops_server import OpsServer
+        from ..observability.ops_server import OpsServer
 
         try:
             ops = OpsServer(runner, workers, host=metrics_host, port=metrics_port).start()

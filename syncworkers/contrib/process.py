@@ -17,7 +17,7 @@ import threading
 import weakref
 from typing import Any, Callable, ContextManager, List, Optional
 
-from ..logging import get_logger
+from ..observability.logging import get_logger
 from .settings import Settings, make_runner, make_sender, make_workers
 
 _log = get_logger("syncworkers.contrib")

@@ -71,7 +71,7 @@ def outbox_options(outbox: Optional[str]) -> Dict[str, Any]:
 
 def make_sender(settings: Settings, **overrides: Any) -> Any:
     """The app's WebhookSenderWorker: base URL, signing secret and outbox from *settings*."""
-    from ..config import WebhookConfig
+    from ..config.settings import WebhookConfig
     from ..workers.webhook import WebhookSenderWorker
 
     config = WebhookConfig(**outbox_options(settings.outbox)) if settings.outbox else None
@@ -102,7 +102,7 @@ def make_workers(settings: Settings) -> List[Any]:
 
 def make_runner(workers: Sequence[Any], settings: Settings, name: str) -> Any:
     """A Runner for *workers* with the app's pool size and coordination."""
-    from ..runner import Runner
+    from ..scheduling.runner import Runner
 
     return Runner(list(workers), max_workers=settings.max_workers, name=name, coordination=settings.coordination)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ..defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
+from ..config.defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
 from ..exceptions import safe_url
-from ..outcome import Kind
+from ..http.outcome import Kind
 
 #: Attempts kept in each delivery's attempt log (the oldest are dropped).
 ATTEMPT_LOG_SIZE = 20

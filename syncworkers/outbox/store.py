@@ -1,7 +1,7 @@
 """The outbox store interface: what every outbox backend (SQLite, PostgreSQL) provides.
 
 A store keeps deliveries and their state; it sends nothing. The dispatcher
-(:mod:`syncworkers.dispatch`) claims due deliveries, sends them and settles each
+(:mod:`syncworkers.delivery.dispatch`) claims due deliveries, sends them and settles each
 claim with an outcome. Every store gives the same guarantees: ``add`` is durable
 before it returns (for a durable store), a claim is a lease held by one owner at
 a time, an expired lease is taken over, and a delivery leaves the store's
@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Type
 
-from ..redaction import redact_headers, safe_url
+from ..observability.redaction import redact_headers, safe_url
 from .health import EndpointHealth
 
 PENDING, IN_FLIGHT, DELIVERED, DEAD = "pending", "in_flight", "delivered", "dead"
@@ -96,7 +96,7 @@ class Attempt:
 
     at: float  #: when the attempt started
     duration: float  #: seconds it took
-    kind: str  #: the outcome's :class:`~syncworkers.outcome.Kind` value
+    kind: str  #: the outcome's :class:`~syncworkers.http.outcome.Kind` value
     status: Optional[int] = None  #: the answer's status; None when no answer came
     error: Optional[str] = None  #: why it failed (no secrets: an Outcome's error text)
     body: bytes = field(default=b"", repr=False)  #: the answer's first bytes (ANSWER_BYTES at most)

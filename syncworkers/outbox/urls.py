@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from .. import validators as v
+from ..config import validators as v
 from ..exceptions import ConfigError, safe_url
 from .store import OutboxStore
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from .. import events
-from ..config import HTTPClientConfig
+from ..observability import events
+from ..config.settings import HTTPClientConfig
 from ..exceptions import ConfigError, WorkerError
-from ..http import HTTPClient
-from ..logging import StructuredLogger, get_logger
-from ..metrics import Metrics
-from ..runner import LoopJob, PeriodicJob
+from ..http.client import HTTPClient
+from ..observability.logging import StructuredLogger, get_logger
+from ..observability.metrics import Metrics
+from ..scheduling.runner import LoopJob, PeriodicJob
 from ..signals import StopSignal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..runner import Runner
+    from ..scheduling.runner import Runner
 
 Job = Union[PeriodicJob, LoopJob]
 
@@ -23,7 +23,7 @@ Job = Union[PeriodicJob, LoopJob]
 class HTTPWorker:
     """Base of PollerWorker and WebhookSenderWorker.
 
-    Owns one :class:`~syncworkers.http.HTTPClient` (``self.client``), a
+    Owns one :class:`~syncworkers.http.client.HTTPClient` (``self.client``), a
     structured ``self.logger`` and ``self.metrics``. Lifecycle:
 
     * ``start()`` runs the worker in the background (its own Runner);
@@ -101,7 +101,7 @@ class HTTPWorker:
 
     def start(self) -> "HTTPWorker":
         """Run in the background (a Runner of its own); returns at once."""
-        from ..runner import Runner
+        from ..scheduling.runner import Runner
 
         with self._lock:
             if self.running:
@@ -137,7 +137,7 @@ class HTTPWorker:
 
     def run_sync(self) -> None:
         """Block until stopped; on the main thread SIGINT and SIGTERM stop it cleanly."""
-        from ..runner import Runner
+        from ..scheduling.runner import Runner
 
         runner = Runner([self], max_workers=self._runner_threads(), name=self.name)
         with self._lock:

@@ -2,7 +2,7 @@
 
 :class:`OutboxMixin` gives :class:`~syncworkers.workers.webhook.WebhookSenderWorker`
 its ``outbox``, ``enqueue()`` and ``flush()``, and the loop job that runs its
-:class:`~syncworkers.dispatch.Dispatcher`.
+:class:`~syncworkers.delivery.dispatch.Dispatcher`.
 """
 
 from __future__ import annotations
@@ -11,25 +11,25 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
-from ..delivery import check_delivery_id, check_headers, encode_body, safe_endpoint
-from ..dispatch import Dispatcher, send_once
+from ..delivery.request import check_delivery_id, check_headers, encode_body, safe_endpoint
+from ..delivery.dispatch import Dispatcher, send_once
 from ..exceptions import ConfigError, OutboxError, WorkerError
-from ..limits import HostLimiter
-from ..logging import redact_text
+from ..http.limits import HostLimiter
+from ..observability.logging import redact_text
 from ..outbox import OutboxStore, open_outbox
-from ..retry import RetryPolicy
-from ..runner import LoopJob
+from ..http.retry import RetryPolicy
+from ..scheduling.runner import LoopJob
 from .base import Job
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import WebhookConfig
-    from ..logging import StructuredLogger
-    from ..http import HTTPClient
-    from ..metrics import Metrics
-    from ..runner import Runner
+    from ..config.settings import WebhookConfig
+    from ..observability.logging import StructuredLogger
+    from ..http.client import HTTPClient
+    from ..observability.metrics import Metrics
+    from ..scheduling.runner import Runner
     from ..signals import StopSignal
     from ..signing import Signer
-    from .endpoints import EndpointResolver
+    from ..delivery.endpoints import EndpointResolver
 
 #: Names of the two pools (and of their threads: syncworkers-<pool>-<worker name>-N).
 BROADCAST_POOL: str = "webhook"

@@ -18,11 +18,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 
-from .. import events
-from ..config import HTTPClientConfig, PollerConfig
-from ..configbase import with_other_errors
-from ..cursor import IncrementalCursor
-from ..redaction import is_secret_key, register_secret
+from ..observability import events
+from ..config.settings import HTTPClientConfig, PollerConfig
+from ..config.base import with_other_errors
+from ..polling.cursor import IncrementalCursor
+from ..observability.redaction import is_secret_key, register_secret
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
@@ -31,13 +31,13 @@ from ..exceptions import (
     safe_url,
 )
 from ..message import Message
-from ..pagination import DEFAULT_MAX_PAGES, Paginator
-from ..ratelimit import RateLimits, shared_rate_limits
-from ..state import StateStore, open_state_store, resolve_state_url
-from ..runner import PeriodicJob
-from ..urls import join_url
+from ..polling.pagination import DEFAULT_MAX_PAGES, Paginator
+from ..polling.ratelimit import RateLimits, shared_rate_limits
+from ..polling.state import StateStore, open_state_store, resolve_state_url
+from ..scheduling.runner import PeriodicJob
+from ..http.urls import join_url
 from .base import HTTPWorker, Job
-from .pages import CONDITIONAL_METHODS, PageWalker, PollOutcome
+from ..polling.pages import CONDITIONAL_METHODS, PageWalker, PollOutcome
 
 DataExtractor = Callable[[Any], Any]
 
@@ -69,10 +69,10 @@ class PollerWorker(PageWalker, HTTPWorker):
     the last 2xx response's ETag / Last-Modified back; a 304 produces no message.
     ``self.metrics`` may be replaced by a subclass; counting goes to ``self._stats``.
 
-    With *paginator* (see :mod:`syncworkers.pagination`) one tick walks the
+    With *paginator* (see :mod:`syncworkers.polling.pagination`) one tick walks the
     pages, at most *max_pages*; a request repeated within a tick ends it with a
     PaginationError (to ``on_poll_error``). With *cursor* (an
-    :class:`~syncworkers.cursor.IncrementalCursor`) the highest value seen is
+    :class:`~syncworkers.polling.cursor.IncrementalCursor`) the highest value seen is
     kept under ``self.name`` in the store of *state_url* (``POLLER_STATE_URL``;
     in memory when unset) and sent on the next tick. *rate_limits* is the
     per-host budget shared by every poller of the process unless given.

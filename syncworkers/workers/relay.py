@@ -17,10 +17,10 @@ from ..message import Message
 from ..signals import StopSignal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import WebhookConfig
-    from ..logging import StructuredLogger
-    from ..delivery import DeliveryResult
-    from ..metrics import Metrics
+    from ..config.settings import WebhookConfig
+    from ..observability.logging import StructuredLogger
+    from ..delivery.request import DeliveryResult
+    from ..observability.metrics import Metrics
 
 #: run_once(): seconds without a new message after which the source counts as drained.
 ONCE_IDLE_SECONDS = 1.0

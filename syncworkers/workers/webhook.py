@@ -7,7 +7,7 @@ Failures never raise: :meth:`WebhookSenderWorker.deliver` returns a
 :class:`DeliveryResult` and logs why; only bad input (an unknown endpoint, an
 invalid URL, data JSON cannot hold) raises, before anything is sent.
 :meth:`WebhookSenderWorker.enqueue` stores a delivery in the outbox instead;
-:mod:`syncworkers.dispatch` delivers it.
+:mod:`syncworkers.delivery.dispatch` delivers it.
 """
 
 from __future__ import annotations
@@ -17,28 +17,28 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
-from .. import events
-from ..config import HTTPClientConfig, RetryConfig, WebhookConfig
-from ..configbase import with_other_errors
-from ..delivery import (
+from ..observability import events
+from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..config.base import with_other_errors
+from ..delivery.request import (
     DeliveryResult,
     check_delivery_id,
     check_headers,
     delivery_headers,
     encode_body,
 )
-from ..dispatch import Dispatcher
+from ..delivery.dispatch import Dispatcher
 from ..exceptions import ConfigError, RequestError, safe_url
-from ..limits import HostLimiter
+from ..http.limits import HostLimiter
 from ..message import Message
 from ..outbox import OutboxStore
-from ..outcome import Kind, classify_error
-from ..runner import LoopJob
+from ..http.outcome import Kind, classify_error
+from ..scheduling.runner import LoopJob
 from ..signals import StopSignal
 from ..signing import Signer
 from .base import HTTPWorker, Job
-from .broadcast import CANCELLED, Broadcaster
-from .endpoints import EndpointResolver
+from ..delivery.broadcast import CANCELLED, Broadcaster
+from ..delivery.endpoints import EndpointResolver
 from .outbox_sending import BROADCAST_POOL, OUTBOX_POOL, OutboxMixin, _oldest_pending_seconds
 from .relay import CycleResult, RelayMixin
 

@@ -1,0 +1,310 @@
+"""Validators for the config classes: each takes a value and returns it normalised or raises ValueError.
+
+The message never names the field: the config class prefixes it, and the
+environment loader the variable.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
+
+from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
+from ..exceptions import ConfigError
+from ..observability.redaction import redact_text, safe_url
+from ..signing import load_secrets
+from ..http.urls import url_problem
+
+
+#: A CIDR network (``allowed_networks``).
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
+           maximum: Optional[float] = None, optional: bool = False) -> Callable[[Any], Any]:
+    """A finite int or float (a numeric string too) within the bounds given.
+
+    *maximum* is there because a huge value passes every type check and breaks
+    later: an OverflowError deep inside a wait, a pool of millions of threads.
+    """
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    raise ValueError(f"must be a number, got {value!r}") from None
+            else:
+                raise ValueError(f"must be a number, got {value!r}")
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"must be a whole number, got {value!r}")
+            value = int(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value!r}")
+        if above is not None and value <= above:
+            raise ValueError(f"must be > {above}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {_bound(maximum)}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def _bound(maximum: float) -> str:
+    """*maximum* as a message shows it: ``86400`` rather than ``86400.0``."""
+    return str(int(maximum)) if float(maximum).is_integer() else str(maximum)
+
+
+def seconds(*, minimum: Optional[float] = None, above: Optional[float] = None,
+            maximum: float = MAX_SECONDS, optional: bool = False) -> Callable[[Any], Any]:
+    """A duration in seconds, at most *maximum* (one day unless said otherwise)."""
+    return number(float, minimum=minimum, above=above, maximum=maximum, optional=optional)
+
+
+def count(*, minimum: int = 1, maximum: int = MAX_THREADS, optional: bool = False) -> Callable[[Any], Any]:
+    """A whole number of things (threads, connections, attempts) from *minimum* to *maximum*."""
+    return number(int, minimum=minimum, maximum=maximum, optional=optional)
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def http_url(optional: bool = True, relative_ok: bool = False, base: bool = False) -> Callable[[Any], Any]:
+    """An absolute http(s) URL by :func:`syncworkers.http.urls.url_problem` (the one URL rule).
+
+    *base*: a base URL, which must have no query string or fragment; *relative_ok*:
+    a path starting with ``/`` passes too, held to the same rule. Never quotes a
+    password or a query string.
+    """
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"must be a URL, got {value!r}")
+        if relative_ok and value.startswith("/"):
+            # A path is checked as joined to a base URL, by the same rule as a whole URL.
+            problem = url_problem("http://localhost" + value)
+        else:
+            problem = url_problem(value, base=base)
+        if problem is not None:
+            raise ValueError(f"{problem}: {_shown_url(value)!r}")
+        return value
+
+    return check
+
+
+def _shown_url(url: str) -> str:
+    """*url* fit for an error message: no password, query string or fragment.
+
+    One that cannot be parsed (a bad port) is shown masked as text, so the
+    message still points at what is wrong.
+    """
+    shown = safe_url(url) or ""
+    if shown == "<invalid url>":
+        shown = redact_text(url.split("?", 1)[0].split("#", 1)[0])
+    return shown
+
+
+def choice(options: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        norm = value.upper() if upper else value.lower()
+        # Unstripped: "GET\r\n" must not pass as GET (a method or header value would carry it).
+        if norm not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return norm
+
+    return check
+
+
+def optional_str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    return value
+
+
+#: The forms an outbox location may take (WebhookConfig.outbox_url, ``syncworkers outbox --url``).
+OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://), sqlite:///relative/path,"
+                    " sqlite:////absolute/path, or a file path")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def outbox_url(value: Any) -> Optional[str]:
+    """An outbox location: a PostgreSQL URL, a ``sqlite:///`` URL or a file path (None passes)."""
+    given = optional_str(value)
+    if given is None:
+        return None
+    text: str = given.strip()
+    if not text:
+        raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
+    if "://" not in text:
+        if text.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
+            raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
+        return text
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    if scheme in _POSTGRES_SCHEMES:
+        return text
+    if scheme != "sqlite":
+        raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
+    # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
+    if not rest.startswith("/") or not rest.strip("/"):
+        raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
+    return text
+
+
+def is_postgres_url(value: str) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL."""
+    return "://" in value and value.split("://", 1)[0].lower() in _POSTGRES_SCHEMES
+
+
+def existing_file(value: Any) -> Optional[str]:
+    path = optional_str(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    return path
+
+
+def str_mapping(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of strings, got {type(value).__name__}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"keys and values must be strings, got {k!r}: {type(v).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def enum_member(enum_cls: Type[enum.Enum]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        try:
+            return enum_cls(value.lower() if isinstance(value, str) else value)
+        except ValueError:
+            raise ValueError(
+                f"must be one of {', '.join(str(m.value) for m in enum_cls)}, got {value!r}"
+            ) from None
+
+    return check
+
+
+def statuses(value: Any) -> Tuple[int, ...]:
+    try:
+        codes = tuple(sorted({int(v) for v in value}))
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a collection of status codes, got {value!r}") from None
+    if any(not 100 <= c <= 599 for c in codes):
+        raise ValueError(f"status codes must be 100-599, got {value!r}")
+    return codes
+
+
+def delays(value: Any) -> Tuple[float, ...]:
+    if isinstance(value, (str, bytes)):
+        value = [v for v in str(value).split(",") if v.strip()]
+    try:
+        delays = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
+    if any(d < 0 or d != d for d in delays):
+        raise ValueError(f"delays must be >= 0, got {value!r}")
+    if any(d > MAX_INTERVAL for d in delays):
+        raise ValueError(f"delays must be <= {_bound(MAX_INTERVAL)} (one week), got {value!r}")
+    return delays
+
+
+def exception_spec(value: Any) -> Any:
+    def is_exc(v: Any) -> bool:
+        return isinstance(v, type) and issubclass(v, BaseException)
+
+    if is_exc(value) or (isinstance(value, tuple) and value and all(is_exc(v) for v in value)):
+        return value
+    raise ValueError(f"must be an exception class or a tuple of them, got {value!r}")
+
+
+def verify_setting(value: Any) -> Any:
+    """True, False, or the path of an existing CA bundle."""
+    try:
+        return boolean(value)
+    except ValueError:
+        pass
+    if isinstance(value, str) and os.path.exists(value):
+        return value
+    raise ValueError(f"must be true, false or the path of a CA bundle, got {value!r}")
+
+
+def header_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
+        raise ValueError(f"must be an HTTP header name, got {value!r}")
+    return value.strip()
+
+
+def header_names(value: Any) -> Tuple[str, ...]:
+    """A sequence of header names (one name alone is accepted too)."""
+    items = [value] if isinstance(value, str) else value
+    try:
+        names = tuple(items)
+    except TypeError:
+        raise ValueError(f"must be a sequence of HTTP header names, got {value!r}") from None
+    for name in names:
+        try:
+            header_name(name)
+        except ValueError:
+            raise ValueError(f"must be HTTP header names, got {name!r}") from None
+    return tuple(str(n).strip() for n in names)
+
+
+def signing_secret(value: Any) -> Any:
+    """None, or secrets that :func:`syncworkers.signing.load_secrets` accepts (never quoted back)."""
+    if value is None:
+        return None
+    try:
+        load_secrets(value)
+    except ValueError as exc:  # its message never quotes the secret
+        raise ValueError(f"is invalid: {exc}") from None
+    return value
+
+
+def parse_networks(value: Union[str, Sequence[str], None]) -> Tuple[Network, ...]:
+    """CIDRs (a list, or a comma/space separated string) as networks; ConfigError quoting a bad one."""
+    if value is None:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"allowed_networks: {item!r} is not a CIDR network (e.g. 10.1.0.0/16)") from None
+    return tuple(networks)
+
+
+def networks(value: Any) -> Tuple[Any, ...]:
+    """CIDR networks: a list, or one comma/space separated string (WEBHOOK_ALLOWED_NETWORKS)."""
+    if value is not None and not isinstance(value, (str, list, tuple, set, frozenset)):
+        raise ValueError(f"must be a list of CIDR networks, got {type(value).__name__}")
+    try:
+        return parse_networks(value if value is None or isinstance(value, str) else [str(n) for n in value])
+    except ValueError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
+def instance_of(value: Any, cls: Type[Any]) -> Any:
+    if value is not None and not isinstance(value, cls):
+        raise ValueError(f"must be a {cls.__name__}, got {type(value).__name__}")
+    return value

@@ -1,0 +1,402 @@
+"""The outbox delivery engine: due deliveries are claimed and sent on a worker's pool.
+
+An attempt is one request (no in-call retries: the outbox's schedule replaces
+them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
+:func:`decide` turns an attempt into the delivery's next state, a pure function
+of the delivery, the attempt and ``now``. :class:`Dispatcher` is the loop:
+claim up to the pool's free slots, send them concurrently, record each outcome,
+renew the leases of requests still on the wire, and sleep until the next
+delivery is due or :meth:`Dispatcher.wakeup` is called. Each attempt goes to the
+delivery's attempt log and its endpoint's health (see :mod:`syncworkers.outbox.health`).
+A store that fails (a database restarting, a full disk) is logged and looked at
+again by the loop; :meth:`Dispatcher.flush` returns False.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Optional, Union
+
+from .attempt import Sent, send_once
+from ..observability.logging import get_logger
+from ..observability.metrics import Metrics
+from ..outbox import DELIVERED, PENDING, Delivery, OutboxStore
+from ..outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
+from ..outbox.store import Attempt
+from .reporting import report
+from .verdict import Verdict, decide
+from ..http.outcome import Kind, Outcome, classify_error
+from ..http.retry import RetryPolicy
+from ..signals import StopSignal
+
+#: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
+#: the store's notifications (``subscribe``), which wake it at once for a new delivery.
+POLL_INTERVAL = 1.0
+_NOT_SENT = (Kind.CIRCUIT_OPEN, Kind.SATURATED)
+
+
+def _remaining(deadline: Optional[float]) -> float:
+    return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class Dispatcher:
+    """Delivers an outbox's due deliveries concurrently, each on its schedule.
+
+    *send* ``(delivery, now) -> Sent`` (or a bare Outcome) makes one attempt
+    (:func:`send_once`); *submit* runs a call on the worker's pool and returns its
+    Future; *free_slots* says how many more calls the pool can take now. One loop
+    drives at a time: the worker's (:meth:`run`) or a caller's (:meth:`flush`).
+    Times are epoch seconds from the outbox's clock. An endpoint that has only
+    failed for *disable_after* seconds (None: never), or answered 410, is disabled.
+    """
+
+    #: See :data:`POLL_INTERVAL`.
+    poll_interval: float = POLL_INTERVAL
+
+    def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
+                 submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
+                 logger: Any = None, stats: Optional[Metrics] = None,
+                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
+        self.outbox = outbox
+        self.policy = policy
+        self.disable_after = disable_after
+        self.logger = logger or get_logger(__name__)
+        self._send = send
+        self._submit = submit
+        self._free_slots = free_slots
+        self._clock = outbox.clock
+        self._stats = stats or Metrics()
+        self._lock = threading.Lock()
+        self._in_flight: Dict[str, Delivery] = {}  # claimed here, request not yet recorded
+        self._wake = threading.Event()
+        self._driving = threading.Condition()
+        self._driver_busy = False  # one loop claims at a time: the worker's or a flush()
+        self._watched: "weakref.WeakSet[StopSignal]" = weakref.WeakSet()
+        self._progress = threading.Condition()
+        self._outcomes = 0  # moves at every recorded outcome; flush() waits on it
+        self._abandoned = threading.Event()
+        self._loops = 0
+        self._store_failing = False  # the store's last operation in the loop failed (logged once)
+        self._record_failures = 0  # outcomes the store could not record; a flush() ends at one
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries this process is sending now."""
+        with self._lock:
+            return len(self._in_flight)
+
+    @property
+    def looping(self) -> bool:
+        """True while a worker loop (:meth:`run`) is alive."""
+        with self._lock:
+            return self._loops > 0
+
+    def wakeup(self) -> None:
+        """Make the loop look at the outbox now (something was added)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker's loop: deliver until *stop* is set, then drain what is in flight.
+
+        Draining keeps renewing the leases of the requests still on the wire and
+        ends when each has recorded its outcome, or at :meth:`abandon`.
+        """
+        self._watch(stop)
+        with self._lock:
+            self._loops += 1
+        try:
+            if not self._take_driver(stop, blocking=True):
+                return
+            try:
+                self._abandoned.clear()
+                self._loop(stop, None, until_idle=False)
+                self._drain()
+            finally:
+                self._give_driver()
+        finally:
+            with self._lock:
+                self._loops -= 1
+
+    def flush(self, timeout: Optional[float], stop: threading.Event) -> bool:
+        """Block until the outbox has nothing pending: True, or False at *timeout* or *stop*.
+
+        While a worker loop drives, this waits for it; otherwise it drives the
+        deliveries itself from this thread on the pool.
+        """
+        self._watch(stop)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        try:
+            return self._flush(stop, deadline)
+        except self.outbox.errors as exc:
+            self.logger.error("flush: the outbox cannot be used", outbox=self.outbox.path, error=_describe(exc))
+            return False
+
+    def _flush(self, stop: threading.Event, deadline: Optional[float]) -> bool:
+        while True:
+            if self._take_driver(stop, blocking=False):
+                try:
+                    return self._loop(stop, deadline, until_idle=True)
+                finally:
+                    self._give_driver()
+            with self._progress:
+                seen = self._outcomes
+            if self.outbox.next_due() is None:
+                return self._none_held()
+            left = _remaining(deadline)
+            if left == 0 or stop.is_set():
+                return False
+            with self._progress:
+                self._progress.wait_for(lambda: self._outcomes != seen or stop.is_set(),
+                                        min(left, self.poll_interval))
+
+    def abandon(self) -> int:
+        """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
+
+        A request still on the wire records its outcome when it ends all the same
+        if it was delivered; anything else is the next claimant's to retry.
+        """
+        self._abandoned.set()
+        self._wake.set()
+        with self._lock:
+            ids = list(self._in_flight)
+        if not ids:
+            return 0
+        try:
+            return self.outbox.release(ids)
+        except self.outbox.errors:  # closed or locked: their leases expire instead
+            self.logger.exception("could not hand back in-flight deliveries; their leases will expire",
+                                  in_flight=len(ids))
+            return 0
+
+    def health(self) -> Dict[str, Any]:
+        """Path, durability, deliveries in flight here, and the outbox's counts when readable."""
+        data: Dict[str, Any] = {"path": self.outbox.path, "durable": self.outbox.durable,
+                                "in_flight_here": self.in_flight}
+        try:
+            data["counts"] = self.outbox.counts()
+        except self.outbox.errors:
+            data["counts"] = None
+        return data
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
+        """Claim and send until *stop* or *deadline*; with *until_idle*, return True once nothing is pending."""
+        # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
+        unsubscribe = self.outbox.subscribe(self.wakeup)
+        try:
+            return self._claim_loop(stop, deadline, until_idle)
+        finally:
+            unsubscribe()
+
+    def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
+        renew_every = self.outbox.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        record_failures = self._record_failures
+        while not stop.is_set():
+            self._wake.clear()  # before looking: a wakeup from now on is not lost
+            if until_idle and self._record_failures != record_failures:
+                # The store takes no outcome (full disk, damaged file): what is claimed stays so until
+                # its lease expires; waiting for that would only repeat the attempts.
+                self.logger.error("flush: the outbox could not record an outcome; giving up",
+                                  outbox=self.outbox.path)
+                return False
+            try:
+                claimed = self._dispatch_due()
+                now = time.monotonic()
+                if now >= next_renew:
+                    self._renew()
+                    next_renew = now + renew_every
+                if until_idle and not claimed and not self.in_flight and self.outbox.next_due() is None:
+                    return self._none_held()
+                until_due = self._until_due()
+            except self.outbox.errors as exc:
+                if until_idle:
+                    raise  # flush() says False
+                self._store_failed(exc)
+                now, until_due = time.monotonic(), self.poll_interval
+            else:
+                self._store_answered()
+            left = _remaining(deadline)
+            if left == 0:
+                return False
+            renew_in = next_renew - now if self.in_flight else math.inf
+            self._sleep(stop, min(until_due, renew_in, left))
+        return False
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The loop goes on when the store fails (a database restarting): say so once, not every turn."""
+        if not self._store_failing:
+            self._store_failing = True
+            self.logger.error("the outbox cannot be used; the loop looks again every poll interval",
+                              outbox=self.outbox.path, error=_describe(exc), poll_interval=self.poll_interval)
+
+    def _store_answered(self) -> None:
+        if self._store_failing:
+            self._store_failing = False
+            self.logger.info("the outbox answers again", outbox=self.outbox.path)
+
+    def _none_held(self) -> bool:
+        """True unless deliveries wait for a disabled endpoint (nothing is pending otherwise)."""
+        held = self.outbox.counts().get("held", 0)
+        if held:
+            self.logger.warning("deliveries are held for disabled endpoints: `syncworkers outbox endpoints` "
+                                "lists them, `syncworkers outbox enable` releases them", held=held)
+        return not held
+
+    def _dispatch_due(self) -> int:
+        free = self._free_slots()
+        if free <= 0:
+            return 0
+        started = 0
+        for delivery in self.outbox.claim_due(free):
+            with self._lock:
+                if delivery.id in self._in_flight:
+                    continue  # its lease lapsed while its request is still on the wire here: not twice
+                self._in_flight[delivery.id] = delivery
+            try:
+                future = self._submit(self._attempt, delivery)
+            except RuntimeError:  # the pool is shut down: hand the claim back
+                with self._lock:
+                    self._in_flight.pop(delivery.id, None)
+                self.outbox.release([delivery.id])
+                continue
+            # Added after the worker's own callback, which frees the pool slot first.
+            future.add_done_callback(self._done)
+            started += 1
+        return started
+
+    def _until_due(self) -> float:
+        if self._free_slots() <= 0:
+            return self.poll_interval  # a finished delivery wakes the loop
+        due = self.outbox.next_due()
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, due - self._clock()))
+
+    def _sleep(self, stop: threading.Event, seconds: float) -> None:
+        if not stop.is_set():
+            self._wake.wait(max(0.0, seconds))  # a stop sets _wake too (see _watch)
+
+    # -- the driver and the stop signal -------------------------------------------------
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Have *stop* wake every wait of this dispatcher when it is set (once per signal)."""
+        if isinstance(stop, StopSignal) and stop not in self._watched:
+            self._watched.add(stop)
+            stop.on_set(self._on_stop)
+
+    def _on_stop(self) -> None:
+        self._wake.set()
+        for condition in (self._driving, self._progress):
+            with condition:
+                condition.notify_all()
+
+    def _take_driver(self, stop: threading.Event, blocking: bool) -> bool:
+        with self._driving:
+            while self._driver_busy:
+                if not blocking or stop.is_set():
+                    return False
+                self._driving.wait()
+            self._driver_busy = True
+            return True
+
+    def _give_driver(self) -> None:
+        with self._driving:
+            self._driver_busy = False
+            self._driving.notify_all()
+
+    def _drain(self) -> None:
+        renew_every = self.outbox.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        while not self._abandoned.is_set():
+            self._wake.clear()
+            if not self.in_flight:
+                return
+            now = time.monotonic()
+            if now >= next_renew:
+                self._renew()
+                next_renew = now + renew_every
+            self._wake.wait(max(0.0, next_renew - now))
+
+    def _renew(self) -> None:
+        with self._lock:
+            ids = list(self._in_flight)
+        if not ids:
+            return
+        try:
+            self.outbox.renew(ids)
+        except self.outbox.errors:
+            self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
+
+    def _done(self, future: "Future[None]") -> None:
+        with self._progress:
+            self._outcomes += 1
+            self._progress.notify_all()
+        self._wake.set()
+
+    # -- one attempt (on the pool) -------------------------------------------------------
+
+    def _attempt(self, delivery: Delivery) -> None:
+        try:
+            at, started = self._clock(), time.monotonic()
+            try:
+                sent = self._send(delivery, at)
+            except Exception as exc:  # a bug, not the receiver: spend an attempt, keep the delivery
+                self.logger.exception("webhook attempt raised", delivery_id=delivery.id)
+                sent = classify_error(exc)
+            if isinstance(sent, Outcome):
+                sent = Sent(sent, time.monotonic() - started)
+            self._record(delivery, sent, at)
+        finally:
+            with self._lock:
+                self._in_flight.pop(delivery.id, None)
+
+    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
+        now = self._clock()
+        attempt = sent.outcome
+        verdict = decide(delivery, attempt, now, self.policy)
+        outbox, id, status = self.outbox, delivery.id, attempt.status_code
+        # An open circuit or a saturated host sent nothing: no entry in the attempt log, no mark
+        # against the endpoint.
+        log = None if attempt.kind in _NOT_SENT else Attempt(
+            at=at, duration=sent.duration, kind=attempt.kind.value, status=status, error=attempt.error,
+            body=sent.body[:ANSWER_BYTES])
+        disable_after = self.disable_after
+        next_at = now if verdict.next_attempt_at is None else verdict.next_attempt_at
+        try:
+            if verdict.state == DELIVERED:
+                outbox.mark_delivered(id, status, now=now, attempt=log, disable_after=disable_after)
+            elif verdict.state == PENDING:
+                outbox.mark_retry(id, next_at, verdict.reason, status,
+                                  spend_attempt=verdict.spend, now=now, attempt=log, disable_after=disable_after)
+            else:
+                outbox.mark_dead(id, verdict.reason or attempt.error or "dead", status, now=now, attempt=log,
+                                 disable_after=disable_after)
+        except self.outbox.errors as exc:
+            if self._abandoned.is_set():
+                # stop() timed out and handed the claim back; close() may have closed the outbox since.
+                self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
+                                    "and will be sent again (same webhook-id)", delivery_id=id, status=status,
+                                    error=str(exc))
+            else:
+                self._record_failures += 1
+                self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
+                                      "expires", delivery_id=id)
+                self._wake.set()
+            return
+        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
+
+
+def _describe(exc: BaseException) -> str:
+    """A store error in one line: its type and message (the logger redacts it)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]

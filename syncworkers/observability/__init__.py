@@ -1,0 +1,1 @@
+"""Observability: structured logging, redaction, metrics, events, Prometheus and the ops server."""

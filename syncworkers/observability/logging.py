@@ -1,0 +1,391 @@
+"""Structured logging: ``logger.info("msg", key=value)`` on top of stdlib logging, secrets redacted.
+
+:class:`StructuredLogger` wraps a stdlib :class:`logging.Logger`. Keyword
+fields travel on the record as ``record.fields`` (never as record attributes,
+so a field called ``name`` or ``msg`` is fine), merged with the bound context.
+Before a record is created the message, the fields and the formatted traceback
+are redacted, so any handler (a Django ``LOGGING`` config, pytest's caplog)
+sees only masked values; :class:`TextFormatter` and :class:`JSONFormatter`
+redact their final output once more. Nothing is computed for a disabled level.
+
+``import logging`` here is the stdlib module: imports are absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import date, datetime
+from types import FrameType, TracebackType
+from typing import Any, Dict, Optional, Tuple, Type, Union
+
+from ..exceptions import ConfigError
+from .redaction import (  # re-exported: this was their home before redaction.py
+    MASK,
+    MIN_SECRET_LENGTH,
+    is_secret_key,
+    redact,
+    redact_headers,
+    redact_text,
+    register_secret,
+    safe_url,
+)
+
+#: The stdlib logger that :func:`configure_logging` configures; every syncworkers logger is below it.
+ROOT_LOGGER = "syncworkers"
+
+ExcInfo = Union[None, bool, BaseException,
+                Tuple[Optional[Type[BaseException]], Optional[BaseException], Optional[TracebackType]]]
+
+# -- the logger -----------------------------------------------------------------
+
+_PLAIN_FORMATTER = logging.Formatter()
+
+
+def _safe_str(value: Any) -> str:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    try:
+        return str(value)
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"
+
+
+def _find_caller(depth: int, stack_info: bool) -> Tuple[str, int, str, Optional[str]]:
+    """Like ``Logger.findCaller``, *depth* frames above the function that calls this one."""
+    frame: FrameType = sys._getframe(1)
+    for _ in range(depth):
+        if frame.f_back is None:
+            break
+        frame = frame.f_back
+    sinfo = None
+    if stack_info:
+        sinfo = "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip("\n")
+    code = frame.f_code
+    return code.co_filename, frame.f_lineno, code.co_name, sinfo
+
+
+def _exc_tuple(exc_info: ExcInfo) -> Optional[Tuple[Any, Any, Any]]:
+    if not exc_info:
+        return None
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    # exc_info=True outside an except block: there is nothing to show.
+    return exc_info if exc_info[0] is not None else None
+
+
+class StructuredLogger:
+    """A stdlib logger that takes keyword fields: ``log.info("sent", url=url, status=200)``.
+
+    ``%``-style ``args`` work as in stdlib logging; the message is formatted and
+    redacted before the record is created.
+    """
+
+    def __init__(self, logger: logging.Logger, context: Optional[Dict[str, Any]] = None):
+        self.logger = logger
+        self.context: Dict[str, Any] = dict(context or {})
+
+    @property
+    def name(self) -> str:
+        return self.logger.name
+
+    def __repr__(self) -> str:
+        return f"<StructuredLogger {self.logger.name}>"
+
+    def bind(self, **fields: Any) -> "StructuredLogger":
+        """Return a logger that adds *fields* to every record (call fields win on a clash)."""
+        return StructuredLogger(self.logger, {**self.context, **fields})
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self.logger.isEnabledFor(level)
+
+    def debug(self, msg: Any, /, *args: Any, exc_info: ExcInfo = None, stack_info: bool = False,
+              stacklevel: int = 1, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self._log(logging.DEBUG, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def info(self, msg: Any, /, *args: Any, exc_info: ExcInfo = None, stack_info: bool = False,
+             stacklevel: int = 1, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            self._log(logging.INFO, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def warning(self, msg: Any, /, *args: Any, exc_info: ExcInfo = None, stack_info: bool = False,
+                stacklevel: int = 1, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.WARNING):
+            self._log(logging.WARNING, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def error(self, msg: Any, /, *args: Any, exc_info: ExcInfo = None, stack_info: bool = False,
+              stacklevel: int = 1, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.ERROR):
+            self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def exception(self, msg: Any, /, *args: Any, exc_info: ExcInfo = True, stack_info: bool = False,
+                  stacklevel: int = 1, **fields: Any) -> None:
+        """Log at ERROR with the current exception's traceback."""
+        if self.logger.isEnabledFor(logging.ERROR):
+            self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def critical(self, msg: Any, /, *args: Any, exc_info: ExcInfo = None, stack_info: bool = False,
+                 stacklevel: int = 1, **fields: Any) -> None:
+        if self.logger.isEnabledFor(logging.CRITICAL):
+            self._log(logging.CRITICAL, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def log(self, level: int, msg: Any, /, *args: Any, exc_info: ExcInfo = None,
+            stack_info: bool = False, stacklevel: int = 1, **fields: Any) -> None:
+        if not isinstance(level, int):
+            raise TypeError(f"level must be an int, not {level!r}")
+        if self.logger.isEnabledFor(level):
+            self._log(level, msg, args, exc_info, stack_info, stacklevel, fields)
+
+    def _log(self, level: int, msg: Any, args: Tuple[Any, ...], exc_info: ExcInfo, stack_info: bool,
+             stacklevel: int, fields: Dict[str, Any]) -> None:
+        # Every public method calls this directly: one frame up is it, two is its caller.
+        filename, lineno, func, sinfo = _find_caller(stacklevel + 1, stack_info)
+        exc = _exc_tuple(exc_info)
+        record = self.logger.makeRecord(self.logger.name, level, filename, lineno, msg, args,
+                                        exc, func, None, sinfo)
+        try:
+            text = record.getMessage()
+        except Exception:  # bad %-args: keep what we have rather than lose the line
+            text = f"{_safe_str(msg)} {_safe_str(args)}"
+        record.msg, record.args = redact_text(text), ()
+        record.fields = redact({**self.context, **fields})
+        if exc is not None:
+            # Stdlib formatters reuse a cached exc_text, so plain handlers get the masked traceback.
+            record.exc_text = redact_text(_PLAIN_FORMATTER.formatException(exc))
+        if sinfo:
+            record.stack_info = redact_text(sinfo)
+        self.logger.handle(record)
+
+
+def get_logger(name: str = ROOT_LOGGER, **context: Any) -> StructuredLogger:
+    """Return a :class:`StructuredLogger` on the stdlib logger *name*, bound to *context*."""
+    return StructuredLogger(logging.getLogger(name), context)
+
+
+# -- formatters -----------------------------------------------------------------
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "fields", "taskName"}
+
+
+def _record_fields(record: logging.LogRecord) -> Dict[str, Any]:
+    """The record's structured fields: ``record.fields``, else stdlib ``extra=`` attributes."""
+    fields = getattr(record, "fields", None)
+    if isinstance(fields, Mapping):
+        return dict(fields)
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    """ISO-8601 UTC with milliseconds: ``2026-01-01T00:00:00.123Z``."""
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:
+        return f"{_safe_str(record.msg)} {_safe_str(record.args)}"
+
+
+def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> Optional[str]:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact_text(formatter.formatException(record.exc_info))
+    return record.exc_text or None
+
+
+class TextFormatter(logging.Formatter):
+    """One line ``2026-01-01T00:00:00.123Z INFO syncworkers.poller: msg key=value key2='a b'``.
+
+    Containers render as compact JSON; a value with spaces, quotes or ``=`` is
+    quoted. The traceback and stack, if any, follow on their own lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {_message(record)}"]
+        for key, value in redact(_record_fields(record)).items():
+            parts.append(f"{key}={_text_value(value)}")
+        text = " ".join(parts)
+        exc_text = _traceback(self, record)
+        if exc_text:
+            text += "\n" + exc_text
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        return redact_text(text)
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str):
+        needs_quotes = not value or any(c.isspace() or c in "\"'=" for c in value)
+        return repr(value) if needs_quotes else value
+    if isinstance(value, (dict, list, tuple)):
+        try:
+            text = json.dumps(value, separators=(",", ":"), default=_safe_str, allow_nan=False)
+        except (TypeError, ValueError):  # cycles, non-string keys
+            text = _safe_str(value)
+    else:
+        text = _safe_str(value)
+    return repr(text) if not text or any(c.isspace() for c in text) else text
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, each field, ``exc``, ``stack``.
+
+    A field whose name is one of those keys is written as ``field_<name>``.
+    Values JSON cannot hold are written as their ``str()``. Never raises.
+    """
+
+    _CORE = ("ts", "level", "logger", "msg", "exc", "stack")
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            payload: Dict[str, Any] = {
+                "ts": _timestamp(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "msg": _message(record),
+            }
+            for key, value in _record_fields(record).items():
+                payload[f"field_{key}" if key in self._CORE else str(key)] = value
+            exc_text = _traceback(self, record)
+            if exc_text:
+                payload["exc"] = exc_text
+            if record.stack_info:
+                payload["stack"] = record.stack_info
+            return redact_text(_dumps(redact(payload)))
+        except Exception as exc:  # a log line must never take the program down
+            return json.dumps({"ts": _timestamp(record), "level": record.levelname,
+                               "logger": record.name, "msg": redact_text(_safe_str(record.msg)),
+                               "format_error": redact_text(_safe_str(exc))})
+
+
+def _json_default(value: Any) -> str:
+    return redact_text(_safe_str(value))
+
+
+def _dumps(payload: Dict[str, Any]) -> str:
+    try:
+        return json.dumps(payload, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError):  # a cycle, a non-string key or NaN somewhere: fall back per field
+        safe = {}
+        for key, value in payload.items():
+            try:
+                json.dumps(value, default=_json_default, allow_nan=False)
+                safe[key] = value
+            except (TypeError, ValueError):
+                safe[key] = _json_default(value)
+        return json.dumps(safe, default=_json_default)
+
+
+# -- urllib3's own log lines ---------------------------------------------------------
+
+#: The loggers urllib3 writes URLs to (at DEBUG, and in connection warnings).
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                   "urllib3.util.retry", "urllib3.response")
+
+
+class URLRedactingFilter(logging.Filter):
+    """Masks what urllib3 would print of a URL: userinfo, query string, secret path segments.
+
+    urllib3 logs every request line (``"GET /path?token=x HTTP/1.1" 200``) at DEBUG; an
+    application that turns DEBUG on for its root logger would otherwise write our
+    credentials to its logs. The filter runs only for records urllib3 actually creates,
+    so a disabled DEBUG level costs nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_safe_arg(a) for a in args)
+        record.msg, record.args = redact_text(_message(record)), ()
+        return True
+
+
+def _safe_arg(value: Any) -> Any:
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        return safe_url(value)
+    return value
+
+
+def install_urllib3_redaction() -> None:
+    """Put one :class:`URLRedactingFilter` on each of urllib3's loggers (idempotent)."""
+    for name in URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, URLRedactingFilter) for f in logger.filters):
+            logger.addFilter(URLRedactingFilter())
+
+
+# -- configuration ----------------------------------------------------------------
+
+_FORMATTERS = {"text": TextFormatter, "json": JSONFormatter}
+_configure_lock = threading.Lock()
+
+
+def _level_number(level: Union[str, int]) -> int:
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    text = str(level).strip().upper()
+    if text.isdigit():
+        return int(text)
+    number = logging.getLevelName(text)
+    if not isinstance(number, int):
+        message = f"unknown log level {level!r} (use DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+        raise ConfigError(message, {"level": message})
+    return number
+
+
+def configure_logging(level: Union[str, int] = "INFO", fmt: str = "text",
+                      stream: Any = None) -> logging.Handler:
+    """Send syncworkers' logs to *stream* (default stderr) as ``text`` or ``json`` lines.
+
+    Installs one handler on the ``syncworkers`` logger, replacing the one a
+    previous call installed, and sets that logger's level. Returns the handler.
+    """
+    formatter_class = _FORMATTERS.get(str(fmt).lower())
+    if formatter_class is None:
+        message = f"unknown log format {fmt!r} (use 'text' or 'json')"
+        raise ConfigError(message, {"fmt": message})
+    number = _level_number(level)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter_class())
+    handler._syncworkers_installed = True  # type: ignore[attr-defined]
+    logger = logging.getLogger(ROOT_LOGGER)
+    with _configure_lock:
+        for old in [h for h in logger.handlers if getattr(h, "_syncworkers_installed", False)]:
+            logger.removeHandler(old)
+            old.close()
+        logger.addHandler(handler)
+        logger.setLevel(number)
+    return handler
+
+
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "ROOT_LOGGER",
+    "StructuredLogger",
+    "get_logger",
+    "configure_logging",
+    "TextFormatter",
+    "JSONFormatter",
+    "register_secret",
+    "is_secret_key",
+    "redact",
+    "redact_text",
+    "redact_headers",
+    "URLRedactingFilter",
+    "install_urllib3_redaction",
+]

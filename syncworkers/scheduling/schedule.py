@@ -1,0 +1,133 @@
+"""Schedule math of periodic jobs: the fixed-rate grid, stagger offsets, the interval and jitter rules.
+
+Pure: no threads, no clock of its own; time comes in as ``now``. The Runner
+(runner.py) drives these on its timer thread.
+
+Two anchors for the grid of a job with interval I:
+
+* **start-anchored** (the default): tick n is due at ``start + offset + n*I``
+  on the monotonic clock; the first tick is due at once (plus the offset);
+* **epoch-anchored** (:meth:`Schedule.on_epoch_grid`, used with
+  coordination): tick n is due when the wall clock reads ``n*I + offset``, so
+  processes that never talk agree on what "tick n" is and can claim it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from typing import Any, Callable, List, Sequence, Tuple
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_interval(interval: Any) -> None:
+    """Raise ValueError unless *interval* is a finite number > 0."""
+    if not is_number(interval) or interval <= 0:
+        raise ValueError(f"interval must be a number > 0, got {interval!r}")
+
+
+def check_jitter(jitter: Any, interval: float) -> None:
+    """Raise ValueError unless ``0 <= jitter < interval``: jitter moves a tick within its own interval."""
+    if not is_number(jitter) or not 0 <= jitter < interval:
+        raise ValueError(f"jitter must be >= 0 and smaller than interval ({interval!r}), got {jitter!r}")
+
+
+class Schedule:
+    """The fixed-rate grid of one periodic job; time only comes in as ``now``.
+
+    Tick n is due at ``anchor + n*interval`` plus a jitter delay drawn once
+    per tick from ``[0, jitter)``: jitter moves a tick, never the grid, so
+    neither jitter nor the time a tick takes accumulates. :meth:`due`
+    coalesces: however many grid points went by, the job fires at most once,
+    and :attr:`tick` then says which grid point it fired for.
+
+    The caller validates *interval* and *jitter* (:func:`check_interval`,
+    :func:`check_jitter`; :class:`~syncworkers.scheduling.runner.PeriodicJob` does).
+    """
+
+    def __init__(self, interval: float, start: float, *, offset: float = 0.0, jitter: float = 0.0,
+                 rand: Callable[[], float] = random.random, first: int = 0):
+        self.interval = interval
+        self.anchor = start + offset
+        self.jitter = jitter
+        self._rand = rand
+        self.index = first  # grid point of the next tick
+        self.tick = first - 1  # grid point of the last tick fired
+        self.delay = self._draw()
+
+    @classmethod
+    def on_epoch_grid(cls, interval: float, now: float, wall_now: float, *, offset: float = 0.0,
+                      jitter: float = 0.0, rand: Callable[[], float] = random.random) -> "Schedule":
+        """A schedule whose tick n is due when the wall clock reads ``n*interval + offset``.
+
+        *now* is the caller's (monotonic) clock and *wall_now* the Unix time at
+        the same instant: the grid is placed on the wall clock once and then
+        followed on the monotonic one (NTP slews both alike). The first tick is
+        the next grid point at or after *wall_now*, so it is not immediate.
+        """
+        first = math.ceil((wall_now - offset) / interval)
+        return cls(interval, now - wall_now, offset=offset, jitter=jitter, rand=rand, first=first)
+
+    def _draw(self) -> float:
+        return self.jitter * self._rand() if self.jitter else 0.0
+
+    def grid(self, n: int) -> float:
+        """When grid point *n* falls, before jitter."""
+        return self.anchor + n * self.interval
+
+    @property
+    def next_due(self) -> float:
+        """When the next tick is due, jitter included."""
+        return self.grid(self.index) + self.delay
+
+    def due(self, now: float, busy: bool = False) -> Tuple[bool, int]:
+        """Move past every tick due by *now*; return ``(fire, skipped)``.
+
+        ``fire`` is True when a tick is due and the job is not *busy* (its last
+        tick still running or queued); :attr:`tick` is then the grid point
+        fired: the latest one due. ``skipped`` counts the due ticks that will
+        never run: all of them when busy, all but the one fired otherwise.
+        """
+        if now < self.next_due:
+            return False, 0
+        passed = max(1, math.floor((now - self.grid(self.index)) / self.interval) + 1)
+        while self.grid(self.index + passed) <= now:  # the division may round down
+            passed += 1
+        self.index += passed
+        self.delay = self._draw()
+        if busy:
+            return False, passed
+        self.tick = self.index - 1
+        return True, passed - 1
+
+
+def stagger_offsets(intervals: Sequence[float]) -> List[float]:
+    """First-tick offsets spreading N jobs: job i of N starts i/N of its own interval late."""
+    count = len(intervals)
+    return [interval * i / count for i, interval in enumerate(intervals)]
+
+
+def name_offset(name: str, interval: float) -> float:
+    """A stagger offset in ``[0, interval)`` derived from *name* alone.
+
+    A stable hash (SHA-256, not ``hash()``, which is salted per process), so
+    every process puts a job of that name on the same shifted grid.
+    """
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return fraction * interval
+
+
+__all__ = [
+    "Schedule",
+    "check_interval",
+    "check_jitter",
+    "is_number",
+    "name_offset",
+    "stagger_offsets",
+]
