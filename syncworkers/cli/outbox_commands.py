@@ -333,7 +333,7 @@ def deliver(path: Optional[str], url: Optional[str], timeout: float, log_level: 
 
 def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
     """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*."""
-    dispatcher = sender._outbox_dispatcher()
+    dispatcher = sender.outbox_producer.dispatcher
     box = dispatcher.outbox
     deadline = time.monotonic() + timeout
     progress = _Progress(box.counts()["pending"], "delivering")
