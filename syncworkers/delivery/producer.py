@@ -9,16 +9,18 @@ worker's loop job, or from the calling thread in :meth:`OutboxProducer.flush`.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..config.settings import WebhookConfig
-from ..exceptions import ConfigError, OutboxError
+from ..exceptions import ConfigError, OutboxError, WorkerError
 from ..http.client import HTTPClient
 from ..http.limits import HostLimiter
 from ..http.retry import RetryPolicy
 from ..observability.logging import redact_text
 from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore, open_outbox
+from ..scheduling.jobs import Job, LoopJob
+from ..scheduling.runner import Runner
 from ..signals import StopSignal
 from ..signing import Signer
 from .attempt import Sent, send_once
@@ -56,6 +58,7 @@ class OutboxProducer:
         # a busy outbox never holds up a broadcast, and a slow partner never takes either pool.
         self._limiter = HostLimiter(config.per_host_limit)
         self._pending_reported: Optional[int] = None  # what the last stop said was left pending
+        self._loop_runner: Any = None  # the Runner given the loop by loop_in()
 
     # -- the store and its dispatcher ------------------------------------------------
 
@@ -148,6 +151,20 @@ class OutboxProducer:
         """The worker's loop job: deliver until *stop*, then drain what is in flight."""
         self.dispatcher.run(stop)
 
+    def loop_in(self, runner: Runner, name: str) -> None:
+        """Have a running *runner* run the loop job *name*, unless a loop delivers already (the outbox came
+        into use after the worker started): once per Runner."""
+        if self.looping:
+            return
+        with self._lock:
+            if self._loop_runner is runner:
+                return
+            self._loop_runner = runner
+        try:
+            runner.add(_Loop(name, self.run))
+        except WorkerError:
+            pass  # stopping meanwhile: the next run or flush() delivers
+
     # -- stop and close -----------------------------------------------------------------------
 
     def hand_back(self) -> None:
@@ -184,6 +201,7 @@ class OutboxProducer:
             outbox = self._outbox
             if not self._own_outbox or outbox is None:
                 return
+            self._loop_runner = None
             if outbox.durable:
                 self._outbox = self._dispatcher = None
         outbox.close()
@@ -204,6 +222,23 @@ class OutboxProducer:
         data = dispatcher.health()
         data["oldest_pending_seconds"] = _oldest_pending_seconds(dispatcher.outbox)
         return data
+
+
+class _Loop:
+    """The outbox loop as a worker of its own, for a Runner already running."""
+
+    def __init__(self, name: str, run: Callable[[threading.Event], None]) -> None:
+        self.name = name
+        self._run = run
+
+    def jobs(self) -> List[Job]:
+        return [LoopJob(self.name, self._run)]
+
+    def startup(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
 
 
 def _oldest_pending_seconds(outbox: Any) -> Optional[float]:

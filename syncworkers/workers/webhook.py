@@ -29,8 +29,9 @@ from ..delivery.direct import STOPPED, DirectSender
 from ..delivery.endpoints import EndpointResolver
 from ..delivery.pool import BROADCAST_POOL, OUTBOX_POOL, DeliveryPool, stop_pools
 from ..delivery.producer import OutboxProducer
+from ..delivery.reporting import delivery_counts
 from ..delivery.request import DeliveryResult, encode_body
-from ..exceptions import ConfigError, DeliveryError, WorkerError, safe_url
+from ..exceptions import ConfigError, DeliveryError, safe_url
 from ..message import Message
 from ..observability import events
 from ..outbox import OutboxStore
@@ -56,6 +57,21 @@ def _explicit(config: Any) -> Dict[str, Any]:
     if config is None:
         return {}
     return config.explicit_items() if hasattr(config, "explicit_items") else dict(config)
+
+
+def _webhook_config(base_url: Optional[str], webhook_config: Optional[WebhookConfig],
+                    http_config: Optional[HTTPClientConfig], max_workers: Optional[int]) -> WebhookConfig:
+    """The sender's WebhookConfig: argument > webhook_config > http_config's shared fields > environment."""
+    for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
+                            ("http_config", http_config, HTTPClientConfig)):
+        if value is not None and not isinstance(value, cls):
+            raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
+                              {arg: f"must be a {cls.__name__}"})
+    from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
+    try:
+        return WebhookConfig.resolve(webhook_config, from_http, base_url=base_url, max_workers=max_workers)
+    except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
+        raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
 
 
 def _client_config(webhook: WebhookConfig, http_config: Optional[HTTPClientConfig]) -> HTTPClientConfig:
@@ -114,17 +130,7 @@ class WebhookSenderWorker(HTTPWorker):
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
                  outbox: Optional[OutboxStore] = None) -> None:
-        for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
-                                ("http_config", http_config, HTTPClientConfig)):
-            if value is not None and not isinstance(value, cls):
-                raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
-                                  {arg: f"must be a {cls.__name__}"})
-        from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
-        try:
-            webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
-                                            max_workers=max_workers)
-        except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
-            raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
+        webhook = _webhook_config(base_url, webhook_config, http_config, max_workers)
         client_config = _client_config(webhook, http_config)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
         self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret is not None else None
@@ -134,8 +140,6 @@ class WebhookSenderWorker(HTTPWorker):
         self.client_threads = 2 * webhook.max_workers + 1
         super().__init__(name=name, client_config=client_config)
         self.client.on_attempt = events.attempt  # each request is a delivery attempt
-        self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
-        self._outbox_runner_lock = threading.Lock()
         self._build_parts(outbox)
 
     def _build_parts(self, outbox: Optional[OutboxStore]) -> None:
@@ -273,7 +277,9 @@ class WebhookSenderWorker(HTTPWorker):
         """
         delivery_id = self._producer.enqueue(endpoint, data, headers, delivery_id=delivery_id,
                                              connection=connection)
-        self._ensure_outbox_loop()
+        runner = self._runner
+        if runner is not None and self.running:  # in use since start(): the running Runner delivers it
+            self._producer.loop_in(runner, f"{self.name}-outbox")
         return delivery_id
 
     def flush(self, timeout: Optional[float] = None) -> bool:
@@ -287,20 +293,6 @@ class WebhookSenderWorker(HTTPWorker):
         what remains is held for disabled endpoints.
         """
         return self._producer.flush(timeout)
-
-    def _ensure_outbox_loop(self) -> None:
-        """Give the running Runner the outbox loop when the outbox came into use after start()."""
-        runner = self._runner
-        if runner is None or not self.running or self._producer.looping:
-            return
-        with self._outbox_runner_lock:
-            if self._outbox_runner is runner:
-                return
-            self._outbox_runner = runner
-        try:
-            runner.add(_OutboxLoop(f"{self.name}-outbox", self._producer))
-        except WorkerError:
-            pass  # stopping meanwhile: the next run or flush() delivers
 
     # -- the main loop and its source ---------------------------------------------
 
@@ -351,7 +343,7 @@ class WebhookSenderWorker(HTTPWorker):
         self._direct_run()
         results: List[Any] = []
         error: Optional[str] = None
-        if self._relays():
+        if self._relays():  # process() on a thread of its own, until the source goes quiet
             results, error = self._relay.drain(self.source, self.process, f"syncworkers-once-{self.name}")
         if self._producer.in_use:
             error = error or self._producer.flush_once(self.webhook_config.timeout)
@@ -400,7 +392,6 @@ class WebhookSenderWorker(HTTPWorker):
         super().close()
         if not shared:
             self._producer.close()
-            self._outbox_runner = None
 
     def not_ready_reasons(self) -> List[str]:
         """HTTPWorker's reasons (an open circuit), and an outbox in use that cannot be read."""
@@ -413,23 +404,7 @@ class WebhookSenderWorker(HTTPWorker):
         """HTTPWorker.health() plus ``deliveries`` (direct sends and the outbox's together),
         the broadcast pool and, once in use, the outbox (``oldest_pending_seconds`` included)."""
         data = super().health()
-        counts = {name: self._stats.get(name) for name in (
-            "delivered", "failed", "attempts", "retried", "circuit_open", "interrupted",
-            "broadcasts", "broadcasts_cancelled", "outbox_delivered", "outbox_dead", "outbox_attempts",
-            "outbox_retried", "outbox_postponed", "outbox_circuit_open")}
-        # One count per fact, whichever way the webhook went: direct, broadcast or outbox.
-        data["deliveries"] = {
-            "delivered": counts["delivered"] + counts["outbox_delivered"],
-            "failed": counts["failed"],
-            "dead": counts["outbox_dead"],
-            "attempts": counts["attempts"] + counts["outbox_attempts"],
-            "retried": counts["retried"] + counts["outbox_retried"],
-            "postponed": counts["outbox_postponed"],
-            "circuit_open": counts["circuit_open"] + counts["outbox_circuit_open"],
-            "interrupted": counts["interrupted"],
-            "broadcasts": counts["broadcasts"],
-            "broadcasts_cancelled": counts["broadcasts_cancelled"],
-        }
+        data["deliveries"] = delivery_counts(self._stats)
         data["broadcast_pool"] = self._broadcaster.pool.health()
         outbox = self._producer.health()
         if outbox is not None:
@@ -441,23 +416,6 @@ class WebhookSenderWorker(HTTPWorker):
         return (f"<{type(self).__name__} {self.name!r} base_url={safe_url(self.base_url)!r} "
                 f"endpoints={sorted(self.webhook_config.endpoints)} signing={signing} "
                 f"running={self.running}>")
-
-
-class _OutboxLoop:
-    """Carries a sender's outbox loop into a Runner that was already running when the outbox came into use."""
-
-    def __init__(self, name: str, producer: OutboxProducer) -> None:
-        self.name = name
-        self.producer = producer
-
-    def jobs(self) -> List[Job]:
-        return [LoopJob(self.name, self.producer.run)]
-
-    def startup(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
 
 
 __all__ = ["WebhookSenderWorker", "CycleResult", "DeliveryResult", "encode_body", "CANCELLED", "STOPPED"]
