@@ -105,12 +105,13 @@ def test_nothing_is_sent_once_the_run_is_stopped(server, parts):
     assert " WARNING " in next(line for line in logs.text.splitlines() if "webhook not delivered" in line)
 
 
-def test_the_runs_stop_and_a_callers_cancel_each_end_a_retry_wait(server, parts):
+def test_the_callers_cancel_and_the_runs_stop_each_end_a_retry_wait(server, parts):
     sender = parts(retry_delay=30)
-    cancel = StopSignal()
-    for stop in (cancel, sender.run):  # the caller's signal first, then the run's own
+    for set_by_receiver in ("cancel", "run"):  # the caller's cancel is given both times
+        cancel = StopSignal()
+        stop = cancel if set_by_receiver == "cancel" else sender.run
         server.route("POST", "/orders", handler=lambda req, stop=stop: (stop.set(), Reply(503))[1])
-        result = sender.sender.deliver("/orders", {}, cancel=cancel if stop is cancel else None)
+        result = sender.sender.deliver("/orders", {}, cancel=cancel)
         assert not result.ok and result.attempts == 1 and result.error.startswith("interrupted")
     assert len(server.requests) == 2  # neither waited out its 30 s before a second attempt
     assert sender.stats["interrupted"] == 2
@@ -204,3 +205,20 @@ def test_a_delivery_that_raises_is_logged_and_reported_not_raised(server, parts)
     assert results["/a"].error == "unexpected error: RuntimeError"
     assert server.requests == []
     assert wait_for(lambda: "webhook delivery raised" in logs.text)  # by the pool, with its traceback
+
+
+def test_a_sender_renamed_after_construction_logs_and_names_its_threads_by_the_new_name(server):
+    from syncworkers import WebhookSenderWorker
+
+    server.route("POST", "/a", status=200)
+    worker = WebhookSenderWorker(server.base_url, name="before")
+    worker.name = "after"
+    try:
+        with LogCapture() as logs:
+            assert worker.broadcast_webhook(["/a"], {}) == {"/a": True}
+            threads = [t.name for t in threading.enumerate() if t.name.startswith("syncworkers-webhook-")]
+    finally:
+        worker.close()
+    assert threads and all(name.startswith("syncworkers-webhook-after") for name in threads)
+    line = next(line for line in logs.text.splitlines() if "webhook delivered" in line)
+    assert "worker=after" in line and "before" not in logs.text

@@ -95,3 +95,33 @@ def test_policy_modules_do_no_io():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             for name in names:
                 assert name.split(".")[0] not in io, f"syncworkers.{module} (pure policy) imports {name}"
+
+
+#: The modules of the webhook sender's parts, and the worker that wires them.
+PARTS = ("delivery", "workers.webhook", "workers.relay")
+
+
+def _is_part(module):
+    return any(module == part or module.startswith(part + ".") for part in PARTS)
+
+
+def _private(name):
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_parts_are_used_through_their_public_surface():
+    """No module imports a part's private names; a part reads no private attribute of another object."""
+    for module, package, path in modules():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                target = ".".join(package[:len(package) - (node.level - 1)] + [node.module]) if node.level \
+                    else node.module[len("syncworkers."):] if node.module.startswith("syncworkers.") else None
+                if target is not None and _is_part(target) and target != module:
+                    private = [a.name for a in node.names if _private(a.name)]
+                    assert not private, f"syncworkers.{module} imports {private} from syncworkers.{target}"
+            if _is_part(module) and isinstance(node, ast.Attribute) and _private(node.attr):
+                owner = node.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls") or (
+                    isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")
+                assert mine, f"syncworkers.{module} line {node.lineno} reads {ast.unparse(node)}"
