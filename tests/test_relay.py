@@ -231,3 +231,18 @@ def test_run_once_of_a_subclass_whose_process_message_raises_is_not_ok(server):
         worker.close()
     assert not cycle.ok and cycle.error == "process_message raised"
 
+
+
+def test_a_process_message_that_is_a_staticmethod_still_relays():
+    class Static(WebhookSenderWorker):
+        process_message = staticmethod(lambda message: message.body["n"] * 2)
+
+    worker = Static("http://127.0.0.1:9")
+    worker.source = MemoryQueue()
+    worker.relay.idle_seconds = IDLE
+    try:
+        worker.source.put({"n": 21})
+        cycle = worker.run_once()
+    finally:
+        worker.close()
+    assert cycle.ok and worker.source.join(timeout=0)

@@ -17,6 +17,7 @@ its pool) and :class:`~syncworkers.workers.relay.Relay` (``self.source``).
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
@@ -122,9 +123,10 @@ class WebhookSenderWorker(HTTPWorker):
         super().__init_subclass__(**kwargs)
         # A subclass's own process_message is seen by run_once() like the default one, whoever
         # calls it (the default process(), or a process() of the subclass's own): see relay.counted.
-        handler = counted(cls.process_message)
-        if handler is not cls.process_message:
-            setattr(cls, "process_message", handler)
+        handler = inspect.getattr_static(cls, "process_message")
+        wrapped = counted(handler) if inspect.isfunction(handler) else handler  # not a staticmethod, say
+        if wrapped is not handler:  # a method of this class's own (inherited ones are counted already)
+            setattr(cls, "process_message", wrapped)
 
     def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
