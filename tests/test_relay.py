@@ -2,7 +2,8 @@
 and what run_once() sees of a sender subclass's own process() and process_message()."""
 
 import threading
-import time
+
+import pytest
 
 from syncworkers import Message, WebhookConfig, WebhookSenderWorker
 from syncworkers.exceptions import DeliveryError
@@ -12,10 +13,12 @@ from syncworkers.signals import StopSignal
 from syncworkers.sources import MemoryQueue
 from syncworkers.workers.relay import Relay, counted
 
-from .helpers import LogCapture, wait_for
+from .helpers import Clock, LogCapture, wait_for
 
 LOGGER = get_logger("syncworkers.tests.relay")
-IDLE = 0.05  # the drain's quiet period, short: what is asserted never depends on it being short
+#: The drain's quiet period. Its clock is the test's own and stands still until the test moves it,
+#: so a drain is quiet only when the test says so; the period only sets how often it looks.
+IDLE = 0.05
 
 
 class Handler:
@@ -34,11 +37,28 @@ class Handler:
         return message.body * 10
 
 
-def relay_of(handler, run=None, **kwargs):
+def relay_of(handler, run=None):
     run = run or StopSignal()
     stats = Metrics()
-    relay = Relay(handler, lambda: run, logger=LOGGER, stats=stats, join_timeout=5, idle_seconds=IDLE, **kwargs)
+    relay = Relay(handler, lambda: run, logger=LOGGER, stats=stats, join_timeout=5, idle_seconds=IDLE,
+                  clock=Clock(0.0))
     return relay, run, stats
+
+
+def drain(relay, source, process, settled=None):
+    """relay.drain() on a thread: once *settled()* (default: the source settled every message), the
+    quiet period passes; return what the drain returned."""
+    answer = []
+    thread = threading.Thread(target=lambda: answer.append(relay.drain(source, process, "syncworkers-once-test")),
+                              name="test-drain")
+    thread.start()
+    try:
+        assert wait_for(settled or (lambda: source.join(timeout=0)))  # time stands still: not quiet yet
+    finally:
+        relay.clock.now += IDLE
+        thread.join(10)
+    assert not thread.is_alive()
+    return answer[0]
 
 
 def consume_in_thread(relay, source):
@@ -54,13 +74,13 @@ def test_each_message_is_handled_then_acked_and_one_that_raises_is_requeued():
     source.bind(run)
     for n in (1, 2, 3):
         source.put(n)
-    thread = consume_in_thread(relay, source)
-    try:
-        with LogCapture() as logs:
+    with LogCapture() as logs:
+        thread = consume_in_thread(relay, source)
+        try:
             assert source.join(timeout=5)  # every message settled: acked, the failed one after its retry
-    finally:
-        run.set()
-        thread.join(5)
+        finally:
+            run.set()
+            thread.join(5)
     assert handler.seen == [1, 2, 3, 2]  # requeued at the end of the queue, then handled
     assert (stats["messages_processed"], stats["messages_failed"]) == (3, 1)
     assert "process_message raised; message requeued" in logs.text and "RuntimeError: transient" in logs.text
@@ -113,28 +133,33 @@ def test_the_drain_returns_the_results_once_the_source_is_quiet():
     source = MemoryQueue()
     for n in (1, 2, 3):
         source.put(n)
-    results, failed = relay.drain(source, lambda: relay.consume(source), "syncworkers-once-test")
-    assert (results, failed) == ([10, 20, 30], None)
-    assert source.join(timeout=0)  # all three settled
+    assert drain(relay, source, lambda: relay.consume(source)) == ([10, 20, 30], None)
 
 
 def test_the_drain_waits_for_a_message_in_hand_however_long_it_takes():
     """A message taking longer than the quiet period is not quiet: the next one is still relayed."""
-    handler = Handler(fail=lambda body, n: time.sleep(IDLE * 6) if body == 1 else None)
+    release = threading.Event()
+    handler = Handler(fail=lambda body, n: release.wait(10) and None if body == 1 else None)
     relay, _, _ = relay_of(handler)
     source = MemoryQueue()
     source.put(1)
     source.put(2)
-    results, failed = relay.drain(source, lambda: relay.consume(source), "syncworkers-once-test")
-    assert (results, failed) == ([10, 20], None)
+
+    def first_outlasts_the_quiet_period():
+        if handler.seen == [1] and not release.is_set():
+            relay.clock.now += 10 * IDLE  # while message 1 is in hand
+            release.set()
+        return source.join(timeout=0)
+
+    assert drain(relay, source, lambda: relay.consume(source), first_outlasts_the_quiet_period) == ([10, 20], None)
 
 
 def test_the_drain_says_why_a_cycle_failed():
     source = MemoryQueue()
     source.put(1)
     relay, _, _ = relay_of(Handler(fail=lambda body, n: RuntimeError("no route") if n == 1 else None))
-    results, failed = relay.drain(source, lambda: relay.consume(source), "syncworkers-once-test")
-    assert (results, failed) == ([10], "process_message raised")  # requeued, handled again: still not ok
+    # Requeued, then handled: the cycle is still not ok.
+    assert drain(relay, source, lambda: relay.consume(source)) == ([10], "process_message raised")
 
     def broken():
         raise RuntimeError("loop broke")
@@ -155,7 +180,7 @@ def test_a_process_that_never_returns_is_reported_and_left_running():
     relay.join_timeout = 0.05
     try:
         with LogCapture() as logs:
-            results, failed = relay.drain(None, lambda: release.wait(10), "syncworkers-once-stuck")
+            results, failed = drain(relay, None, lambda: release.wait(10), settled=lambda: True)
         assert failed == "process() did not return" and "left running" in logs.text
     finally:
         release.set()
@@ -179,7 +204,7 @@ def test_only_calls_on_the_drains_thread_count_and_a_nested_call_counts_once():
         side.join()
         relay.consume(source)
 
-    assert relay.drain(source, process, "syncworkers-once-test") == ([11], None)
+    assert drain(relay, source, process) == ([11], None)
     assert elsewhere == [51]
 
 
@@ -189,9 +214,8 @@ def test_only_calls_on_the_drains_thread_count_and_a_nested_call_counts_once():
 class OwnLoop(WebhookSenderWorker):
     """The reference's relay: a process() of its own that calls process_message, and routes itself."""
 
-    def __init__(self, base_url, delay=0.0):
+    def __init__(self, base_url):
         super().__init__(base_url, WebhookConfig(max_retries=0))
-        self.delay = delay
         self.source = MemoryQueue()
 
     def process(self):
@@ -199,18 +223,31 @@ class OwnLoop(WebhookSenderWorker):
             self.process_message(message)
 
     def process_message(self, message):
-        time.sleep(self.delay if message.body["n"] == 0 else 0)
         return {"sent": self.send_webhook("/events", message.body), "n": message.body["n"]}
+
+
+def run_once(worker):
+    """worker.run_once() on a thread, its relay's time standing still until the source settled every message."""
+    worker.relay.idle_seconds, worker.relay.clock = IDLE, Clock(0.0)
+    cycles = []
+    once = threading.Thread(target=lambda: cycles.append(worker.run_once()), name="test-run-once")
+    once.start()
+    try:
+        assert worker.source.join(timeout=10)  # each handled, then settled when its loop asked for the next
+    finally:
+        worker.relay.clock.now += IDLE
+        once.join(10)
+    assert not once.is_alive()
+    return cycles[0]
 
 
 def test_run_once_sees_what_a_subclasss_own_loop_hands_its_process_message(server):
     server.route("POST", "/events", status=200)
-    worker = OwnLoop(server.base_url, delay=IDLE * 6)  # the first message outlasts the quiet period
-    worker.relay.idle_seconds = IDLE
+    worker = OwnLoop(server.base_url)
     try:
         for n in range(3):
             worker.source.put({"n": n})
-        cycle = worker.run_once()
+        cycle = run_once(worker)
     finally:
         worker.close()
     assert cycle.ok and cycle.results == [{"sent": True, "n": n} for n in range(3)]
@@ -223,7 +260,7 @@ def test_run_once_of_a_subclass_whose_process_message_raises_is_not_ok(server):
             raise RuntimeError("cannot route this message")
 
     worker = Broken(server.base_url)
-    worker.relay.idle_seconds = IDLE
+    worker.relay.clock = Clock(0.0)  # never quiet: the cycle ends because process() raised
     try:
         worker.source.put({"n": 1})
         cycle = worker.run_once()
@@ -233,16 +270,16 @@ def test_run_once_of_a_subclass_whose_process_message_raises_is_not_ok(server):
 
 
 
-def test_a_process_message_that_is_a_staticmethod_still_relays():
+@pytest.mark.parametrize("kind", [staticmethod, classmethod])
+def test_a_process_message_that_is_a_static_or_class_method_is_seen_too(kind):
     class Static(WebhookSenderWorker):
-        process_message = staticmethod(lambda message: message.body["n"] * 2)
+        process_message = kind(lambda *args: args[-1].body["n"] * 2)
 
     worker = Static("http://127.0.0.1:9")
     worker.source = MemoryQueue()
-    worker.relay.idle_seconds = IDLE
     try:
         worker.source.put({"n": 21})
-        cycle = worker.run_once()
+        cycle = run_once(worker)
     finally:
         worker.close()
-    assert cycle.ok and worker.source.join(timeout=0)
+    assert cycle.ok and cycle.results == [42] and worker.source.join(timeout=0)

@@ -16,6 +16,7 @@ Calls on any other thread are left alone.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ _cycles = threading.local()  # .current: the _Cycle draining on this thread, if 
 
 
 def counted(handler: Handler) -> Handler:
-    """Wrap a ``process_message(self, message)`` so that the run_once() cycle of the calling thread sees it.
+    """Wrap a ``process_message`` so that the run_once() cycle of the calling thread sees its calls.
 
     A nested call (a subclass's ``super().process_message(message)``) is part of the outer one.
     """
@@ -101,18 +102,27 @@ def counted(handler: Handler) -> Handler:
         return handler
 
     @functools.wraps(handler)
-    def process_message(self: Any, message: Message) -> Any:
+    def process_message(*args: Any, **kwargs: Any) -> Any:
         cycle: Optional[_Cycle] = getattr(_cycles, "current", None)
         if cycle is None:
-            return handler(self, message)
+            return handler(*args, **kwargs)
         _cycles.current = None
         try:
-            return cycle.handle(lambda: handler(self, message))
+            return cycle.handle(lambda: handler(*args, **kwargs))
         finally:
             _cycles.current = cycle
 
     setattr(process_message, "__counted__", True)
     return process_message  # type: ignore[return-value]
+
+
+def counted_method(method: Any) -> Any:
+    """*method* as a class holds it (a function, a staticmethod or a classmethod), its calls counted;
+    *method* itself when they are already, or when it is something else."""
+    if isinstance(method, (staticmethod, classmethod)):
+        func = counted(method.__func__)
+        return method if func is method.__func__ else type(method)(func)
+    return counted(method) if inspect.isfunction(method) else method
 
 
 class Relay:
@@ -128,10 +138,10 @@ class Relay:
         self.logger = logger
         self.idle_seconds = idle_seconds  #: run_once(): quiet this long, the source counts as drained
         self.join_timeout = join_timeout  #: run_once(): how long process() may take to return once drained
+        self.clock = clock  #: monotonic seconds, for the quiet period
         self._handle = handle
         self._run = run
         self._stats = stats
-        self._clock = clock
 
     def consume(self, source: Any) -> None:
         """Each message of *source* to *handle* until the source ends (it is closed, or its stop event set)."""
@@ -174,7 +184,7 @@ class Relay:
     def drain(self, source: Any, process: Callable[[], None], thread_name: str) -> Tuple[List[Any], Optional[str]]:
         """*process* on a thread of its own until the source goes quiet: (results, why the cycle failed or None)."""
         done = StopSignal()  # ends the cycle: wakes a waiting consume() at once
-        cycle = _Cycle(self._clock)
+        cycle = _Cycle(self.clock)
 
         def loop() -> None:
             _cycles.current = cycle
@@ -205,4 +215,4 @@ class Relay:
         return list(cycle.results), cycle.failed
 
 
-__all__ = ["CycleResult", "ONCE_IDLE_SECONDS", "Relay", "counted"]
+__all__ = ["CycleResult", "ONCE_IDLE_SECONDS", "Relay", "counted", "counted_method"]

@@ -39,7 +39,7 @@ from ..outbox import OutboxStore
 from ..scheduling.runner import LoopJob
 from ..signing import Signer
 from .base import HTTPWorker, Job
-from .relay import CycleResult, Relay, counted
+from .relay import CycleResult, Relay, counted, counted_method
 
 #: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
 _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
@@ -124,7 +124,7 @@ class WebhookSenderWorker(HTTPWorker):
         # A subclass's own process_message is seen by run_once() like the default one, whoever
         # calls it (the default process(), or a process() of the subclass's own): see relay.counted.
         handler = inspect.getattr_static(cls, "process_message")
-        wrapped = counted(handler) if inspect.isfunction(handler) else handler  # not a staticmethod, say
+        wrapped = counted_method(handler)
         if wrapped is not handler:  # a method of this class's own (inherited ones are counted already)
             setattr(cls, "process_message", wrapped)
 
