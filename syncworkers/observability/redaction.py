@@ -235,6 +235,8 @@ def _shorten_url(match: "re.Match[str]") -> str:
     # it is not part of the URL, and "8001:" would not parse as a port.
     url = match.group(0)
     end = len(url.rstrip(_TRAILING_PUNCTUATION))
+    if url[:end].endswith("://"):  # a scheme named in prose ("redis://, rediss:// or ..."): no URL
+        return url
     return (safe_url(url[:end]) or "") + url[end:]
 
 
