@@ -178,8 +178,8 @@ def test_real_subprocess_bad_target_exit_2():
     assert proc.returncode == 2
     assert err.strip().splitlines() == ["Error: cannot import module 'tests.apps.nope': "
                                         "ModuleNotFoundError: No module named 'tests.apps.nope' "
-                                        f"(not found from {ROOT}: --app-dir FOLDER puts the folder that holds it "
-                                        "on sys.path)"]
+                                        f"(not found from {ROOT}: is its folder on sys.path? "
+                                        "syncworkers run/check --app-dir FOLDER puts it there)"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

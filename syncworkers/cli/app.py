@@ -57,7 +57,8 @@ def load_target(spec: str) -> Any:
         missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
             # The target itself is not on sys.path (not a module it imports): cron runs from /.
-            hint = f" (not found from {os.getcwd()}: --app-dir FOLDER puts the folder that holds it on sys.path)"
+            hint = (f" (not found from {os.getcwd()}: is its folder on sys.path? "
+                    "syncworkers run/check --app-dir FOLDER puts it there)")
         raise CLIError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}{hint}") from exc
     for part in attr.split("."):
         try:

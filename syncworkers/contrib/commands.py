@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, ContextManager, Dict, FrozenSet, List, Optional, Sequence
 
 import click
@@ -72,9 +73,9 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
         except SyncWorkersError as exc:
             failures = [str(exc)]
         for line in failures:
-            base_cli.echo(f"error  {line}", err=True)
+            base_cli.echo(f"error  {' '.join(line.split())}", err=True)  # a database's error spans lines
         if failures:
-            raise click.exceptions.Exit(base_cli.EXIT_USAGE)
+            sys.exit(base_cli.EXIT_USAGE)
 
     group.add_command(outbox_group(outbox))
     return group

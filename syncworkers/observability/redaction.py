@@ -256,6 +256,9 @@ def safe_url(url: Optional[str]) -> Optional[str]:
     except ValueError:
         return "<invalid url>"
     query = MASK if parts.query else ""
+    if not host and parts.scheme and url[len(parts.scheme):].startswith("://"):
+        # No authority (sqlite:////abs/path): urlunsplit would drop the "//" and print sqlite://abs/path.
+        return f"{parts.scheme}://{_mask_path(parts.path)}" + (f"?{query}" if query else "")
     return urlunsplit((parts.scheme, host, _mask_path(parts.path), query, ""))
 
 
