@@ -18,13 +18,14 @@ LAYERS = {
                "observability",
                "config", "http.outcome", "http.retry", "http.urls", "http.redirects", "http.breaker",
                "http.limits", "scheduling.schedule", "scheduling.jobs", "delivery.request",
-               "polling.pagination", "polling.cursor", "polling.ratelimit", "outbox.health",
+               "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
+               "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
     "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus", "prometheus", "delivery.attempt",
-           "outbox", "sources", "polling.state", "scheduling.coordination"],
+           "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.endpoints"],
-    "workers": ["workers", "polling.pages"],
+    "workers": ["workers"],
     "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
