@@ -96,7 +96,7 @@ def test_policy_modules_do_no_io():
                 assert name.split(".")[0] not in io, f"syncworkers.{module} (pure policy) imports {name}"
 
 
-#: The parts classes are built from (module: part classes); their owners hold them, never inherit them.
+#: Modules defining parts (module: its part classes): a class holds the parts it is built from, never inherits them.
 PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"}}
 #: Modules whose classes still declare what a host class provides (mixins not yet made parts).
 HOST_DECLARATIONS_LEFT = {"workers.outbox_sending", "workers.relay"}
