@@ -19,14 +19,15 @@ LAYERS = {
                "config", "http.outcome", "http.retry", "http.urls", "http.redirects", "http.breaker",
                "http.limits", "scheduling.schedule", "scheduling.jobs", "delivery.request", "delivery.endpoints",
                "delivery.checks",
-               "polling.pagination", "polling.cursor", "polling.ratelimit", "outbox.health",
+               "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
+               "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
     "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus", "prometheus", "delivery.attempt",
            "delivery.direct",
-           "outbox", "sources", "polling.state", "scheduling.coordination"],
+           "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer"],
-    "workers": ["workers", "polling.pages"],
+    "workers": ["workers"],
     "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
@@ -97,31 +98,59 @@ def test_policy_modules_do_no_io():
                 assert name.split(".")[0] not in io, f"syncworkers.{module} (pure policy) imports {name}"
 
 
-#: The modules of the webhook sender's parts, and the worker that wires them.
-PARTS = ("delivery", "workers.webhook", "workers.relay")
+#: Modules defining parts (module: its part classes): a class holds the parts it is built from, never inherits them.
+PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"},
+         "delivery.checks": {"InputChecks"}, "delivery.direct": {"DirectSender"}, "delivery.broadcast": {"Broadcaster"},
+         "delivery.pool": {"DeliveryPool"}, "delivery.producer": {"OutboxProducer"}, "delivery.dispatch": {"Dispatcher"},
+         "delivery.claims": {"Claims"}, "delivery.recorder": {"OutcomeRecorder"}, "workers.relay": {"Relay"}}
+#: Modules whose classes still declare what a host class provides (mixins not yet made parts).
+HOST_DECLARATIONS_LEFT: set = set()
 
 
-def _is_part(module):
-    return any(module == part or module.startswith(part + ".") for part in PARTS)
+def import_target(package, node):
+    """The syncworkers module an ``ImportFrom`` node imports from (None for other packages)."""
+    if node.level:
+        return ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+    if node.module and node.module.startswith("syncworkers."):
+        return node.module[len("syncworkers."):]
+    return None
 
 
-def _private(name):
-    return name.startswith("_") and not name.startswith("__")
-
-
-def test_parts_are_used_through_their_public_surface():
-    """No module imports a part's private names; a part reads no private attribute of another object."""
+def test_parts_are_held_not_inherited_and_their_internals_stay_inside():
+    part_classes = set().union(*PARTS.values())
     for module, package, path in modules():
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                target = ".".join(package[:len(package) - (node.level - 1)] + [node.module]) if node.level \
-                    else node.module[len("syncworkers."):] if node.module.startswith("syncworkers.") else None
-                if target is not None and _is_part(target) and target != module:
-                    private = [a.name for a in node.names if _private(a.name)]
-                    assert not private, f"syncworkers.{module} imports {private} from syncworkers.{target}"
-            if _is_part(module) and isinstance(node, ast.Attribute) and _private(node.attr):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(base).split(".")[-1] for base in node.bases}
+                assert not bases & part_classes, f"syncworkers.{module}.{node.name} inherits a part: hold it instead"
+            elif isinstance(node, ast.ImportFrom) and import_target(package, node) in PARTS:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"syncworkers.{module} imports {private}, internals of a part"
+
+
+def host_declarations(path):
+    """Classes whose body has an ``if TYPE_CHECKING:`` block: attributes borrowed from a host class."""
+    return [node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)
+            and any(isinstance(b, ast.If) and "TYPE_CHECKING" in ast.dump(b.test) for b in node.body)]
+
+
+def test_no_class_declares_attributes_a_host_class_provides():
+    found = {module: host_declarations(path) for module, package, path in modules()}
+    for module, classes in found.items():
+        if module not in HOST_DECLARATIONS_LEFT:
+            assert not classes, f"syncworkers.{module}: {classes} declare what a host provides: build from parts"
+    for module in HOST_DECLARATIONS_LEFT:  # the list only shrinks: a module made of parts leaves it
+        assert found.get(module), f"syncworkers.{module} has no host declarations left: remove it from the list"
+
+
+def test_a_part_reads_no_private_attribute_of_another_object():
+    """A part uses what it is given through its public surface (``self``'s own privates are its own)."""
+    for module, package, path in modules():
+        if module not in PARTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 owner = node.value
-                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls") or (
+                own = isinstance(owner, ast.Name) and owner.id in ("self", "cls") or (
                     isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")
-                assert mine, f"syncworkers.{module} line {node.lineno} reads {ast.unparse(node)}"
+                assert own, f"syncworkers.{module} line {node.lineno} reads {ast.unparse(node)}"
