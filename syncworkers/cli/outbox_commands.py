@@ -26,24 +26,31 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
     An outbox file is never created here (a typo would show an empty outbox);
     PostgreSQL tables are, as on any first use.
     """
-    from ..outbox.urls import sqlite_path
-    from ..config.validators import is_postgres_url
+    from ..config.connections import SQLITE
+    from ..outbox.urls import outbox_location
 
     location = _location(path, url)
-    if not is_postgres_url(location):
-        file = sqlite_path(location) if url is not None else location
-        if "://" not in file and not os.path.isfile(file):
+    try:
+        where = outbox_location(location) if url is not None else None
+    except SyncWorkersError as exc:
+        raise CLIError(str(exc)) from exc
+    if where is None or where.kind == SQLITE:
+        file = (where.path or "") if where is not None else location
+        if not os.path.isfile(file):
             option = "--url" if url is not None else "--path"
             raise CLIError(f"{option} {_shown(location)!r}: no such outbox file")
     return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
 
 
 def _shown(location: str) -> str:
-    """An outbox location fit to print: a database URL without its password; a file path as is
-    (its folder names are not secrets, whatever they look like)."""
-    from ..config.validators import is_postgres_url
+    """An outbox location fit to print: a database URL without its password; a SQLite URL or a
+    file path as given (its folder names are not secrets, whatever they look like)."""
+    from ..outbox.urls import outbox_location
 
-    return (safe_url(location) or "") if is_postgres_url(location) else location
+    try:
+        return outbox_location(location).shown
+    except SyncWorkersError:
+        return safe_url(location) or ""
 
 
 def _location(path: Optional[str], url: Optional[str]) -> str:

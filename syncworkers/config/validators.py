@@ -12,10 +12,12 @@ import os
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
 
+from .connections import POSTGRESQL, SQLITE, parse_connection_url
 from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
 from ..exceptions import ConfigError
 from ..observability.redaction import redact_text, safe_url
 from ..signing import load_secrets
+from ..http.headers import name_problem
 from ..http.urls import url_problem
 
 
@@ -139,39 +141,12 @@ def optional_str(value: Any) -> Optional[str]:
     return value
 
 
-#: The forms an outbox location may take (WebhookConfig.outbox_url, ``syncworkers outbox --url``).
-OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://), sqlite:///relative/path,"
-                    " sqlite:////absolute/path, or a file path")
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-
 def outbox_url(value: Any) -> Optional[str]:
-    """An outbox location: a PostgreSQL URL, a ``sqlite:///`` URL or a file path (None passes)."""
-    given = optional_str(value)
-    if given is None:
+    """An outbox location by :func:`~syncworkers.config.connections.parse_connection_url`: a PostgreSQL
+    URL, a ``sqlite:///`` URL or a file path (None passes); returned as given, stripped."""
+    if value is None:
         return None
-    text: str = given.strip()
-    if not text:
-        raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
-    if "://" not in text:
-        if text.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
-            raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
-        return text
-    scheme, rest = text.split("://", 1)
-    scheme = scheme.lower()
-    if scheme in _POSTGRES_SCHEMES:
-        return text
-    if scheme != "sqlite":
-        raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
-    # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
-    if not rest.startswith("/") or not rest.strip("/"):
-        raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
-    return text
-
-
-def is_postgres_url(value: str) -> bool:
-    """True for a ``postgresql://`` or ``postgres://`` URL."""
-    return "://" in value and value.split("://", 1)[0].lower() in _POSTGRES_SCHEMES
+    return parse_connection_url(value, (SQLITE, POSTGRESQL)).text
 
 
 def existing_file(value: Any) -> Optional[str]:
@@ -249,7 +224,8 @@ def verify_setting(value: Any) -> Any:
 
 
 def header_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
+    """An HTTP header name by :func:`syncworkers.http.headers.name_problem` (surrounding spaces dropped)."""
+    if not isinstance(value, str) or name_problem(value.strip()) is not None:
         raise ValueError(f"must be an HTTP header name, got {value!r}")
     return value.strip()
 

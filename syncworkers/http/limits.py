@@ -6,9 +6,9 @@ import threading
 import time
 import weakref
 from typing import Dict, Optional
-from urllib.parse import urlsplit
 
 from ..signals import StopSignal
+from .hosts import origin
 
 #: Seconds a waiter looks at a plain ``threading.Event`` again (a StopSignal wakes it at once).
 _EVENT_STEP = 0.5
@@ -26,10 +26,8 @@ def default_per_host(max_workers: int) -> int:
 
 
 def host_key(url: str) -> str:
-    """``host:port`` of *url* (default port filled in, host lowercased): what a limit counts per."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    return f"{(parts.hostname or '').lower()}:{port}"
+    """``host:port`` of *url* (:attr:`~syncworkers.http.hosts.Origin.authority`): what a limit counts per."""
+    return origin(url).authority
 
 
 class HostLimiter:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..config.defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
 from ..exceptions import safe_url
+from ..http.hosts import netloc
 from ..http.outcome import Kind
 
 #: Attempts kept in each delivery's attempt log (the oldest are dropped).
@@ -34,14 +35,9 @@ def endpoint_of(url: str) -> str:
     """The endpoint a delivery URL names: ``host[:port]/path`` (no scheme, credentials or query)."""
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
+        host = netloc(parts)
     except ValueError:
         return url.split("?", 1)[0].split("#", 1)[0]
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    if port is not None:
-        host = f"{host}:{port}"
     return f"{host}{parts.path or '/'}"
 
 

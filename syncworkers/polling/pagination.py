@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from ..exceptions import ConfigError, PaginationError
+from ..http.hosts import origin
 
 Params = Tuple[Tuple[str, str], ...]
 
@@ -130,11 +131,6 @@ def _name(name: str, value: Any) -> str:
     return value
 
 
-def _origin(url: str) -> Tuple[str, Optional[str], Optional[int]]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.hostname, parts.port
-
-
 @dataclass(frozen=True)
 class LinkHeaderPaginator:
     """Follow the ``Link: <...>; rel="next"`` header (RFC 8288); stop when there is none or a page is empty.
@@ -161,7 +157,7 @@ class LinkHeaderPaginator:
         if target is None:
             return None
         base = page.url or page.request.url
-        if self.same_origin and _origin(target) != _origin(base):
+        if self.same_origin and origin(target) != origin(base):
             raise PaginationError(f"the {self.rel!r} link leads to another origin; refused",
                                   url=target)
         return PageRequest(target)

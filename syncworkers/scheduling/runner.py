@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Un
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
 from ..exceptions import ConfigError, WorkerError
+from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
 from .schedule import Schedule, stagger_offsets
 from ..signals import StopSignal
@@ -70,6 +71,7 @@ class Runner(TickDriver):
                  clock: Callable[[], float] = time.monotonic, name: str = "runner",
                  coordination: Union[str, TickClaims, None] = None,
                  wall_clock: Callable[[], float] = time.time):
+        install()  # the process-wide hooks (idempotent): here, never at import
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 try:
     import redis
@@ -40,8 +37,9 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "RedisListConsumer needs the redis package: pip install 'syncworkers[redis]'"
     ) from exc
 
-from ..exceptions import ConfigError, safe_url
-from ..message import Message
+from ..config.connections import REDIS, parse_connection_url
+from ..exceptions import ConfigError
+from ..message import Message, owner_id
 from .base import Source
 from .redis_envelope import ENVELOPE_KEY, Raw, decode, encode, next_delivery  # noqa: F401 - ENVELOPE_KEY re-exported
 
@@ -79,25 +77,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
 end
 return 0
 """
-
-
-def _display_url(url: str) -> str:
-    try:
-        return safe_url(url) or ""
-    except ValueError:  # a malformed port
-        return "<invalid url>"
-
-
-def _without_password(text: str, url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text
-
-
-def _default_consumer_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _positive(name: str, value: Any, errors: Dict[str, str]) -> float:
@@ -142,14 +121,18 @@ class RedisListConsumer(Source):
         self.block_timeout = block_timeout
         self.max_deliveries = max_deliveries
         self.heartbeat_ttl = heartbeat_ttl
-        self.consumer_id = consumer_id or _default_consumer_id()
+        self.consumer_id = consumer_id or owner_id()
         self._owns_client = client is None
         if client is None:
-            url = url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-            self._url = _display_url(url)  # never the URL itself: it may carry a password
+            try:
+                where = parse_connection_url(url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, (REDIS,),
+                                             paths=False)
+            except ValueError as exc:
+                raise ConfigError(f"invalid Redis URL: {exc}", {"url": str(exc)}) from None
+            self._url = where.shown  # never the URL itself: it may carry a password
             try:
                 client = redis.Redis.from_url(
-                    url,
+                    where.dsn,
                     socket_timeout=block_timeout + SOCKET_TIMEOUT_MARGIN,
                     socket_connect_timeout=CONNECT_TIMEOUT,
                     # A few quick retries: consume() has its own interruptible reconnect loop,
@@ -157,7 +140,7 @@ class RedisListConsumer(Source):
                     retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                 )
             except ValueError as exc:
-                reason = _without_password(str(exc), url)
+                reason = where.redactor().text(str(exc))
                 raise ConfigError(f"invalid Redis URL {self._url!r}: {reason}") from None
         else:
             self._url = "<client>"

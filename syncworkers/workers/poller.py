@@ -15,26 +15,25 @@ import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional
-from urllib.parse import urlsplit
 
 
 from ..observability import events
 from ..config.settings import HTTPClientConfig, PollerConfig
 from ..config.base import with_other_errors
 from ..polling.cursor import IncrementalCursor
-from ..observability.redaction import is_secret_key, register_secret
+from ..observability.redaction import safe_url
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
     RequestError,
     TransportError,
-    safe_url,
 )
 from ..message import Message
 from ..polling.pagination import DEFAULT_MAX_PAGES, Paginator
 from ..polling.ratelimit import RateLimits, shared_rate_limits
 from ..polling.state import StateStore, open_state_store, resolve_state_url
 from ..scheduling.runner import PeriodicJob
+from ..http.headers import header_problem
 from ..http.urls import join_url
 from .base import HTTPWorker, Job
 from ..polling.pages import CONDITIONAL_METHODS, PageWalker, PollOutcome
@@ -101,6 +100,10 @@ class PollerWorker(PageWalker, HTTPWorker):
         if headers is not None and not isinstance(headers, Mapping):
             raise ConfigError(f"headers must be a mapping, got {type(headers).__name__}",
                               {"headers": "must be a mapping"})
+        for header, header_value in (headers or {}).items():
+            problem = header_problem(header, header_value)
+            if problem is not None:
+                raise ConfigError(f"headers: {problem}", {"headers": problem})
         if data_extractor is not None and not callable(data_extractor):
             raise ConfigError(f"data_extractor must be callable, got {data_extractor!r}",
                               {"data_extractor": "must be callable"})
@@ -110,16 +113,15 @@ class PollerWorker(PageWalker, HTTPWorker):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
         _check_paging(paginator, max_pages, cursor, rate_limits)
         state = open_state_store(resolve_state_url(state_url))
+        redactor = client_config.redactor()  # it knows secret_headers: which of these headers are secret
+        redactor.add_headers(headers)  # e.g. the reference's Authorization: Bearer ...
         super().__init__(name=name or default_name(type(self).__name__, config.method, absolute_url),
-                         client_config=client_config)
+                         client_config=client_config, redactor=redactor)
         self.poller_config = config
         self.url = absolute_url
         self.interval = config.interval
         self.method = config.method
         self.headers: Dict[str, str] = dict(headers or {})
-        for header, header_value in self.headers.items():  # e.g. the reference's Authorization: Bearer ...
-            if is_secret_key(header):
-                register_secret(header_value)
         self.params = params
         self.data_extractor = data_extractor
         self.last_outcome: Optional[PollOutcome] = None
@@ -257,15 +259,13 @@ class PollerWorker(PageWalker, HTTPWorker):
 def default_name(class_name: str, method: str, url: str) -> str:
     """A poller's name from its class, method and URL: the same in every process, no secrets.
 
-    Shows the scheme, host and path only; a hash of the full URL (query and
-    credentials included) tells apart pollers that differ only there.
+    Shows the URL as :func:`~syncworkers.observability.redaction.safe_url` prints it, without
+    its query string; a hash of the full URL (query and credentials included) tells apart
+    pollers that differ only there.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
-    return f"{class_name} {method} {parts.scheme}://{host}{parts.path} ({digest})"
+    shown = (safe_url(url) or "").split("?", 1)[0]
+    return f"{class_name} {method} {shown} ({digest})"
 
 
 def _client_config(poller_config: Optional[PollerConfig], effective: PollerConfig,
