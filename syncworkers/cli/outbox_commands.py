@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import click
 
@@ -288,17 +287,6 @@ def replay(path: Optional[str], url: Optional[str], ids: Sequence[str], ids_from
     echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
 
 
-class _Until(threading.Event):
-    """An Event that counts as set once *done()* says so: the outbox loop's stop signal."""
-
-    def __init__(self, done: Callable[[], bool]) -> None:
-        super().__init__()
-        self._done = done
-
-    def is_set(self) -> bool:
-        return super().is_set() or self._done()
-
-
 @outbox.command()
 @_PATH_OPTION
 @click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
@@ -339,34 +327,30 @@ def deliver(path: Optional[str], url: Optional[str], timeout: float, log_level: 
 
 
 def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
-    """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*."""
+    """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*.
+
+    The loop waits on the sender's stop signal, never on a polled predicate: the dispatcher
+    ends the flush itself once nothing is due now (``due_only``), or at the deadline.
+    """
     dispatcher = sender._outbox_dispatcher()
     box = dispatcher.outbox
-    deadline = time.monotonic() + timeout
     progress = _Progress(box.counts()["pending"], "delivering")
-    state = {"timed_out": False}
 
     def outcomes() -> Dict[str, Any]:
         counts = sender.health()["deliveries"]
         return {key: int(counts[key]) for key in ("delivered", "retried", "postponed", "dead")}
 
-    def done() -> bool:  # read by the loop between claims, on this thread
-        progress.show(sum(outcomes().values()))
-        if time.monotonic() >= deadline:
-            state["timed_out"] = box.next_due() is not None and box.next_due() <= box.clock()
-            return True
-        if dispatcher.in_flight:
-            return False
-        due = box.next_due()
-        return due is None or due > box.clock()
-
     try:
-        dispatcher.flush(None, _Until(done))
+        if timeout > 0:  # with no time at all nothing is started: what is due stays pending
+            dispatcher.flush(timeout, sender.stop_event, due_only=True,
+                             on_turn=lambda: progress.show(sum(outcomes().values())))
         summary = outcomes()
-        progress.show(sum(summary.values()))  # the loop may end without asking done() again
+        progress.show(sum(summary.values()))  # the loop may end without another turn
     finally:
         progress.close()
-    return {**summary, "timed_out": state["timed_out"] or dispatcher.in_flight > 0}
+    due = box.next_due()
+    left_due = due is not None and due <= box.clock()
+    return {**summary, "timed_out": left_due or dispatcher.in_flight > 0}
 
 
 @outbox.command()

@@ -20,7 +20,6 @@ from ..exceptions import ConfigError
 from ..http.limits import default_per_host
 from ..observability.redaction import Redactor
 from ..http.outcome import RETRY_STATUSES
-from ..scheduling.schedule import check_jitter
 from .base import UNSET, _Config, _field, _quoted
 from .defaults import (
     AUTH_TYPES,
@@ -364,7 +363,7 @@ class PollerConfig(_Config):
     _VALIDATORS = {
         "base_url": v.http_url(base=True),
         "url": v.http_url(relative_ok=True),
-        "interval": v.seconds(above=0, maximum=MAX_INTERVAL),
+        "interval": v.check_interval,
         "method": v.choice(HTTP_METHODS, upper=True),
         "connect_timeout": v.seconds(above=0),
         "read_timeout": v.seconds(above=0),
@@ -384,7 +383,7 @@ class PollerConfig(_Config):
     }
 
     def _validate(self) -> None:
-        check_jitter(self.jitter, self.interval)
+        v.check_jitter(self.jitter, self.interval)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import click
 
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, safe_url
 
 #: The keys of the settings, as Django's ``SYNCWORKERS`` dict spells them (Flask adds ``SYNCWORKERS_``).
@@ -38,10 +39,7 @@ class Settings:
             raise ConfigError(f"WORKERS must be a list of 'module:attr' strings or workers, got {workers!r}",
                               {"WORKERS": "must be a list"})
         object.__setattr__(self, "workers", tuple(workers))
-        mw = self.max_workers
-        if mw is not None and (not isinstance(mw, int) or isinstance(mw, bool) or mw < 1):
-            raise ConfigError(f"MAX_WORKERS must be an integer >= 1, got {mw!r}",
-                              {"MAX_WORKERS": "must be an integer >= 1"})
+        checked("MAX_WORKERS", self.max_workers, count(optional=True, text=False))
         for key in ("outbox", "coordination", "base_url"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):

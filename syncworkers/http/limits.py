@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from typing import Dict, Optional
 
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from .hosts import origin
 
 #: Seconds a waiter looks at a plain ``threading.Event`` again (a StopSignal wakes it at once).
@@ -61,15 +60,12 @@ class HostLimiter:
         stepped = not isinstance(cancel, StopSignal)
         if not stepped:
             self._watch(cancel)  # type: ignore[arg-type]
-        end = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._lock:
             while self._held.get(key, 0) >= self.limit:
-                left = None if end is None else end - time.monotonic()
-                if cancel.is_set() or (left is not None and left <= 0):
+                if cancel.is_set() or deadline.expired:
                     return False
-                if stepped:
-                    left = _EVENT_STEP if left is None else min(_EVENT_STEP, left)
-                self._lock.wait(left)
+                self._lock.wait(deadline.cap(_EVENT_STEP) if stepped else deadline.remaining())
             self._held[key] = self._held.get(key, 0) + 1
             return True
 

@@ -25,6 +25,7 @@ from ..exceptions import (
     safe_url,
 )
 from ..http.client import merge_headers
+from ..http.outcome import is_poll_success, status_class
 from ..message import Message
 from .pagination import Page, PageRequest, Paginator, first_request
 from .ratelimit import RateLimits
@@ -136,8 +137,7 @@ class PageWalker:
             except StateStoreError as exc:
                 return self._tick_failed(outcome, exc, "cannot store the cursor")
         if number or not outcome.ok:  # a tick skipped for the rate limit is neither success nor failure
-            status = outcome.status_code or 0
-            self._record(success=outcome.ok and (200 <= status < 300 or status == 304))
+            self._record(success=outcome.ok and is_poll_success(outcome.status_code))
         return outcome
 
     def _load_cursor(self) -> Any:
@@ -205,7 +205,7 @@ class PageWalker:
         status = response.status_code
         outcome.status_code = status
         self.rate_limits.update(request.url, status, response.headers)
-        stats.incr(f"responses_{status // 100}xx")
+        stats.incr(f"responses_{status_class(status) or 'other'}")
         if status == 304:
             stats.incr("not_modified")
             return None

@@ -15,6 +15,8 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, PaginationError
 from ..http.hosts import origin
 
@@ -119,10 +121,8 @@ def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}",
-                          {name: f"must be an integer >= {minimum}"})
-    return value
+    result: int = checked(name, value, count(minimum=minimum, maximum=MAX_COUNT, text=False))
+    return result
 
 
 def _name(name: str, value: Any) -> str:

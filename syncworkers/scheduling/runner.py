@@ -23,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, WorkerError
 from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
 from .schedule import Schedule, stagger_offsets
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from .ticks import CLOCK_STEP, MAX_TIMER_WAIT, TickDriver, _Entry, _Loop
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,6 @@ DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 SIGNAL_POLL_INTERVAL = 0.2
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 _NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
@@ -74,9 +71,7 @@ class Runner(TickDriver):
         install()  # the process-wide hooks (idempotent): here, never at import
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            raise ConfigError(f"max_workers must be an integer >= 1, got {max_workers!r}",
-                              {"max_workers": "must be an integer >= 1"})
+        max_workers = checked("max_workers", max_workers, count(text=False))
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}",
                               {"name": "must be a non-empty string"})
@@ -183,7 +178,7 @@ class Runner(TickDriver):
         which then does not wait for itself (its worker's shutdown() then runs
         before that job returns).
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         with self._lifecycle:
             if self._state == _STARTING:
                 raise WorkerError(f"runner {self.name!r}: stop() called from inside start()")
@@ -198,7 +193,7 @@ class Runner(TickDriver):
         current = threading.current_thread()
         timer, pool = self._timer, self._pool
         if timer is not None and timer is not current:
-            timer.join(_remaining(deadline))
+            timer.join(deadline.remaining())
         if first and pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         own = getattr(self._local, "entry", None)
@@ -207,9 +202,9 @@ class Runner(TickDriver):
             futures = [e.future for e in self._entries
                        if e.future is not None and not e.future.cancelled() and e is not own]
             loops = [loop.thread for loop in self._loops if loop.thread is not current]
-        _, pending = concurrent.futures.wait(futures, timeout=_remaining(deadline))
+        _, pending = concurrent.futures.wait(futures, timeout=deadline.remaining())
         for thread in loops:
-            thread.join(_remaining(deadline))
+            thread.join(deadline.remaining())
         alive = [t.name for t in loops if t.is_alive()]
         if timer is not None and timer is not current and timer.is_alive():
             alive.append(timer.name)

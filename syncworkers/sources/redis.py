@@ -38,6 +38,8 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     ) from exc
 
 from ..config.connections import REDIS, parse_connection_url
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count, seconds
 from ..exceptions import ConfigError
 from ..message import Message, owner_id
 from .base import Source
@@ -79,13 +81,6 @@ return 0
 """
 
 
-def _positive(name: str, value: Any, errors: Dict[str, str]) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        errors[name] = f"{name} must be a positive number, got {value!r}"
-        return 1.0
-    return float(value)
-
-
 class RedisListConsumer(Source):
     """A reliable queue on Redis lists: consume(), then ack() or nack() each message.
 
@@ -105,13 +100,12 @@ class RedisListConsumer(Source):
         errors: Dict[str, str] = {}
         if not isinstance(queue, str) or not queue:
             errors["queue"] = f"queue must be a non-empty string, got {queue!r}"
-        block_timeout = _positive("block_timeout", block_timeout, errors)
-        heartbeat_ttl = _positive("heartbeat_ttl", heartbeat_ttl, errors)
+        block_timeout = checked("block_timeout", block_timeout, seconds(above=0, text=False), errors, 1.0)
+        heartbeat_ttl = checked("heartbeat_ttl", heartbeat_ttl, seconds(above=0, text=False), errors, 1.0)
         if "block_timeout" not in errors and "heartbeat_ttl" not in errors and heartbeat_ttl <= block_timeout:
             errors["heartbeat_ttl"] = (f"heartbeat_ttl must be longer than block_timeout, got "
                                        f"heartbeat_ttl={heartbeat_ttl!r} block_timeout={block_timeout!r}")
-        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1:
-            errors["max_deliveries"] = f"max_deliveries must be a whole number >= 1, got {max_deliveries!r}"
+        max_deliveries = checked("max_deliveries", max_deliveries, count(maximum=MAX_COUNT, text=False), errors, 1)
         if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id):
             errors["consumer_id"] = f"consumer_id must be a non-empty string, got {consumer_id!r}"
         if errors:

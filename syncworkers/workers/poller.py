@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from ..observability import events
 from ..config.settings import HTTPClientConfig, PollerConfig
 from ..config.base import with_other_errors
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..polling.cursor import IncrementalCursor
 from ..observability.redaction import safe_url
 from ..exceptions import (
@@ -295,9 +297,7 @@ def _check_paging(paginator: Any, max_pages: Any, cursor: Any, rate_limits: Any)
     if paginator is not None and not isinstance(paginator, Paginator):
         raise ConfigError(f"paginator must have first_params() and next_request(page), got {paginator!r}",
                           {"paginator": "must implement the Paginator protocol"})
-    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
-        raise ConfigError(f"max_pages must be an integer >= 1, got {max_pages!r}",
-                          {"max_pages": "must be an integer >= 1"})
+    checked("max_pages", max_pages, count(maximum=MAX_COUNT, text=False))
     if cursor is not None and not isinstance(cursor, IncrementalCursor):
         raise ConfigError(f"cursor must be an IncrementalCursor, got {type(cursor).__name__}",
                           {"cursor": "must be an IncrementalCursor"})

@@ -35,7 +35,7 @@ from ..message import Message
 from ..outbox import OutboxStore
 from ..http.outcome import Kind, classify_error
 from ..scheduling.runner import LoopJob
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from ..signing import Signer, split_secrets
 from .base import HTTPWorker, Job
 from ..delivery.broadcast import CANCELLED, Broadcaster
@@ -262,7 +262,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         Outbox deliveries still on the wire at the timeout are handed back to the
         outbox (pending), for the next run or another process: nothing is lost.
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         # The run's stop signal reaches broadcasts and retry waits at once; the source is closed too.
         if self.source is not None:
             self.source.close()
@@ -274,7 +274,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         for pool in pools:
             pool.shutdown(wait=False)
         if pools:
-            _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+            _, pending = wait(futures, deadline.remaining())
         else:  # an earlier stop() took the pools and waited; some deliveries may still be running
             pending = {future for future in futures if not future.done()}
         if pending:
