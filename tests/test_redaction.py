@@ -147,7 +147,7 @@ def test_token_shaped_segments_are_secrets(segment):
 @pytest.mark.parametrize("segment", [
     "incoming-orders-from-shop", "GetCustomerOrdersByRegionAndDate", "IncomingWebhookForOrders",
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "supercalifragilisticexpialidocious", "2024-05-01-2024-06-01-01",
-    "12345678901234567890123", "shortAbC1", "orders_by_customer_and_region",
+    "12345678901234567890123", "shortAbC1", "orders_by_customer_and_region", "XMLHTTPRequestHandlerAPIs",
 ])
 def test_ordinary_segments_are_kept(segment):
     assert not is_token_segment(segment)

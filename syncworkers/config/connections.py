@@ -35,11 +35,12 @@ SCHEMES = {
     "rediss": REDIS,
     "unix": REDIS,  # redis-py's unix:///path/to/redis.sock
 }
-#: How each kind may be written, for error messages.
+#: How each kind may be written, for error messages (no host:port placeholder: printed
+#: text has its URLs parsed and shortened, and a placeholder port would not parse).
 FORMS = {
     SQLITE: "sqlite:///relative/path, sqlite:////absolute/path",
-    POSTGRESQL: "postgresql://user@host:port/database (or postgres://, postgresql+psycopg://)",
-    REDIS: "redis://host:port/db (or rediss://, unix://)",
+    POSTGRESQL: "a postgresql:// URL (or postgres://, postgresql+psycopg://)",
+    REDIS: "a redis:// URL (or rediss://, unix://)",
 }
 
 
