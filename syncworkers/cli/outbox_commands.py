@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence
 import click
 
 from ..exceptions import SyncWorkersError, safe_url
-from ..observability.redaction import redact_text
+from ..observability.redaction import Redactor, redact_text
 
 from .app import CLIError, EXIT_FAILED, _setup, cli, echo
 from .formats import _Progress, _attempt_dict, _clip, _read_ids, _seconds, _when, parse_duration, parse_since
@@ -52,6 +52,16 @@ def _shown(location: str) -> str:
         return safe_url(location) or ""
 
 
+def _redactor(location: str) -> Redactor:
+    """What masks the text of *location*'s errors: its password, and the rule."""
+    from ..outbox.urls import outbox_location
+
+    try:
+        return outbox_location(location).redactor()
+    except SyncWorkersError:
+        return Redactor()
+
+
 def _location(path: Optional[str], url: Optional[str]) -> str:
     if url is not None and path is None:
         return url
@@ -75,7 +85,7 @@ def _opened(location: str, check: Any) -> Any:
             raise CLIError(str(exc)) from exc
         # The database's own errors (psycopg): the reason, never the URL's password.
         raise CLIError(f"cannot open outbox {_shown(location)!r}: {type(exc).__name__}: "
-                       f"{redact_text(str(exc))}") from exc
+                       f"{_redactor(location).text(str(exc))}") from exc
     return box
 
 
