@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 import time
 import weakref
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
 from .attempt import Sent, send_once

@@ -42,10 +42,13 @@ def endpoint_of(url: str) -> str:
 
 
 def shown(endpoint: str) -> str:
-    """*endpoint* as printed: secret path segments masked as :func:`~syncworkers.exceptions.safe_url` does."""
-    host, _, path = endpoint.partition("/")
-    masked = safe_url(f"http://host/{path}") or ""
-    return host + masked[len("http://host"):]
+    """*endpoint* as printed: secret path segments masked as :func:`~syncworkers.exceptions.safe_url` does
+    (with its host: a known webhook URL shape is masked whole)."""
+    masked = safe_url(f"http://{endpoint}") or ""
+    if masked.startswith("http://"):
+        return masked[len("http://"):]
+    host, _, path = endpoint.partition("/")  # not a host safe_url can read: the path alone
+    return host + (safe_url(f"http://host/{path}") or "")[len("http://host"):]
 
 
 def effect(kind: str) -> Optional[str]:
