@@ -171,3 +171,13 @@ def test_known_webhook_url_shapes_are_masked(url, shown):
 def test_ipv6_hosts_keep_their_brackets_when_printed():
     assert safe_url("http://u:p@[::1]:8080/x?q=1") == f"http://[::1]:8080/x?{MASK}"
     assert safe_url("http://[2001:DB8::1]/x") == "http://[2001:db8::1]/x"
+
+
+def test_a_pollers_default_name_masks_a_secret_path_like_every_printed_url():
+    from syncworkers import PollerWorker
+
+    url = f"https://hooks.example.com/services/T0AB12CDE/B0FG34HIJ/{LETTERS_TOKEN}"
+    with PollerWorker(url, interval=60) as poller:
+        shown = [poller.name, repr(poller), str(poller.health())]
+    assert poller.name.startswith(f"PollerWorker GET https://hooks.example.com/services/T0AB12CDE/B0FG34HIJ/{MASK} (")
+    assert all(LETTERS_TOKEN not in text for text in shown)
