@@ -59,6 +59,8 @@ _USERINFO_RE = re.compile(r"(?<=://)[^\s/?#@\"'\\]+@")
 _QUOTED_ITEM_RE = re.compile(r"""(['"])([A-Za-z][\w\-]*)\1(\s*:\s*)(['"])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
 # A URL in free text, up to a space, a quote or an angle bracket.
 _URL_RE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>]+")
+#: What may follow a URL in a sentence without being part of it.
+_TRAILING_PUNCTUATION = ".,:;!?)]}"
 
 # -- secret path segments ---------------------------------------------------------------------
 
@@ -228,8 +230,18 @@ def _redact(value: Any, known: _Known, active: Set[int]) -> Any:
 def _output(text: str, known: _Known) -> str:
     text = _text(text, known)
     if "://" in text:
-        text = _URL_RE.sub(lambda m: safe_url(m.group(0)) or "", text)
+        text = _URL_RE.sub(_shorten_url, text)
     return text
+
+
+def _shorten_url(match: "re.Match[str]") -> str:
+    # A URL in a sentence may be followed by punctuation ("for http://h:8001: 3 failures"):
+    # it is not part of the URL, and "8001:" would not parse as a port.
+    url = match.group(0)
+    end = len(url.rstrip(_TRAILING_PUNCTUATION))
+    if url[:end].endswith("://"):  # a scheme named in prose ("redis://, rediss:// or ..."): no URL
+        return url
+    return (safe_url(url[:end]) or "") + url[end:]
 
 
 def _credentials(value: str) -> Iterable[str]:
@@ -380,7 +392,11 @@ def safe_url(url: Optional[str]) -> Optional[str]:
     except ValueError:
         return "<invalid url>"
     query = MASK if parts.query else ""
-    return urlunsplit((parts.scheme, host, _mask_path(parts.path, parts.hostname or ""), query, ""))
+    path = _mask_path(parts.path, parts.hostname or "")
+    if not host and parts.scheme and url[len(parts.scheme):].startswith("://"):
+        # No authority (sqlite:////abs/path): urlunsplit would drop the "//" and print sqlite://abs/path.
+        return f"{parts.scheme}://{path}" + (f"?{query}" if query else "")
+    return urlunsplit((parts.scheme, host, path, query, ""))
 
 
 __all__ = [

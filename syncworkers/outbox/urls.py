@@ -6,7 +6,7 @@ import os
 from typing import Any, Optional, Union
 
 from ..config.connections import POSTGRESQL, SQLITE, ConnectionURL, parse_connection_url
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, safe_url
 from .store import OutboxStore
 
 #: Constructor options the SQLite store takes (the PostgreSQL-only ones are dropped for it).
@@ -24,6 +24,16 @@ def outbox_location(location: Union[str, "os.PathLike[str]"]) -> ConnectionURL:
 def sqlite_path(location: str) -> str:
     """The file a ``sqlite:///relative`` / ``sqlite:////absolute`` URL or a plain path names."""
     return outbox_location(location).path or ""
+
+
+def printable_location(location: str) -> str:
+    """An outbox location fit to print (:attr:`~syncworkers.config.connections.ConnectionURL.shown`): a
+    database URL without its password; a file path or ``sqlite:`` URL as given (its folder names are
+    not secrets). One that does not parse is printed as a URL would be."""
+    try:
+        return outbox_location(location).shown
+    except ConfigError:
+        return safe_url(location) or ""
 
 
 def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **options: Any) -> OutboxStore:
@@ -50,4 +60,4 @@ def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **opt
     return Outbox(where.path, **{k: val for k, val in options.items() if k in _SQLITE_OPTIONS})
 
 
-__all__ = ["open_outbox", "outbox_location", "sqlite_path"]
+__all__ = ["open_outbox", "outbox_location", "printable_location", "sqlite_path"]
