@@ -23,7 +23,9 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from ..exceptions import ConfigError, safe_url
+from ..config.connections import POSTGRESQL, parse_connection_url
+from ..config.validators import checked, count, seconds
+from ..exceptions import ConfigError
 from ..message import new_id
 from . import dbapi
 from . import health
@@ -75,14 +77,16 @@ class PostgresOutbox(PostgresReads):
         clock: Optional[Callable[[], float]] = None,
         local_clock: Optional[Callable[[], float]] = None,
     ) -> None:
-        if not lease_seconds > 0:
-            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
+        pool_size = checked("pool_size", pool_size, count(text=False))
         if not table or (schema is not None and not schema):
             raise ConfigError("table and schema must be non-empty names")
-        self._url = url
-        self.path = safe_url(url)  #: where the store lives, for display (no password)
+        try:
+            where = parse_connection_url(url, (POSTGRESQL,), paths=False)
+        except ValueError as exc:
+            raise ConfigError(f"invalid PostgreSQL outbox URL: {exc}") from None
+        url = self._url = where.dsn
+        self.path: Optional[str] = where.shown  #: where the store lives, for display (no password)
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or default_owner()
         self.table, self.schema, self.pool_size = table, schema, pool_size

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from ..exceptions import ConfigError
+from ..config.validators import checked, seconds
 from ..message import new_id
 from . import dbapi
 from . import health
@@ -57,8 +57,7 @@ class Outbox(SQLiteReads):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
     ):
-        if not lease_seconds > 0:
-            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
         if path is not None:
             path = os.fspath(path)
         self.path: Optional[str] = None if path in (None, ":memory:") else path

@@ -11,12 +11,10 @@ schedule only as delivered or dead.
 from __future__ import annotations
 
 import base64
-import os
-import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Type
 
+from ..message import owner_id
 from ..observability.redaction import redact_headers, safe_url
 from .health import EndpointHealth
 
@@ -108,8 +106,8 @@ class Attempt:
 
 
 def default_owner() -> str:
-    """A name for this process's claims, unique across machines and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """A name for this process's claims, unique across machines and restarts (:func:`~syncworkers.message.owner_id`)."""
+    return owner_id()
 
 
 def check_new_delivery(url: str, body: bytes, headers: Optional[Dict[str, str]]) -> Dict[str, str]:
