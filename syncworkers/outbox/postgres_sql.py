@@ -214,6 +214,14 @@ def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) 
     return [statement.as_string(None) for statement in statements]
 
 
+def drop_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
+    """The SQL that removes the outbox tables of *table* (in *schema*), their indexes with them, for tools
+    that created them (the Django migration, reversed)."""
+    prefix = [schema] if schema else []
+    return [sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*prefix, name)).as_string(None)
+            for key, name in table_names(table).items()]
+
+
 def names(table: str, schema: Optional[str]) -> Dict[str, sql.Identifier]:
     """The identifiers of the outbox's other tables and indexes, for the DDL's placeholders."""
     prefix = [schema] if schema else []
@@ -248,4 +256,4 @@ def filters(state: Optional[str], endpoint: Optional[str], since: Optional[float
     return " AND ".join(clauses), params
 
 
-__all__ = ["DEFAULT_TABLE", "schema_statements"]
+__all__ = ["DEFAULT_TABLE", "drop_statements", "schema_statements"]

@@ -25,7 +25,7 @@ from . import dbapi
 from . import health
 from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Subscribers
-from .sqlite_connections import SQLiteConnections, connect
+from .sqlite_connections import Connections, SQLiteConnections, connect
 from .sqlite_reads import SQLiteReads
 from .sqlite_schema import _MIGRATIONS  # noqa: F401 - re-exported: the migrations, for tests
 from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION, A, E,
@@ -43,7 +43,9 @@ class Outbox(SQLiteReads):
     commit with ``synchronous=FULL``, so a delivery survives a crash once :meth:`add`
     returns (claims and outcomes skip the fsync: see ``SQLiteConnections.write``). Each
     thread borrows a connection from a small pool. Times come from ``clock`` unless a
-    method is given ``now``. ``owner`` names this process's claims.
+    method is given ``now``. ``owner`` names this process's claims. ``connections`` replaces
+    the store's own with an app's connections to its database (Django's: see
+    ``sqlite_connections.Connections``); the tables are then the app's to create.
     """
 
     #: What a store operation raises when the database cannot do it now (or the store is closed).
@@ -56,19 +58,23 @@ class Outbox(SQLiteReads):
         clock: Optional[Callable[[], float]] = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
+        connections: Optional[Connections] = None,
     ):
         if not lease_seconds > 0:
             raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
         if path is not None:
             path = os.fspath(path)
-        self.path: Optional[str] = None if path in (None, ":memory:") else path
-        self.durable: bool = self.path is not None
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or default_owner()
         # Looked up at each call, not bound here, so that a patched time.time (freezegun) applies.
         self._clock = clock if clock is not None else (lambda: time.time())
         self._subscribers = Subscribers()
-        self._connections = SQLiteConnections(self.path, lambda target: self._connect(target))
+        if connections is None:
+            connections = SQLiteConnections(None if path in (None, ":memory:") else path,
+                                            lambda target: self._connect(target))
+        self._connections: Connections = connections
+        self.path: Optional[str] = connections.path
+        self.durable: bool = connections.durable
 
     def _connect(self, target: str) -> sqlite3.Connection:
         """Every connection the store opens comes from here (a test limits them to fake a full disk)."""

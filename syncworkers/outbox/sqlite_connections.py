@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Protocol, Tuple
 
 from ..exceptions import ConfigError
 from .sqlite_schema import migrate
@@ -32,6 +32,28 @@ def connect(target: str) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+class Connections(Protocol):
+    """What the SQLite store asks of its connections (:class:`SQLiteConnections`, or an app's)."""
+
+    path: Optional[str]  #: the database's file, for display; None in memory
+    durable: bool
+
+    def borrow(self) -> ContextManager[sqlite3.Connection]:
+        """A connection for one read (rows by column name)."""
+
+    def write(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
+        """A connection inside a transaction (or a savepoint inside one) for the block."""
+
+    def check_same_file(self, connection: Any) -> None:
+        """ConfigError when a caller's *connection* is not on this database."""
+
+    def check_open(self) -> None:
+        """ValueError once closed."""
+
+    def close(self) -> None:
+        """Release what these connections hold; idempotent."""
 
 
 class SQLiteConnections:
@@ -164,4 +186,4 @@ class SQLiteConnections:
             conn.close()
 
 
-__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "SQLiteConnections", "connect"]
+__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "Connections", "SQLiteConnections", "connect"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .health import EndpointHealth
-from .sqlite_connections import SQLiteConnections
+from .sqlite_connections import Connections
 from .sqlite_schema import ATTEMPT_COLUMNS, COLUMNS, ENDPOINT_COLUMNS, A, E, T, chunks, delivery_of, filters, marks
 from .store import HELD, IN_FLIGHT, PENDING, Attempt, Delivery, attempt_of, counts_of, health_of
 
@@ -13,7 +13,7 @@ from .store import HELD, IN_FLIGHT, PENDING, Attempt, Delivery, attempt_of, coun
 class SQLiteReads:
     """The read-only queries of :class:`~syncworkers.outbox.sqlite.Outbox` (which mixes them in)."""
 
-    _connections: SQLiteConnections
+    _connections: Connections
 
     def get(self, id: str) -> Optional[Delivery]:
         """The delivery with this id, or None."""

@@ -10,7 +10,6 @@ names (``syncworkers_outbox``, ``..._attempts``, ``..._endpoints``: :data:`T`,
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -125,12 +124,16 @@ def _plan(from_version: int) -> Iterator[Union[str, Callable[[sqlite3.Connection
     for version, migration in enumerate(_MIGRATIONS[from_version:], start=from_version + 1):
         for step in migration:
             if callable(step):
-                yield functools.partial(step, t=names["t"])
+                yield _on_table(step, names["t"])
             else:
                 yield from _split(step.format(**names))
         if version == PREFIXED_SINCE:
             yield from _prefix_tables(names)
             names = NAMES
+
+
+def _on_table(step: Callable[[sqlite3.Connection, str], None], t: str) -> Callable[[sqlite3.Connection], None]:
+    return lambda conn: step(conn, t)
 
 
 def schema_statements(from_version: int = 0) -> List[str]:
