@@ -61,7 +61,7 @@ def hooks(django_db, server):
         from django.db import connection
 
         with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM deliveries")
+            cursor.execute("DELETE FROM syncworkers_outbox")
         yield server
         app_workers().stop(timeout=10)
 
@@ -75,7 +75,7 @@ def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(django_db):
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='deliveries'")
+        cursor.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='syncworkers_outbox'")
         assert cursor.fetchone() is not None
 
 

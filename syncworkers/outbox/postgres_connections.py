@@ -107,6 +107,9 @@ class PostgresQueries:
 
     def create_tables(self, conn: "psycopg.Connection[Any]") -> None:
         """Create or update the tables and their indexes (one transaction on *conn*, in autocommit mode)."""
+        if self._complete(conn):
+            self._fill_targets(conn)
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"syncworkers-outbox:{self.channel}",))
             if self.schema:
@@ -120,6 +123,26 @@ class PostgresQueries:
             for statement in DDL[1:]:
                 conn.execute(sql.SQL(statement).format(t=self.name, **names(self.table, self.schema)))
             self._fill_targets(conn)
+
+    def _complete(self, conn: "psycopg.Connection[Any]") -> bool:
+        """Whether every table, index and column exists already: read from the catalog, without a lock.
+
+        CREATE INDEX IF NOT EXISTS takes its table's SHARE lock before it finds the index there: it
+        would wait for every open transaction that wrote a delivery (an app's, a test's), and make
+        every later writer wait behind it.
+        """
+        prefix = [self.schema] if self.schema else []
+        relations = [self.name, *self._tables.values(),
+                     *(sql.Identifier(*prefix, f"{self.table}_{key}") for key in ("due", "lease", "updated", "target"))]
+        found = conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+            sql.SQL("to_regclass({}) IS NOT NULL").format(sql.Literal(name.as_string(conn))) for name in relations)
+        )).fetchone()
+        if found is None or not all(found):
+            return False
+        columns = {row[0] for row in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND NOT attisdropped",
+            (self.name.as_string(conn),))}
+        return all(column in columns for column, _ in ADDED_COLUMNS)
 
     def _fill_targets(self, conn: "psycopg.Connection[Any]") -> None:
         """Name the endpoint of every delivery stored before endpoints were tracked."""

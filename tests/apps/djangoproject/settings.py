@@ -1,4 +1,5 @@
-"""A minimal Django project for the Django tests: the outbox lives in the app's own SQLite database."""
+"""A small Django project for the Django tests: the outbox lives in the app's own database (SQLite, or
+PostgreSQL with DJANGO_PG_URL), the admin shows it; ``tests.py`` holds the project's own tests."""
 
 import os
 
@@ -7,8 +8,17 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "tests.apps.djangoproject.urls"
 USE_TZ = True
-INSTALLED_APPS = ["django.contrib.contenttypes", "syncworkers.contrib.django", "tests.apps.djangoproject"]
-MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+                  "django.contrib.sessions", "django.contrib.messages", "syncworkers.contrib.django",
+                  "tests.apps.djangoproject"]
+MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware", "django.middleware.csrf.CsrfViewMiddleware",
+              "django.contrib.auth.middleware.AuthenticationMiddleware",
+              "django.contrib.messages.middleware.MessageMiddleware"]
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+              "OPTIONS": {"context_processors": ["django.template.context_processors.request",
+                                                 "django.contrib.auth.context_processors.auth",
+                                                 "django.contrib.messages.context_processors.messages"]}}]
+STATIC_URL = "/static/"
 DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3",
                 "NAME": os.environ.get("DJANGO_DB", "/tmp/syncworkers-django-test.sqlite3")},
