@@ -1,5 +1,5 @@
 """A small Django project for the Django tests: the outbox lives in the app's own database (SQLite, or
-PostgreSQL with DJANGO_PG_URL), the admin shows it; ``tests.py`` holds the project's own tests."""
+PostgreSQL with DJANGO_PG_URL), the admin shows it; ``tests_project.py`` holds the project's own tests."""
 
 import os
 
@@ -36,3 +36,4 @@ SYNCWORKERS = {
     "BASE_URL": os.environ.get("DJANGO_HOOKS_BASE_URL", "http://127.0.0.1:9"),
 }
 RECEIVER_SECRET = "whsec_dGVzdC1yZWNlaXZlci1zZWNyZXQta2V5LTEyMzQ="
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

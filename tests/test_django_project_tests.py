@@ -1,0 +1,59 @@
+"""A Django project's own tests pass under ``manage.py test``: on Django's default test database (SQLite in
+memory) and on PostgreSQL, where the test database is dropped at the end (no connection of the outbox's
+left open: "database test_… is being accessed by other users" would fail the run).
+
+The project is tests/apps/djangoproject; its tests (``tests_project.py``) enqueue from a view, read the
+outbox back inside ``TestCase``, and deliver with ``call_command("syncworkers", "run", "--once")``.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("django")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
+TESTS = ("test_the_view_enqueues_the_order_webhook", "test_a_refused_payment_enqueues_nothing",
+         "test_an_inner_atomic_that_raises_takes_its_webhook_back",
+         "test_manage_py_syncworkers_run_once_delivers_what_was_committed")
+
+
+def manage_py_test(server, **env):
+    server.route("POST", "/hooks/orders", status=200)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCWORKERS_", "WEBHOOK_", "DJANGO_"))}
+    base.update({"PYTHONPATH": ROOT, "DJANGO_SETTINGS_MODULE": "tests.apps.djangoproject.settings",
+                 "DJANGO_HOOKS_BASE_URL": server.base_url, **env})
+    return subprocess.run([sys.executable, MANAGE, "test", "tests.apps.djangoproject", "--verbosity", "2",
+                           "--noinput"], cwd=ROOT, env=base, capture_output=True, text=True, timeout=300)
+
+
+def assert_passed(done, server):
+    assert done.returncode == 0, done.stderr
+    for name in TESTS:
+        assert f"{name} " in done.stderr and f"{name} (" in done.stderr, done.stderr
+    assert f"Ran {len(TESTS)} tests" in done.stderr and "\nOK" in done.stderr, done.stderr
+    # the committed order's webhook, and only it, reached the receiver
+    assert [call.json() for call in server.calls("/hooks/orders")] == [{"order": 5}]
+
+
+def test_manage_py_test_passes_on_the_default_in_memory_sqlite_test_database(server, tmp_path):
+    done = manage_py_test(server, DJANGO_DB=str(tmp_path / "app.sqlite3"))
+    assert "Creating test database for alias 'default' ('file:memorydb_default?mode=memory" in done.stderr, done.stderr
+    assert_passed(done, server)
+    assert not (tmp_path / "app.sqlite3").exists()  # the tests never touched the project's own database
+
+
+def test_manage_py_test_passes_on_postgresql_and_drops_its_test_database(pg_server, server):
+    import psycopg
+
+    url = pg_server.create_database()
+    done = manage_py_test(server, DJANGO_PG_URL=url)
+    assert "Destroying test database for alias 'default'" in done.stderr, done.stderr
+    assert "being accessed by other users" not in done.stderr
+    assert_passed(done, server)
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (f"test_{name}",)).fetchone() is None
