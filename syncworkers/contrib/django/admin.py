@@ -16,6 +16,7 @@ import json
 from typing import Any, Callable, Optional, TypeVar, cast
 
 from django.contrib import admin, messages  # type: ignore[import-untyped]
+from django.utils import formats, timezone  # type: ignore[import-untyped]
 from django.utils.html import format_html, format_html_join  # type: ignore[import-untyped]
 
 from ...exceptions import ConfigError
@@ -38,9 +39,10 @@ def _action(**options: Any) -> Callable[[F], F]:
     return cast(Callable[[F], F], admin.action(**options))
 
 
-def _when(seconds: Optional[float]) -> Optional[datetime.datetime]:
-    """An epoch time as an aware datetime (the admin shows it in the current time zone)."""
-    return None if seconds is None else datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+def _when(seconds: float) -> str:
+    """An epoch time as Django shows a datetime: in the current time zone, in the active locale's format."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return str(formats.localize(timezone.template_localtime(moment)))
 
 
 def _utc(seconds: float) -> str:
@@ -64,6 +66,9 @@ class _OutboxAdmin(admin.ModelAdmin):  # type: ignore[misc]
 
     def get_queryset(self, request: Any) -> Any:
         return super().get_queryset(request).using(_alias())
+
+    def _time(self, seconds: Optional[float]) -> str:
+        return str(self.get_empty_value_display()) if seconds is None else _when(seconds)
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
         return False
@@ -93,24 +98,24 @@ class DeliveryAdmin(_OutboxAdmin):
                        "attempt_log")
 
     @_display(description="created", ordering="created_at")
-    def created(self, obj: Delivery) -> Optional[datetime.datetime]:
-        return _when(obj.created_at)
+    def created(self, obj: Delivery) -> str:
+        return self._time(obj.created_at)
 
     @_display(description="updated", ordering="updated_at")
-    def updated(self, obj: Delivery) -> Optional[datetime.datetime]:
-        return _when(obj.updated_at)
+    def updated(self, obj: Delivery) -> str:
+        return self._time(obj.updated_at)
 
     @_display(description="next attempt", ordering="next_attempt_at")
-    def next_attempt(self, obj: Delivery) -> Optional[datetime.datetime]:
-        return _when(obj.next_attempt_at) if obj.state in ("pending", "held") else None
+    def next_attempt(self, obj: Delivery) -> str:
+        return self._time(obj.next_attempt_at if obj.state in ("pending", "held") else None)
 
     @_display(description="delivered")
-    def delivered(self, obj: Delivery) -> Optional[datetime.datetime]:
-        return _when(obj.delivered_at)
+    def delivered(self, obj: Delivery) -> str:
+        return self._time(obj.delivered_at)
 
     @_display(description="lease until")
-    def lease(self, obj: Delivery) -> Optional[datetime.datetime]:
-        return _when(obj.lease_until)
+    def lease(self, obj: Delivery) -> str:
+        return self._time(obj.lease_until)
 
     @_display(description="URL")
     def shown_url(self, obj: Delivery) -> str:
@@ -178,16 +183,16 @@ class EndpointAdmin(_OutboxAdmin):
         return obj.disabled_at is None
 
     @_display(description="disabled", ordering="disabled_at")
-    def disabled(self, obj: Endpoint) -> Optional[datetime.datetime]:
-        return _when(obj.disabled_at)
+    def disabled(self, obj: Endpoint) -> str:
+        return self._time(obj.disabled_at)
 
     @_display(description="failing since")
-    def failing(self, obj: Endpoint) -> Optional[datetime.datetime]:
-        return _when(obj.failing_since)
+    def failing(self, obj: Endpoint) -> str:
+        return self._time(obj.failing_since)
 
     @_display(description="last failure")
-    def last_failure(self, obj: Endpoint) -> Optional[datetime.datetime]:
-        return _when(obj.last_failure_at)
+    def last_failure(self, obj: Endpoint) -> str:
+        return self._time(obj.last_failure_at)
 
     @_action(description="Enable the selected endpoints (release their held deliveries)",
                   permissions=["change"])

@@ -9,7 +9,8 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "tests.apps.djangoproject.urls"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
-                  "django.contrib.sessions", "django.contrib.messages", "syncworkers.contrib.django",
+                  "django.contrib.sessions", "django.contrib.messages", "django.contrib.staticfiles",
+                  "syncworkers.contrib.django",
                   "tests.apps.djangoproject"]
 MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware", "django.middleware.csrf.CsrfViewMiddleware",
               "django.contrib.auth.middleware.AuthenticationMiddleware",
