@@ -3,7 +3,8 @@ memory) and on PostgreSQL, where the test database is dropped at the end (no con
 left open: "database test_… is being accessed by other users" would fail the run).
 
 The project is tests/apps/djangoproject; its tests (``tests_project.py``) enqueue from a view, read the
-outbox back inside ``TestCase``, and deliver with ``call_command("syncworkers", "run", "--once")``.
+outbox back inside ``TestCase``, deliver with ``call_command("syncworkers", "run", "--once")``, and replay
+and enable in the admin (through Django's connection to either database).
 """
 
 import os
@@ -18,11 +19,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
 TESTS = ("test_the_view_enqueues_the_order_webhook", "test_a_refused_payment_enqueues_nothing",
          "test_an_inner_atomic_that_raises_takes_its_webhook_back",
-         "test_manage_py_syncworkers_run_once_delivers_what_was_committed")
+         "test_manage_py_syncworkers_run_once_delivers_what_was_committed",
+         "test_an_operator_replays_a_dead_delivery_and_enables_its_endpoint")
 
 
 def manage_py_test(server, **env):
     server.route("POST", "/hooks/orders", status=200)
+    server.route("POST", "/hooks/gone", status=410)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCWORKERS_", "WEBHOOK_", "DJANGO_"))}
     base.update({"PYTHONPATH": ROOT, "DJANGO_SETTINGS_MODULE": "tests.apps.djangoproject.settings",
                  "DJANGO_HOOKS_BASE_URL": server.base_url, **env})

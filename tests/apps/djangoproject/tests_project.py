@@ -4,13 +4,22 @@ on Django's test database: SQLite in memory by default, PostgreSQL with DJANGO_P
 import json
 import os
 
+from django.contrib.auth.models import User
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import TestCase, TransactionTestCase
 
 from syncworkers.contrib.django import enqueue, sender
+from syncworkers.contrib.django.models import Endpoint
 
 from .models import Order
+
+
+def empty_outbox():
+    """TransactionTestCase empties the tables of Django's models; the outbox's are the store's."""
+    with connection.cursor() as cursor:
+        for table in ("syncworkers_outbox", "syncworkers_outbox_attempts", "syncworkers_outbox_endpoints"):
+            cursor.execute(f"DELETE FROM {table}")
 
 
 class EnqueueTests(TestCase):
@@ -39,8 +48,35 @@ class EnqueueTests(TestCase):
 
 
 class DeliveryTests(TransactionTestCase):
+    def tearDown(self):
+        empty_outbox()
+
     def test_manage_py_syncworkers_run_once_delivers_what_was_committed(self):
         self.assertEqual(self.client.post("/orders/5").status_code, 200)
         call_command("syncworkers", "run", "--once")
         counts = sender().outbox.counts()
         self.assertEqual((counts["delivered"], counts["pending"]), (1, 0), os.environ["DJANGO_HOOKS_BASE_URL"])
+
+
+class AdminTests(TransactionTestCase):
+    def tearDown(self):
+        empty_outbox()
+
+    def test_an_operator_replays_a_dead_delivery_and_enables_its_endpoint(self):
+        self.client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+        dead = enqueue("/hooks/gone", {"order": 6})
+        with self.assertRaises(SystemExit):  # exit 1: it died (410 Gone), its endpoint disabled
+            call_command("syncworkers", "run", "--once", verbosity=0)
+        held = enqueue("/hooks/gone", {"order": 7})
+        outbox = sender().outbox
+        self.assertEqual((outbox.get(dead).state, outbox.get(held).state), ("dead", "held"))
+
+        page = self.client.post("/admin/syncworkers/delivery/", {"action": "replay", "_selected_action": [dead]},
+                                follow=True)
+        self.assertContains(page, "1 dead deliveries replayed: due now.")
+        self.assertEqual(outbox.get(dead).state, "held")  # the store's rule: its endpoint is disabled
+        [target] = Endpoint.objects.filter(disabled_at__isnull=False).values_list("target", flat=True)
+        page = self.client.post("/admin/syncworkers/endpoint/", {"action": "enable", "_selected_action": [target]},
+                                follow=True)
+        self.assertContains(page, "1 endpoints enabled; 2 held deliveries released.")
+        self.assertEqual({outbox.get(dead).state, outbox.get(held).state}, {"pending"})
