@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Any, ContextManager, Iterable, Iterator, Optional, Sequence, cast
 
 from django.db import connections, transaction  # type: ignore[import-untyped]
@@ -65,16 +66,20 @@ class DjangoSQLiteConnections:
     def __init__(self, alias: str) -> None:
         self.alias = alias
         self.path: Optional[str] = str(connections[alias].settings_dict["NAME"])
+        # In memory (Django's test database), threads' connections share one cache, which answers "table
+        # is locked" at once where a file would wait: the outbox's operations there take turns. A file's
+        # are left to SQLite's locks, as Django's are (a view may hold the write lock in its atomic()).
+        self._turns: ContextManager[Any] = threading.RLock() if is_in_memory(alias) else nullcontext()
 
     @contextmanager
     def borrow(self) -> Iterator[sqlite3.Connection]:
-        with borrowed(self.alias) as wrapper:
+        with self._turns, borrowed(self.alias) as wrapper:
             yield cast(sqlite3.Connection, _Rows(wrapper.connection))
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         # atomic(): a transaction of its own, or a savepoint inside the caller's.
-        with borrowed(self.alias) as wrapper, transaction.atomic(using=self.alias):
+        with self._turns, borrowed(self.alias) as wrapper, transaction.atomic(using=self.alias):
             yield cast(sqlite3.Connection, _Rows(wrapper.connection))
 
     def check_same_file(self, connection: Any) -> None:
