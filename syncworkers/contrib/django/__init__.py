@@ -130,4 +130,4 @@ def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callabl
     return decorate
 
 
-__all__ = ["app_workers", "enqueue", "sender", "webhook_receiver"]
+__all__ = ["app_workers", "enqueue", "release_outbox", "sender", "webhook_receiver"]
