@@ -66,8 +66,7 @@ def test_traceback_shows_the_traceback_of_an_error_told_in_one_line(env):
     traced = manage_py(env, "syncworkers", "run", "--once", "tests.apps.nope:Worker", "--traceback")
     assert plain.returncode == traced.returncode == 2
     assert "Traceback" not in plain.stderr
-    assert plain.stderr.strip().splitlines()[-1] == "Error: cannot import module 'tests.apps.nope': " \
-                                                    "ModuleNotFoundError: No module named 'tests.apps.nope'"
+    assert plain.stderr.strip().splitlines()[-1].startswith("Error: cannot import module 'tests.apps.nope': ")
     assert traced.stderr.startswith("Traceback (most recent call last):")
     assert traced.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
 

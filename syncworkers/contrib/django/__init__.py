@@ -6,7 +6,8 @@ names a ``DATABASES`` alias the outbox tables live in that database (``manage.py
 migrate`` creates them, the admin shows them) and the app's side of the outbox runs
 on Django's connections (:mod:`.outbox`): :func:`enqueue` writes inside the current
 transaction, and a test reads back what it enqueued. Workers run with ``python
-manage.py syncworkers run``; nothing starts in ``ready()``.
+manage.py syncworkers run``, or, with AUTOSTART, start with each serving process
+(:mod:`.apps`); never in another management command.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A small Django project for the Django tests: the outbox lives in the app's own database (SQLite, or
 PostgreSQL with DJANGO_PG_URL), the admin shows it; ``tests_project.py`` holds the project's own tests."""
 
+import json
 import os
 
 SECRET_KEY = "test-only-not-secret"
@@ -38,3 +39,5 @@ SYNCWORKERS = {
 }
 RECEIVER_SECRET = "whsec_dGVzdC1yZWNlaXZlci1zZWNyZXQta2V5LTEyMzQ="
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+if os.environ.get("DJANGO_SYNCWORKERS"):  # more SYNCWORKERS entries, as JSON (the boot and check tests)
+    SYNCWORKERS.update(json.loads(os.environ["DJANGO_SYNCWORKERS"]))
