@@ -60,3 +60,24 @@ def test_manage_py_test_passes_on_postgresql_and_drops_its_test_database(pg_serv
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (f"test_{name}",)).fetchone() is None
+
+
+def test_syncworkers_check_in_a_test_opens_the_in_memory_test_database_itself(tmp_path):
+    """``call_command("syncworkers", "check")`` on the in-memory test database finds the outbox's tables there
+    (the name Django gives it is an SQLite URI, not a file to create in the current folder)."""
+    script = ("import django; django.setup()\n"
+              "from django.test.utils import setup_test_environment, get_runner\n"
+              "from django.conf import settings\n"
+              "from django.core.management import call_command\n"
+              "runner = get_runner(settings)(verbosity=0)\n"
+              "old = runner.setup_databases()\n"
+              "call_command('syncworkers', 'check')\n"
+              "runner.teardown_databases(old)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCWORKERS_", "WEBHOOK_", "DJANGO_"))}
+    env.update({"PYTHONPATH": ROOT, "DJANGO_SETTINGS_MODULE": "tests.apps.djangoproject.settings",
+                "DJANGO_DB": str(tmp_path / "app.sqlite3")})
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ok  outbox file:memorydb_default" in done.stdout, done.stdout
+    assert sorted(os.listdir(tmp_path)) == []  # no file named after the URI, not even the project's database

@@ -24,11 +24,13 @@ MAX_IDLE_CONNECTIONS = 8
 
 
 def connect(target: str) -> sqlite3.Connection:
-    """A new connection to the database at *target* (a path, or ``:memory:``)."""
+    """A new connection to the database at *target* (a path, ``:memory:`` or a ``file:`` URI)."""
     # isolation_level=None: no implicit transactions; writes use BEGIN IMMEDIATE so they
     # take the write lock up front and wait up to `timeout` (busy_timeout) instead of failing.
     # check_same_thread=False: pooled connections move between threads, one at a time.
-    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    # A "file:" target is an SQLite URI (Django names its in-memory test database so), never a file of that name.
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False,
+                           uri=target.startswith("file:"))
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=FULL")
     return conn
