@@ -126,3 +126,21 @@ def test_manage_py_syncworkers_outbox_uses_the_app_database(hooks, django_db):
                             "syncworkers", "run", "--once", "tests.apps.nope:Worker"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 2 and "cannot import module 'tests.apps.nope'" in check.stderr
+
+
+def test_a_deliverer_in_this_process_is_woken_when_the_enqueuing_transaction_commits(hooks):
+    from django.db import transaction
+
+    from syncworkers.contrib.django import enqueue, sender
+
+    woken = []
+    unsubscribe = sender().outbox.subscribe(lambda: woken.append(sender().outbox.counts()["pending"]))
+    try:
+        with transaction.atomic():
+            enqueue("/hooks/orders", {"order": 1})
+            assert woken == []  # not yet: uncommitted, no deliverer could see it
+        assert woken == [1]  # committed, and told
+        enqueue("/hooks/orders", {"order": 2})  # outside a transaction: at once
+        assert woken == [1, 2]
+    finally:
+        unsubscribe()

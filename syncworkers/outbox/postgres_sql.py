@@ -219,7 +219,7 @@ def drop_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) ->
     that created them (the Django migration, reversed)."""
     prefix = [schema] if schema else []
     return [sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*prefix, name)).as_string(None)
-            for key, name in table_names(table).items()]
+            for name in table_names(table).values()]
 
 
 def names(table: str, schema: Optional[str]) -> Dict[str, sql.Identifier]:

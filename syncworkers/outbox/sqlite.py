@@ -27,7 +27,6 @@ from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Subscribers
 from .sqlite_connections import Connections, SQLiteConnections, connect
 from .sqlite_reads import SQLiteReads
-from .sqlite_schema import _MIGRATIONS  # noqa: F401 - re-exported: the migrations, for tests
 from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION, A, E,
                             T, chunks, delivery_of, drop_statements, filters, marks, schema_statements)
 from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery,

@@ -45,10 +45,6 @@ def _when(seconds: float) -> str:
     return str(formats.localize(timezone.template_localtime(moment)))
 
 
-def _utc(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(sep=" ", timespec="seconds")
-
-
 def _outbox() -> Any:
     from . import sender
 
@@ -150,11 +146,11 @@ class DeliveryAdmin(_OutboxAdmin):
             return "no attempt yet"
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
-            ((n, _utc(a.at), round(a.duration * 1000), a.kind, a.status or "", redact_text(a.error or ""),
+            ((n, _when(a.at), round(a.duration * 1000), a.kind, a.status or "", redact_text(a.error or ""),
               redact_text(a.body.decode("utf-8", "replace")))
              for n, a in enumerate(attempts, start=1)))
         return format_html(
-            '<table class="syncworkers-attempts"><thead><tr><th>#</th><th>at (UTC)</th><th>took</th><th>outcome</th>'
+            '<table class="syncworkers-attempts"><thead><tr><th>#</th><th>at</th><th>took</th><th>outcome</th>'
             "<th>status</th><th>error</th><th>answer</th></tr></thead><tbody>{}</tbody></table>", rows)
 
     @_action(description="Replay the selected dead deliveries", permissions=["change"])

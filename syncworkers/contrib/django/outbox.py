@@ -82,7 +82,7 @@ class DjangoOutbox:
         A deliverer in this process hears of it once the transaction commits.
         """
         added = self._app.add(endpoint, url, body, headers, id=id, now=now, connection=connection)
-        transaction.on_commit(self._subscribers.notify, using=self.alias)
+        self._notify_on_commit()
         return added
 
     def get(self, id: str) -> Optional[Delivery]:
@@ -110,16 +110,23 @@ class DjangoOutbox:
     def replay(self, ids: Optional[Sequence[str]] = None, endpoint: Optional[str] = None,
                since: Optional[float] = None, now: Optional[float] = None) -> int:
         replayed = self._app.replay(ids, endpoint, since, now)
-        transaction.on_commit(self._subscribers.notify, using=self.alias)
+        self._notify_on_commit()
         return replayed
 
     def enable_endpoint(self, endpoint: str, now: Optional[float] = None) -> int:
         released = self._app.enable_endpoint(endpoint, now)
-        transaction.on_commit(self._subscribers.notify, using=self.alias)
+        self._notify_on_commit()
         return released
 
     def purge(self, older_than: float, state: str = DELIVERED, now: Optional[float] = None) -> int:
         return self._app.purge(older_than, state, now)
+
+    def _notify_on_commit(self) -> None:
+        """Wake this process's deliverer once the calling thread's transaction commits (at once outside one)."""
+        if connections[self.alias].in_atomic_block:
+            transaction.on_commit(self._subscribers.notify, using=self.alias)
+        else:
+            self._subscribers.notify()
 
     # -- what the deliverer does: the store's own connections ----------------------------------
 
