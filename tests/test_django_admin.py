@@ -108,7 +108,9 @@ def test_enable_releases_the_endpoints_held_deliveries(made, operator, hooks):
     page = operator.get("/admin/syncworkers/endpoint/")
     assert page.status_code == 200
     gone = [e for e in page.context["cl"].result_list if e.disabled_at is not None]
-    assert [e.target for e in gone] == [f"127.0.0.1:{hooks.port}/hooks/gone"]
+    assert [(e.target, e.held) for e in gone] == [(f"127.0.0.1:{hooks.port}/hooks/gone", 1)]
+    assert [e.target for e in operator.get("/admin/syncworkers/endpoint/", {"enabled": "no"}).context["cl"].result_list] \
+        == [gone[0].target]
     assert "status 410 Gone" in page.content.decode()
     done = operator.post("/admin/syncworkers/endpoint/", {"action": "enable", "_selected_action": [gone[0].target]},
                          follow=True)

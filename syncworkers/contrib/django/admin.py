@@ -16,13 +16,15 @@ import json
 from typing import Any, Callable, Optional, TypeVar, cast
 
 from django.contrib import admin, messages  # type: ignore[import-untyped]
+from django.db.models import Count, OuterRef, Subquery  # type: ignore[import-untyped]
+from django.db.models.functions import Coalesce  # type: ignore[import-untyped]
 from django.utils import formats, timezone  # type: ignore[import-untyped]
 from django.utils.html import format_html, format_html_join  # type: ignore[import-untyped]
 
 from ...exceptions import ConfigError
 from ...observability.redaction import redact, redact_headers, redact_text, safe_url
 from ...outbox.health import shown
-from ...outbox.store import DEAD
+from ...outbox.store import DEAD, HELD
 from .models import Delivery, Endpoint
 
 
@@ -163,12 +165,35 @@ class DeliveryAdmin(_OutboxAdmin):
                           messages.SUCCESS if replayed else messages.WARNING)
 
 
+class _EnabledFilter(admin.SimpleListFilter):  # type: ignore[misc]
+    title = "state"
+    parameter_name = "enabled"
+
+    def lookups(self, request: Any, model_admin: Any) -> Any:
+        return [("yes", "enabled"), ("no", "disabled")]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(disabled_at__isnull=self.value() == "yes")
+        return queryset
+
+
 class EndpointAdmin(_OutboxAdmin):
-    list_display = ("endpoint", "enabled", "reason", "disabled", "failing", "last_status")
-    list_filter = (("disabled_at", admin.EmptyFieldListFilter),)
+    list_display = ("endpoint", "enabled", "held", "reason", "disabled", "failing", "last_status")
+    list_filter = (_EnabledFilter,)
     actions = ["enable"]
-    fields = ("endpoint", "enabled", "reason", "disabled", "failing", "last_failure", "last_status")
+    fields = ("endpoint", "enabled", "held", "reason", "disabled", "failing", "last_failure", "last_status")
     readonly_fields = fields
+
+    def get_queryset(self, request: Any) -> Any:
+        # How many deliveries each endpoint holds, in the same query.
+        held = (Delivery.objects.using(_alias()).filter(target=OuterRef("target"), state=HELD)
+                .order_by().values("target").annotate(n=Count("*")).values("n"))
+        return super().get_queryset(request).annotate(held=Coalesce(Subquery(held), 0))
+
+    @_display(description="held deliveries", ordering="held")
+    def held(self, obj: Endpoint) -> int:
+        return int(obj.held)
 
     @_display(description="endpoint", ordering="target")
     def endpoint(self, obj: Endpoint) -> str:
