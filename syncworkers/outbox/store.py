@@ -26,6 +26,15 @@ STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, HELD)
 #: Seconds a claim stays valid unless renewed; a dead owner's claims are taken over after it.
 DEFAULT_LEASE_SECONDS = 10.0
 
+#: The outbox's table, in SQLite as in PostgreSQL; its attempt log and its endpoints' health are
+#: ``<table>_attempts`` and ``<table>_endpoints``. One prefix, in a database the outbox shares with an app.
+DEFAULT_TABLE = "syncworkers_outbox"
+
+
+def table_names(table: str = DEFAULT_TABLE) -> Dict[str, str]:
+    """The outbox's tables: ``t`` the deliveries, ``a`` their attempt log, ``e`` the endpoints' health."""
+    return {"t": table, "a": f"{table}_attempts", "e": f"{table}_endpoints"}
+
 
 @dataclass
 class Delivery:
@@ -238,5 +247,5 @@ class OutboxStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "Attempt",
-           "Delivery", "OutboxStore", "next_delay"]
+__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "DEFAULT_TABLE",
+           "Attempt", "Delivery", "OutboxStore", "next_delay", "table_names"]
