@@ -14,7 +14,7 @@ from syncworkers.delivery.pool import DeliveryPool, stop_pools
 from syncworkers.http.client import HTTPClient
 from syncworkers.observability.logging import get_logger
 from syncworkers.observability.metrics import Metrics
-from syncworkers.signals import StopSignal
+from syncworkers.signals import Deadline, StopSignal
 from syncworkers.signing import Signer, verify
 
 from .helpers import LogCapture, new_secret, wait_for
@@ -39,7 +39,7 @@ class Parts:
 
     def close(self):
         self.run.set()
-        assert stop_pools([self.pool], 10) == set()
+        assert stop_pools([self.pool], Deadline(10)) == set()
         self.client.close()
 
 
@@ -139,7 +139,7 @@ def test_a_broadcast_sends_to_every_endpoint_at_once_on_its_own_pool(server, par
     assert sender.pool.health()["started"] is True
     names = [t.name for t in threading.enumerate() if t.name.startswith("syncworkers-webhook-parts")]
     assert 1 <= len(names) <= 3
-    assert stop_pools([sender.pool], 5) == set()
+    assert stop_pools([sender.pool], Deadline(5)) == set()
     assert not [t for t in threading.enumerate() if t.name.startswith("syncworkers-webhook-parts")]
     assert sender.stats["broadcasts"] == 1
 

@@ -19,7 +19,7 @@ from syncworkers.http.retry import RetryPolicy
 from syncworkers.observability.logging import get_logger
 from syncworkers.observability.metrics import Metrics
 from syncworkers.outbox import DEAD, DELIVERED, PENDING, Outbox
-from syncworkers.signals import StopSignal
+from syncworkers.signals import Deadline, StopSignal
 from syncworkers.signing import Signer, verify
 
 from .helpers import Clock, LogCapture, new_secret, wait_for
@@ -67,7 +67,7 @@ class Parts:
         if hasattr(self, "loop"):
             self.loop.join(10)
             assert not self.loop.is_alive()
-        stop_pools([self.pool], 10)
+        stop_pools([self.pool], Deadline(10))
         self.producer.close()
         self.client.close()
 
@@ -136,7 +136,7 @@ def test_stop_hands_the_claims_in_flight_back_and_a_late_success_is_still_record
     try:
         assert wait_for(lambda: gate.arrived == 2)  # as many on the wire as the pool has threads
         producer.run.set()
-        assert len(stop_pools([producer.pool], 0.1)) == 2  # still on the wire
+        assert len(stop_pools([producer.pool], Deadline(0.1))) == 2  # still on the wire
         with LogCapture() as logs:
             producer.producer.hand_back()
         counts = producer.producer.outbox.counts()

@@ -8,9 +8,10 @@ both with one deadline.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from ..signals import Deadline
 
 #: Names of a sender's two pools (and of their threads: syncworkers-<pool>-<worker name>-N).
 BROADCAST_POOL: str = "webhook"
@@ -81,18 +82,17 @@ class DeliveryPool:
         return executor, futures
 
 
-def stop_pools(pools: Sequence[DeliveryPool], timeout: Optional[float]) -> Set["Future[Any]"]:
-    """Shut *pools* down and wait up to *timeout* for their calls; return those still running.
+def stop_pools(pools: Sequence[DeliveryPool], deadline: Deadline) -> Set["Future[Any]"]:
+    """Shut *pools* down and wait until *deadline* for their calls; return those still running.
 
     A second call (after a first that timed out) waits no more: it says what is
     still running. Idle threads are joined once nothing runs.
     """
-    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     shut = [pool.shutdown() for pool in pools]
     executors = [executor for executor, _ in shut if executor is not None]
     futures = [future for _, running in shut for future in running]
     if executors:
-        _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        _, pending = wait(futures, deadline.remaining())
     else:
         pending = {future for future in futures if not future.done()}
     if not pending:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..config.base import with_other_errors
@@ -35,23 +34,17 @@ from ..delivery.request import DeliveryResult, encode_body
 from ..exceptions import ConfigError, DeliveryError, safe_url
 from ..message import Message
 from ..observability import events
+from ..observability.redaction import Redactor
 from ..outbox import OutboxStore
 from ..scheduling.runner import LoopJob
-from ..signing import Signer
+from ..signals import Deadline
+from ..signing import Signer, split_secrets
 from .base import HTTPWorker, Job
 from .relay import CycleResult, Relay, counted, counted_method
 
 #: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
 _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
 _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
-
-
-def _split_secrets(secret: Any) -> Any:
-    """A string may hold several secrets separated by spaces or commas (rotation from the env)."""
-    if isinstance(secret, str):
-        parts = secret.replace(",", " ").split()
-        return parts if len(parts) > 1 else secret
-    return secret
 
 
 def _explicit(config: Any) -> Dict[str, Any]:
@@ -135,12 +128,13 @@ class WebhookSenderWorker(HTTPWorker):
         webhook = _webhook_config(base_url, webhook_config, http_config, max_workers)
         client_config = _client_config(webhook, http_config)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
-        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret is not None else None
+        self.signer: Optional[Signer] = Signer(secret) if secret is not None else None
         self.webhook_config = webhook
         self.base_url: Optional[str] = webhook.base_url
         # Every broadcast thread, every outbox thread and the process() loop may share one partner host.
         self.client_threads = 2 * webhook.max_workers + 1
-        super().__init__(name=name, client_config=client_config)
+        super().__init__(name=name, client_config=client_config,
+                         redactor=Redactor(split_secrets(secret) if secret is not None else ()))
         self.client.on_attempt = events.attempt  # each request is a delivery attempt
         self._build_parts(outbox)
 
@@ -373,12 +367,12 @@ class WebhookSenderWorker(HTTPWorker):
         Outbox deliveries still on the wire at the timeout are handed back to the
         outbox (pending), for the next run or another process: nothing is lost.
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         # The run's stop signal reaches broadcasts and retry waits at once; the source is closed too.
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
-        pending = stop_pools(self._pools, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        pending = stop_pools(self._pools, deadline)
         if pending:
             self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
         self._producer.hand_back()
