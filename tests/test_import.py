@@ -41,8 +41,10 @@ def state():
 
 before = state()
 import syncworkers
+# Django imports its models and admin modules itself, once its app registry is ready.
 names = [m.name for m in pkgutil.walk_packages(syncworkers.__path__, "syncworkers.")
-         if ".contrib.django.migrations" not in m.name and not m.name.endswith("__main__")]
+         if ".contrib.django.migrations" not in m.name and not m.name.endswith("__main__")
+         and m.name not in ("syncworkers.contrib.django.models", "syncworkers.contrib.django.admin")]
 for name in names:
     __import__(name)
 after = state()
