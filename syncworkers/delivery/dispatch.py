@@ -5,8 +5,9 @@ them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
 :class:`Dispatcher` is the loop: claim up to the pool's free slots, send them
 concurrently, keep the leases of requests still on the wire (:class:`~syncworkers.delivery.claims.Claims`),
 and sleep until the next delivery is due or :meth:`Dispatcher.wakeup` is called.
-Each outcome is decided and recorded by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
-(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`).
+Each outcome is decided and recorded, in batches, by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
+(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`);
+the pool thread that sent it is free once it is queued, and the claim is held until it is written.
 A store that fails (a database restarting, a full disk) is logged and looked at
 again by the loop; :meth:`Dispatcher.flush` returns False.
 """
@@ -19,7 +20,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .attempt import Sent, send_once
 from ..observability.logging import get_logger
@@ -60,7 +61,8 @@ class Dispatcher:
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
         self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
-                                        disable_after=disable_after)
+                                        disable_after=disable_after, settled=self._settled,
+                                        abandoned=lambda: self._abandoned.is_set())
         self._send = send
         self._submit = submit
         self._free_slots = free_slots
@@ -317,14 +319,24 @@ class Dispatcher:
             self._wake.wait(self.claims.keep_alive())
 
     def _done(self, future: "Future[None]") -> None:
+        self._wake.set()  # a pool slot is free
+
+    def _settled(self, ids: List[str], failures: int) -> None:
+        """The recorder wrote the outcomes of *ids* (or could not: *failures* of them): no longer held."""
+        for id in ids:
+            self.claims.drop(id)
+        if failures:
+            self._record_failures += failures
         with self._progress:
-            self._outcomes += 1
+            self._outcomes += len(ids)
             self._progress.notify_all()
         self._wake.set()
 
     # -- one attempt (on the pool) -------------------------------------------------------
 
     def _attempt(self, delivery: Delivery) -> None:
+        """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
+        submitted = False
         try:
             at, started = self._clock(), time.monotonic()
             try:
@@ -334,12 +346,11 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
-            abandoned = self._abandoned.is_set()
-            if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
-                self._record_failures += 1
-                self._wake.set()
+            submitted = True
+            self.recorder.submit(delivery, sent, at, abandoned=self._abandoned.is_set())
         finally:
-            self.claims.drop(delivery.id)
+            if not submitted:
+                self._settled([delivery.id], 0)
 
 
 @dataclass(frozen=True)
