@@ -31,7 +31,7 @@ from .claims import Claims
 from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
 from ..http.outcome import Outcome, classify_error
-from ..http.retry import RetryPolicy
+from ..http.retry import SATURATED_POSTPONE, RetryPolicy
 from ..signals import Deadline, StopSignal
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
@@ -48,6 +48,8 @@ class Dispatcher:
     drives at a time: the worker's (:meth:`run`) or a caller's (:meth:`flush`).
     Times are epoch seconds from the outbox's clock. An endpoint that has only
     failed for *disable_after* seconds (None: never), or answered 410, is disabled.
+    *room* says how many more attempts the hosts on the wire take now (None: no
+    limit applies; see :meth:`~syncworkers.http.limits.HostLimiter.room`).
     """
 
     #: See :data:`POLL_INTERVAL`.
@@ -56,7 +58,8 @@ class Dispatcher:
     def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None,
-                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
+                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER,
+                 room: Callable[[], Optional[int]] = lambda: None) -> None:
         self.outbox = outbox
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
@@ -66,6 +69,9 @@ class Dispatcher:
         self._send = send
         self._submit = submit
         self._free_slots = free_slots
+        self._room = room
+        self._next_look = 0.0  # time.monotonic() of the next claim beyond the room of the hosts on the wire
+        self._starting = 0  # attempts submitted to the pool, not started yet
         self._clock = outbox.clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -252,17 +258,50 @@ class Dispatcher:
                                 "lists them, `syncworkers outbox enable` releases them", held=held)
         return not held
 
-    def _dispatch_due(self) -> int:
+    def _claimable(self) -> int:
+        """How many deliveries to claim now: the pool's free slots, but no more than the hosts on the wire
+        take (*room*) once each is at its limit; a look beyond them every SATURATED_POSTPONE.
+
+        A delivery claimed for a host at its limit comes back postponed (SATURATED): claiming
+        for every free slot then only turns deliveries over in the store. The looks find the
+        deliveries of other hosts, and postpone those of the full ones, as before.
+        """
         free = self._free_slots()
         if free <= 0:
             return 0
+        room = self._room_left()
+        if room is None or room >= free:
+            return free
+        if room > 0:
+            return room
+        now = time.monotonic()
+        if now < self._next_look:
+            return 0
+        self._next_look = now + SATURATED_POSTPONE
+        return free
+
+    def _room_left(self) -> Optional[int]:
+        """*room*, less the attempts submitted to the pool that have not started yet (they will take some)."""
+        room = self._room()
+        if room is None:
+            return None
+        with self._lock:
+            return max(0, room - self._starting)
+
+    def _dispatch_due(self) -> int:
+        claimable = self._claimable()
+        if claimable <= 0:
+            return 0
         started = 0
-        for delivery in self.outbox.claim_due(free):
+        for delivery in self.outbox.claim_due(claimable):
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
+            with self._lock:
+                self._starting += 1
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
+                self._started()
                 self.claims.give_back(delivery.id)
                 continue
             # Added after the pool's own callback, which frees the pool slot first.
@@ -273,6 +312,8 @@ class Dispatcher:
     def _until_due(self) -> float:
         if self._free_slots() <= 0:
             return self.poll_interval  # a finished delivery wakes the loop
+        if self._room_left() == 0:  # every host on the wire is full: an attempt's end wakes the loop, or the next look
+            return min(self.poll_interval, max(0.0, self._next_look - time.monotonic()))
         due = self.outbox.next_due()
         if due is None:
             return self.poll_interval
@@ -334,8 +375,13 @@ class Dispatcher:
 
     # -- one attempt (on the pool) -------------------------------------------------------
 
+    def _started(self) -> None:
+        with self._lock:
+            self._starting -= 1
+
     def _attempt(self, delivery: Delivery) -> None:
         """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
+        self._started()
         submitted = False
         try:
             at, started = self._clock(), time.monotonic()

@@ -83,7 +83,8 @@ class OutboxProducer:
                     self._outbox, self._send, self.pool.submit, self.pool.free_slots,
                     RetryPolicy.from_schedule(self.config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),
-                    logger=self.logger, stats=self._stats, disable_after=self.config.disable_after)
+                    logger=self.logger, stats=self._stats, disable_after=self.config.disable_after,
+                    room=self._limiter.room)
             return self._dispatcher
 
     @property

@@ -356,18 +356,28 @@ class PostgresOutbox(PostgresReads):
 
 def _settle_params(settlements: Sequence[Settlement], now: Optional[float]) -> Dict[str, Any]:
     """The arrays of the ``settle`` statement (one per :data:`~.postgres_sql.SETTLE_COLUMNS`), one entry an outcome.
-    *now* stands in for an outcome's own time when it has none (None: the database's clock)."""
+    *now* stands in for an outcome's own time when it has none (None: the database's clock).
+
+    Numbers go as text (the statement casts each array): psycopg types a list by its
+    values (smallint or integer, unknown when all are None), and prepares a statement
+    once it has run with the same types five times; one type per array keeps it prepared.
+    """
     columns: Dict[str, List[Any]] = {name: [] for name, _ in SETTLE_COLUMNS}
-    no_attempt = (None,) * 6
+    no_attempt = (None, None, None, None, None, b"")
     for s in settlements:
         a = s.attempt
-        logged = no_attempt if a is None else (a.at, a.duration, a.kind, a.status, a.error,
+        logged = no_attempt if a is None else (_text(a.at), _text(a.duration), a.kind, _text(a.status), a.error,
                                                bytes(a.body[:health.ANSWER_BYTES]))
-        values = (s.id, s.state, int(bool(s.spend)), s.next_attempt_at, s.error, s.status,
-                  now if s.now is None else float(s.now), a is not None, *logged)
+        values = (s.id, s.state, _text(int(bool(s.spend))), _text(s.next_attempt_at), s.error, _text(s.status),
+                  _text(now if s.now is None else float(s.now)), a is not None, *logged)
         for (name, _), value in zip(SETTLE_COLUMNS, values):
             columns[name].append(value)
     return columns
+
+
+def _text(value: Optional[float]) -> Optional[str]:
+    """A number as the text PostgreSQL reads back exactly (``repr`` of a float round-trips); None stays NULL."""
+    return None if value is None else repr(value)
 
 
 __all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox", "drop_statements",
