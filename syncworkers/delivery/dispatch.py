@@ -37,6 +37,10 @@ from ..signals import Deadline, StopSignal
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
+#: Seconds the loop waits, once it has claimed every due delivery, before its next claim: deliveries
+#: enqueued meanwhile are claimed together, in one write, instead of one claim (and one write
+#: transaction, which an enqueue() may wait for) each. Never while a backlog is due.
+CLAIM_LINGER = 0.01
 
 
 class Dispatcher:
@@ -54,6 +58,8 @@ class Dispatcher:
 
     #: See :data:`POLL_INTERVAL`.
     poll_interval: float = POLL_INTERVAL
+    #: See :data:`CLAIM_LINGER`.
+    claim_linger: float = CLAIM_LINGER
 
     def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
@@ -72,6 +78,7 @@ class Dispatcher:
         self._room = room
         self._next_look = 0.0  # time.monotonic() of the next claim beyond the room of the hosts on the wire
         self._starting = 0  # attempts submitted to the pool, not started yet
+        self._gather_until = 0.0  # time.monotonic() before which the loop claims nothing (see CLAIM_LINGER)
         self._clock = outbox.clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -201,6 +208,7 @@ class Dispatcher:
         """Claim and send until *stop* or *deadline*; with a flush's *goal*, return once it is reached."""
         # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
         unsubscribe = self.outbox.subscribe(self.wakeup)
+        self._gather_until = 0.0  # a loop just started claims at once
         try:
             return self._claim_loop(stop, deadline, goal)
         finally:
@@ -269,12 +277,14 @@ class Dispatcher:
         free = self._free_slots()
         if free <= 0:
             return 0
+        now = time.monotonic()
+        if now < self._gather_until:
+            return 0
         room = self._room_left()
         if room is None or room >= free:
             return free
         if room > 0:
             return room
-        now = time.monotonic()
         if now < self._next_look:
             return 0
         self._next_look = now + SATURATED_POSTPONE
@@ -293,7 +303,10 @@ class Dispatcher:
         if claimable <= 0:
             return 0
         started = 0
-        for delivery in self.outbox.claim_due(claimable):
+        claimed = self.outbox.claim_due(claimable)
+        if len(claimed) < claimable:  # nothing more is due: gather what is enqueued next (CLAIM_LINGER)
+            self._gather_until = time.monotonic() + self.claim_linger
+        for delivery in claimed:
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
             with self._lock:
@@ -312,6 +325,9 @@ class Dispatcher:
     def _until_due(self) -> float:
         if self._free_slots() <= 0:
             return self.poll_interval  # a finished delivery wakes the loop
+        gathering = self._gather_until - time.monotonic()
+        if gathering > 0:
+            return min(self.poll_interval, gathering)
         if self._room_left() == 0:  # every host on the wire is full: an attempt's end wakes the loop, or the next look
             return min(self.poll_interval, max(0.0, self._next_look - time.monotonic()))
         due = self.outbox.next_due()
@@ -412,4 +428,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]
+__all__ = ["CLAIM_LINGER", "Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]

@@ -38,9 +38,13 @@ logger = logging.getLogger(__name__)
 class Outbox(SQLiteReads):
     """A delivery queue in a SQLite file (durable) or in memory (``path`` None; not durable).
 
-    Every method is safe from many threads at once. A file is opened in WAL mode; adds
-    commit with ``synchronous=FULL``, so a delivery survives a crash once :meth:`add`
-    returns (claims and outcomes skip the fsync: see ``SQLiteConnections.write``). Each
+    Every method is safe from many threads at once. A file is opened in WAL mode; a
+    delivery is committed when :meth:`add` returns, so a crash of any process (kill -9)
+    loses nothing. With ``fsync`` the add also waits until the file's log is on disk, so
+    a power cut or an OS crash loses nothing either; without it (the default: a sync
+    costs each call milliseconds, more on a busy disk) those can take back what was added
+    in the moments before them, until the next checkpoint or the operating system's
+    write-back put it on disk (see ``SQLiteConnections``). Each
     thread borrows a connection from a small pool. Times come from ``clock`` unless a
     method is given ``now``. ``owner`` names this process's claims. ``connections`` replaces
     the store's own with an app's connections to its database (Django's: see
@@ -58,6 +62,7 @@ class Outbox(SQLiteReads):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
         connections: Optional[Connections] = None,
+        fsync: bool = False,
     ):
         lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
         if path is not None:
@@ -69,7 +74,7 @@ class Outbox(SQLiteReads):
         self._subscribers = Subscribers()
         if connections is None:
             connections = SQLiteConnections(None if path in (None, ":memory:") else path,
-                                            lambda target: self._connect(target))
+                                            lambda target: self._connect(target), fsync=fsync)
         self._connections: Connections = connections
         self.path: Optional[str] = connections.path
         self.durable: bool = connections.durable
@@ -106,8 +111,7 @@ class Outbox(SQLiteReads):
             self._connections.check_same_file(connection)
             dbapi.execute(connection, INSERT, params)
         else:
-            with self._connections.write() as conn:
-                conn.execute(*dbapi.convert(INSERT, params, "qmark"))
+            self._connections.commit(*dbapi.convert(INSERT, params, "qmark"))
         # Subscribers look at once; a delivery in a caller's transaction is found once committed,
         # by their next look (at most the dispatcher's poll interval later).
         self._subscribers.notify()
