@@ -51,7 +51,7 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
     finally:
         if limiter is not None:
             limiter.release(host)
-    outcome: Outcome = response.outcome  # type: ignore[attr-defined]
+    outcome: Outcome = response.outcome
     return Sent(outcome, time.monotonic() - started, bytes(response.content[:ANSWER_BYTES]))
 
 
