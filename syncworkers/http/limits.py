@@ -38,12 +38,14 @@ class HostLimiter:
     ``try_acquire`` never blocks; ``acquire`` waits until a slot frees or its
     cancel signal is set: a :class:`~syncworkers.signals.StopSignal` wakes the
     waiters the moment it is set (plain Events are looked at every half second).
+    A freed slot wakes one waiter of its own host, not every waiter.
     """
 
     def __init__(self, limit: Optional[int]) -> None:
         self.limit = limit
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._held: Dict[str, int] = {}
+        self._waiting: Dict[str, threading.Condition] = {}  # host -> its waiters (on the one lock)
         self._watched: "weakref.WeakSet[StopSignal]" = weakref.WeakSet()
 
     def try_acquire(self, key: str) -> bool:
@@ -51,27 +53,39 @@ class HostLimiter:
         if self.limit is None:
             return True
         with self._lock:
-            if self._held.get(key, 0) >= self.limit:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
                 return False
-            self._held[key] = self._held.get(key, 0) + 1
+            self._held[key] = held + 1
             return True
 
     def acquire(self, key: str, cancel: threading.Event, timeout: Optional[float] = None) -> bool:
         """Wait for a slot for *key*; False when *cancel* is set or *timeout* passes first."""
-        if self.limit is None:
+        limit = self.limit
+        if limit is None:
             return True
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held < limit:  # the common case: a slot is free
+                self._held[key] = held + 1
+                return True
         stepped = not isinstance(cancel, StopSignal)
         if not stepped:
             self._watch(cancel)  # type: ignore[arg-type]
         end = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._held.get(key, 0) >= self.limit:
+            waiters = self._waiting.get(key)
+            if waiters is None:
+                waiters = self._waiting[key] = threading.Condition(self._lock)
+            while self._held.get(key, 0) >= limit:
                 left = None if end is None else end - time.monotonic()
                 if cancel.is_set() or (left is not None and left <= 0):
+                    if self._held.get(key, 0) < limit:
+                        waiters.notify()  # a wake-up this waiter will not use: pass it on
                     return False
                 if stepped:
                     left = _EVENT_STEP if left is None else min(_EVENT_STEP, left)
-                self._lock.wait(left)
+                waiters.wait(left)
             self._held[key] = self._held.get(key, 0) + 1
             return True
 
@@ -84,12 +98,15 @@ class HostLimiter:
                 self._held.pop(key, None)
             else:
                 self._held[key] = count
-            self._lock.notify_all()
+            waiters = self._waiting.get(key)
+            if waiters is not None:
+                waiters.notify()
 
     def wake(self) -> None:
         """Wake every waiter (a stop signal was set)."""
         with self._lock:
-            self._lock.notify_all()
+            for waiters in self._waiting.values():
+                waiters.notify_all()
 
     def in_flight(self, key: str) -> int:
         with self._lock:

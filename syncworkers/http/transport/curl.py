@@ -64,6 +64,8 @@ _SUPPRESS = (("accept", b"Accept:"), ("content-type", b"Content-Type:"), ("expec
 _FRAMING = frozenset(("content-length", "transfer-encoding"))
 #: Seconds a checked address of a host is reused (libcurl's own DNS cache keeps answers as long).
 SSRF_VERDICT_SECONDS = 60.0
+#: Header lines remembered at most (see _header_lines).
+_LINES_MEMO = 512
 #: Handle modes (which of HTTPGET / POST / NOBODY the handle is set to).
 _GET, _POST, _HEAD = 0, 1, 2
 
@@ -168,6 +170,7 @@ class CurlTransport:
         self._verify = verify is not False
         self._policy = AddressPolicy.of(config)
         self._cap = config.max_response_size
+        self._lines: Dict[Any, Tuple[str, bytes]] = {}  # header -> (lowercase name, line)
         #: (host, port) -> (the address the SSRF guard checked, until when it is reused).
         self._verdicts: Dict[Tuple[str, int], Tuple[str, float]] = {}
 
@@ -274,7 +277,7 @@ class CurlTransport:
             slot.mode = _POST
             # POST stays a plain POST, so that a 301/302/303 turns it into a GET as with requests.
             _custom(slot, None if verb == "POST" else verb)
-        lines, encoding = _header_lines(request.headers)
+        lines, encoding = _header_lines(request.headers, self._lines)
         c.setopt(pycurl.HTTPHEADER, lines)
         if encoding != slot.encoding:
             c.setopt(pycurl.ACCEPT_ENCODING, encoding)
@@ -390,22 +393,33 @@ class CurlTransport:
             slot.curl.close()
 
 
-def _header_lines(headers: Any) -> Tuple[List[bytes], Optional[str]]:
-    """The request's headers as libcurl takes them, and the Accept-Encoding it must offer (and decode)."""
+def _header_lines(headers: Any, memo: Dict[Any, Tuple[str, bytes]]) -> Tuple[List[bytes], Optional[str]]:
+    """The request's headers as libcurl takes them, and the Accept-Encoding it must offer (and decode).
+
+    *memo* keeps each header's line: the client's own headers repeat on every request.
+    """
     lines: List[bytes] = []
     seen = set()
     encoding: Optional[str] = None
-    for name, value in headers:
-        key = name.lower()
+    for pair in headers:
+        known = memo.get(pair)
+        if known is None:
+            name, value = pair
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            known = (name.lower(), f"{name}: {value}".encode("latin-1") if value else f"{name};".encode("latin-1"))
+            if len(memo) >= _LINES_MEMO:
+                memo.clear()  # per-request values (ids, signatures) pass through: keep it bounded
+            memo[pair] = known
+        key, line = known
         if key in _FRAMING:
             continue  # libcurl frames the body itself (and drops it when a redirect turns POST into GET)
         if key == "accept-encoding":
+            value = pair[1]
             encoding = value if isinstance(value, str) else value.decode("latin-1")
             continue
         seen.add(key)
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        lines.append(f"{name}: {value}".encode("latin-1") if value else f"{name};".encode("latin-1"))
+        lines.append(line)
     for key, raw in _SUPPRESS:
         if key not in seen:
             lines.append(raw)
