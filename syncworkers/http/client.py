@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, MutableMapping, NamedTuple, Optional, Tuple, Union
 
 import requests
@@ -30,6 +31,7 @@ from .breaker import BreakerRegistry, HostBreaker
 from ..config.settings import HTTPClientConfig, RetryConfig
 from ..exceptions import (
     CircuitOpenError,
+    ConfigError,
     RequestError,
     RequestTimeout,
     ResponseTooLarge,
@@ -39,6 +41,7 @@ from ..exceptions import (
 )
 from ..observability.logging import get_logger
 from ..observability.redaction import is_secret_key, register_secret
+from ..signals import StopSignal
 from .messages import HeaderValue, Request, Response
 from .outcome import classify_error, classify_status
 from .payloads import query_string, request_body
@@ -117,6 +120,8 @@ class HTTPClient:
         self.retry_policy = RetryPolicy.from_config(self.retry_config)
         self._timeouts = as_timeouts(self.timeout)
         self._targets: Dict[str, _Target] = {}
+        self._multi: Any = None  # the transport's multi driver, once submit() is used
+        self._multi_lock = threading.Lock()
         self._absolute_urls: Dict[str, str] = {}
         #: At most ``max_in_flight_per_host`` attempts on the wire to one host:port at once.
         self.limiter = HostLimiter(self.config.max_in_flight_per_host)
@@ -240,61 +245,119 @@ class HTTPClient:
         *url* is the URL the caller asked for (before params; what errors, the breaker and
         the host limit go by), by default the request's own.
         """
-        method = request.method
-        full_url = request.url if url is None else url
-        policy = self._policy(retry)
         cancel = cancel or self.stop_event
         follow = self.config.follow_redirects if allow_redirects is None else allow_redirects
-        target = self._target(full_url)
-        breaker = target.breaker
-        try:
-            breaker.before_request()
-        except CircuitOpenError as exc:
-            raise CircuitOpenError(str(exc), host=exc.host, remaining=exc.remaining, url=full_url,
-                                   method=method) from None
-        attempt = 0
-        settled = False
+        call = _Attempts(self, request, request.url if url is None else url, self._policy(retry), cancel)
+        call.begin()
         try:
             while True:
-                attempt += 1
+                call.attempt += 1
                 sent_at = time.monotonic()
                 try:
-                    response = self._send(request, follow, full_url, target.host, cancel if limit_host else None)
+                    response = self._send(request, follow, call.url, call.target.host,
+                                          cancel if limit_host else None)
                 except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
-                    exc.attempts = attempt - 1
+                    exc.attempts = call.attempt - 1
                     raise
                 except (TransportError, ResponseTooLarge) as exc:
-                    self._attempted(full_url, exc.status, exc, sent_at)
-                    outcome = classify_error(exc)
-                    # Requests that may have reached the receiver (a refused address sent nothing).
-                    exc.attempts = attempt if outcome.sent else attempt - 1
-                    decision = None if policy is None else policy.next(outcome, attempt)
-                    if decision is None or decision.wait is None:
-                        breaker.record_outcome(outcome, exc)
-                        settled = True
-                        raise
-                    self._pause(decision.wait, str(exc), attempt, method, full_url, cancel)
-                    continue
-                self._attempted(full_url, response.status_code, None, sent_at)
-                status = response.status_code
-                if 200 <= status < 300:
-                    outcome = classify_status(status)
+                    wait = call.failed(exc, sent_at)
+                    reason = str(exc)
                 else:
-                    outcome = classify_status(status, response.reason,
-                                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
-                if policy is not None and not outcome.ok:
-                    decision = policy.next(outcome, attempt)
-                    if decision.wait is not None:
-                        self._pause(decision.wait, outcome.error or "", attempt, method, full_url, cancel)
-                        continue
-                breaker.record_outcome(outcome)
-                settled = True
-                response.attempts = attempt
-                response.outcome = outcome
-                return response
+                    again = call.answered(response, sent_at)
+                    if again is None:
+                        return response
+                    wait, reason = again, response.outcome.error or ""
+                self._pause(wait, reason, call.attempt, request.method, call.url, cancel)
         finally:
-            if not settled:
-                breaker.release()
+            call.end()
+
+    def submit(self, request: Request, *, url: Optional[str] = None,
+               retry: Union[RetryConfig, RetryPolicy, bool, None] = None, cancel: Optional[StopSignal] = None,
+               limit_host: bool = True) -> "Future[Response]":
+        """:meth:`send` without holding a thread: a Future of the response (or of the same error).
+
+        Only with a transport that drives many transfers from one thread (:attr:`can_submit`:
+        libcurl's multi interface). The attempts, breaker, retries and host limit are
+        :meth:`send`'s; retry waits and waits for a host slot hold no thread and end at
+        once when *cancel* is set. Redirects are not followed.
+        """
+        driver = self._driver()
+        future: "Future[Response]" = Future()
+        future.set_running_or_notify_cancel()
+        signal = cancel if cancel is not None else self._stop_signal()
+        call = _Attempts(self, request, request.url if url is None else url, self._policy(retry), signal)
+        try:
+            call.begin()
+        except CircuitOpenError as exc:
+            future.set_exception(exc)
+            return future
+        limiter = self.limiter if limit_host and self.limiter.limit is not None else None
+        host = call.target.host
+        waiting: List[bool] = [False]  # a retry wait is on
+
+        def fail(exc: BaseException) -> None:
+            call.end()
+            if not future.done():
+                future.set_exception(exc)
+
+        def attempt() -> None:
+            waiting[0] = False
+            if signal.is_set() and call.attempt:
+                fail(RetryInterrupted("retry wait interrupted", url=call.url, method=request.method,
+                                      attempts=call.attempt))
+            elif limiter is not None:
+                limiter.when_free(host, signal, go)
+            else:
+                go(False)
+
+        def go(held: bool) -> None:
+            if limiter is not None and not held:
+                fail(RetryInterrupted("interrupted while waiting for a slot of the host", url=call.url,
+                                      method=request.method, attempts=call.attempt))
+                return
+            call.attempt += 1
+            sent_at = time.monotonic()
+            driver.submit(request, call.url).add_done_callback(lambda done: ended(done, sent_at, held))
+
+        def ended(done: "Future[Response]", sent_at: float, held: bool) -> None:
+            if held:
+                limiter.release(host)  # type: ignore[union-attr]
+            try:
+                exc = done.exception()
+                if exc is None:
+                    response = done.result()
+                    again = call.answered(response, sent_at)
+                    if again is None:
+                        call.end()
+                        future.set_result(response)
+                        return
+                    wait, reason = again, response.outcome.error or ""
+                elif isinstance(exc, (TransportError, ResponseTooLarge)):
+                    wait = call.failed(exc, sent_at)
+                    reason = str(exc)
+                else:
+                    raise exc
+            except BaseException as error:
+                fail(error)
+                return
+            self._log_retry(wait, reason, call.attempt, request.method, call.url)
+            waiting[0] = True
+            driver.call_later(wait, attempt)
+            signal.on_set(lambda: driver.call_soon(interrupt))
+
+        def interrupt() -> None:
+            if waiting[0]:
+                waiting[0] = False
+                fail(RetryInterrupted("retry wait interrupted", url=call.url, method=request.method,
+                                      attempts=call.attempt))
+
+        driver.call_soon(attempt)
+        return future
+
+    @property
+    def can_submit(self) -> bool:
+        """Whether :meth:`submit` works: the transport drives many transfers from one thread (libcurl)."""
+        return getattr(self.transport, "multi", None) is not None
 
     def get(self, url: str, **kwargs: Any) -> Response:
         return self.request("GET", url, **kwargs)
@@ -304,12 +367,17 @@ class HTTPClient:
 
     @property
     def in_flight(self) -> int:
-        """How many threads are inside a request attempt (on the wire) right now."""
-        return len(self._in_flight)
+        """How many request attempts are on the wire right now (threads inside one, and submitted ones)."""
+        multi = self._multi
+        return len(self._in_flight) + (multi.in_flight if multi is not None else 0)
 
     def close(self) -> None:
-        """Interrupt retry waits and close pooled connections."""
+        """Interrupt retry waits and close pooled connections (submitted requests still on the wire fail)."""
         self.stop_event.set()
+        with self._multi_lock:
+            multi, self._multi = self._multi, None
+        if multi is not None:
+            multi.close()
         self.transport.close()
         self.session.close()
 
@@ -334,6 +402,25 @@ class HTTPClient:
         if isinstance(retry, RetryConfig):
             return RetryPolicy.from_config(retry)
         return self.retry_policy
+
+    def _driver(self) -> Any:
+        """The transport's multi driver, made on first use."""
+        multi = self._multi
+        if multi is None:
+            make = getattr(self.transport, "multi", None)
+            if make is None:
+                raise ConfigError(f"submit() needs a transport that drives many transfers from one thread "
+                                  f"(transport='curl'); this client's is {self.transport.name!r}")
+            with self._multi_lock:
+                if self._multi is None:
+                    self._multi = make()
+                multi = self._multi
+        return multi
+
+    def _stop_signal(self) -> StopSignal:
+        """The client's stop event as a StopSignal (one that tells waiters when it is set)."""
+        stop = self.stop_event
+        return stop if isinstance(stop, StopSignal) else StopSignal.any(stop)
 
     def _target(self, url: str) -> _Target:
         """The per-URL pieces of *url*, worked out on its first use."""
@@ -378,10 +465,13 @@ class HTTPClient:
         if self.on_attempt is not None:
             self.on_attempt(url, status, error, time.monotonic() - sent_at)
 
-    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
-               cancel: threading.Event) -> None:
+    def _log_retry(self, wait: float, reason: str, attempt: int, method: str, url: str) -> None:
         self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
                          reason=reason, wait=round(wait, 3))
+
+    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
+               cancel: threading.Event) -> None:
+        self._log_retry(wait, reason, attempt, method, url)
         if cancel.wait(wait):
             raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
 
@@ -458,6 +548,72 @@ class HTTPClient:
             if cookie is not None:
                 headers["cookie"] = ("Cookie", cookie)
         return previous._replace(method=hop.method, url=url, headers=tuple(headers.values()), body=hop.body)
+
+
+class _Attempts:
+    """The bookkeeping of one call's attempts, shared by :meth:`HTTPClient.send` (a thread) and
+    :meth:`HTTPClient.submit` (callbacks): the breaker's verdict, the attempt hook, the outcome and
+    whether the retry policy wants another attempt."""
+
+    __slots__ = ("client", "request", "url", "policy", "cancel", "target", "attempt", "settled")
+
+    def __init__(self, client: HTTPClient, request: Request, url: str, policy: Optional[RetryPolicy],
+                 cancel: threading.Event) -> None:
+        self.client = client
+        self.request = request
+        self.url = url
+        self.policy = policy
+        self.cancel = cancel
+        self.target = client._target(url)
+        self.attempt = 0
+        self.settled = False
+
+    def begin(self) -> None:
+        """Ask the host's breaker; CircuitOpenError (nothing sent) when its circuit is open."""
+        try:
+            self.target.breaker.before_request()
+        except CircuitOpenError as exc:
+            raise CircuitOpenError(str(exc), host=exc.host, remaining=exc.remaining, url=self.url,
+                                   method=self.request.method) from None
+
+    def answered(self, response: Response, sent_at: float) -> Optional[float]:
+        """Seconds to wait before another attempt, or None: *response* is final (annotated)."""
+        client = self.client
+        status = response.status_code
+        client._attempted(self.url, status, None, sent_at)
+        if 200 <= status < 300:
+            outcome = classify_status(status)
+        else:
+            outcome = classify_status(status, response.reason,
+                                      retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        response.outcome = outcome
+        if self.policy is not None and not outcome.ok:
+            decision = self.policy.next(outcome, self.attempt)
+            if decision.wait is not None:
+                return decision.wait
+        self.target.breaker.record_outcome(outcome)
+        self.settled = True
+        response.attempts = self.attempt
+        return None
+
+    def failed(self, exc: RequestError, sent_at: float) -> float:
+        """Seconds to wait before another attempt; re-raises *exc* when it is final."""
+        self.client._attempted(self.url, exc.status, exc, sent_at)
+        outcome = classify_error(exc)
+        # Requests that may have reached the receiver (a refused address sent nothing).
+        exc.attempts = self.attempt if outcome.sent else self.attempt - 1
+        decision = None if self.policy is None else self.policy.next(outcome, self.attempt)
+        if decision is None or decision.wait is None:
+            self.target.breaker.record_outcome(outcome, exc)
+            self.settled = True
+            raise exc
+        return decision.wait
+
+    def end(self) -> None:
+        """The call is over: an unsettled one frees the breaker's probe permit."""
+        if not self.settled:
+            self.settled = True
+            self.target.breaker.release()
 
 
 def _prepared_url(url: str) -> str:

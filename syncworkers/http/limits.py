@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Dict, Optional
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..signals import StopSignal
@@ -46,6 +47,9 @@ class HostLimiter:
         self._lock = threading.Lock()
         self._held: Dict[str, int] = {}
         self._waiting: Dict[str, threading.Condition] = {}  # host -> its waiters (on the one lock)
+        # host -> callbacks waiting for a slot without a thread (when_free), first come first served
+        self._queued: Dict[str, Deque[Tuple[StopSignal, Callable[[bool], None]]]] = {}
+        self._cancelled: List[Callable[[bool], None]] = []
         self._watched: "weakref.WeakSet[StopSignal]" = weakref.WeakSet()
 
     def try_acquire(self, key: str) -> bool:
@@ -89,24 +93,66 @@ class HostLimiter:
             self._held[key] = self._held.get(key, 0) + 1
             return True
 
+    def when_free(self, key: str, cancel: StopSignal, then: Callable[[bool], None]) -> None:
+        """Call ``then(True)`` holding a slot for *key* as soon as one is free (at once if one is), or
+        ``then(False)`` once *cancel* is set first: a wait that holds no thread. *then* must not block;
+        it runs on the thread that freed the slot (or set *cancel*)."""
+        if self.limit is None:
+            then(True)
+            return
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held < self.limit:
+                self._held[key] = held + 1
+                queued = False
+            else:
+                self._queued.setdefault(key, deque()).append((cancel, then))
+                queued = True
+        if not queued:
+            then(True)
+        else:
+            self._watch(cancel)
+
     def release(self, key: str) -> None:
         if self.limit is None:
             return
+        handed: Optional[Callable[[bool], None]] = None
         with self._lock:
-            count = self._held.get(key, 0) - 1
-            if count <= 0:
-                self._held.pop(key, None)
-            else:
-                self._held[key] = count
-            waiters = self._waiting.get(key)
-            if waiters is not None:
-                waiters.notify()
+            queue = self._queued.get(key)
+            while queue:
+                cancel, then = queue.popleft()
+                if not cancel.is_set():
+                    handed = then  # the slot goes to the first waiter that holds no thread
+                    break
+                self._cancelled.append(then)
+            if handed is None:
+                count = self._held.get(key, 0) - 1
+                if count <= 0:
+                    self._held.pop(key, None)
+                else:
+                    self._held[key] = count
+                waiters = self._waiting.get(key)
+                if waiters is not None:
+                    waiters.notify()
+            cancelled, self._cancelled = self._cancelled, []
+        for then in cancelled:
+            then(False)
+        if handed is not None:
+            handed(True)
 
     def wake(self) -> None:
-        """Wake every waiter (a stop signal was set)."""
+        """Wake every waiter (a stop signal was set); callbacks of a set signal get False."""
         with self._lock:
             for waiters in self._waiting.values():
                 waiters.notify_all()
+            cancelled: List[Callable[[bool], None]] = []
+            for queue in self._queued.values():
+                kept = [(c, t) for c, t in queue if not c.is_set()]
+                cancelled += [t for c, t in queue if c.is_set()]
+                queue.clear()
+                queue.extend(kept)
+        for then in cancelled:
+            then(False)
 
     def in_flight(self, key: str) -> int:
         with self._lock:

@@ -228,6 +228,12 @@ class CurlTransport:
             c.setopt(pycurl.PROXY, "")  # libcurl would read http_proxy & co. on its own
         return c
 
+    def multi(self) -> Any:
+        """A :class:`~syncworkers.http.transport.curl_multi.CurlMulti` driving this transport's handles."""
+        from .curl_multi import CurlMulti
+
+        return CurlMulti(self, clock=self.clock)
+
     # -- sending -----------------------------------------------------------------
 
     def send(self, request: Request, *, url: str) -> Response:
