@@ -103,7 +103,7 @@ def test_the_host_limit_queues_submitted_requests_without_threads(server):
 
 
 def test_requests_transport_cannot_submit():
-    with HTTPClient(HTTPClientConfig()) as client:
+    with HTTPClient(HTTPClientConfig(transport="requests")) as client:
         assert not client.can_submit
         with pytest.raises(ConfigError):
             client.submit(client.build("GET", "http://127.0.0.1:9/"))

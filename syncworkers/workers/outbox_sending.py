@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..delivery.request import check_delivery_id, check_headers, encode_body, safe_endpoint
+from ..delivery.attempt import launch_once
 from ..delivery.dispatch import Dispatcher, send_once
 from ..exceptions import ConfigError, OutboxError, WorkerError
 from ..http.limits import HostLimiter
@@ -138,7 +139,11 @@ class OutboxMixin:
                     self._submit_outbox, self._free_slots,
                     RetryPolicy.from_schedule(self.webhook_config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),
-                    logger=self.logger, stats=self._stats, disable_after=self.webhook_config.disable_after)
+                    logger=self.logger, stats=self._stats, disable_after=self.webhook_config.disable_after,
+                    # Over libcurl, attempts hold no thread: the pool only records their outcomes.
+                    launch=(lambda delivery, now: launch_once(self.client, self.signer, delivery, now,
+                                                              self._outbox_limiter))
+                    if self.client.can_submit else None)
             return self._dispatcher
 
     def _run_outbox(self, stop_event: threading.Event) -> None:
@@ -159,6 +164,11 @@ class OutboxMixin:
             pass  # stopping meanwhile: the next run or flush() delivers
 
     def _free_slots(self) -> int:
+        dispatcher = self._dispatcher
+        if self.client.can_submit and dispatcher is not None:
+            # Attempts in flight hold no thread: as many as the host limit allows (at least a pool's worth).
+            config = self.webhook_config
+            return max(config.max_workers, config.per_host_limit) - dispatcher.in_flight
         with self._pool_lock:
             busy = sum(1 for kind in self._futures.values() if kind == OUTBOX_POOL)
         return self.webhook_config.max_workers - busy

@@ -212,7 +212,14 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         def deliver(endpoint: str, url: str, cancel: StopSignal) -> DeliveryResult:
             return self._deliver(endpoint, url, body, extra, check_delivery_id(None), cancel)
 
-        return self._broadcaster.run(targets, deliver, run, fail_fast)
+        def start(endpoint: str, url: str, cancel: StopSignal) -> "Future[DeliveryResult]":
+            return self._start_delivery(endpoint, url, body, extra, check_delivery_id(None), cancel)
+
+        # Over libcurl every delivery is on the wire at once from the client's I/O thread.
+        config = self.webhook_config
+        return self._broadcaster.run(targets, deliver, run, fail_fast,
+                                     start=start if self.client.can_submit else None,
+                                     in_flight=max(config.max_workers, config.per_host_limit))
 
 
 
@@ -279,7 +286,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         pending: Set[Future[Any]] = set()
         for pool in pools:
             pool.shutdown(wait=False)
-        if pools:
+        if pools or (futures and deadline is not None):  # (deliveries over libcurl's multi run on no pool)
             _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
         else:  # an earlier stop() took the pools and waited; some deliveries may still be running
             pending = {future for future in futures if not future.done()}
@@ -385,9 +392,44 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
             response = self.client.request("POST", url, data=body, headers=headers, cancel=cancel,
                                            allow_redirects=False)
         except RequestError as exc:
-            outcome, attempts = classify_error(exc), exc.attempts
+            return self._delivered(endpoint, url, delivery_id, started, None, exc)
+        return self._delivered(endpoint, url, delivery_id, started, response, None)
+
+    def _start_delivery(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str], delivery_id: str,
+                        cancel: StopSignal) -> "Future[DeliveryResult]":
+        """:meth:`_deliver` without holding a thread (``client.submit``); tracked for stop() like pool work."""
+        headers = delivery_headers(delivery_id, body, self.signer, extra)
+        started = time.monotonic()
+        result: "Future[DeliveryResult]" = Future()
+        result.set_running_or_notify_cancel()
+        sending = self.client.submit(self.client.build("POST", url, data=body, headers=headers), url=url,
+                                     cancel=cancel)
+        with self._pool_lock:
+            self._futures[result] = BROADCAST_POOL
+        result.add_done_callback(self._forget)
+
+        def ended(done: "Future[Any]") -> None:
+            exc = done.exception()
+            try:
+                if exc is None or isinstance(exc, RequestError):
+                    result.set_result(self._delivered(endpoint, url, delivery_id, started,
+                                                      None if exc is not None else done.result(), exc))
+                else:
+                    result.set_exception(exc)
+            except BaseException as error:  # a bug in the bookkeeping: reported as the delivery's error
+                if not result.done():
+                    result.set_exception(error)
+
+        sending.add_done_callback(ended)
+        return result
+
+    def _delivered(self, endpoint: str, url: str, delivery_id: str, started: float, response: Any,
+                   error: Optional[RequestError]) -> DeliveryResult:
+        """Count, log and return the result of a delivery that ended with *response* or *error*."""
+        if error is not None:
+            outcome, attempts = classify_error(error), error.attempts
         else:
-            outcome, attempts = getattr(response, "outcome"), getattr(response, "attempts")
+            outcome, attempts = response.outcome, response.attempts
         if outcome.kind is Kind.CIRCUIT_OPEN:
             self._stats.incr("circuit_open")
         elif outcome.kind is Kind.INTERRUPTED:

@@ -10,8 +10,7 @@ short callbacks at a given time (:meth:`call_later`: retry waits of
 HTTPClient's calls) and soon (:meth:`call_soon`). No asyncio.
 
 The thread starts with the first transfer and ends after ``linger`` seconds with
-nothing to do, or at :meth:`close` (transfers still in flight then fail with a
-TransportError).
+nothing to do, or after :meth:`close` once the transfers in flight have ended.
 """
 
 from __future__ import annotations
@@ -95,39 +94,38 @@ class CurlMulti:
         return future
 
     def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run *callback* on the I/O thread soon (it must not block)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._soon.append(callback)
-            self._ensure_thread()
-            wake = self._asleep
-            self._asleep = False
-        if wake:
-            self._wake()
+        """Run *callback* on the I/O thread soon (it must not block); here and now once closed and ended."""
+        self._queue(None, callback)
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> None:
-        """Run *callback* on the I/O thread in *seconds* (it must not block)."""
+        """Run *callback* on the I/O thread in *seconds* (it must not block); once closed, soon."""
+        self._queue(max(0.0, seconds), callback)
+
+    def _queue(self, seconds: Optional[float], callback: Callable[[], None]) -> None:
         with self._lock:
-            if self._closed:
-                return
-            self._later.append((self.clock() + max(0.0, seconds), callback))
-            self._ensure_thread()
-            wake = self._asleep
-            self._asleep = False
-        if wake:
+            inline = self._closed and self._thread is None  # closed and ended: nothing else will run it
+            if not inline:
+                if seconds is None or self._closed:
+                    self._soon.append(callback)
+                else:
+                    self._later.append((self.clock() + seconds, callback))
+                self._ensure_thread()
+                wake = self._asleep
+                self._asleep = False
+        if inline:
+            self._call(callback)
+        elif wake:
             self._wake()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End the thread; transfers still in flight fail. Later submits fail at once."""
+    def close(self) -> None:
+        """Take no more transfers (a later submit fails at once) and run every timer now; the thread
+        ends when the transfers in flight have (each within its deadline), as a thread inside a
+        blocking request would."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-        self._wake()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        for sock in (self._wake_r, self._wake_w):
-            sock.close()
+            wake = self._thread is not None
+        if wake:
+            self._wake()
 
     def _ensure_thread(self) -> None:
         if self._thread is None:  # (under the lock)
@@ -178,8 +176,9 @@ class CurlMulti:
                     self._start(multi, transfer)
                 for callback in soon:
                     self._call(callback)
-                self._run_timers()
-                if self._closed_now():
+                closed = self._closed_now()
+                self._run_timers(closed)
+                if closed and not self._active and not self._pending_calls():
                     break
                 busy = bool(self._active or self._timers)
                 now = self.clock()
@@ -239,9 +238,13 @@ class CurlMulti:
             return max(0.0, min(dues) - now)
         return 1.0 if busy else self.linger
 
-    def _run_timers(self) -> None:
+    def _pending_calls(self) -> bool:
+        with self._lock:
+            return bool(self._incoming or self._soon or self._later or self._timers)
+
+    def _run_timers(self, all_now: bool = False) -> None:
         now = self.clock()
-        while self._timers and self._timers[0][0] <= now:
+        while self._timers and (all_now or self._timers[0][0] <= now):
             _, _, callback = heapq.heappop(self._timers)
             self._call(callback)
 
@@ -334,6 +337,11 @@ class CurlMulti:
                                                         method=transfer.request.method))
         multi.close()
         selector.close()
+        with self._lock:
+            closed = self._closed
+        if closed:
+            for sock in (self._wake_r, self._wake_w):
+                sock.close()
 
 
 __all__ = ["CurlMulti", "LINGER"]
