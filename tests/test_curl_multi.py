@@ -107,3 +107,30 @@ def test_requests_transport_cannot_submit():
         assert not client.can_submit
         with pytest.raises(ConfigError):
             client.submit(client.build("GET", "http://127.0.0.1:9/"))
+
+
+def test_the_outbox_over_libcurl_has_more_on_the_wire_than_threads(server, tmp_path):
+    from syncworkers import WebhookConfig, WebhookSenderWorker
+
+    release = threading.Event()
+    seen = []
+    server.route("POST", "/hook", handler=lambda req: (seen.append(req), release.wait(10), Reply(200))[2])
+    worker = WebhookSenderWorker(server.base_url, WebhookConfig(
+        max_workers=2, max_in_flight_per_host=8, outbox_path=str(tmp_path / "outbox.db")),
+        http_config=HTTPClientConfig(transport="curl"))
+    try:
+        for n in range(8):
+            worker.enqueue("/hook", {"n": n})
+        worker.start()
+        # Eight deliveries on the wire with a pool of two threads: the attempts hold none.
+        assert wait_for(lambda: len(seen) == 8)
+        pool = [t.name for t in threading.enumerate() if t.name.startswith("syncworkers-outbox")]
+        assert len(pool) <= 2
+        release.set()
+        assert worker.flush(10)
+        assert worker.outbox.counts()["delivered"] == 8
+        assert sorted(req.json()["n"] for req in seen) == list(range(8))
+    finally:
+        release.set()
+        worker.stop(5)
+        worker.close()
