@@ -239,6 +239,16 @@ def test_cli_outbox_init_is_safe_twice_and_every_subcommand_takes_url(pg_db):
     assert purged.exit_code == 0
 
 
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "postgres"])
+def test_cli_takes_the_sqlalchemy_and_short_postgresql_urls(pg_db, scheme):
+    url = pg_db.replace("postgresql://", f"{scheme}://", 1)
+    with open_outbox(url) as box:
+        box.add("orders", "http://127.0.0.1:9/orders", b"{}")
+    stats = CliRunner().invoke(cli, ["outbox", "stats", "--url", url, "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert '"pending": 1' in stats.output
+
+
 def test_cli_unreachable_database_is_one_line_exit_2_without_the_password():
     from .helpers import closed_port
 

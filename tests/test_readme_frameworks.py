@@ -50,7 +50,7 @@ def sample(word):
 
 
 def test_each_sample_of_the_section_is_run_by_a_test_here():
-    kinds = ["def create_app", "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
+    kinds = ["def create_app", "syncworkers check", "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
              "PROMETHEUS_MULTIPROC_DIR=", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
              "def pay(request", "* * * * syncworkers run --once"]
     assert len(samples()) == len(kinds)
@@ -106,6 +106,24 @@ def test_the_flask_sample_delivers_signed_webhooks_polls_and_verifies_received_o
         sys.modules.pop("app", None)
 
 
+@pytest.mark.parametrize("secret", ["good", "short"])
+def test_the_check_line_checks_the_flask_sample_one_line_per_problem(app_dir, secret):
+    folder, env = app_dir
+    if secret == "short":
+        env = {**env, "WEBHOOK_SECRET": "whsec_c2hvcnQ="}
+    words = shlex.split(sample("syncworkers check").split("#")[0])
+    done = subprocess.run([sys.executable, "-m", *words], cwd=folder, env=command_env(env), capture_output=True,
+                          text=True, timeout=120)
+    if secret == "good":
+        assert done.returncode == 0, done.stderr
+        assert "ok  orders: OrderPoller" in done.stdout and "ok  outbox sqlite:///" in done.stdout
+    else:
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "Error: SYNCWORKERS_SIGNING_SECRET: signing secret is 5 bytes long; at least 24 are needed "
+            "(Standard Webhooks: 24 to 64, e.g. 'whsec_' + base64 of 32 random bytes)"]
+
+
 def command_env(env):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCWORKERS_", "WEBHOOK_", "HTTP_"))}
     return {**base, "PYTHONPATH": ROOT, "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}", **env}
@@ -150,6 +168,9 @@ def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(ap
         line = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         proc = launch(line, folder, env)
         try:
+            # The workers start as gunicorn's workers boot: the poller polls before any request.
+            assert wait_for(lambda: len(server.calls("/orders")) >= 1, timeout=60)
+            assert [r.path for r in server.requests] == ["/orders"] * len(server.requests)
             orders_delivered(port, server, 29)
             assert wait_for(lambda: len(server.calls("/orders")) >= 4, timeout=60)
             wall_minus_mono = time.time() - time.monotonic()

@@ -112,3 +112,16 @@ def test_registered_names_are_masked_in_json_text():
     text = json.dumps({"X-Tenant-Pin": "1234-5678", "other": "v"})
 
     assert redact_text(text) == json.dumps({"X-Tenant-Pin": MASK, "other": "v"})
+
+
+def test_output_keeps_a_url_followed_by_punctuation_and_sqlite_urls_as_written():
+    from syncworkers.observability.redaction import redact_output, safe_url
+
+    assert redact_output("circuit open for http://127.0.0.1:58001: 3 failures") == \
+        "circuit open for http://127.0.0.1:58001: 3 failures"
+    assert redact_output("see http://u:pw@127.0.0.1:8001/x?token=abc, then retry.") == \
+        "see http://127.0.0.1:8001/x?***, then retry."
+    assert redact_output("must start with redis://, rediss:// or postgresql://") == \
+        "must start with redis://, rediss:// or postgresql://"
+    assert safe_url("sqlite:////var/lib/app/outbox.db") == "sqlite:////var/lib/app/outbox.db"
+    assert safe_url("sqlite:///outbox.db") == "sqlite:///outbox.db"

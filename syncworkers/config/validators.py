@@ -140,9 +140,10 @@ def optional_str(value: Any) -> Optional[str]:
 
 
 #: The forms an outbox location may take (WebhookConfig.outbox_url, ``syncworkers outbox --url``).
-OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://), sqlite:///relative/path,"
-                    " sqlite:////absolute/path, or a file path")
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
+OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://, postgresql+psycopg://),"
+                    " sqlite:///relative/path, sqlite:////absolute/path, or a file path")
+#: The schemes of a PostgreSQL URL: libpq's two, and SQLAlchemy's (the form Flask apps already hold).
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 def outbox_url(value: Any) -> Optional[str]:
@@ -170,8 +171,14 @@ def outbox_url(value: Any) -> Optional[str]:
 
 
 def is_postgres_url(value: str) -> bool:
-    """True for a ``postgresql://`` or ``postgres://`` URL."""
+    """True for a ``postgresql://``, ``postgres://`` or ``postgresql+psycopg://`` URL."""
     return "://" in value and value.split("://", 1)[0].lower() in _POSTGRES_SCHEMES
+
+
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL as libpq reads it: SQLAlchemy's ``postgresql+psycopg://`` becomes ``postgresql://``."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.lower() == "postgresql+psycopg" else url
 
 
 def existing_file(value: Any) -> Optional[str]:

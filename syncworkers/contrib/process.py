@@ -1,23 +1,28 @@
-"""The app's workers inside a web server process: started once per process, after any fork, stopped at exit.
+"""The app's workers inside a web server process: started once per serving process, at its boot, stopped at exit.
 
 A web app is imported in processes that must not run workers: the reloader's
-watcher, gunicorn's master before it forks, ``manage.py migrate``. So nothing
-starts at import or configuration time; :meth:`AppWorkers.ensure_started` is
-called from the serving path (the first request) and starts the workers in the
-process that serves. Threads do not survive ``fork()``: a child forked after a
-start (gunicorn ``--preload``) forgets its parent's workers and sender and
-starts its own on its first request.
+watcher, gunicorn's master before it forks, ``flask shell``, ``manage.py
+migrate``. So nothing starts at import; when the app is built,
+:meth:`AppWorkers.boot` asks :mod:`.serving` which part this process plays:
+one that serves starts its workers at once, with no request needed; a master
+that forks the serving processes (gunicorn ``--preload``) starts them in each
+child it forks, right after the fork; any other process starts nothing.
+Threads do not survive ``fork()``: a child forked after a start forgets its
+parent's workers and sender. Under a server this cannot recognise, the
+integrations still start the workers on the first request a process serves.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable, ContextManager, List, Optional
 
 from ..observability.logging import get_logger
+from .serving import Role, gunicorn_role
 from .settings import Settings, make_runner, make_sender, make_workers
 
 _log = get_logger("syncworkers.contrib")
@@ -34,6 +39,7 @@ class AppWorkers:
         self.settings = settings
         self.name = name
         self._around = around
+        self._start_in_child = False  # set in a master that forks the serving processes
         self._reset()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
@@ -87,6 +93,15 @@ class AppWorkers:
         _log.info("workers started", pid=os.getpid(), pool=runner.max_workers, **self.settings.describe())
         return True
 
+    def boot(self, role: Optional[Role]) -> bool:
+        """Start the workers if this process serves (*role* from :func:`.serving.role`), or arrange
+        that each serving process this master forks starts them; True when started here and now."""
+        if role is Role.SERVES:
+            return self.ensure_started()
+        if role is Role.FORKS:
+            self._start_in_child = True
+        return False
+
     def stop(self, timeout: Optional[float] = EXIT_TIMEOUT) -> bool:
         """Stop this process's workers (in-flight deliveries get *timeout*), release connections."""
         with self._lock:
@@ -117,8 +132,16 @@ def _after_fork(ref: "weakref.ReferenceType[AppWorkers]") -> None:
     # The parent's threads are gone in the child and its locks may be held by one of
     # them: forget all of it (without closing: the parent still uses its connections).
     state = ref()
-    if state is not None:
-        state._reset()
+    if state is None:
+        return
+    state._reset()
+    start, state._start_in_child = state._start_in_child, False  # a fork of this child starts nothing
+    # Only a serving process forked by the master: not a fork the master makes for anything else.
+    if start and gunicorn_role(sys._getframe(1)) is Role.SERVES:
+        try:
+            state.ensure_started()
+        except Exception:  # an at-fork hook cannot raise: the process serves on, and says why
+            _log.exception("workers not started after fork", pid=os.getpid())
 
 
 __all__ = ["AppWorkers", "EXIT_TIMEOUT"]

@@ -61,6 +61,8 @@ _QUOTED_ITEM_RE = re.compile(r"""(['"])([A-Za-z][\w\-]*)\1(\s*:\s*)(['"])((?:\\.
 # A URL in free text, up to a space, a quote or an angle bracket.
 _URL_RE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>]+")
 _PATH_SEGMENT_RE = re.compile(r"(?:^|(?<=/))[^/?#]+")
+#: What may follow a URL in a sentence without being part of it.
+_TRAILING_PUNCTUATION = ".,:;!?)]}"
 
 
 def _normalise(name: object) -> str:
@@ -224,8 +226,18 @@ def redact_output(text: str) -> str:
     (the command line), where a query string's values are never worth the risk."""
     text = redact_text(text)
     if "://" in text:
-        text = _URL_RE.sub(lambda m: safe_url(m.group(0)) or "", text)
+        text = _URL_RE.sub(_shorten_url, text)
     return text
+
+
+def _shorten_url(match: "re.Match[str]") -> str:
+    # A URL in a sentence may be followed by punctuation ("for http://h:8001: 3 failures"):
+    # it is not part of the URL, and "8001:" would not parse as a port.
+    url = match.group(0)
+    end = len(url.rstrip(_TRAILING_PUNCTUATION))
+    if url[:end].endswith("://"):  # a scheme named in prose ("redis://, rediss:// or ..."): no URL
+        return url
+    return (safe_url(url[:end]) or "") + url[end:]
 
 
 @functools.lru_cache(maxsize=1024)  # results and log lines ask for the same few URLs over and over
@@ -244,6 +256,9 @@ def safe_url(url: Optional[str]) -> Optional[str]:
     except ValueError:
         return "<invalid url>"
     query = MASK if parts.query else ""
+    if not host and parts.scheme and url[len(parts.scheme):].startswith("://"):
+        # No authority (sqlite:////abs/path): urlunsplit would drop the "//" and print sqlite://abs/path.
+        return f"{parts.scheme}://{_mask_path(parts.path)}" + (f"?{query}" if query else "")
     return urlunsplit((parts.scheme, host, _mask_path(parts.path), query, ""))
 
 

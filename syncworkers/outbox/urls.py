@@ -20,6 +20,13 @@ def sqlite_path(location: str) -> str:
     return location.split("://", 1)[1][1:]
 
 
+def printable_location(location: str) -> str:
+    """An outbox location fit to print: a database URL without its password; a file path or ``sqlite:``
+    URL as given (its folder names are not secrets, and a URL parser would turn ``sqlite:////x`` into
+    ``sqlite://x``)."""
+    return (safe_url(location) or "") if v.is_postgres_url(location) else location
+
+
 def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **options: Any) -> OutboxStore:
     """The outbox store at *location*: a PostgreSQL URL, a ``sqlite:///`` URL or a file path.
 
@@ -42,10 +49,10 @@ def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **opt
             from .postgres import PostgresOutbox
         except ImportError as exc:
             raise ConfigError(f"{exc} (outbox {safe_url(text)!r})") from None
-        return PostgresOutbox(text, **options)
+        return PostgresOutbox(v.libpq_url(text), **options)
     from .sqlite import Outbox
 
     return Outbox(sqlite_path(text), **{k: val for k, val in options.items() if k in _SQLITE_OPTIONS})
 
 
-__all__ = ["open_outbox", "sqlite_path"]
+__all__ = ["open_outbox", "printable_location", "sqlite_path"]

@@ -22,6 +22,7 @@ import time
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from ..config.validators import is_postgres_url, libpq_url
 from ..exceptions import ConfigError, StateStoreError
 
 #: Environment variable naming the state store when ``PollerWorker(state_url=...)`` is not given.
@@ -187,8 +188,8 @@ def open_state_store(url: Optional[str]) -> StateStore:
         raise ConfigError(f"state_url must be a file path or a URL, got {url!r}",
                           {"state_url": "must be a file path or a URL"})
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("postgresql", "postgres"):
-        return PostgresStateStore(url)
+    if is_postgres_url(url):
+        return PostgresStateStore(libpq_url(url))
     if scheme == "sqlite":
         path = unquote(urlsplit(url).path)
         # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db"

@@ -28,6 +28,7 @@ import time
 from typing import Any, Dict, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from ..config.validators import is_postgres_url, libpq_url
 from ..exceptions import ConfigError, SyncWorkersError, safe_url
 from ..observability.redaction import register_secret
 
@@ -50,7 +51,7 @@ PRUNE_INTERVAL = 60.0
 #: The environment variable read when a Runner is given no coordination: a redis:// or postgresql:// URL.
 COORDINATION_ENV = "SYNCWORKERS_COORDINATION_URL"
 #: The URL schemes :func:`open_coordination` knows.
-SCHEMES = ("redis", "rediss", "postgresql", "postgres")
+SCHEMES = ("redis", "rediss", "postgresql", "postgres", "postgresql+psycopg")
 
 
 class CoordinationError(SyncWorkersError):
@@ -284,8 +285,8 @@ def open_coordination(url: str) -> TickClaims:
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("redis", "rediss"):
         return RedisTickClaims.from_url(url)
-    if scheme in ("postgresql", "postgres"):
-        return PostgresTickClaims(url)
+    if is_postgres_url(url):
+        return PostgresTickClaims(libpq_url(url))
     raise ConfigError(f"coordination URL must start with redis://, rediss:// or postgresql://, "
                       f"got {safe_url(url)!r}", {"coordination": "unknown scheme"})
 

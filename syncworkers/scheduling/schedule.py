@@ -123,11 +123,22 @@ def name_offset(name: str, interval: float) -> float:
     return fraction * interval
 
 
+def nearest_tick(interval: float, wall_now: float, offset: float = 0.0) -> int:
+    """The epoch-grid tick nearest *wall_now*: the one a single run (``run --once``) claims.
+
+    Cron starts runs on the grid, give or take the machines' clock skew and start-up
+    time; rounding (not flooring) puts runs a little early or late on the same tick,
+    and on the tick a long-running process due then claims.
+    """
+    return math.floor((wall_now - offset) / interval + 0.5)
+
+
 __all__ = [
     "Schedule",
     "check_interval",
     "check_jitter",
     "is_number",
     "name_offset",
+    "nearest_tick",
     "stagger_offsets",
 ]

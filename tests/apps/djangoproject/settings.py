@@ -1,5 +1,6 @@
 """A minimal Django project for the Django tests: the outbox lives in the app's own SQLite database."""
 
+import json
 import os
 
 SECRET_KEY = "test-only-not-secret"
@@ -26,3 +27,5 @@ SYNCWORKERS = {
     "BASE_URL": os.environ.get("DJANGO_HOOKS_BASE_URL", "http://127.0.0.1:9"),
 }
 RECEIVER_SECRET = "whsec_dGVzdC1yZWNlaXZlci1zZWNyZXQta2V5LTEyMzQ="
+if os.environ.get("DJANGO_SYNCWORKERS"):  # more SYNCWORKERS entries, as JSON (the boot and check tests)
+    SYNCWORKERS.update(json.loads(os.environ["DJANGO_SYNCWORKERS"]))
