@@ -66,3 +66,11 @@ def test_a_header_added_per_attempt_replaces_one_of_the_same_name():
     changed = request.with_header("traceparent", "00-abc-def-01")
     assert changed.headers == (("X-A", "1"), ("traceparent", "00-abc-def-01"))
     assert request.header("traceparent") == "old"  # the original is unchanged
+
+
+@pytest.mark.parametrize("name, value", [("X-Bad", "a\r\nb"), ("X-Bad", "trailing\n"), ("X-Bad", " lead"),
+                                         ("Bad:Name", "v"), ("X-Bad", 5)])
+def test_a_call_header_requests_refuses_is_refused(name, value):
+    with HTTPClient(HTTPClientConfig()) as client:
+        with pytest.raises(requests.exceptions.InvalidHeader):
+            client.build("GET", "http://127.0.0.1:9/a", headers={name: value})

@@ -16,6 +16,7 @@ retries, host limits, redirects, the attempt hook) lives here, above the seam.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -56,6 +57,10 @@ from .urls import join_url
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"  # type: ignore[attr-defined]
 #: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
 _URL_CACHE_SIZE = 1024
+#: What requests' header check accepts, for its common case (text): a header passing both is valid;
+#: anything else goes through ``check_header_validity``, which raises saying why.
+_VALID_NAME = re.compile(r"^[^:\s][^:\r\n]*\Z")
+_VALID_VALUE = re.compile(r"^\S[^\r\n]*\Z|^\Z")
 #: A merged header set: lowercase name -> (name as given, value), in order.
 _HeaderMap = Dict[str, Tuple[str, HeaderValue]]
 
@@ -212,7 +217,9 @@ class HTTPClient:
                 if value is None:  # None removes a session header, as in requests
                     merged.pop(name.lower(), None)
                 else:
-                    check_header_validity((name, value))
+                    if not (type(value) is str and type(name) is str and _VALID_NAME.match(name)
+                            and _VALID_VALUE.match(value)):
+                        check_header_validity((name, value))  # the rule itself: raises saying why
                     merged[name.lower()] = (name, value)
         # requests' order: the session's and the call's headers, cookies, the body's type, auth.
         jar = session.cookies
