@@ -54,7 +54,7 @@ from .transport.base import deadline_exceeded
 from .cookies import cookie_header, has_cookies
 from .urls import join_url
 
-DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{requests.__version__}"  # type: ignore[attr-defined]
+DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{getattr(requests, '__version__')}"
 #: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
 _URL_CACHE_SIZE = 1024
 #: What requests' header check accepts, for its common case (text): a header passing both is valid;
@@ -219,7 +219,8 @@ class HTTPClient:
                 else:
                     if not (type(value) is str and type(name) is str and _VALID_NAME.match(name)
                             and _VALID_VALUE.match(value)):
-                        check_header_validity((name, value))  # the rule itself: raises saying why
+                        header: Tuple[Any, Any] = (name, value)
+                        check_header_validity(header)  # the rule itself: raises saying why
                     merged[name.lower()] = (name, value)
         # requests' order: the session's and the call's headers, cookies, the body's type, auth.
         jar = session.cookies
@@ -446,7 +447,8 @@ class HTTPClient:
         if defaults is None or self._defaults_of[0] is not headers or version != self._defaults_of[1] or version < 0:
             merged: _HeaderMap = {}
             for name, value in headers.items():
-                check_header_validity((name, value))
+                header: Tuple[Any, Any] = (name, value)  # (typed differently by requests and types-requests)
+                check_header_validity(header)
                 merged[name.lower()] = (name, value)
             self._defaults, self._defaults_of = merged, (headers, version)
             defaults = merged

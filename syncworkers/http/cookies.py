@@ -12,9 +12,14 @@ import email.message
 from http.cookiejar import CookieJar
 from typing import Any, Dict, Iterable, Optional
 
-from requests.cookies import MockRequest, get_cookie_header
+from requests import cookies as _requests_cookies
+from requests.cookies import MockRequest
 
 from .messages import HeaderValue, Request
+
+
+#: requests' own rule (typed differently by requests and by types-requests: called as it is).
+_get_cookie_header: Any = _requests_cookies.get_cookie_header
 
 
 class CookieRequest:
@@ -46,7 +51,8 @@ def has_cookies(jar: CookieJar) -> bool:
 
 def cookie_header(jar: CookieJar, url: str, headers: Dict[str, HeaderValue]) -> Optional[str]:
     """The ``Cookie`` header *jar* gives a request to *url* (None: none, or the request names its own)."""
-    return get_cookie_header(jar, CookieRequest(url, headers))  # type: ignore[arg-type]
+    header = _get_cookie_header(jar, CookieRequest(url, headers))
+    return header if isinstance(header, str) else None
 
 
 def store_cookies(jar: CookieJar, values: Iterable[str], request: Request) -> None:

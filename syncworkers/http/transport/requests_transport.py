@@ -78,7 +78,7 @@ class RequestsTransport:
         method, deadline = request.method, request.deadline
         if session.trust_env:
             # Proxy variables (HTTP_PROXY, NO_PROXY, ...) and REQUESTS_CA_BUNDLE, resolved per URL.
-            kwargs = session.merge_environment_settings(request.url, {}, True, session.verify, session.cert)
+            kwargs = dict(session.merge_environment_settings(request.url, {}, True, session.verify, session.cert))
             kwargs["stream"] = True
         connect, read = request.timeouts
         timeout = (min(connect, deadline), min(read, deadline))
@@ -110,7 +110,9 @@ class RequestsTransport:
         p = PreparedRequest()
         p.method = request.method
         p.url = request.url
-        p.headers = CaseInsensitiveDict(request.headers)
+        # (A bytes value goes on the wire as its Latin-1 text would.)
+        p.headers = CaseInsensitiveDict({name: value.decode("latin-1") if isinstance(value, bytes) else value
+                                         for name, value in request.headers})
         p.body = request.body
         p.prepare_content_length(request.body)
         p.prepare_cookies(self._no_cookies)
