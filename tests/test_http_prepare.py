@@ -52,11 +52,12 @@ def test_headers_changed_after_construction_are_sent_and_checked():
         assert client.build("GET", "http://127.0.0.1:9/a").header("X-Later") is None
         client.session.headers["X-Later"] = "1"
         assert client.build("GET", "http://127.0.0.1:9/a").header("X-Later") == "1"
-        client.session.params = {"k": "v"}
-        assert client.build("GET", "http://127.0.0.1:9/a").url.endswith("/a?k=v")
         client.session.headers["X-Bad"] = "a\r\nb"
-        with pytest.raises(requests.exceptions.InvalidHeader):
+        with pytest.raises(ValueError, match="line break"):  # the header rule (syncworkers.http.headers)
             client.build("GET", "http://127.0.0.1:9/a")
+        del client.session.headers["X-Bad"]
+        client.session.params = {"k": "v"}  # (requests' own preparation from here on)
+        assert client.build("GET", "http://127.0.0.1:9/a").url.endswith("/a?k=v")
     finally:
         client.close()
 
@@ -70,7 +71,7 @@ def test_a_header_added_per_attempt_replaces_one_of_the_same_name():
 
 @pytest.mark.parametrize("name, value", [("X-Bad", "a\r\nb"), ("X-Bad", "trailing\n"), ("X-Bad", " lead"),
                                          ("Bad:Name", "v"), ("X-Bad", 5)])
-def test_a_call_header_requests_refuses_is_refused(name, value):
+def test_a_call_header_the_header_rule_refuses_is_refused(name, value):
     with HTTPClient(HTTPClientConfig()) as client:
-        with pytest.raises(requests.exceptions.InvalidHeader):
+        with pytest.raises((ValueError, TypeError)):
             client.build("GET", "http://127.0.0.1:9/a", headers={name: value})

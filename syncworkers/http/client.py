@@ -16,7 +16,6 @@ retries, host limits, redirects, the attempt hook) lives here, above the seam.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from concurrent.futures import Future
@@ -25,10 +24,11 @@ from typing import Any, Callable, Dict, List, Mapping, MutableMapping, NamedTupl
 import requests
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from requests.utils import check_header_validity, get_auth_from_url, get_netrc_auth, requote_uri
+from requests.utils import get_auth_from_url, get_netrc_auth, requote_uri
 
 from ..version import __version__
 from .breaker import BreakerRegistry, HostBreaker
+from .headers import check_header
 from ..config.settings import HTTPClientConfig, RetryConfig
 from ..exceptions import (
     CircuitOpenError,
@@ -40,8 +40,8 @@ from ..exceptions import (
     TransportError,
     safe_url,
 )
-from ..observability.logging import get_logger
-from ..observability.redaction import is_secret_key, register_secret
+from ..observability.logging import get_logger, install_urllib3_redaction
+from ..observability.redaction import Redactor
 from ..signals import StopSignal
 from .messages import HeaderValue, Request, Response
 from .outcome import classify_error, classify_status
@@ -57,10 +57,6 @@ from .urls import join_url
 DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{getattr(requests, '__version__')}"
 #: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
 _URL_CACHE_SIZE = 1024
-#: What requests' header check accepts, for its common case (text): a header passing both is valid;
-#: anything else goes through ``check_header_validity``, which raises saying why.
-_VALID_NAME = re.compile(r"^[^:\s][^:\r\n]*\Z")
-_VALID_VALUE = re.compile(r"^\S[^\r\n]*\Z|^\Z")
 #: A merged header set: lowercase name -> (name as given, value), in order.
 _HeaderMap = Dict[str, Tuple[str, HeaderValue]]
 
@@ -96,26 +92,26 @@ class HTTPClient:
     *stop_event*, when set, interrupts retry waits (the worker's shutdown).
     ``session`` holds the client's headers and cookies (its headers may be changed
     later; they are read again after a change).
+    The config's credentials and secret header names go into *redactor* (a new one
+    when None: ``self.redactor``), which its logger and urllib3's log filter mask with.
+    *clock* (monotonic seconds) times attempts, deadlines and the circuit breakers.
     """
 
     def __init__(self, config: Optional[HTTPClientConfig] = None, *, threads: int = 1,
                  breakers: Optional[BreakerRegistry] = None, stop_event: Optional[threading.Event] = None,
-                 clock: Any = time.monotonic, logger: Any = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, logger: Any = None,
+                 redactor: Optional[Redactor] = None) -> None:
         self.config = config if config is not None else HTTPClientConfig.from_env()
         self.timeout: Tuple[float, float] = self.config.timeouts
         self.retry_config: RetryConfig = self.config.effective_retry
+        self._clock = clock
         self.breakers = breakers or BreakerRegistry(self.config.effective_breaker, clock=clock)
         self.stop_event = stop_event or threading.Event()
-        self.logger = logger or get_logger("syncworkers.http.client")
+        #: What this client's logger and urllib3's log lines mask: the config's secrets told to *redactor*.
+        self.redactor = self.config.redactor(redactor)
+        install_urllib3_redaction(self.redactor)
+        self.logger = logger or get_logger("syncworkers.http.client", redactor=self.redactor)
         self.pool_size = max(self.config.max_connections, threads)
-        for secret in (self.config.bearer_token, self.config.api_key, self.config.basic_password):
-            register_secret(secret)
-        for name, value in self.config.default_headers.items():
-            if is_secret_key(name):
-                register_secret(value)
-                parts = value.split()
-                if len(parts) == 2:  # "Token abc": the credential alone too
-                    register_secret(parts[1])
         self.session = self._build_session()
         self.transport = make_transport(self.config, self.session, self.pool_size, clock)
         self.deadline = self.config.effective_deadline
@@ -132,9 +128,6 @@ class HTTPClient:
         self.limiter = HostLimiter(self.config.max_in_flight_per_host)
         self._defaults: Optional[_HeaderMap] = None  # the session's headers, checked (None: read again)
         self._defaults_of: Tuple[Any, int] = (None, -1)  # (headers object, version) they were read from
-        #: Headers that carry the configured credential whatever their name (dropped on a cross-origin redirect).
-        self._credential_headers = frozenset(
-            [self.config.api_key_header.lower()] if self.config.auth_type == "api_key" else [])
         #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
         self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
 
@@ -153,9 +146,7 @@ class HTTPClient:
         elif cfg.auth_type == "api_key":
             headers[cfg.api_key_header] = cfg.api_key or ""  # validated: set when auth_type is api_key
         elif cfg.auth_type == "basic":
-            token = base64.b64encode(f"{cfg.basic_user}:{cfg.basic_password}".encode()).decode()
-            register_secret(token)
-            headers["Authorization"] = f"Basic {token}"
+            headers["Authorization"] = f"Basic {cfg.basic_credentials}"
         headers.update(cfg.default_headers)
         session.headers = headers
         return session
@@ -217,10 +208,7 @@ class HTTPClient:
                 if value is None:  # None removes a session header, as in requests
                     merged.pop(name.lower(), None)
                 else:
-                    if not (type(value) is str and type(name) is str and _VALID_NAME.match(name)
-                            and _VALID_VALUE.match(value)):
-                        header: Tuple[Any, Any] = (name, value)
-                        check_header_validity(header)  # the rule itself: raises saying why
+                    check_header(name, value)
                     merged[name.lower()] = (name, value)
         # requests' order: the session's and the call's headers, cookies, the body's type, auth.
         jar = session.cookies
@@ -260,7 +248,7 @@ class HTTPClient:
         try:
             while True:
                 call.attempt += 1
-                sent_at = time.monotonic()
+                sent_at = self._clock()
                 try:
                     response = self._send(request, follow, call.url, call.target.host,
                                           cancel if limit_host else None)
@@ -324,7 +312,7 @@ class HTTPClient:
                                       method=request.method, attempts=call.attempt))
                 return
             call.attempt += 1
-            sent_at = time.monotonic()
+            sent_at = self._clock()
             driver.submit(request, call.url).add_done_callback(lambda done: ended(done, sent_at, held))
 
         def ended(done: "Future[Response]", sent_at: float, held: bool) -> None:
@@ -447,8 +435,7 @@ class HTTPClient:
         if defaults is None or self._defaults_of[0] is not headers or version != self._defaults_of[1] or version < 0:
             merged: _HeaderMap = {}
             for name, value in headers.items():
-                header: Tuple[Any, Any] = (name, value)  # (typed differently by requests and types-requests)
-                check_header_validity(header)
+                check_header(name, value)
                 merged[name.lower()] = (name, value)
             self._defaults, self._defaults_of = merged, (headers, version)
             defaults = merged
@@ -472,7 +459,7 @@ class HTTPClient:
 
     def _attempted(self, url: str, status: Optional[int], error: Optional[BaseException], sent_at: float) -> None:
         if self.on_attempt is not None:
-            self.on_attempt(url, status, error, time.monotonic() - sent_at)
+            self.on_attempt(url, status, error, self._clock() - sent_at)
 
     def _log_retry(self, wait: float, reason: str, attempt: int, method: str, url: str) -> None:
         self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
@@ -510,11 +497,11 @@ class HTTPClient:
         cross to another origin, an https → http downgrade is refused, and the whole
         chain shares the attempt's deadline.
         """
-        started = time.monotonic()
+        started = self._clock()
         history: List[Response] = []
         method = request.method
         while True:
-            left = self.deadline - (time.monotonic() - started)
+            left = self.deadline - (self._clock() - started)
             if left <= 0:
                 raise deadline_exceeded(self.deadline, url, method)
             try:
@@ -533,13 +520,9 @@ class HTTPClient:
                 raise RequestError("too many redirects", url=url, method=method, status=response.status_code)
             hop = follow(request.method, request.url, response.status_code, location,
                          {str(name): value for name, value in request.headers},  # type: ignore[misc]
-                         request.body, self._is_credential)
+                         request.body, self.redactor.is_secret_key)
             history.append(response)
             request = self._hop_request(hop, request)
-
-    def _is_credential(self, name: str) -> bool:
-        """True for a header that must not follow a redirect to another origin."""
-        return is_secret_key(name) or name.lower() in self._credential_headers
 
     def _hop_request(self, hop: Hop, previous: Request) -> Request:
         """The request a redirect leads to; cookies from the jar only on the same origin."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
 
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
+from .hosts import origin
 
 #: Seconds a waiter looks at a plain ``threading.Event`` again (a StopSignal wakes it at once).
 _EVENT_STEP = 0.5
@@ -27,10 +26,8 @@ def default_per_host(max_workers: int) -> int:
 
 
 def host_key(url: str) -> str:
-    """``host:port`` of *url* (default port filled in, host lowercased): what a limit counts per."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    return f"{(parts.hostname or '').lower()}:{port}"
+    """``host:port`` of *url* (:attr:`~syncworkers.http.hosts.Origin.authority`): what a limit counts per."""
+    return origin(url).authority
 
 
 class HostLimiter:
@@ -76,20 +73,17 @@ class HostLimiter:
         stepped = not isinstance(cancel, StopSignal)
         if not stepped:
             self._watch(cancel)  # type: ignore[arg-type]
-        end = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._lock:
             waiters = self._waiting.get(key)
             if waiters is None:
                 waiters = self._waiting[key] = threading.Condition(self._lock)
             while self._held.get(key, 0) >= limit:
-                left = None if end is None else end - time.monotonic()
-                if cancel.is_set() or (left is not None and left <= 0):
+                if cancel.is_set() or deadline.expired:
                     if self._held.get(key, 0) < limit:
                         waiters.notify()  # a wake-up this waiter will not use: pass it on
                     return False
-                if stepped:
-                    left = _EVENT_STEP if left is None else min(_EVENT_STEP, left)
-                waiters.wait(left)
+                waiters.wait(deadline.cap(_EVENT_STEP) if stepped else deadline.remaining())
             self._held[key] = self._held.get(key, 0) + 1
             return True
 
