@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 #: An HTTP header name: an RFC 9110 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FORBIDDEN_IN_VALUE = frozenset("\r\n\x00")
+#: What a value must not hold: a line break or a NUL (header injection).
+_FORBIDDEN_IN_VALUE = re.compile("[\r\n\x00]")
 
 
 def name_problem(name: Any) -> Optional[str]:
@@ -38,14 +39,15 @@ def header_problem(name: Any, value: Any) -> Optional[str]:
             return f"header {name!r}: the value cannot be decoded"
     elif not isinstance(value, str):
         return f"header {name!r}: values must be strings, got {type(value).__name__}"
-    if any(c in _FORBIDDEN_IN_VALUE for c in value):
+    if _FORBIDDEN_IN_VALUE.search(value):
         return f"header {name!r} contains a line break or a NUL"
     if value[:1].isspace():
         return f"header {name!r}: the value starts with whitespace"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return f"header {name!r}: values must be Latin-1 text (encode other text first)"
+    if not value.isascii():  # (ASCII, the common case, is Latin-1 without encoding it)
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"header {name!r}: values must be Latin-1 text (encode other text first)"
     return None
 
 
