@@ -134,3 +134,20 @@ def test_the_outbox_over_libcurl_has_more_on_the_wire_than_threads(server, tmp_p
         release.set()
         worker.stop(5)
         worker.close()
+
+
+def test_the_io_thread_ends_when_idle_and_a_later_request_starts_another(server):
+    from syncworkers.http.transport.curl import CurlTransport
+    from syncworkers.http.transport.curl_multi import CurlMulti
+
+    server.route("GET", "/x", status=200)
+    with curl_client() as client:
+        multi = CurlMulti(CurlTransport(client.config, client.session.cookies, 4), linger=0.05)
+        request = client.build("GET", server.url("/x"))
+        for _ in range(3):  # each time the thread has ended in between
+            assert multi.submit(request, request.url).result(10).status_code == 200
+            assert wait_for(lambda: not multi_threads())
+        multi.close()
+        with pytest.raises(Exception, match="closed"):
+            multi.submit(request, request.url).result(10)
+    assert len(server.calls("/x")) == 3

@@ -169,6 +169,7 @@ class CurlMulti:
         multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
         idle_since: Optional[float] = None
+        idle_exit = False
         try:
             while True:
                 incoming, soon = self._take()
@@ -187,6 +188,7 @@ class CurlMulti:
                 elif idle_since is None:
                     idle_since = now
                 elif now - idle_since >= self.linger and self._quit_if_idle():
+                    idle_exit = True  # nothing in flight, and a new thread may start at once: touch nothing
                     return
                 wait = self._wait(timer[0], now, busy)
                 with self._lock:
@@ -210,7 +212,11 @@ class CurlMulti:
                     self._act(multi, pycurl.SOCKET_TIMEOUT, 0)
                 self._collect(multi)
         finally:
-            self._shut(multi, selector)
+            if idle_exit:
+                multi.close()
+                selector.close()
+            else:
+                self._shut(multi, selector)
 
     def _take(self) -> Tuple[List[_Transfer], List[Callable[[], None]]]:
         with self._lock:
