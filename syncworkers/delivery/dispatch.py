@@ -170,6 +170,12 @@ class Dispatcher:
             return True
         return None
 
+    def settle(self, timeout: Optional[float]) -> bool:
+        """Wait until no delivery of this process is in flight (sent and recorded) or *timeout* passes;
+        True when none is."""
+        with self._progress:
+            return self._progress.wait_for(lambda: not self.in_flight, timeout)
+
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
 

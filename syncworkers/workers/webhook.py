@@ -274,6 +274,12 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
+        dispatcher = self._dispatcher
+        landed = True
+        if dispatcher is not None and self.client.can_submit and (self._pools or deadline.at is not None):
+            # Over libcurl the outbox's attempts hold no pool thread until they land: wait for them (and
+            # for the records they hand the pool) as for pool work, before the pool goes.
+            landed = dispatcher.settle(deadline.remaining())
         with self._pool_lock:
             pools, self._pools = list(self._pools.values()), {}
             futures = list(self._futures)
@@ -284,8 +290,9 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
             _, pending = wait(futures, deadline.remaining())
         else:  # an earlier stop() took the pools and waited; some deliveries may still be running
             pending = {future for future in futures if not future.done()}
-        if pending:
-            self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
+        if pending or not landed:
+            self.logger.warning("stop() timed out with deliveries in flight",
+                                in_flight=len(pending) + (0 if dispatcher is None else dispatcher.in_flight))
         else:
             for pool in pools:
                 pool.shutdown(wait=True)  # only joins idle threads now
@@ -294,7 +301,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
             if released:
                 self.logger.warning("outbox deliveries in flight at stop() handed back", released=released)
             self._report_pending("stopped")
-        return ended and not pending
+        return ended and not pending and landed
 
     def _report_pending(self, when: str) -> None:
         """Log how many deliveries the outbox still holds: WARNING when it is in memory (lost at exit)."""
