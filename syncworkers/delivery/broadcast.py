@@ -1,93 +1,85 @@
-"""Broadcast: one webhook body to many endpoints at once, each on a pool thread (or, over libcurl, none)."""
+"""Broadcast: one webhook body to many endpoints at once, each on a pool thread of its own (or, over
+libcurl, on none: the client's I/O thread drives them all)."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
-from .request import DeliveryResult, safe_endpoint
+from ..observability.metrics import Metrics
 from ..signals import StopSignal
+from .checks import Webhook
+from .direct import STOPPED, DirectSender
+from .pool import DeliveryPool
+from .request import DeliveryResult, check_delivery_id, safe_endpoint
 
 #: The error of a broadcast delivery that was never sent (fail_fast or stop() came first).
 CANCELLED = "cancelled before sending"
 #: The error of a broadcast delivery still on the wire when fail_fast returned.
 NOT_WAITED_FOR = "still in flight when the broadcast was cut short"
 
-#: ``deliver(endpoint, url, cancel) -> DeliveryResult``: one delivery, retries included.
-Deliver = Callable[[str, str, StopSignal], DeliveryResult]
-#: ``start(endpoint, url, cancel) -> Future[DeliveryResult]``: the same without holding a thread.
-Start = Callable[[str, str, StopSignal], "Future[DeliveryResult]"]
-
 
 class Broadcaster:
-    """Submits one delivery per endpoint to a pool and gathers every result.
+    """Sends one body to every endpoint at once: one delivery of *sender* per endpoint on *pool*.
 
-    The broadcast's cancel signal is a child of the run's stop signal: stopping the
-    worker reaches every delivery, and ``fail_fast`` cancels this broadcast alone —
-    the deliveries not started yet are never sent, and the retry waits of those in
-    flight end at once.
+    The broadcast's cancel signal is a child of the run's stop signal (*run*):
+    stopping the worker reaches every delivery, and ``fail_fast`` cancels this
+    broadcast alone — the deliveries not started yet are never sent, and the retry
+    waits of those in flight end at once. When the sender's client can submit
+    (libcurl's multi interface), no delivery takes a pool thread: up to
+    ``max(pool size, the client's per-host limit)`` are on the wire at once, the
+    others queued as on a pool of that many threads.
     """
 
-    def __init__(self, submit: Callable[..., "Future[DeliveryResult]"], logger: Any, stats: Any) -> None:
-        self._submit = submit
+    def __init__(self, sender: DirectSender, pool: DeliveryPool, run: Callable[[], StopSignal], *,
+                 logger: Any, stats: Metrics) -> None:
+        self.sender = sender
+        self.pool = pool
         self.logger = logger
+        self._run = run
         self._stats = stats
 
-    def run(self, targets: Mapping[str, str], deliver: Deliver, stop: StopSignal,
-            fail_fast: bool = False, start: Optional[Start] = None,
-            in_flight: Optional[int] = None) -> Dict[str, DeliveryResult]:
-        """Deliver to every ``endpoint -> url`` of *targets*; return ``{endpoint: DeliveryResult}``.
+    def broadcast(self, endpoints: Iterable[str], data: Any, headers: Optional[Mapping[str, str]] = None,
+                  fail_fast: bool = False) -> Dict[str, DeliveryResult]:
+        """Send *data* to every endpoint at once; ``{endpoint: DeliveryResult}``, every endpoint included.
 
-        With *fail_fast* the call returns as soon as one delivery fails: every
-        endpoint is in the result, the unfinished ones as not delivered (a request
-        already on the wire may still complete in the background). *start*, when
-        given, starts a delivery without a pool thread (libcurl's multi interface):
-        *in_flight* deliveries are then on the wire at once (the others queued, as on
-        a pool of that many threads), with no thread each.
+        Bad input raises before anything is sent (see :class:`~syncworkers.delivery.checks.InputChecks`).
+        With *fail_fast* the call returns as soon as one delivery fails: the
+        unfinished ones are not ok (a request already on the wire may still
+        complete in the background).
         """
-        cancel = stop.child()
+        targets, body, extra = self.sender.checks.many(endpoints, data, headers)
+        run = self._run()
+        if run.is_set():
+            return {endpoint: self.sender.refuse(endpoint, url, STOPPED) for endpoint, url in targets.items()}
+        cancel = run.child()
 
         def one(endpoint: str, url: str) -> DeliveryResult:
             if cancel.is_set():  # fail_fast or stop() came first: send nothing
                 return DeliveryResult.failed(endpoint, url, CANCELLED)
-            result = deliver(endpoint, url, cancel)
+            result = self.sender.send(Webhook(endpoint, url, body, extra, check_delivery_id(None)), cancel)
             if fail_fast and not result.ok:
                 cancel.set()  # before this pool thread takes the next queued delivery
             return result
 
-        if start is not None:
-            futures = self._started(targets, start, cancel, fail_fast, in_flight or len(targets))
+        if self.sender.client.can_submit:
+            limit = self.sender.client.limiter.limit or 0
+            futures = self._started(targets, body, extra, cancel, fail_fast, max(self.pool.max_workers, limit))
         else:
-            futures = {endpoint: self._submit(one, endpoint, url) for endpoint, url in targets.items()}
-        pending = set(futures.values())
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            if fail_fast and any(f.exception() is not None or not f.result().ok for f in finished):
-                cancel.set()
-                for future in pending:
-                    future.cancel()
-                break
-        results = {endpoint: _result(future, endpoint, targets[endpoint]) for endpoint, future in futures.items()}
-        self._stats.incr("broadcasts")
-        unfinished = [safe_endpoint(e) for e, f in futures.items() if not f.done()]
-        cancelled = [safe_endpoint(e) for e, r in results.items() if r.error == CANCELLED]
-        if cancel.is_set() and (unfinished or cancelled):
-            self._stats.incr("broadcasts_cancelled")
-            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
-                                failed=[safe_endpoint(e) for e, r in results.items() if not r.ok],
-                                cancelled=cancelled, not_waited_for=unfinished)
-        return results
+            futures = {endpoint: self.pool.submit(one, endpoint, url) for endpoint, url in targets.items()}
+        return self._gather(futures, targets, cancel, fail_fast)
 
-
-    @staticmethod
-    def _started(targets: Mapping[str, str], start: Start, cancel: StopSignal, fail_fast: bool,
-                 in_flight: int) -> Dict[str, "Future[DeliveryResult]"]:
+    def _started(self, targets: Mapping[str, str], body: bytes, extra: Dict[str, str], cancel: StopSignal,
+                 fail_fast: bool, in_flight: int) -> Dict[str, "Future[DeliveryResult]"]:
         """One future per endpoint; at most *in_flight* deliveries started at a time, the next one when
-        one ends (on the thread that ended it), none once *cancel* is set."""
+        one ends (on the thread that ended it), none once *cancel* is set. Each is tracked by the pool,
+        so that stop() waits for it as for its own."""
         queue = deque(targets.items())
         futures: Dict[str, "Future[DeliveryResult]"] = {endpoint: Future() for endpoint in targets}
+        for future in futures.values():
+            self.pool.track(future)
         lock = threading.Lock()
 
         def next_one() -> None:
@@ -103,7 +95,7 @@ class Broadcaster:
                     outer.set_result(DeliveryResult.failed(endpoint, url, CANCELLED))
                     continue
                 try:
-                    inner = start(endpoint, url, cancel)
+                    inner = self.sender.start(Webhook(endpoint, url, body, extra, check_delivery_id(None)), cancel)
                 except Exception as exc:  # a bug: reported as this delivery's error, never raised
                     outer.set_exception(exc)
                     continue
@@ -123,6 +115,27 @@ class Broadcaster:
         for _ in range(min(in_flight, len(queue))):
             next_one()
         return futures
+
+    def _gather(self, futures: Mapping[str, "Future[DeliveryResult]"], targets: Mapping[str, str],
+                cancel: StopSignal, fail_fast: bool) -> Dict[str, DeliveryResult]:
+        pending = set(futures.values())
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if fail_fast and any(f.exception() is not None or not f.result().ok for f in finished):
+                cancel.set()
+                for future in pending:
+                    future.cancel()
+                break
+        results = {endpoint: _result(future, endpoint, targets[endpoint]) for endpoint, future in futures.items()}
+        self._stats.incr("broadcasts")
+        unfinished = [safe_endpoint(e) for e, f in futures.items() if not f.done()]
+        cancelled = [safe_endpoint(e) for e, r in results.items() if r.error == CANCELLED]
+        if cancel.is_set() and (unfinished or cancelled):
+            self._stats.incr("broadcasts_cancelled")
+            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
+                                failed=[safe_endpoint(e) for e, r in results.items() if not r.ok],
+                                cancelled=cancelled, not_waited_for=unfinished)
+        return results
 
 
 def _result(future: "Future[DeliveryResult]", endpoint: str, url: str) -> DeliveryResult:
