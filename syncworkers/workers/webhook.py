@@ -21,6 +21,7 @@ from ..observability import events
 from ..observability.redaction import Redactor
 from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
 from ..config.base import with_other_errors
+from ..config.validators import checked, count
 from ..delivery.request import (
     DeliveryResult,
     check_delivery_id,
@@ -90,6 +91,11 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
             if value is not None and not isinstance(value, cls):
                 raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
                                   {arg: f"must be a {cls.__name__}"})
+        if max_workers is not None:  # an argument, not an environment variable: a number, never its text
+            checked("max_workers", max_workers, count(text=False))
+        if outbox is not None and not all(callable(getattr(outbox, op, None)) for op in ("add", "claim_due", "get")):
+            raise ConfigError(f"outbox must be an outbox store (Outbox, PostgresOutbox), got {type(outbox).__name__}",
+                              {"outbox": "must be an outbox store"})
         from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
         try:
             webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
