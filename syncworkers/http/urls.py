@@ -51,7 +51,7 @@ def wire_host(host: str) -> str:
         try:
             ipaddress.IPv6Address(literal)
         except ValueError:
-            raise ValueError("has an invalid IPv6 address in brackets") from None
+            raise ValueError("has a host in brackets that is no IPv6 address") from None
         return host
     if "%" in host:
         try:
