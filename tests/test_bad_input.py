@@ -256,11 +256,15 @@ def test_a_poller_interval_given_as_text_is_refused_with_one_clear_sentence():
     assert "interval interval" not in str(info.value)
 
 
-@pytest.mark.parametrize("schedule", ["", " , ", (), [], {5.0, 60.0}, {"5": 1}, 5, 5.0, b"5", [True], ["soon"],
-                                      [None]])
-def test_a_retry_schedule_that_is_empty_or_no_sequence_of_seconds_is_refused(schedule):
+@pytest.mark.parametrize("schedule", ["", " , ", {5.0, 60.0}, {"5": 1}, 5, 5.0, b"5", [True], ["soon"], [None]])
+def test_a_retry_schedule_that_is_empty_text_or_no_sequence_of_seconds_is_refused(schedule):
     with pytest.raises(ConfigError, match="retry_schedule must (hold at least one delay|be a sequence of seconds)"):
         WebhookConfig(retry_schedule=schedule)
+
+
+def test_an_empty_sequence_is_the_schedule_of_a_single_attempt():
+    """Given in code it is a choice (tests/test_dispatch.py relies on it); as text it is a variable left empty."""
+    assert WebhookConfig(retry_schedule=()).retry_schedule == ()
 
 
 def test_an_empty_retry_schedule_from_the_environment_is_refused(monkeypatch):

@@ -257,22 +257,24 @@ def statuses(value: Any) -> Tuple[int, ...]:
 
 
 def delays(value: Any) -> Tuple[float, ...]:
-    """A schedule: one or more delays in seconds, in order (a sequence, or comma separated text).
+    """A schedule: delays in seconds, in order (a sequence, or comma separated text).
 
-    Empty (``''``, ``()``) is refused: a delivery would get one attempt and no retry, which an
-    empty ``WEBHOOK_RETRY_SCHEDULE`` is far more likely to be by mistake than on purpose.
+    Text that holds no delay (``''``: an empty ``WEBHOOK_RETRY_SCHEDULE``) is refused: it is a
+    variable left empty far more often than a wish. An empty sequence given in code, ``()``, is
+    that wish: one attempt, no retry.
     """
     given = value
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
+        if not value:
+            raise ValueError(f"must hold at least one delay in seconds, got {given!r} (for no retry "
+                             "at all, give an empty sequence in code)")
     if isinstance(value, (bytes, Mapping, set, frozenset, bool, int, float)):  # one number, or no order
         raise ValueError(f"must be a sequence of seconds, got {given!r}")
     try:
         delays = tuple(_delay(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"must be a sequence of seconds, got {given!r}") from None
-    if not delays:
-        raise ValueError(f"must hold at least one delay in seconds, got {given!r}")
     if any(d < 0 or d != d for d in delays):
         raise ValueError(f"delays must be >= 0, got {given!r}")
     if any(d > MAX_INTERVAL for d in delays):

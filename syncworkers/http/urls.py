@@ -95,6 +95,8 @@ def _with_wire_host(url: str, parts: SplitResult) -> str:
     if wired == host:
         return url
     start = url.index("//") + 2  # the netloc follows the scheme's "//" as written
+    if url[start:start + len(parts.netloc)] != parts.netloc:  # urlsplit dropped a tab or line break in it
+        raise ValueError("has an invalid port or host")
     return url[:start] + prefix + wired + rest + url[start + len(parts.netloc):]
 
 
