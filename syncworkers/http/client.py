@@ -28,8 +28,9 @@ from requests.utils import get_auth_from_url, get_netrc_auth, requote_uri
 
 from ..version import __version__
 from .breaker import BreakerRegistry, HostBreaker
-from .headers import check_header
+from .headers import check_header, header_problem
 from ..config.settings import HTTPClientConfig, RetryConfig
+from ..config.validators import checked, count
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
@@ -101,6 +102,14 @@ class HTTPClient:
                  breakers: Optional[BreakerRegistry] = None, stop_event: Optional[threading.Event] = None,
                  clock: Callable[[], float] = time.monotonic, logger: Any = None,
                  redactor: Optional[Redactor] = None) -> None:
+        if config is not None and not isinstance(config, HTTPClientConfig):
+            raise ConfigError(f"config must be an HTTPClientConfig, got {type(config).__name__}",
+                              {"config": "must be an HTTPClientConfig"})
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        if stop_event is not None and not callable(getattr(stop_event, "wait", None)):
+            raise ConfigError(f"stop_event must be a threading.Event, got {type(stop_event).__name__}",
+                              {"stop_event": "must be a threading.Event"})
         self.config = config if config is not None else HTTPClientConfig.from_env()
         self.timeout: Tuple[float, float] = self.config.timeouts
         self.retry_config: RetryConfig = self.config.effective_retry
@@ -111,7 +120,7 @@ class HTTPClient:
         self.redactor = self.config.redactor(redactor)
         install_urllib3_redaction(self.redactor)
         self.logger = logger or get_logger("syncworkers.http.client", redactor=self.redactor)
-        self.pool_size = max(self.config.max_connections, threads)
+        self.pool_size = max(self.config.max_connections, checked("threads", threads, count(text=False)))
         self.session = self._build_session()
         self.transport = make_transport(self.config, self.session, self.pool_size, clock)
         self.deadline = self.config.effective_deadline
@@ -435,7 +444,9 @@ class HTTPClient:
         if defaults is None or self._defaults_of[0] is not headers or version != self._defaults_of[1] or version < 0:
             merged: _HeaderMap = {}
             for name, value in headers.items():
-                check_header(name, value)
+                problem = header_problem(name, value, caller=False)  # requests' own Connection is fine here
+                if problem is not None:
+                    raise ValueError(problem)
                 merged[name.lower()] = (name, value)
             self._defaults, self._defaults_of = merged, (headers, version)
             defaults = merged
@@ -444,6 +455,9 @@ class HTTPClient:
     def _build_by_requests(self, method: str, url: str, params: Any, headers: Optional[Mapping[str, Any]],
                            json: Any, data: Any, timeout: Optional[Timeout]) -> Request:
         """requests' own preparation, for a session given params or an auth object after construction."""
+        for name, value in (headers or {}).items():
+            if value is not None:  # None removes a session header, as in requests
+                check_header(name, value)  # on requests' own path too: the transport's headers are refused
         prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, params=params,
                                                                  json=json, data=data))
         body, _ = request_body(prepared.body, None)

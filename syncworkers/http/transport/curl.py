@@ -44,6 +44,7 @@ from requests.utils import get_environ_proxies, select_proxy
 from ...config.settings import HTTPClientConfig
 from ...exceptions import ConfigError, RequestTimeout, TransportError, safe_url
 from ..cookies import store_cookies
+from ..hosts import bracket_ipv6
 from ..messages import Headers, Request, Response
 from ..netguard import AddressPolicy, BlockedAddressError
 from .base import deadline_exceeded, too_large
@@ -381,6 +382,7 @@ class CurlTransport:
             if code == _FILESIZE:
                 length = Headers(lines=_last_head(slot.header_lines)).get("Content-Length")
             return too_large(slot.sink.cap, url, method, status, length)
+        text = bracket_ipv6(text, url)  # libcurl prints an IPv6 address bare: "::1:8080"
         if code in _TLS:
             return TransportError(f"TLS error: {_describe(text)}", url=url, method=method, cause=exc)
         if code in _BAD_URL and "HTTP/0.9" not in text:  # (not an answer that is no HTTP at all)
