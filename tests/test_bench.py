@@ -12,7 +12,7 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
-FIGURES = ("1", "2", "3", "4", "5", "6")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def has(module):

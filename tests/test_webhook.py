@@ -474,12 +474,38 @@ def test_a_second_stop_while_a_delivery_is_still_on_the_wire_does_not_report_all
 def test_broadcast_pool_threads_are_named_and_stopped(server):
     server.route("POST", "/a", status=200)
     server.route("POST", "/b", status=200)
-    worker = WebhookSenderWorker(server.base_url, name="alerts", max_workers=4)
+    worker = WebhookSenderWorker(server.base_url, name="alerts", max_workers=4,
+                                 http_config=HTTPClientConfig(transport="requests"))
     worker.broadcast_webhook(["/a", "/b"], {})
     names = [t.name for t in threading.enumerate() if t.name.startswith("syncworkers-webhook-alerts")]
     assert 1 <= len(names) <= 4
     assert worker.stop(timeout=5)
     assert not [t for t in threading.enumerate() if t.name.startswith("syncworkers-webhook-alerts")]
+    worker.close()
+
+
+def test_a_broadcast_over_libcurl_takes_no_pool_thread(server):
+    pytest.importorskip("pycurl")
+    release = threading.Event()
+    seen = []
+    server.route("POST", "/slow", handler=lambda req: (seen.append(req.path), release.wait(10), Reply(200))[2])
+    endpoints = [f"/slow?n={n}" for n in range(6)]
+    worker = WebhookSenderWorker(server.base_url, name="alerts", max_workers=2,
+                                 webhook_config=WebhookConfig(max_in_flight_per_host=6),
+                                 http_config=HTTPClientConfig(transport="curl"))
+    results = {}
+    caller = threading.Thread(target=lambda: results.update(worker.broadcast_webhook(endpoints, {})))
+    caller.start()
+    try:
+        # Six deliveries on the wire at once with max_workers=2: none holds a thread of its own.
+        assert wait_for(lambda: len(seen) == 6)
+        ours = sorted(t.name for t in threading.enumerate() if t.name.startswith("syncworkers"))
+        assert ours == ["syncworkers-curl-multi"]
+    finally:
+        release.set()
+        caller.join(10)
+    assert results == {endpoint: True for endpoint in endpoints}
+    assert worker.stop(timeout=5)
     worker.close()
 
 
