@@ -35,6 +35,7 @@ class SlowPartner:
         return Reply(200, b"ok")
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("transport", ["requests", "curl"])
 def test_a_slow_partner_does_not_stop_deliveries_to_a_healthy_one(transport, server, server2):
     slow = SlowPartner()
@@ -86,6 +87,7 @@ def test_direct_sends_wait_for_a_slot_and_a_stop_ends_the_wait(server):
     assert slow.most == 2 and len(server.calls("/slow")) == 2
 
 
+@pytest.mark.transport_independent
 def test_a_stop_signal_wakes_a_waiter_at_once(monkeypatch):
     monkeypatch.setattr(limits, "_EVENT_STEP", 3600.0)  # only the signal's callback can wake it
     limiter = HostLimiter(1)
@@ -100,6 +102,7 @@ def test_a_stop_signal_wakes_a_waiter_at_once(monkeypatch):
     assert limiter.acquire("h:80", StopSignal(), timeout=1) and limiter.in_flight("h:80") == 1
 
 
+@pytest.mark.transport_independent
 def test_a_saturated_host_postpones_without_spending_however_old_the_delivery():
     policy = RetryPolicy.from_schedule((5.0, 300.0))
     decision = policy.next(Outcome(Kind.SATURATED, error="busy"), 3, age=10 ** 7)

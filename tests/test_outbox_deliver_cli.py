@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from syncworkers import verify
@@ -62,6 +63,7 @@ def test_deliver_exits_0_when_everything_due_went_through(server, tmp_path):
     assert result.output.strip() == "delivered 1, retry scheduled 0, postponed 0, dead 0; 0 pending"
 
 
+@pytest.mark.transport_independent
 def test_deliver_on_a_missing_file_exits_2(tmp_path):
     result = deliver(str(tmp_path / "nope.db"))
     assert result.exit_code == 2 and "no such outbox file" in result.output
@@ -99,6 +101,7 @@ def _run_with_stderr_on_a_terminal(args, input_text):
     return proc.returncode, stdout.decode(), shown.decode(errors="replace")
 
 
+@pytest.mark.transport_independent
 def test_replay_of_thousands_of_ids_shows_progress_on_a_terminal_only(tmp_path):
     path = str(tmp_path / "outbox.db")
     ids = _dead_outbox(path, 1200)
@@ -113,6 +116,7 @@ def test_replay_of_thousands_of_ids_shows_progress_on_a_terminal_only(tmp_path):
         assert box.counts()["dead"] == 0
 
 
+@pytest.mark.transport_independent
 def test_replay_ids_from_an_empty_file_is_a_usage_error(tmp_path):
     path = str(tmp_path / "outbox.db")
     _dead_outbox(path, 1)
@@ -122,6 +126,7 @@ def test_replay_ids_from_an_empty_file_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "no ids in it" in result.output
 
 
+@pytest.mark.transport_independent
 def test_deliver_shows_progress_on_a_terminal_and_only_its_summary_when_piped(server, tmp_path):
     server.route("POST", "/ok", status=200)
     path = str(tmp_path / "outbox.db")
@@ -130,7 +135,7 @@ def test_deliver_shows_progress_on_a_terminal_and_only_its_summary_when_piped(se
             box.add(f"ok-{n}", server.url("/ok"), b"{}")
     args = ["outbox", "deliver", "--path", path]
     code, stdout, shown = _run_with_stderr_on_a_terminal(args, "")
-    assert (code, stdout.strip()) == (0, "delivered 40, retry scheduled 0, postponed 0, dead 0; 0 pending")
+    assert (code, stdout.strip()) == (0, "delivered 40, retry scheduled 0, postponed 0, dead 0; 0 pending"), shown
     assert "delivering" in shown and "40/40" in shown
     with Outbox(path) as box:
         box.add("one-more", server.url("/ok"), b"{}")

@@ -20,6 +20,8 @@ from syncworkers.observability.redaction import (
     safe_url,
 )
 
+pytestmark = pytest.mark.transport_independent
+
 SLACK = "https://hooks.slack.com/services/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"
 SLACK_TOKEN = "aB3dE5fG7hJ9kL1mN3pQ5rS7"
 DISCORD = ("https://discord.com/api/webhooks/123456789012345678/"

@@ -12,6 +12,8 @@ from syncworkers.exceptions import ConfigError, SignatureError
 from syncworkers.observability.redaction import redact_text
 from syncworkers.signing import Signer, load_secret, sign, verify, webhook_headers
 
+pytestmark = pytest.mark.transport_independent
+
 # The published test vector (standard-webhooks libraries/python/tests/test_webhooks.py).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
