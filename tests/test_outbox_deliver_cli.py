@@ -81,11 +81,12 @@ def _dead_outbox(path, count):
     return ids
 
 
-def _run_with_stderr_on_a_terminal(args, input_text):
+def _run_with_stderr_on_a_terminal(args, input_text, env=None):
     """Run the CLI with stderr on a pseudo-terminal; (exit code, stdout, what the terminal showed)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", "from syncworkers.cli import main; main()", *args],
-                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave)
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave,
+                            env={**os.environ, **(env or {})})
     os.close(slave)
     stdout, _ = proc.communicate(input_text.encode(), timeout=60)
     shown = b""
@@ -134,7 +135,8 @@ def test_deliver_shows_progress_on_a_terminal_and_only_its_summary_when_piped(se
         for n in range(40):
             box.add(f"ok-{n}", server.url("/ok"), b"{}")
     args = ["outbox", "deliver", "--path", path]
-    code, stdout, shown = _run_with_stderr_on_a_terminal(args, "")
+    # As many slots for the host as deliveries: none is postponed because the others are still on the wire.
+    code, stdout, shown = _run_with_stderr_on_a_terminal(args, "", {"WEBHOOK_MAX_IN_FLIGHT_PER_HOST": "40"})
     assert (code, stdout.strip()) == (0, "delivered 40, retry scheduled 0, postponed 0, dead 0; 0 pending"), shown
     assert "delivering" in shown and "40/40" in shown
     with Outbox(path) as box:
