@@ -185,7 +185,9 @@ def test_real_subprocess_bad_target_exit_2():
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.strip().splitlines() == ["Error: cannot import module 'tests.apps.nope': "
-                                        "ModuleNotFoundError: No module named 'tests.apps.nope'"]
+                                        "ModuleNotFoundError: No module named 'tests.apps.nope' "
+                                        f"(not found from {ROOT}: is its folder on sys.path? "
+                                        "syncworkers run/check --app-dir FOLDER puts it there)"]
 
 
 @pytest.mark.transport_independent

@@ -97,11 +97,107 @@ def test_runs_with_different_locks_both_work(server, app_dir, tmp_path):
     assert len(server.calls("/api")) == 2
 
 
-def test_without_app_dir_cron_cannot_import_the_app(server, app_dir):
+def test_without_app_dir_cron_cannot_import_the_app_and_is_told_about_app_dir(server, app_dir):
     proc = cron(["run", "--once", "jobs:Poller"], {"API_URL": server.url("/api")})
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert "cannot import module 'jobs'" in err
+    assert err.strip().splitlines() == ["Error: cannot import module 'jobs': ModuleNotFoundError: No module named "
+                                        "'jobs' (not found from /: is its folder on sys.path? syncworkers run/check "
+                                        "--app-dir FOLDER puts it there)"]
+
+
+def test_check_takes_app_dir(server, app_dir):
+    proc = cron(["check", "--app-dir", str(app_dir), "jobs:Poller"], {"API_URL": server.url("/api")})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.startswith("ok  jobs:Poller: Poller")
+    assert server.requests == []
+
+
+COORDINATED_APP = textwrap.dedent("""
+    import os
+    from syncworkers import PollerWorker
+
+    class Poller(PollerWorker):
+        def __init__(self):
+            super().__init__(url=os.environ["API_URL"], interval=INTERVAL, name="cron-orders")
+
+        def process_message(self, message):
+            pass
+""")
+#: The coordinated cron poller's interval: one hour, so that runs started together fall on one tick.
+HOURLY = 3600
+
+
+def off_the_tick_edge(interval, margin=120.0):
+    """Return once the wall clock is more than *margin* seconds from the point where the nearest tick
+    changes (half an interval past a grid point), so that runs started together round to one tick
+    whatever the machine's load; an Event wait, only when the clock is that close."""
+    import time
+
+    edge = interval / 2
+    phase = time.time() % interval
+    if abs(phase - edge) < margin:
+        threading.Event().wait(edge + margin - phase)
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgresql+psycopg"])
+def test_overlapping_once_runs_with_coordination_poll_once(server, app_dir, backend, request):
+    server.route("GET", "/api", json={})
+    (app_dir / "hourly.py").write_text(COORDINATED_APP.replace("INTERVAL", str(HOURLY)))
+    if backend == "redis":
+        from .redis_server import RedisServer, require_redis_package
+
+        require_redis_package()
+        redis_server = RedisServer().__enter__()
+        request.addfinalizer(lambda: redis_server.__exit__(None, None, None))
+        url = redis_server.url
+    else:
+        url = request.getfixturevalue("pg_db").replace("postgresql://", "postgresql+psycopg://", 1)
+    off_the_tick_edge(HOURLY)
+    args = ["run", "--once", "--coordination", url, "--app-dir", str(app_dir), "hourly:Poller"]
+    procs = [cron(args, {"API_URL": server.url("/api")}) for _ in range(3)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    assert len(server.calls("/api")) == 1
+    skipped = [err for err in errors if "cron-orders: tick" in err and "runs in another process; nothing to do" in err]
+    assert len(skipped) == 2, errors
+
+
+@pytest.mark.parametrize("once", [True, False])
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_a_redis_coordination_url_without_redis_py_is_a_usage_error(server, app_dir, monkeypatch, once, where):
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
+    monkeypatch.setenv("API_URL", server.url("/api"))
+    url = "redis://127.0.0.1:6379/0"
+    args = ["run", *(["--once"] if once else []), "--app-dir", str(app_dir), "jobs:Poller"]
+    if where == "option":
+        args[1:1] = ["--coordination", url]
+    else:
+        monkeypatch.setenv("SYNCWORKERS_COORDINATION_URL", url)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "needs redis-py: pip install 'syncworkers[redis]'" in result.output
+    assert server.requests == []
+
+
+SQLITE_APP = textwrap.dedent("""
+    import os
+    from syncworkers import WebhookConfig, WebhookSenderWorker
+
+    def sender():
+        return WebhookSenderWorker(base_url="http://127.0.0.1:9/", name="partner",
+                                   webhook_config=WebhookConfig(outbox_url=os.environ["OUTBOX_URL"]))
+""")
+
+
+def test_start_line_prints_a_sqlite_url_as_given(app_dir, tmp_path_factory):
+    (app_dir / "boxapp.py").write_text(SQLITE_APP)
+    url = f"sqlite:///{tmp_path_factory.mktemp('box')}/outbox.db"  # sqlite:////tmp/...: an absolute path
+    proc = cron(["run", "--app-dir", str(app_dir), "boxapp:sender"], {"OUTBOX_URL": url})
+    text = stderr_until(proc, lambda lines: "run started" in lines[-1])
+    start = [x for x in text.splitlines() if "run started" in x]
+    assert len(start) == 1 and f"outbox={url}" in start[0], text
 
 
 def test_missing_app_dir_is_a_usage_error(tmp_path):

@@ -18,15 +18,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncworkers"
 LAYERS = {
     "policy": ["version", "exceptions", "signals", "message", "signing", "redaction", "delivery", "polling",
                "observability",
-               "config", "http.outcome", "http.retry", "http.urls", "http.redirects", "http.breaker",
+               "config", "http.hosts", "http.headers", "http.outcome", "http.retry", "http.urls",
+               "http.redirects", "http.breaker",
                "http.limits", "scheduling.schedule", "scheduling.jobs", "delivery.request",
-               "polling.pagination", "polling.cursor", "polling.ratelimit", "outbox.health",
+               "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
+               "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
-    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus", "prometheus", "delivery.attempt",
-           "outbox", "sources", "polling.state", "scheduling.coordination"],
+    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus",
+           "observability.process_hooks", "prometheus", "delivery.attempt",
+           "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.endpoints"],
-    "workers": ["workers", "polling.pages"],
+    "workers": ["workers"],
     "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
@@ -95,3 +98,45 @@ def test_policy_modules_do_no_io():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             for name in names:
                 assert name.split(".")[0] not in io, f"syncworkers.{module} (pure policy) imports {name}"
+
+
+#: Modules defining parts (module: its part classes): a class holds the parts it is built from, never inherits them.
+PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"}}
+#: Modules whose classes still declare what a host class provides (mixins not yet made parts).
+HOST_DECLARATIONS_LEFT = {"workers.outbox_sending", "workers.relay"}
+
+
+def import_target(package, node):
+    """The syncworkers module an ``ImportFrom`` node imports from (None for other packages)."""
+    if node.level:
+        return ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+    if node.module and node.module.startswith("syncworkers."):
+        return node.module[len("syncworkers."):]
+    return None
+
+
+def test_parts_are_held_not_inherited_and_their_internals_stay_inside():
+    part_classes = set().union(*PARTS.values())
+    for module, package, path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(base).split(".")[-1] for base in node.bases}
+                assert not bases & part_classes, f"syncworkers.{module}.{node.name} inherits a part: hold it instead"
+            elif isinstance(node, ast.ImportFrom) and import_target(package, node) in PARTS:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"syncworkers.{module} imports {private}, internals of a part"
+
+
+def host_declarations(path):
+    """Classes whose body has an ``if TYPE_CHECKING:`` block: attributes borrowed from a host class."""
+    return [node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)
+            and any(isinstance(b, ast.If) and "TYPE_CHECKING" in ast.dump(b.test) for b in node.body)]
+
+
+def test_no_class_declares_attributes_a_host_class_provides():
+    found = {module: host_declarations(path) for module, package, path in modules()}
+    for module, classes in found.items():
+        if module not in HOST_DECLARATIONS_LEFT:
+            assert not classes, f"syncworkers.{module}: {classes} declare what a host provides: build from parts"
+    for module in HOST_DECLARATIONS_LEFT:  # the list only shrinks: a module made of parts leaves it
+        assert found.get(module), f"syncworkers.{module} has no host declarations left: remove it from the list"

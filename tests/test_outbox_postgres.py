@@ -244,6 +244,16 @@ def test_cli_outbox_init_is_safe_twice_and_every_subcommand_takes_url(pg_db):
     assert purged.exit_code == 0
 
 
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "postgres"])
+def test_cli_takes_the_sqlalchemy_and_short_postgresql_urls(pg_db, scheme):
+    url = pg_db.replace("postgresql://", f"{scheme}://", 1)
+    with open_outbox(url) as box:
+        box.add("orders", "http://127.0.0.1:9/orders", b"{}")
+    stats = CliRunner().invoke(cli, ["outbox", "stats", "--url", url, "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert '"pending": 1' in stats.output
+
+
 def test_cli_unreachable_database_is_one_line_exit_2_without_the_password():
     from .helpers import closed_port
 
@@ -262,3 +272,20 @@ def test_cli_sqlite_url_missing_file_is_not_created(tmp_path):
     assert not os.path.exists(path)
     assert CliRunner().invoke(cli, ["outbox", "init", "--url", f"sqlite:///{path}"]).exit_code == 0
     assert os.path.exists(path)
+
+
+def test_a_store_opening_the_outbox_waits_for_no_lock_an_open_transaction_holds(pg_db):
+    """A process starting (a deliverer, a web worker) opens the tables while an app's transaction that
+    enqueued is still open: it must not wait for it (nor make every later writer wait behind it)."""
+    from syncworkers.outbox.postgres import PostgresOutbox
+
+    with PostgresOutbox(pg_db) as first:
+        first.init()
+        with psycopg.connect(pg_db) as app:  # a transaction, as a request's or a test's
+            pending = first.add("orders", "http://127.0.0.1:9/hooks", b"{}", connection=app)
+            # lock_timeout: a lock wait fails at once instead of hanging (no timing involved when none happens)
+            impatient = pg_db.replace("options=", "options=-clock_timeout%3D2000%20", 1)
+            with PostgresOutbox(impatient) as second:
+                assert second.counts()["pending"] == 0  # not committed yet: not seen, not waited for
+            app.rollback()
+        assert first.get(pending) is None

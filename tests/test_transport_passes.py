@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from syncworkers import HTTPClientConfig, PollerWorker, WebhookSenderWorker
 from syncworkers.config import settings
 from syncworkers.http.client import HTTPClient
@@ -32,12 +34,36 @@ def test_a_transport_named_explicitly_is_not(server, monkeypatch):
     assert built == []
 
 
-def test_the_libcurl_pass_deselects_the_marked_tests_only():
-    # test_signing.py is marked as a module; test_sources_redis.py too, but for the one test that takes it back.
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          "--transport=curl", "tests/test_signing.py", "tests/test_sources_redis.py"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    collected = [line for line in out.stdout.splitlines() if "::" in line]
-    assert collected == ["tests/test_sources_redis.py::test_run_once_of_a_relay_reports_an_unreachable_redis"]
-    assert " deselected" in out.stdout
+MARKED = """
+import pytest
+
+pytestmark = pytest.mark.transport_independent
+
+
+def test_runs_once():
+    pass
+
+
+@pytest.mark.transport_dependent
+def test_taken_back():
+    pass
+"""
+
+
+@pytest.mark.transport_independent
+def test_the_libcurl_pass_deselects_the_marked_tests_only(tmp_path):
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F401,F403\n")
+    (tmp_path / "test_marked.py").write_text(MARKED)
+    (tmp_path / "test_plain.py").write_text("def test_runs_in_both():\n    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    transport_independent\n    transport_dependent\n")
+
+    def collected(*args):
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": ROOT})
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        return [line for line in out.stdout.splitlines() if "::" in line]
+
+    assert collected() == ["test_marked.py::test_runs_once", "test_marked.py::test_taken_back",
+                           "test_plain.py::test_runs_in_both"]
+    assert collected("--transport=curl") == ["test_marked.py::test_taken_back", "test_plain.py::test_runs_in_both"]

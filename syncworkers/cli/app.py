@@ -53,7 +53,13 @@ def load_target(spec: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or anything the module raises while importing
-        raise CLIError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+        hint = ""
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            # The target itself is not on sys.path (not a module it imports): cron runs from /.
+            hint = (f" (not found from {os.getcwd()}: is its folder on sys.path? "
+                    "syncworkers run/check --app-dir FOLDER puts it there)")
+        raise CLIError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}{hint}") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

@@ -13,6 +13,7 @@ from typing import Any, Callable, ContextManager, Dict, FrozenSet, Iterator, Lis
 
 import click
 
+from ..outbox.urls import printable_location
 from ..scheduling.coordination import COORDINATION_ENV
 from ..exceptions import SyncWorkersError, safe_url
 
@@ -44,6 +45,19 @@ def _status_option(ctx: click.Context, param: click.Parameter, value: Optional[s
         raise click.BadParameter(str(exc)) from None
 
 
+def _coordination_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """A coordination URL whose scheme and extra are checked now: a usage error, before anything runs."""
+    if value is None:
+        return None
+    from ..scheduling.coordination import open_coordination
+
+    try:
+        open_coordination(value).close()  # connects on first claim: nothing is asked here
+    except SyncWorkersError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 _RUN_OPTIONS = [
     click.option("--once", is_flag=True, help="One cycle of each worker, then exit (cron style)."),
     click.option("--fail-on-status", "fail_on_status", default=None, metavar="CODES", callback=_status_option,
@@ -52,9 +66,10 @@ _RUN_OPTIONS = [
     click.option("--max-workers", type=click.IntRange(min=1), default=None, help="Threads of the shared pool."),
     click.option("--stagger/--no-stagger", default=False, show_default=True,
                  help="Spread the pollers' first ticks across their interval (default: every first poll at once)."),
-    click.option("--coordination", metavar="URL", default=None, envvar=COORDINATION_ENV,
+    click.option("--coordination", metavar="URL", default=None, envvar=COORDINATION_ENV, callback=_coordination_option,
                  show_envvar=True, help="redis://, rediss:// or postgresql:// URL: each tick of each poller "
-                                        "runs in one process among all those running the same workers."),
+                                        "runs in one process among all those running the same workers "
+                                        "(with --once: the tick nearest the start)."),
     click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                  help="Serve /metrics, /livez and /readyz on this port (0: any free port, logged)."),
     click.option("--metrics-host", default="127.0.0.1", show_default=True,
@@ -62,6 +77,10 @@ _RUN_OPTIONS = [
     click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
                  help="Hold an exclusive lock on this file; if another run holds it, do nothing and exit 0."),
 ]
+
+
+_APP_DIR_OPTION = click.option("--app-dir", type=click.Path(file_okay=False), default=None,
+                               help="Put this folder first on sys.path before importing (cron runs from /).")
 
 
 def run_options(func: Any) -> Any:
@@ -74,8 +93,7 @@ def run_options(func: Any) -> Any:
 @cli.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
 @run_options
-@click.option("--app-dir", type=click.Path(file_okay=False), default=None,
-              help="Put this folder first on sys.path before importing (cron runs from /).")
+@_APP_DIR_OPTION
 def run(targets: Sequence[str], once: bool, fail_on_status: FrozenSet[int], max_workers: Optional[int],
         stagger: bool, coordination: Optional[str], metrics_port: Optional[int], metrics_host: str,
         lock_path: Optional[str], log_level: str, log_format: str, env_file: Optional[str],
@@ -191,14 +209,22 @@ def _execute(build: Callable[[], List[Any]], early: _EarlySignals, *, once: bool
              metrics_host: str, around: Optional[Callable[[], ContextManager[Any]]]) -> None:
     workers = build()
     if once:
+        from ..scheduling.coordination import open_gate
+
         failed = 0
-        for worker in workers:
-            try:
-                with around() if around is not None else nullcontext():
-                    if not _run_once(worker, fail_on_status):
-                        failed += 1
-            finally:
-                worker.close()
+        gate = open_gate(coordination)  # None: SYNCWORKERS_COORDINATION_URL, if set
+        try:
+            for worker in workers:
+                try:
+                    with around() if around is not None else nullcontext():
+                        claimed = _claim_tick(worker, gate, stagger)
+                        if claimed is None or (claimed and not _run_once(worker, fail_on_status)):
+                            failed += 1
+                finally:
+                    worker.close()
+        finally:
+            if gate is not None:
+                gate.close()
         if failed:
             echo(f"{failed} of {len(workers)} worker(s) failed", err=True)
             sys.exit(EXIT_FAILED)
@@ -235,7 +261,7 @@ def _outboxes(workers: Sequence[Any]) -> Optional[str]:
         if config is None:
             continue
         where = config.outbox_location
-        found.append((safe_url(where) or "") if where else "memory")
+        found.append(printable_location(where) if where else "memory")
     return ", ".join(dict.fromkeys(found)) or None
 
 
@@ -270,6 +296,31 @@ class AroundJobs:
         return call
 
 
+def _claim_tick(worker: Any, gate: Any, stagger: bool) -> Optional[bool]:
+    """With coordination, claim the tick of each of *worker*'s coordinated periodic jobs as ``run`` does:
+    True to run it here, False when another process has it, None when the backend cannot be asked."""
+    if gate is None:
+        return True
+    import time
+
+    from ..scheduling.jobs import PeriodicJob
+    from ..scheduling.schedule import name_offset, nearest_tick
+
+    for job in worker.jobs():
+        if not isinstance(job, PeriodicJob) or not job.coordinated:
+            continue
+        offset = name_offset(job.name, job.interval) if stagger else 0.0
+        tick = nearest_tick(job.interval, time.time(), offset)
+        verdict = gate.admit(job.name, tick, job.interval)
+        if verdict is None:
+            echo(f"{job.name}: coordination {gate.claims!r} did not answer; tick {tick} not run", err=True)
+            return None
+        if not verdict:
+            echo(f"{job.name}: tick {tick} runs in another process; nothing to do", err=True)
+            return False
+    return True
+
+
 def _run_once(worker: Any, fail_on_status: FrozenSet[int] = frozenset()) -> bool:
     """One cycle; False if it failed (transport error, open circuit, exception in process_message),
     or if a poll's final status is in *fail_on_status*."""
@@ -287,9 +338,13 @@ def _run_once(worker: Any, fail_on_status: FrozenSet[int] = frozenset()) -> bool
 @cli.command()
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE:WORKER...")
 @_log_options
-def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Optional[str]) -> None:
+@_APP_DIR_OPTION
+def check(targets: Sequence[str], log_level: str, log_format: str, env_file: Optional[str],
+          app_dir: Optional[str]) -> None:
     """Import workers and validate their configuration; nothing is sent."""
     _setup(log_level, log_format, env_file)
+    if app_dir is not None:
+        _add_app_dir(app_dir)
     for spec in targets:
         worker = build_worker(spec)
         echo(f"ok  {spec}: {_describe(worker)}")

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Dict, FrozenSet, Optional, Sequence
+import sys
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, List, Optional, Sequence
 
 import click
 
 from .. import cli as base_cli
+from ..exceptions import SyncWorkersError
 from ..outbox.urls import sqlite_path
 from .process import AppWorkers
+from .settings import SettingsError, make_sender
+
+
+class _Group(click.Group):
+    """Our errors as one line and exit 2 under any click main (``flask`` has no such policy of its own)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SyncWorkersError as exc:
+            if isinstance(exc, click.ClickException):
+                raise
+            raise base_cli.CLIError(str(exc)) from exc
 
 
 def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextManager[Any]],
@@ -16,7 +31,7 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
     """A ``syncworkers`` group: ``run`` and ``check`` default to the app's workers (and its sender),
     ``outbox`` to its outbox; *around* wraps each job, *decorate* each command (Flask's app context)."""
 
-    @click.group(name="syncworkers")
+    @click.group(name="syncworkers", cls=_Group)
     def group() -> None:
         """Run and inspect this app's workers (pollers, webhook sender, outbox)."""
 
@@ -46,14 +61,76 @@ def make_group(state: Callable[[], AppWorkers], around: Callable[[], ContextMana
     @click.argument("targets", nargs=-1, metavar="[MODULE:WORKER]...")
     @decorate
     def check(targets: Sequence[str]) -> None:
-        """Build the app's workers (or TARGETS) and validate their configuration; nothing is sent."""
-        workers = base_cli.build_workers(targets) if targets else state().build()
-        for worker in workers:
-            base_cli.echo(f"ok  {worker.name}: {base_cli._describe(worker)}")
-            worker.close()
+        """Check the settings and try what a running process does: build the app's workers (or TARGETS)
+        and its sender, open the outbox, ask the coordination backend. Nothing is sent.
+
+        One line per problem on stderr, exit 2.
+        """
+        try:
+            failures = probe(state(), targets)
+        except SettingsError as exc:
+            failures = [str(p) for p in exc.problems]
+        except SyncWorkersError as exc:
+            failures = [str(exc)]
+        for line in failures:
+            base_cli.echo(f"error  {' '.join(line.split())}", err=True)  # a database's error spans lines
+        if failures:
+            sys.exit(base_cli.EXIT_USAGE)
 
     group.add_command(outbox_group(outbox))
     return group
+
+
+def probe(state: AppWorkers, targets: Sequence[str] = ()) -> List[str]:
+    """What is wrong when the app's workers start, one line each: workers that do not build, a sender
+    that does not, an outbox that does not open, a coordination backend that does not answer."""
+    from ..outbox import open_outbox
+    from ..outbox.urls import printable_location
+    from ..scheduling.coordination import MIN_CLAIM_TTL, open_coordination
+
+    settings = state.settings
+    failures: List[str] = []
+    entries: Sequence[Any] = targets or settings.workers
+    for entry in entries:
+        try:
+            worker = base_cli.build_worker(entry) if isinstance(entry, str) else entry
+        except (click.ClickException, SyncWorkersError) as exc:
+            failures.append(exc.format_message() if isinstance(exc, click.ClickException) else f"{entry}: {exc}")
+            continue
+        base_cli.echo(f"ok  {worker.name}: {base_cli._describe(worker)}")
+        if isinstance(entry, str):
+            worker.close()
+    if not targets:
+        try:
+            sender = make_sender(settings)
+        except SyncWorkersError as exc:
+            failures.append(f"sender: {exc}")
+        else:
+            base_cli.echo(f"ok  {sender.name}: {base_cli._describe(sender)}")
+            sender.close()
+    if settings.outbox is not None:
+        shown = printable_location(settings.outbox)
+        try:
+            box = open_outbox(settings.outbox)
+            try:
+                box.counts()
+            finally:
+                box.close()
+        except Exception as exc:  # the database's own errors too: the reason, never a password
+            failures.append(f"outbox {shown}: {type(exc).__name__}: {exc}")
+        else:
+            base_cli.echo(f"ok  outbox {shown}")
+    if settings.coordination is not None:
+        claims = open_coordination(settings.coordination)
+        try:
+            claims.claim("syncworkers check", 0, MIN_CLAIM_TTL)  # what each tick asks, on a name of its own
+        except Exception as exc:
+            failures.append(f"coordination: {exc}")
+        else:
+            base_cli.echo(f"ok  coordination {claims!r}")
+        finally:
+            claims.close()
+    return failures
 
 
 def outbox_group(configured: Callable[[], Optional[str]]) -> click.Group:
@@ -79,4 +156,4 @@ def outbox_group(configured: Callable[[], Optional[str]]) -> click.Group:
     return group
 
 
-__all__ = ["make_group", "outbox_group"]
+__all__ = ["make_group", "outbox_group", "probe"]

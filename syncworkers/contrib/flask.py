@@ -11,10 +11,11 @@
 
 Settings (``app.config``): ``SYNCWORKERS_WORKERS``, ``SYNCWORKERS_MAX_WORKERS``,
 ``SYNCWORKERS_OUTBOX_URL``, ``SYNCWORKERS_COORDINATION_URL``, ``SYNCWORKERS_BASE_URL``,
-``SYNCWORKERS_SIGNING_SECRET``, ``SYNCWORKERS_AUTOSTART`` (False). With AUTOSTART
-the workers start on the first request a process serves — never in the
-reloader's watcher or in gunicorn's master — and stop at exit. Otherwise run
-them with ``flask syncworkers run``.
+``SYNCWORKERS_SIGNING_SECRET``, ``SYNCWORKERS_AUTOSTART`` (False), checked by
+``init_app``. With AUTOSTART the workers start with each process that serves
+the app — when gunicorn's worker or ``flask run`` builds it, with no request
+needed; never in the reloader's watcher, gunicorn's master or another ``flask``
+command — and stop at exit. Otherwise run them with ``flask syncworkers run``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ from ..exceptions import SignatureError
 from ..signing import DEFAULT_TOLERANCE, verify
 from . import commands
 from .process import AppWorkers
+from .serving import role
 from .settings import Settings
 
 EXTENSION = "syncworkers"
+#: What the app.config keys start with, and the two whose names say they hold a URL.
+PREFIX = "SYNCWORKERS_"
+NAMES = {"OUTBOX": "SYNCWORKERS_OUTBOX_URL", "COORDINATION": "SYNCWORKERS_COORDINATION_URL"}
 #: app.config keys and their defaults.
 DEFAULTS: Dict[str, Any] = {
     "SYNCWORKERS_WORKERS": (),
@@ -49,11 +54,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def settings_of(app: Flask) -> Settings:
-    """The SYNCWORKERS_* settings of *app*, validated."""
-    config = app.config
-    return Settings(workers=config["SYNCWORKERS_WORKERS"] or (), max_workers=config["SYNCWORKERS_MAX_WORKERS"],
-                    outbox=config["SYNCWORKERS_OUTBOX_URL"], coordination=config["SYNCWORKERS_COORDINATION_URL"],
-                    base_url=config["SYNCWORKERS_BASE_URL"], signing_secret=config["SYNCWORKERS_SIGNING_SECRET"])
+    """The SYNCWORKERS_* settings of *app*, checked: :class:`~.settings.SettingsError` names each problem."""
+    return Settings.from_mapping(app.config, PREFIX, NAMES)
 
 
 class SyncWorkers:
@@ -67,19 +69,24 @@ class SyncWorkers:
     def init_app(self, app: Flask) -> None:
         """Read the settings, keep the app's state in ``app.extensions["syncworkers"]``, add the commands.
 
-        Starts nothing: with ``SYNCWORKERS_AUTOSTART`` the first request served starts the workers.
+        Raises :class:`~.settings.SettingsError` (a ConfigError) naming each bad setting and its fix.
+        With ``SYNCWORKERS_AUTOSTART`` the workers start now if this process serves the app (see
+        :mod:`.serving`; call it once the extensions the jobs use are set up), in each worker a
+        preloading master forks, and otherwise on the first request a process serves.
         """
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        state = AppWorkers(settings_of(app), name=app.name, around=app.app_context)
+        settings = settings_of(app)
+        state = AppWorkers(settings, name=app.name, around=app.app_context)
         app.extensions[EXTENSION] = state
         app.cli.add_command(make_group(app))
-        if app.config["SYNCWORKERS_AUTOSTART"]:
+        if settings.autostart:
 
             def start_workers() -> None:  # returns None: the request goes on
                 state.ensure_started()
 
-            app.before_request(start_workers)
+            app.before_request(start_workers)  # under a server serving.role() does not know
+            state.boot(role())
 
     def state(self, app: Optional[Flask] = None) -> AppWorkers:
         """The :class:`AppWorkers` of *app* (default: the app given to the constructor, else current_app)."""
@@ -142,4 +149,4 @@ def _bad_request(reason: str) -> Response:
     return Response(reason + "\n", status=400, mimetype="text/plain")
 
 
-__all__ = ["DEFAULTS", "SyncWorkers", "settings_of", "webhook_receiver"]
+__all__ = ["DEFAULTS", "NAMES", "PREFIX", "SyncWorkers", "settings_of", "webhook_receiver"]

@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
 from .attempt import Sent, send_once
@@ -31,16 +32,12 @@ from .reporting import report
 from .verdict import Verdict, decide
 from ..http.outcome import Kind, Outcome, classify_error
 from ..http.retry import RetryPolicy
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
 _NOT_SENT = (Kind.CIRCUIT_OPEN, Kind.SATURATED)
-
-
-def _remaining(deadline: Optional[float]) -> float:
-    return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Dispatcher:
@@ -115,7 +112,7 @@ class Dispatcher:
                 return
             try:
                 self._abandoned.clear()
-                self._loop(stop, None, until_idle=False)
+                self._loop(stop, Deadline(None), None)
                 self._drain()
             finally:
                 self._give_driver()
@@ -123,37 +120,51 @@ class Dispatcher:
             with self._lock:
                 self._loops -= 1
 
-    def flush(self, timeout: Optional[float], stop: threading.Event) -> bool:
+    def flush(self, timeout: Optional[float], stop: threading.Event, *, due_only: bool = False,
+              on_turn: Optional[Callable[[], None]] = None) -> bool:
         """Block until the outbox has nothing pending: True, or False at *timeout* or *stop*.
 
         While a worker loop drives, this waits for it; otherwise it drives the
-        deliveries itself from this thread on the pool.
+        deliveries itself from this thread on the pool. With *due_only* (a cron run)
+        it ends, True, once nothing is due now and nothing is in flight: what is
+        scheduled later stays for a later run. *on_turn* is called on this thread
+        each time the loop it drives wakes (an outcome was recorded): progress for a
+        person watching.
         """
         self._watch(stop)
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         try:
-            return self._flush(stop, deadline)
+            return self._flush(stop, deadline, _Goal(due_only, on_turn))
         except self.outbox.errors as exc:
             self.logger.error("flush: the outbox cannot be used", outbox=self.outbox.path, error=_describe(exc))
             return False
 
-    def _flush(self, stop: threading.Event, deadline: Optional[float]) -> bool:
+    def _flush(self, stop: threading.Event, deadline: Deadline, goal: "_Goal") -> bool:
         while True:
             if self._take_driver(stop, blocking=False):
                 try:
-                    return self._loop(stop, deadline, until_idle=True)
+                    return self._loop(stop, deadline, goal)
                 finally:
                     self._give_driver()
             with self._progress:
                 seen = self._outcomes
-            if self.outbox.next_due() is None:
-                return self._none_held()
-            left = _remaining(deadline)
-            if left == 0 or stop.is_set():
+            reached = self._reached(goal)
+            if reached is not None:
+                return reached
+            if deadline.expired or stop.is_set():
                 return False
             with self._progress:
                 self._progress.wait_for(lambda: self._outcomes != seen or stop.is_set(),
-                                        min(left, self.poll_interval))
+                                        deadline.cap(self.poll_interval))
+
+    def _reached(self, goal: "_Goal") -> Optional[bool]:
+        """Whether a flush with *goal* is over, in flight aside: what it returns then, or None to go on."""
+        due = self.outbox.next_due()
+        if due is None:
+            return self._none_held()
+        if goal.due_only and due > self._clock():
+            return True
+        return None
 
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
@@ -186,22 +197,24 @@ class Dispatcher:
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
-        """Claim and send until *stop* or *deadline*; with *until_idle*, return True once nothing is pending."""
+    def _loop(self, stop: threading.Event, deadline: Deadline, goal: Optional["_Goal"]) -> bool:
+        """Claim and send until *stop* or *deadline*; with a flush's *goal*, return once it is reached."""
         # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
         unsubscribe = self.outbox.subscribe(self.wakeup)
         try:
-            return self._claim_loop(stop, deadline, until_idle)
+            return self._claim_loop(stop, deadline, goal)
         finally:
             unsubscribe()
 
-    def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
+    def _claim_loop(self, stop: threading.Event, deadline: Deadline, goal: Optional["_Goal"]) -> bool:
         renew_every = self.outbox.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
         record_failures = self._record_failures
         while not stop.is_set():
             self._wake.clear()  # before looking: a wakeup from now on is not lost
-            if until_idle and self._record_failures != record_failures:
+            if goal is not None and goal.on_turn is not None:
+                goal.on_turn()
+            if goal is not None and self._record_failures != record_failures:
                 # The store takes no outcome (full disk, damaged file): what is claimed stays so until
                 # its lease expires; waiting for that would only repeat the attempts.
                 self.logger.error("flush: the outbox could not record an outcome; giving up",
@@ -213,21 +226,22 @@ class Dispatcher:
                 if now >= next_renew:
                     self._renew()
                     next_renew = now + renew_every
-                if until_idle and not claimed and not self.in_flight and self.outbox.next_due() is None:
-                    return self._none_held()
+                if goal is not None and not claimed and not self.in_flight:
+                    reached = self._reached(goal)
+                    if reached is not None:
+                        return reached
                 until_due = self._until_due()
             except self.outbox.errors as exc:
-                if until_idle:
+                if goal is not None:
                     raise  # flush() says False
                 self._store_failed(exc)
                 now, until_due = time.monotonic(), self.poll_interval
             else:
                 self._store_answered()
-            left = _remaining(deadline)
-            if left == 0:
+            if deadline.expired:
                 return False
             renew_in = next_renew - now if self.in_flight else math.inf
-            self._sleep(stop, min(until_due, renew_in, left))
+            self._sleep(stop, deadline.cap(min(until_due, renew_in)))
         return False
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -392,6 +406,14 @@ class Dispatcher:
                 self._wake.set()
             return
         report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """When a :meth:`Dispatcher.flush` is over (see there), and what it calls as it goes."""
+
+    due_only: bool = False
+    on_turn: Optional[Callable[[], None]] = None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,41 +1,33 @@
 """One poll's pages: walking a paginator, the cursor and the rate-limit gate, decoding each answer.
 
-:class:`PageWalker` gives :class:`~syncworkers.workers.poller.PollerWorker` its poll
-cycle: fetch the first page (with conditional-request validators), hand each page's
-messages to ``process_message``, follow the paginator, and advance the cursor only
-after every item of the tick went through.
+:class:`PageWalker` is the part of a :class:`~syncworkers.workers.poller.PollerWorker`
+that does a tick: fetch the first page (with conditional-request validators), hand
+each page's messages to ``process_message``, follow the paginator, and advance the
+cursor only after every item of the tick went through. It is built from what it
+uses (a client, a state store, rate limits, the callbacks of its worker) and can
+be driven alone.
 """
 
 from __future__ import annotations
 
-import json as jsonlib
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import requests
 
-from ..config.settings import PollerConfig
-from .cursor import IncrementalCursor
-from ..exceptions import (
-    PaginationError,
-    RequestError,
-    RetryInterrupted,
-    StateStoreError,
-    safe_url,
-)
-from ..http.client import merge_headers
+from ..exceptions import PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
+from ..http.client import HTTPClient, merge_headers
+from ..http.outcome import is_poll_success, status_class
 from ..message import Message
-from .pagination import Page, PageRequest, Paginator, first_request
+from ..observability.logging import StructuredLogger
+from ..observability.metrics import Metrics
+from ..signals import StopSignal
+from .bodies import as_items, decode_body, records
+from .cursor import IncrementalCursor
+from .pagination import DEFAULT_MAX_PAGES, Page, PageRequest, Paginator, first_request
 from .ratelimit import RateLimits
-from .state import StateStore
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..http.client import HTTPClient
-    from ..observability.logging import StructuredLogger
-    from ..observability.metrics import Metrics
-    from ..signals import StopSignal
+from .state import MemoryStateStore, StateStore
 
 #: Methods that send If-None-Match / If-Modified-Since (conditional requests are for safe methods).
 CONDITIONAL_METHODS = ("GET", "HEAD")
@@ -59,48 +51,71 @@ class PollOutcome:
     messages: int = 0
 
 
+def _ignore(value: Any) -> None:
+    """A callback with nothing to do (an error is in the outcome, a result in the stats already)."""
+
+
 class PageWalker:
-    """The page loop of a poller (mixed into PollerWorker, whose constructor sets the attributes)."""
+    """Walk one tick's pages of *url* through *client* and hand every message to *process_message*.
 
-    if TYPE_CHECKING:  # provided by the worker
-        name: str
-        url: str
-        method: str
-        interval: float
-        headers: Dict[str, str]
-        params: Any
-        data_extractor: Optional[Callable[[Any], Any]]
-        paginator: Optional[Paginator]
-        max_pages: int
-        cursor: Optional[IncrementalCursor]
-        state: StateStore
-        rate_limits: RateLimits
-        poller_config: PollerConfig
-        logger: StructuredLogger
-        client: HTTPClient
-        _stats: Metrics
-        _json: Any
-        _data: Any
-        _clock: Callable[[], float]
-        _validators: Dict[str, str]
+    The request (``url``, ``method``, ``headers``, ``params``, ``json``, ``data``),
+    ``data_extractor``, ``paginator``, ``max_pages``, ``cursor`` with its ``state``
+    store, ``rate_limits`` and ``interval`` (the longest wait for a rate-limit
+    reset) are attributes, read at each tick. Counters go to *stats*; *clock*
+    times each page. Errors without a response go to *on_poll_error*; *record*
+    is told whether each tick that polled succeeded (not called for a tick
+    skipped by the rate limit).
+    """
 
-        @property
-        def stop_event(self) -> StopSignal: ...
+    def __init__(self, client: HTTPClient, url: str, *, interval: float,
+                 process_message: Callable[[Message], Any], method: str = "GET",
+                 headers: Optional[Mapping[str, str]] = None, params: Any = None, json: Any = None,
+                 data: Any = None, data_extractor: Optional[Callable[[Any], Any]] = None,
+                 paginator: Optional[Paginator] = None, max_pages: int = DEFAULT_MAX_PAGES,
+                 cursor: Optional[IncrementalCursor] = None, state: Optional[StateStore] = None,
+                 rate_limits: Optional[RateLimits] = None, conditional: bool = True,
+                 clock: Callable[[], float] = time.monotonic, stats: Optional[Metrics] = None,
+                 on_poll_error: Callable[[RequestError], None] = _ignore,
+                 record: Callable[[bool], None] = _ignore) -> None:
+        self.client = client
+        self.url = url
+        self.interval = interval
+        self.method = method
+        self.headers: Dict[str, str] = dict(headers or {})
+        self.params = params
+        self.json = json
+        self.data = data
+        self.data_extractor = data_extractor
+        self.paginator = paginator
+        self.max_pages = max_pages
+        self.cursor = cursor
+        self.state: StateStore = MemoryStateStore() if state is None else state
+        self.rate_limits = RateLimits() if rate_limits is None else rate_limits
+        self.conditional = conditional
+        self.stats = Metrics() if stats is None else stats
+        self._clock = clock
+        self._process_message = process_message
+        self._on_poll_error = on_poll_error
+        self._record = record
+        self._validators: Dict[str, str] = {}
 
-        def process_message(self, message: Message) -> Any: ...
+    @property
+    def validators(self) -> Dict[str, str]:
+        """The conditional-request headers the next first page sends (from the last 2xx first page)."""
+        return dict(self._validators)
 
-        def on_poll_error(self, exc: RequestError) -> None: ...
+    def walk(self, stop: StopSignal, key: str, logger: StructuredLogger) -> PollOutcome:
+        """One tick: the first page, then each next page the paginator names; the cursor advances last.
 
-        def _record(self, success: bool) -> None: ...
-
-    def _poll_cycle(self) -> PollOutcome:
-        """One tick: the first page, then each next page the paginator names; the cursor advances last."""
-        self._stats.incr("polls")
+        *stop* cuts retry and rate-limit waits short; *key* names the cursor in
+        the state store; *logger* is the worker's (both follow a renamed worker).
+        """
+        self.stats.incr("polls")
         outcome = PollOutcome(ok=True)
         try:
-            since = self._load_cursor()
+            since = self._load_cursor(key)
         except StateStoreError as exc:
-            return self._tick_failed(outcome, exc, "cannot read the cursor")
+            return self._tick_failed(outcome, exc, "cannot read the cursor", logger)
         plain = self.paginator is None and since is None
         extra = dict(self.paginator.first_params()) if self.paginator is not None else {}
         if since is not None and self.cursor is not None:
@@ -112,78 +127,78 @@ class PageWalker:
             if request in seen:
                 error = PaginationError(f"page {number + 1} repeats an earlier request of this tick "
                                         "(a pagination loop); tick ended", url=request.url, method=self.method)
-                self._stats.incr("pagination_errors")
-                self._poll_failed(outcome, error)
+                self.stats.incr("pagination_errors")
+                self._poll_failed(outcome, error, logger)
                 break
             seen.add(request)
-            if not self._rate_gate(request.url, outcome):
+            if not self._rate_gate(request.url, outcome, stop, logger):
                 walked = number > 0  # a budget spent mid-walk ends the walk like max_pages does
                 break
             number += 1
-            page = self._fetch_page(request, number, None if plain else list(request.params), outcome)
+            page = self._fetch_page(request, number, None if plain else list(request.params), outcome, stop, logger)
             if page is None:  # an error or a status that ends the walk
                 break
             if self.cursor is not None:
-                highest = self.cursor.highest(highest, _bodies(page.items if self.data_extractor else [page.body]))
-            request, walked = self._next_request(page, outcome)
+                highest = self.cursor.highest(highest, records(page.items if self.data_extractor else [page.body]))
+            request, walked = self._next_request(page, outcome, logger)
             if request is not None and number >= self.max_pages:
-                self.logger.warning("max_pages reached: the rest waits for the next tick", url=safe_url(self.url),
-                                    max_pages=self.max_pages)
+                logger.warning("max_pages reached: the rest waits for the next tick", url=safe_url(self.url),
+                               max_pages=self.max_pages)
                 request, walked = None, True
         if walked and outcome.ok and self.cursor is not None and highest is not None and highest != since:
             try:  # only now: every item of the tick went through process_message (at-least-once)
-                self.state.set(self.name, highest)
+                self.state.set(key, highest)
             except StateStoreError as exc:
-                return self._tick_failed(outcome, exc, "cannot store the cursor")
+                return self._tick_failed(outcome, exc, "cannot store the cursor", logger)
         if number or not outcome.ok:  # a tick skipped for the rate limit is neither success nor failure
-            status = outcome.status_code or 0
-            self._record(success=outcome.ok and (200 <= status < 300 or status == 304))
+            self._record(outcome.ok and is_poll_success(outcome.status_code))
         return outcome
 
-    def _load_cursor(self) -> Any:
+    def _load_cursor(self, key: str) -> Any:
         if self.cursor is None:
             return None
-        stored = self.state.get(self.name)
+        stored = self.state.get(key)
         return self.cursor.initial if stored is None else stored
 
-    def _next_request(self, page: Page, outcome: PollOutcome) -> Tuple[Optional[PageRequest], bool]:
+    def _next_request(self, page: Page, outcome: PollOutcome,
+                      logger: StructuredLogger) -> Tuple[Optional[PageRequest], bool]:
         """``(next request or None, walk complete)``; a paginator error ends the walk, incomplete."""
         if self.paginator is None:
             return None, True
         try:
             nxt = self.paginator.next_request(page)
         except PaginationError as exc:
-            self._stats.incr("pagination_errors")
-            self._poll_failed(outcome, exc)
+            self.stats.incr("pagination_errors")
+            self._poll_failed(outcome, exc, logger)
             return None, False
         except Exception as exc:
-            self.logger.error("paginator raised", url=safe_url(self.url), exc_info=True)
-            self._stats.incr("pagination_errors")
+            logger.error("paginator raised", url=safe_url(self.url), exc_info=True)
+            self.stats.incr("pagination_errors")
             outcome.ok, outcome.error = False, outcome.error or exc
             return None, False
         return nxt, nxt is None
 
-    def _rate_gate(self, url: str, outcome: PollOutcome) -> bool:
+    def _rate_gate(self, url: str, outcome: PollOutcome, stop: StopSignal, logger: StructuredLogger) -> bool:
         """Wait for the host's rate-limit budget up to one interval; False: skip (spent) or stopped."""
-        go, seconds = self.rate_limits.gate(url, self.interval, self.stop_event)
+        go, seconds = self.rate_limits.gate(url, self.interval, stop)
         if go:
             if seconds:
-                self.logger.debug("waited for the rate limit to reset", url=safe_url(url), waited=round(seconds, 3))
+                logger.debug("waited for the rate limit to reset", url=safe_url(url), waited=round(seconds, 3))
             return True
         if seconds <= 0:  # stop() during the wait
             outcome.ok, outcome.error = False, RetryInterrupted("stopped while waiting for a rate limit reset",
                                                                 url=url, method=self.method)
             return False
-        self._stats.incr("rate_limited_ticks")
-        log = self.logger.warning if self.rate_limits.first_warning(url) else self.logger.debug
+        self.stats.incr("rate_limited_ticks")
+        log = logger.warning if self.rate_limits.first_warning(url) else logger.debug
         log("rate limit spent: ticks for this host are skipped until it resets", url=safe_url(url),
             reset_in=round(seconds, 1))
         return False
 
     def _fetch_page(self, request: PageRequest, number: int, params: Optional[List[Tuple[str, str]]],
-                    outcome: PollOutcome) -> Optional[Page]:
+                    outcome: PollOutcome, stop: StopSignal, logger: StructuredLogger) -> Optional[Page]:
         """Fetch one page and hand its messages to process_message; the Page if the walk may go on."""
-        stats = self._stats
+        stats = self.stats
         stats.incr("pages")
         first = number == 1
         started = self._clock()
@@ -191,13 +206,13 @@ class PageWalker:
             response = self.client.request(self.method, request.url,
                                            headers=self._request_headers() if first else self.headers,
                                            params=self.params if params is None else params,
-                                           json=self._json, data=self._data, cancel=self.stop_event)
+                                           json=self.json, data=self.data, cancel=stop)
         except RetryInterrupted as exc:  # stop() during a retry wait: shutting down, not a failure
-            self.logger.info("poll interrupted by stop", url=safe_url(request.url))
+            logger.info("poll interrupted by stop", url=safe_url(request.url))
             outcome.ok, outcome.error = False, exc
             return None
         except RequestError as exc:
-            self._poll_failed(outcome, exc)
+            self._poll_failed(outcome, exc, logger)
             outcome.status_code = exc.status
             return None
         elapsed_ms = (self._clock() - started) * 1000.0
@@ -205,14 +220,17 @@ class PageWalker:
         status = response.status_code
         outcome.status_code = status
         self.rate_limits.update(request.url, status, response.headers)
-        stats.incr(f"responses_{status // 100}xx")
+        stats.incr(f"responses_{status_class(status) or 'other'}")
         if status == 304:
             stats.incr("not_modified")
             return None
         success = 200 <= status < 300
         if success and first:
             self._remember_validators(response)
-        body = self._decode(response)
+        body, json_error = decode_body(response.content, response.headers.get("Content-Type", ""))
+        if json_error is not None:
+            logger.warning("invalid JSON body, delivered as text", url=safe_url(self.url),
+                           status_code=status, reason=str(json_error))
         headers = {
             "status_code": status,
             "response_time": elapsed_ms,
@@ -227,11 +245,10 @@ class PageWalker:
         items = [body]
         if success and self.data_extractor is not None:
             try:
-                items = _as_items(self.data_extractor(body))
+                items = as_items(self.data_extractor(body))
             except Exception as exc:
                 stats.incr("extractor_errors")
-                self.logger.error("data_extractor raised", url=safe_url(request.url), status_code=status,
-                                  exc_info=True)
+                logger.error("data_extractor raised", url=safe_url(request.url), status_code=status, exc_info=True)
                 outcome.ok, outcome.error = False, outcome.error or exc
                 return None
         for item in items:
@@ -239,11 +256,11 @@ class PageWalker:
             stats.incr("messages")
             outcome.messages += 1
             try:
-                outcome.results.append(self.process_message(message))
+                outcome.results.append(self._process_message(message))
             except Exception as exc:  # one bad message must not drop the others nor stop the worker
                 stats.incr("process_errors")
-                self.logger.error("process_message raised", url=safe_url(request.url), status_code=status,
-                                  message_id=message.id, exc_info=True)
+                logger.error("process_message raised", url=safe_url(request.url), status_code=status,
+                             message_id=message.id, exc_info=True)
                 outcome.ok, outcome.error = False, outcome.error or exc
         if not success:
             return None
@@ -251,20 +268,21 @@ class PageWalker:
         return Page(request=request, status=status, headers=response.headers, body=body, items=page_items,
                     url=response.url or request.url, number=number)
 
-    def _poll_failed(self, outcome: PollOutcome, exc: RequestError) -> None:
+    def _poll_failed(self, outcome: PollOutcome, exc: RequestError, logger: StructuredLogger) -> None:
         """No usable page: count, log through on_poll_error; what was processed stays processed."""
-        self._stats.incr("errors")
+        self.stats.incr("errors")
         outcome.ok, outcome.error = False, exc
         try:
-            self.on_poll_error(exc)
+            self._on_poll_error(exc)
         except Exception:
-            self.logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
+            logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
 
-    def _tick_failed(self, outcome: PollOutcome, exc: StateStoreError, what: str) -> PollOutcome:
-        self._stats.incr("errors")
-        self.logger.error(what, url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+    def _tick_failed(self, outcome: PollOutcome, exc: StateStoreError, what: str,
+                     logger: StructuredLogger) -> PollOutcome:
+        self.stats.incr("errors")
+        logger.error(what, url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
         outcome.ok, outcome.error = False, exc
-        self._record(success=False)
+        self._record(False)
         return outcome
 
     def _request_headers(self) -> Mapping[str, str]:
@@ -273,7 +291,7 @@ class PageWalker:
         return merge_headers(self._validators, self.headers)  # the caller's own headers win
 
     def _remember_validators(self, response: requests.Response) -> None:
-        if not self.poller_config.conditional:
+        if not self.conditional:
             return
         # Replaced, not merged: a validator the server stopped sending must not be sent back.
         validators = {}
@@ -282,49 +300,6 @@ class PageWalker:
         if response.headers.get("Last-Modified"):
             validators["If-Modified-Since"] = response.headers["Last-Modified"]
         self._validators = validators
-
-    def _decode(self, response: requests.Response) -> Any:
-        """Parsed JSON for a JSON content type, else text; None when the body is empty."""
-        content = response.content
-        if not content:
-            return None
-        media_type, charset = _parse_content_type(response.headers.get("Content-Type", ""))
-        if media_type == "application/json" or media_type.endswith("+json"):
-            try:
-                return jsonlib.loads(content)
-            except ValueError as exc:  # delivered as text: the API answered, only its JSON is broken
-                self.logger.warning("invalid JSON body, delivered as text", url=safe_url(self.url),
-                                    status_code=response.status_code, reason=str(exc))
-        try:
-            return content.decode(charset or "utf-8", errors="replace")
-        except LookupError:  # an unknown charset name
-            return content.decode("utf-8", errors="replace")
-
-
-def _bodies(items: Optional[Sequence[Any]]) -> List[Any]:
-    """The records a cursor looks at: each item, or each element of an item that is a JSON array."""
-    records: List[Any] = []
-    for item in items or []:
-        records += item if isinstance(item, list) else [item]
-    return records
-
-
-def _as_items(extracted: Any) -> List[Any]:
-    """What a data_extractor returned, as messages: a list, tuple or iterator is many, anything else one."""
-    if isinstance(extracted, (list, tuple, Iterator)):
-        return list(extracted)
-    return [extracted]
-
-
-def _parse_content_type(value: str) -> Tuple[str, Optional[str]]:
-    """``("application/json", "utf-8")`` from ``"application/json; charset=UTF-8"``."""
-    media_type, *params = value.split(";")
-    charset = None
-    for param in params:
-        key, _, val = param.partition("=")
-        if key.strip().lower() == "charset":
-            charset = val.strip().strip('"') or None
-    return media_type.strip().lower(), charset
 
 
 __all__ = ["CONDITIONAL_METHODS", "PageWalker", "PollOutcome"]

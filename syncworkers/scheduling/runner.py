@@ -12,22 +12,22 @@ coordination (coordination.py), a pool thread claims each tick before running it
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import logging
 import os
-import random
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, WorkerError
+from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
 from .schedule import Schedule, stagger_offsets
-from ..signals import StopSignal
-from .ticks import CLOCK_STEP, MAX_TIMER_WAIT, TickDriver, _Entry, _Loop
+from ..signals import Deadline, StopSignal
+from .ticks import CLOCK_STEP, LOOP_RESTART_DELAY, MAX_TIMER_WAIT, TickDriver
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +35,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 #: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
 SIGNAL_POLL_INTERVAL = 0.2
-#: Seconds before a loop job whose function raised is called again.
-LOOP_RESTART_DELAY = 1.0
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 _NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
 
 
-class Runner(TickDriver):
+class Runner:
     """Drive the jobs of many workers with one ThreadPoolExecutor and one timer thread.
 
     Periodic jobs run on the pool, never two ticks of one job at once and at
@@ -61,6 +55,10 @@ class Runner(TickDriver):
     from the job's name with *stagger*, and each is claimed before it runs. A
     client opened from a URL is the Runner's and is closed by stop(); a
     TickClaims object passed in stays the caller's to close.
+
+    The timing is the work of a :class:`~syncworkers.scheduling.ticks.TickDriver`
+    that start() builds and hands the pool, the clocks, the stop signal and the
+    gate; the Runner keeps the workers' lifecycle.
     """
 
     #: Seconds before a loop job whose function raised is called again.
@@ -70,11 +68,10 @@ class Runner(TickDriver):
                  clock: Callable[[], float] = time.monotonic, name: str = "runner",
                  coordination: Union[str, TickClaims, None] = None,
                  wall_clock: Callable[[], float] = time.time):
+        install()  # the process-wide hooks (idempotent): here, never at import
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            raise ConfigError(f"max_workers must be an integer >= 1, got {max_workers!r}",
-                              {"max_workers": "must be an integer >= 1"})
+        max_workers = checked("max_workers", max_workers, count(text=False))
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}",
                               {"name": "must be a non-empty string"})
@@ -88,25 +85,16 @@ class Runner(TickDriver):
         self.stagger = bool(stagger)
         self.stop_event = StopSignal()  # the run's one stop signal, handed to every worker
         self._clock = clock
-        self._wake = threading.Event()
         # _lifecycle serialises start/add/stop (re-entrant: a startup() may add());
-        # _lock guards the schedule and counters and is never held while waiting.
+        # _lock guards the list of started workers and is never held while waiting.
         self._lifecycle = threading.RLock()
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._random = random.Random()
         self._state = _NEW
         self._workers: List[Any] = []
         self._started: List[Any] = []
         self._workers_shut = False
-        self._entries: List[_Entry] = []
-        self._loops: List[_Loop] = []
-        self._keys: Set[str] = set()
-        self._heap: List[Tuple[float, int, _Entry]] = []
-        self._seq = itertools.count()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._pool_threads: Set[threading.Thread] = set()
-        self._timer: Optional[threading.Thread] = None
+        self._ticks: Optional[TickDriver] = None  # built by start(), with the pool
         self._signalled: Optional[int] = None
         self._stopped_first = False  # stop() came before start(): run() then returns at once
         for worker in workers:
@@ -133,8 +121,8 @@ class Runner(TickDriver):
             if any(known is worker for known in self._workers):
                 raise WorkerError(f"{type(worker).__name__} was already added to runner {self.name!r}")
             self._workers.append(worker)
-            if self._state == _RUNNING:
-                self._schedule(self._start_worker(worker))
+            if self._ticks is not None and self._state == _RUNNING:
+                self._ticks.schedule(self._start_worker(worker))
             # _NEW or _STARTING: start() picks it up.
 
     def start(self) -> "Runner":
@@ -162,11 +150,12 @@ class Runner(TickDriver):
                 raise
             self._pool = ThreadPoolExecutor(self.max_workers,
                                             thread_name_prefix=f"syncworkers-pool-{self.name}")
-            self._timer = threading.Thread(target=self._timer_loop, name=f"syncworkers-timer-{self.name}",
-                                           daemon=True)
+            self._ticks = TickDriver(self._pool, self.stop_event, name=self.name, clock=self._clock,
+                                     wall_clock=self._wall_clock, gate=self._gate, stagger=self.stagger,
+                                     loop_restart_delay=self.loop_restart_delay)
             self._state = _RUNNING
-            self._schedule(jobs)
-            self._timer.start()
+            self._ticks.schedule(jobs)
+            self._ticks.start()
         if self._gate is not None:
             logger.info("runner %r: each tick claimed on %r", self.name, self._gate.claims)
         return self
@@ -181,33 +170,29 @@ class Runner(TickDriver):
         which then does not wait for itself (its worker's shutdown() then runs
         before that job returns).
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         with self._lifecycle:
             if self._state == _STARTING:
                 raise WorkerError(f"runner {self.name!r}: stop() called from inside start()")
             first, never_started = self._state == _RUNNING, self._state == _NEW
             self._stopped_first = self._stopped_first or never_started
             self._state = _STOPPED
-            self.stop_event.set()
-            self._wake.set()
-        if never_started:
+            self.stop_event.set()  # the tick driver's timer and loops wake on it
+        ticks, pool = self._ticks, self._pool
+        if never_started or ticks is None or pool is None:
             self._close_gate()
             return True
         current = threading.current_thread()
-        timer, pool = self._timer, self._pool
+        timer = ticks.timer
         if timer is not None and timer is not current:
-            timer.join(_remaining(deadline))
-        if first and pool is not None:
+            timer.join(deadline.remaining())
+        if first:
             pool.shutdown(wait=False, cancel_futures=True)
-        own = getattr(self._local, "entry", None)
-        with self._lock:
-            # A future cancelled by shutdown() never counts as done for wait(): leave it out.
-            futures = [e.future for e in self._entries
-                       if e.future is not None and not e.future.cancelled() and e is not own]
-            loops = [loop.thread for loop in self._loops if loop.thread is not current]
-        _, pending = concurrent.futures.wait(futures, timeout=_remaining(deadline))
+        inside_tick = ticks.in_tick()
+        futures, loops = ticks.outstanding()
+        _, pending = concurrent.futures.wait(futures, timeout=deadline.remaining())
         for thread in loops:
-            thread.join(_remaining(deadline))
+            thread.join(deadline.remaining())
         alive = [t.name for t in loops if t.is_alive()]
         if timer is not None and timer is not current and timer.is_alive():
             alive.append(timer.name)
@@ -217,7 +202,7 @@ class Runner(TickDriver):
                            self.name, len(pending), alive)
         self._shutdown_workers()
         self._close_gate()
-        if ended and own is None and pool is not None:
+        if ended and not inside_tick:
             pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
         if ended:
             from ..http.transport.deadline import WATCHDOG
@@ -259,7 +244,8 @@ class Runner(TickDriver):
 
     def wakeup(self) -> None:
         """Make the timer read the clock and the schedule now."""
-        self._wake.set()
+        if self._ticks is not None:
+            self._ticks.wakeup()
 
     def __enter__(self) -> "Runner":
         return self.start()
@@ -270,16 +256,9 @@ class Runner(TickDriver):
     @property
     def stats(self) -> Dict[str, Any]:
         """A snapshot: ticks fired, skipped and failed per job and in total, and live threads."""
-        with self._lock:
-            jobs: Dict[str, Dict[str, Any]] = {
-                e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
-                        "skipped": e.skipped, "errors": e.errors, "busy": e.busy,
-                        "next_due": e.schedule.next_due, "ticks_here": e.here,
-                        "ticks_elsewhere": e.elsewhere, "ticks_unclaimed": e.unclaimed}
-                for e in self._entries}
-            for loop in self._loops:
-                jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
-            pool_threads = sum(t.is_alive() for t in self._pool_threads)
+        ticks = self._ticks
+        jobs, pool_threads = ticks.report() if ticks is not None else ({}, 0)
+        timer = ticks.timer if ticks is not None else None
         periodic = [job for job in jobs.values() if job["kind"] == "periodic"]
         return {
             "name": self.name,
@@ -288,7 +267,7 @@ class Runner(TickDriver):
             "fired": sum(job["fired"] for job in periodic),
             "skipped": sum(job["skipped"] for job in periodic),
             "errors": sum(job["errors"] for job in jobs.values()),
-            "threads": {"timer": int(self._timer is not None and self._timer.is_alive()),
+            "threads": {"timer": int(timer is not None and timer.is_alive()),
                         "pool": pool_threads,
                         "loops": sum(job["alive"] for job in jobs.values() if job["kind"] == "loop")},
             "jobs": jobs,

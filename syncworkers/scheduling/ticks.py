@@ -1,7 +1,9 @@
-"""The timer and the ticks of a Runner: the schedule heap, firing due ticks on the pool, loop threads.
+"""The tick driver of a Runner: the schedule heap, firing due ticks on a pool, loop-job threads.
 
-:class:`TickDriver` is mixed into :class:`~syncworkers.scheduling.runner.Runner`, which owns the
-lifecycle (start, stop, signals) and the state these methods read.
+:class:`TickDriver` is a part the :class:`~syncworkers.scheduling.runner.Runner`
+builds when it starts, from what it uses: the pool, the run's stop signal, the
+clocks and the coordination gate. The Runner keeps the lifecycle (workers'
+startup and shutdown, stop with a timeout, signals); the driver keeps the time.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ import itertools
 import logging
 import random
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from ..signals import StopSignal
+from .coordination import TickGate
 from .jobs import Job, LoopJob, PeriodicJob
 from .schedule import Schedule, name_offset, stagger_offsets
-from ..signals import StopSignal
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .coordination import TickGate
 
 logger = logging.getLogger("syncworkers.scheduling.runner")
 
@@ -29,6 +29,8 @@ logger = logging.getLogger("syncworkers.scheduling.runner")
 MAX_TIMER_WAIT = 60.0
 #: Seconds the wall clock may step (against the monotonic one) before coordinated grids are placed again.
 CLOCK_STEP = 1.0
+#: Seconds before a loop job whose function raised is called again.
+LOOP_RESTART_DELAY = 1.0
 
 
 @dataclass(eq=False)
@@ -57,36 +59,52 @@ class _Loop:
 
 
 class TickDriver:
-    """Scheduling and running the jobs of a Runner (see there for the attributes)."""
+    """Fire each periodic job's due ticks on *pool*, fixed-rate, and run each loop job on a thread.
 
-    if TYPE_CHECKING:  # provided by the Runner
-        name: str
-        stagger: bool
-        stop_event: StopSignal
-        loop_restart_delay: float
-        _clock: Callable[[], float]
-        _wall_clock: Callable[[], float]
-        _wake: threading.Event
-        _lock: threading.Lock
-        _local: threading.local
-        _random: random.Random
-        _gate: Optional[TickGate]
-        _keys: Set[str]
-        _entries: List[_Entry]
-        _loops: List[_Loop]
-        _heap: List[Tuple[float, int, _Entry]]
-        _seq: "itertools.count[int]"
-        _pool: Optional[ThreadPoolExecutor]
-        _pool_threads: Set[threading.Thread]
+    A tick due while the job's previous one is queued or running is skipped and
+    counted. With a *gate* (coordination), coordinated jobs sit on an epoch-anchored
+    grid read from *wall_clock* and each tick is claimed on a pool thread before
+    it runs. *stop* ends the timer and the loops and keeps queued ticks from
+    running. ``start()`` runs the timer thread ``syncworkers-timer-<name>``; tests
+    may call :meth:`fire_due` themselves with an injected *clock* instead.
+    """
 
-    def _unique_key(self, name: str) -> str:
-        key, n = name, 2
-        while key in self._keys:  # two workers may well name their jobs alike
-            key, n = f"{name}-{n}", n + 1
-        self._keys.add(key)
-        return key
+    def __init__(self, pool: Executor, stop: StopSignal, *, name: str, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time, gate: Optional[TickGate] = None,
+                 stagger: bool = False, loop_restart_delay: float = LOOP_RESTART_DELAY,
+                 rand: Optional[random.Random] = None) -> None:
+        self.name = name
+        self.stop = stop
+        self.stagger = stagger
+        self.loop_restart_delay = loop_restart_delay
+        self._pool = pool
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._gate = gate
+        self._random = rand or random.Random()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the heap, the entries and their counters; never held to wait
+        self._local = threading.local()
+        self._keys: Set[str] = set()
+        self._entries: List[_Entry] = []
+        self._loops: List[_Loop] = []
+        self._heap: List[Tuple[float, int, _Entry]] = []
+        self._seq = itertools.count()
+        self._pool_threads: Set[threading.Thread] = set()
+        self.timer: Optional[threading.Thread] = None
+        stop.on_set(self.wakeup)  # the timer reads the stop as soon as it is given
 
-    def _schedule(self, jobs: List[Job]) -> None:
+    def start(self) -> None:
+        """Start the timer thread (once)."""
+        self.timer = threading.Thread(target=self._timer_loop, name=f"syncworkers-timer-{self.name}", daemon=True)
+        self.timer.start()
+
+    def wakeup(self) -> None:
+        """Make the timer read the clock and the schedule now."""
+        self._wake.set()
+
+    def schedule(self, jobs: List[Job]) -> None:
+        """Put periodic *jobs* on the heap (first tick one interval from now) and start the loop jobs' threads."""
         now = self._clock()
         periodic = [job for job in jobs if isinstance(job, PeriodicJob)]
         offsets = [0.0] * len(periodic)
@@ -117,20 +135,9 @@ class TickDriver:
             self._loops += loops
         for loop in loops:
             loop.thread.start()
-        self._wake.set()
+        self.wakeup()
 
-    def _timer_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            if self.stop_event.is_set():  # checked after clear(): stop() sets it before waking us
-                return
-            self._wake.wait(self._fire_due())
-
-    def _epoch_schedule(self, job: PeriodicJob, offset: float, now: float, wall_now: float) -> Schedule:
-        return Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset, jitter=job.jitter,
-                                      rand=self._random.random)
-
-    def _fire_due(self) -> float:
+    def fire_due(self) -> float:
         """Submit every tick due now; return the seconds until the next one is due."""
         now = self._clock()
         wall_now = self._wall_clock() if self._gate is not None else 0.0
@@ -166,22 +173,71 @@ class TickDriver:
             return MAX_TIMER_WAIT
         return min(MAX_TIMER_WAIT, max(0.0, next_due - self._clock()))
 
+    def in_tick(self) -> bool:
+        """True when the calling thread is running one of this driver's ticks."""
+        return getattr(self._local, "entry", None) is not None
+
+    def outstanding(self) -> Tuple[List["Future[None]"], List[threading.Thread]]:
+        """The ticks submitted and not cancelled, and the loop threads: what a stop waits for.
+
+        Leaves out the calling thread's own tick or loop (a stop from inside one).
+        """
+        own, current = getattr(self._local, "entry", None), threading.current_thread()
+        with self._lock:
+            # A future cancelled by the pool's shutdown never counts as done for wait(): leave it out.
+            futures = [e.future for e in self._entries
+                       if e.future is not None and not e.future.cancelled() and e is not own]
+            loops = [loop.thread for loop in self._loops if loop.thread is not current]
+        return futures, loops
+
+    def report(self) -> Tuple[Dict[str, Dict[str, Any]], int]:
+        """``(jobs, pool threads alive)``: each job's counters by key, and how many pool threads ran ticks."""
+        with self._lock:
+            jobs: Dict[str, Dict[str, Any]] = {
+                e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
+                        "skipped": e.skipped, "errors": e.errors, "busy": e.busy,
+                        "next_due": e.schedule.next_due, "ticks_here": e.here,
+                        "ticks_elsewhere": e.elsewhere, "ticks_unclaimed": e.unclaimed}
+                for e in self._entries}
+            for loop in self._loops:
+                jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
+            return jobs, sum(t.is_alive() for t in self._pool_threads)
+
+    # -- internals ----------------------------------------------------------
+
+    def _unique_key(self, name: str) -> str:
+        key, n = name, 2
+        while key in self._keys:  # two workers may well name their jobs alike
+            key, n = f"{name}-{n}", n + 1
+        self._keys.add(key)
+        return key
+
+    def _timer_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            if self.stop.is_set():  # checked after clear(): setting the stop wakes us after setting it
+                return
+            self._wake.wait(self.fire_due())
+
+    def _epoch_schedule(self, job: PeriodicJob, offset: float, now: float, wall_now: float) -> Schedule:
+        return Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset, jitter=job.jitter,
+                                      rand=self._random.random)
+
     def _submit(self, entry: _Entry) -> None:
-        assert self._pool is not None  # created by start() before the timer runs
         try:
             entry.future = self._pool.submit(self._run_tick, entry, entry.schedule.tick)
-        except RuntimeError:  # stop() shut the pool while this timer was still firing
+        except RuntimeError:  # the run's stop shut the pool while this timer was still firing
             return
         entry.busy = True
         entry.fired += 1
 
     def _run_tick(self, entry: _Entry, tick: int) -> None:
-        self._local.entry = entry  # lets stop() called from this tick skip waiting for it
+        self._local.entry = entry  # lets a stop called from this tick skip waiting for it
         try:
             with self._lock:
                 self._pool_threads.add(threading.current_thread())
-            # Not after stop(): queued before it and not cancelled in time.
-            if not self.stop_event.is_set() and self._claimed(entry, tick):
+            # Not after the stop: queued before it and not cancelled in time.
+            if not self.stop.is_set() and self._claimed(entry, tick):
                 with self._lock:
                     entry.here += 1
                 entry.job.func()
@@ -220,19 +276,19 @@ class TickDriver:
         return False
 
     def _run_loop(self, loop: _Loop) -> None:
-        while not self.stop_event.is_set():
+        while not self.stop.is_set():
             try:
-                loop.job.func(self.stop_event)
+                loop.job.func(self.stop)
             except BaseException:
                 with self._lock:
                     loop.errors += 1
                 logger.error("loop job %r raised; calling it again in %ss", loop.key,
                              self.loop_restart_delay, exc_info=True)
-                self.stop_event.wait(self.loop_restart_delay)
+                self.stop.wait(self.loop_restart_delay)
                 continue
-            if not self.stop_event.is_set():
+            if not self.stop.is_set():
                 logger.warning("loop job %r returned before stop()", loop.key)
             return
 
 
-__all__ = ["CLOCK_STEP", "MAX_TIMER_WAIT", "TickDriver"]
+__all__ = ["CLOCK_STEP", "LOOP_RESTART_DELAY", "MAX_TIMER_WAIT", "TickDriver"]

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from ..observability import events
 from ..config.settings import HTTPClientConfig
 from ..exceptions import ConfigError, WorkerError
 from ..http.client import HTTPClient
 from ..observability.logging import StructuredLogger, get_logger
+from ..observability.process_hooks import install
 from ..observability.metrics import Metrics
-from ..scheduling.runner import LoopJob, PeriodicJob
+from ..observability.redaction import Redactor
+from ..scheduling.jobs import Job, PeriodicJob
+from ..scheduling.runner import Runner
 from ..signals import StopSignal
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..scheduling.runner import Runner
-
-Job = Union[PeriodicJob, LoopJob]
 
 
 class HTTPWorker:
@@ -40,11 +38,15 @@ class HTTPWorker:
     client_threads = 1
 
     def __init__(self, http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
-                 client_config: Optional[HTTPClientConfig] = None) -> None:
+                 client_config: Optional[HTTPClientConfig] = None, redactor: Optional[Redactor] = None) -> None:
+        install()  # the process-wide hooks (idempotent): here, never at import
         module = type(self).__module__
         # Users' subclasses log under syncworkers.<their module>, so configure_logging reaches them.
         logger_name = module if module.startswith("syncworkers.") else f"syncworkers.{module}"
-        self.logger: StructuredLogger = get_logger(logger_name)
+        #: The secrets this worker knows (its client's credentials, headers, signing secrets): what
+        #: its logger, its client and urllib3's log lines mask.
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.logger: StructuredLogger = get_logger(logger_name, redactor=self.redactor)
         self._stats: Metrics = Metrics()
         self.name = name or type(self).__name__
         self.metrics: Any = self._stats
@@ -52,9 +54,10 @@ class HTTPWorker:
         # worker's own for direct use. Waits are on it; it is set, never swapped, while a run lasts.
         self._stop_event = StopSignal()
         self.http_config = client_config or HTTPClientConfig.resolve(http_config)
-        self.client: HTTPClient = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger)
-        self._runner: Optional["Runner"] = None
-        self._own_runner: Optional["Runner"] = None  # from start(), or run_sync() while it blocks
+        self.client: HTTPClient = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger,
+                                             redactor=self.redactor)
+        self._runner: Optional[Runner] = None
+        self._own_runner: Optional[Runner] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()
         # stop() found nothing running: the next run_sync() returns at once, as it may be a
         # Thread(target=worker.run_sync) that had not got going yet.
@@ -101,8 +104,6 @@ class HTTPWorker:
 
     def start(self) -> "HTTPWorker":
         """Run in the background (a Runner of its own); returns at once."""
-        from ..scheduling.runner import Runner
-
         with self._lock:
             if self.running:
                 raise WorkerError(f"{self.name} is already running")
@@ -137,8 +138,6 @@ class HTTPWorker:
 
     def run_sync(self) -> None:
         """Block until stopped; on the main thread SIGINT and SIGTERM stop it cleanly."""
-        from ..scheduling.runner import Runner
-
         runner = Runner([self], max_workers=self._runner_threads(), name=self.name)
         with self._lock:
             if self.running:
@@ -181,7 +180,7 @@ class HTTPWorker:
     def _runner_threads(self) -> int:
         return max(1, len([j for j in self.jobs() if isinstance(j, PeriodicJob)]))
 
-    def _bind_runner(self, runner: "Runner") -> None:
+    def _bind_runner(self, runner: Runner) -> None:
         """Called by a Runner before startup(): its stop signal is this run's, for every wait."""
         self._runner = runner
         stop = runner.stop_event
@@ -233,3 +232,6 @@ class HTTPWorker:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} running={self.running} client={self.client!r}>"
+
+
+__all__ = ["HTTPWorker", "Job"]  # Job: what jobs() returns, for the workers built on this one

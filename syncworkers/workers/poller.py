@@ -13,31 +13,33 @@ import hashlib
 import logging
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, TypeVar, overload
 
 
 from ..observability import events
 from ..config.settings import HTTPClientConfig, PollerConfig
 from ..config.base import with_other_errors
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..polling.cursor import IncrementalCursor
-from ..observability.redaction import is_secret_key, register_secret
+from ..observability.redaction import safe_url
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
     RequestError,
     TransportError,
-    safe_url,
 )
 from ..message import Message
 from ..polling.pagination import DEFAULT_MAX_PAGES, Paginator
 from ..polling.ratelimit import RateLimits, shared_rate_limits
 from ..polling.state import StateStore, open_state_store, resolve_state_url
-from ..scheduling.runner import PeriodicJob
-from ..http.urls import join_url
-from .base import HTTPWorker, Job
+from ..polling.health import PollHealth
+from ..http.headers import header_problem
 from ..polling.pages import CONDITIONAL_METHODS, PageWalker, PollOutcome
+from ..scheduling.jobs import Job, PeriodicJob
+from ..signals import StopSignal
+from ..http.urls import join_url
+from .base import HTTPWorker
 
 DataExtractor = Callable[[Any], Any]
 
@@ -50,7 +52,29 @@ COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "respons
 NOT_READY_AFTER = 3
 
 
-class PollerWorker(PageWalker, HTTPWorker):
+T = TypeVar("T")
+
+
+class _OnWalker(Generic[T]):
+    """A PollerWorker attribute that lives on its page walker: one value, read or set through either."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    @overload
+    def __get__(self, worker: None, owner: type) -> "_OnWalker[T]": ...
+
+    @overload
+    def __get__(self, worker: "PollerWorker", owner: type) -> T: ...
+
+    def __get__(self, worker: Optional["PollerWorker"], owner: type) -> Any:
+        return self if worker is None else getattr(worker.walker, self.attr)
+
+    def __set__(self, worker: "PollerWorker", value: T) -> None:
+        setattr(worker.walker, self.attr, value)
+
+
+class PollerWorker(HTTPWorker):
     """Poll *url* every *interval* seconds and call ``process_message(message)`` per response.
 
     ``url``, ``interval`` and ``method`` come, field by field, from the argument,
@@ -76,7 +100,22 @@ class PollerWorker(PageWalker, HTTPWorker):
     kept under ``self.name`` in the store of *state_url* (``POLLER_STATE_URL``;
     in memory when unset) and sent on the next tick. *rate_limits* is the
     per-host budget shared by every poller of the process unless given.
+
+    A tick is the work of ``self.walker``, a :class:`~syncworkers.polling.pages.PageWalker`;
+    the worker keeps the lifecycle, the timing and the health view.
     """
+
+    url: _OnWalker[str] = _OnWalker()
+    interval: _OnWalker[float] = _OnWalker()
+    method: _OnWalker[str] = _OnWalker()
+    headers: _OnWalker[Dict[str, str]] = _OnWalker()
+    params: _OnWalker[Any] = _OnWalker()
+    data_extractor: _OnWalker[Optional[DataExtractor]] = _OnWalker()
+    paginator: _OnWalker[Optional[Paginator]] = _OnWalker()
+    max_pages: _OnWalker[int] = _OnWalker()
+    cursor: _OnWalker[Optional[IncrementalCursor]] = _OnWalker()
+    state: _OnWalker[StateStore] = _OnWalker()
+    rate_limits: _OnWalker[RateLimits] = _OnWalker()
 
     def __init__(self, url: Optional[str] = None, interval: Optional[float] = None,
                  method: Optional[str] = None, headers: Optional[Mapping[str, str]] = None,
@@ -101,6 +140,10 @@ class PollerWorker(PageWalker, HTTPWorker):
         if headers is not None and not isinstance(headers, Mapping):
             raise ConfigError(f"headers must be a mapping, got {type(headers).__name__}",
                               {"headers": "must be a mapping"})
+        for header, header_value in (headers or {}).items():
+            problem = header_problem(header, header_value)
+            if problem is not None:
+                raise ConfigError(f"headers: {problem}", {"headers": problem})
         if data_extractor is not None and not callable(data_extractor):
             raise ConfigError(f"data_extractor must be callable, got {data_extractor!r}",
                               {"data_extractor": "must be callable"})
@@ -110,33 +153,22 @@ class PollerWorker(PageWalker, HTTPWorker):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
         _check_paging(paginator, max_pages, cursor, rate_limits)
         state = open_state_store(resolve_state_url(state_url))
+        redactor = client_config.redactor()  # it knows secret_headers: which of these headers are secret
+        redactor.add_headers(headers)  # e.g. the reference's Authorization: Bearer ...
         super().__init__(name=name or default_name(type(self).__name__, config.method, absolute_url),
-                         client_config=client_config)
+                         client_config=client_config, redactor=redactor)
         self.poller_config = config
-        self.url = absolute_url
-        self.interval = config.interval
-        self.method = config.method
-        self.headers: Dict[str, str] = dict(headers or {})
-        for header, header_value in self.headers.items():  # e.g. the reference's Authorization: Bearer ...
-            if is_secret_key(header):
-                register_secret(header_value)
-        self.params = params
-        self.data_extractor = data_extractor
         self.last_outcome: Optional[PollOutcome] = None
-        self._json = json
-        self._data = data
-        self._clock = clock
         # Re-entrant: a process_message that calls poll() runs it nested instead of deadlocking.
         self._poll_lock = threading.RLock()
-        self._health_lock = threading.Lock()
-        self._last_success: Optional[datetime] = None
-        self._consecutive_failures = 0
-        self._validators: Dict[str, str] = {}
-        self.paginator = paginator
-        self.max_pages = max_pages
-        self.cursor = cursor
-        self.state: StateStore = state
-        self.rate_limits = shared_rate_limits if rate_limits is None else rate_limits
+        self._health = PollHealth()
+        self.walker = PageWalker(
+            self.client, absolute_url, interval=config.interval, method=config.method, headers=headers,
+            params=params, json=json, data=data, data_extractor=data_extractor, paginator=paginator,
+            max_pages=max_pages, cursor=cursor, state=state,
+            rate_limits=shared_rate_limits if rate_limits is None else rate_limits,
+            conditional=config.conditional, clock=clock, stats=self._stats,
+            process_message=self.process_message, on_poll_error=self.on_poll_error, record=self._health.record)
         for counter in COUNTERS:
             self._stats.incr(counter, 0)
 
@@ -160,9 +192,9 @@ class PollerWorker(PageWalker, HTTPWorker):
 
     def poll(self) -> PollOutcome:
         """Do one full poll cycle now, in this thread (waits for a poll already in progress)."""
-        self._direct_run()
+        stop = self._direct_run()
         with self._poll_lock:
-            outcome = self._poll()
+            outcome = self._poll(stop)
             self.last_outcome = outcome
         return outcome
 
@@ -183,7 +215,7 @@ class PollerWorker(PageWalker, HTTPWorker):
             return
         try:
             self._stats.incr("ticks_here")
-            self.last_outcome = self._poll()
+            self.last_outcome = self._poll(self.stop_event)
         finally:
             self._poll_lock.release()
 
@@ -195,35 +227,25 @@ class PollerWorker(PageWalker, HTTPWorker):
         events.skipped_ticks(self.name, count)
         self.logger.debug("tick skipped: the previous poll is still running", skipped=count)
 
-    def _poll(self) -> PollOutcome:
+    def _poll(self, stop: StopSignal) -> PollOutcome:
         started = time.monotonic()
-        outcome = self._poll_cycle()
+        # The name and logger are read now: ``poller.name = ...`` renames the cursor's key and the logs.
+        outcome = self.walker.walk(stop, self.name, self.logger)
         events.poll(self.name, outcome.ok, outcome.status_code, outcome.error, time.monotonic() - started)
         return outcome
 
-
     # -- observability ----------------------------------------------------------------
-
-    def _record(self, success: bool) -> None:
-        with self._health_lock:
-            if success:
-                self._last_success = datetime.now(timezone.utc)
-                self._consecutive_failures = 0
-            else:
-                self._consecutive_failures += 1
 
     def not_ready_reasons(self) -> List[str]:
         """HTTPWorker's reasons, and polls failing NOT_READY_AFTER times in a row."""
         reasons = super().not_ready_reasons()
-        with self._health_lock:
-            failures = self._consecutive_failures
+        failures = self._health.consecutive_failures
         if failures >= NOT_READY_AFTER:
             reasons.append(f"{failures} polls failed in a row")
         return reasons
 
     def _healthy(self, reasons: List[str]) -> bool:
-        with self._health_lock:
-            return self._consecutive_failures == 0
+        return self._health.consecutive_failures == 0
 
     def health(self) -> Dict[str, Any]:
         """HTTPWorker.health() plus the poll view.
@@ -234,8 +256,7 @@ class PollerWorker(PageWalker, HTTPWorker):
         NOT_READY_AFTER - 1 failures in a row (a blip is not an outage).
         """
         report = super().health()
-        with self._health_lock:
-            last_success, failures = self._last_success, self._consecutive_failures
+        last_success, failures = self._health.snapshot()
         circuit = self.client.breakers.for_url(self.url).state
         report.update({
             "last_success": last_success,
@@ -257,15 +278,13 @@ class PollerWorker(PageWalker, HTTPWorker):
 def default_name(class_name: str, method: str, url: str) -> str:
     """A poller's name from its class, method and URL: the same in every process, no secrets.
 
-    Shows the scheme, host and path only; a hash of the full URL (query and
-    credentials included) tells apart pollers that differ only there.
+    Shows the URL as :func:`~syncworkers.observability.redaction.safe_url` prints it, without
+    its query string; a hash of the full URL (query and credentials included) tells apart
+    pollers that differ only there.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
-    return f"{class_name} {method} {parts.scheme}://{host}{parts.path} ({digest})"
+    shown = (safe_url(url) or "").split("?", 1)[0]
+    return f"{class_name} {method} {shown} ({digest})"
 
 
 def _client_config(poller_config: Optional[PollerConfig], effective: PollerConfig,
@@ -295,9 +314,7 @@ def _check_paging(paginator: Any, max_pages: Any, cursor: Any, rate_limits: Any)
     if paginator is not None and not isinstance(paginator, Paginator):
         raise ConfigError(f"paginator must have first_params() and next_request(page), got {paginator!r}",
                           {"paginator": "must implement the Paginator protocol"})
-    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
-        raise ConfigError(f"max_pages must be an integer >= 1, got {max_pages!r}",
-                          {"max_pages": "must be an integer >= 1"})
+    checked("max_pages", max_pages, count(maximum=MAX_COUNT, text=False))
     if cursor is not None and not isinstance(cursor, IncrementalCursor):
         raise ConfigError(f"cursor must be an IncrementalCursor, got {type(cursor).__name__}",
                           {"cursor": "must be an IncrementalCursor"})

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from ..observability import events
+from ..observability.redaction import Redactor
 from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
 from ..config.base import with_other_errors
 from ..delivery.request import (
@@ -34,8 +35,8 @@ from ..message import Message
 from ..outbox import OutboxStore
 from ..http.outcome import Kind, classify_error
 from ..scheduling.runner import LoopJob
-from ..signals import StopSignal
-from ..signing import Signer
+from ..signals import Deadline, StopSignal
+from ..signing import Signer, split_secrets
 from .base import HTTPWorker, Job
 from ..delivery.broadcast import CANCELLED, Broadcaster
 from ..delivery.endpoints import EndpointResolver
@@ -49,14 +50,6 @@ _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
 STOPPED = "worker stopped"
 #: Outcomes logged as warnings, not errors: nothing went wrong with the receiver's answer.
 _QUIET_KINDS = (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED)
-
-
-def _split_secrets(secret: Any) -> Any:
-    """A string may hold several secrets separated by spaces or commas (rotation from the env)."""
-    if isinstance(secret, str):
-        parts = secret.replace(",", " ").split()
-        return parts if len(parts) > 1 else secret
-    return secret
 
 
 def _explicit(config: Any) -> Dict[str, Any]:
@@ -116,12 +109,13 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
             client_fields["timeout"] = webhook.timeout
         client_config = HTTPClientConfig.resolve(http_config, **client_fields)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
-        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret is not None else None
+        self.signer: Optional[Signer] = Signer(secret) if secret is not None else None
         self.webhook_config = webhook
         self.base_url: Optional[str] = webhook.base_url
         # Every broadcast thread, every outbox thread and the process() loop may share one partner host.
         self.client_threads = 2 * webhook.max_workers + 1
-        super().__init__(name=name, client_config=client_config)
+        super().__init__(name=name, client_config=client_config,
+                         redactor=Redactor(split_secrets(secret) if secret is not None else ()))
         self.client.on_attempt = events.attempt  # each request is a delivery attempt
         # Broadcasts and outbox deliveries each have a pool of max_workers threads, so that a
         # busy outbox (a slow partner) never queues a broadcast behind its requests.
@@ -268,7 +262,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         Outbox deliveries still on the wire at the timeout are handed back to the
         outbox (pending), for the next run or another process: nothing is lost.
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         # The run's stop signal reaches broadcasts and retry waits at once; the source is closed too.
         if self.source is not None:
             self.source.close()
@@ -280,7 +274,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         for pool in pools:
             pool.shutdown(wait=False)
         if pools:
-            _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
+            _, pending = wait(futures, deadline.remaining())
         else:  # an earlier stop() took the pools and waited; some deliveries may still be running
             pending = {future for future in futures if not future.done()}
         if pending:

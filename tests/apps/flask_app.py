@@ -4,27 +4,12 @@ import os
 
 from flask import Flask, jsonify
 
-from syncworkers import PollerWorker
 from syncworkers.contrib.flask import SyncWorkers, webhook_receiver
+
+from tests.apps.boot_workers import PidPoller  # noqa: F401  (SYNCWORKERS_WORKERS: tests.apps.flask_app:PidPoller)
 
 sw = SyncWorkers()
 RECEIVED = []
-
-
-class PidPoller(PollerWorker):
-    """Polls API_URL; its startup() records which process started it (in PID_DIR)."""
-
-    def __init__(self):
-        super().__init__(url=os.environ["API_URL"], interval=float(os.environ.get("API_INTERVAL", "60")),
-                         name="pid-poller")
-
-    def startup(self):
-        folder = os.environ.get("PID_DIR")
-        if folder:
-            open(os.path.join(folder, f"{os.getpid()}.started"), "w").close()
-
-    def process_message(self, message):
-        pass
 
 
 def create_app(**config):
