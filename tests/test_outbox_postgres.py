@@ -122,7 +122,7 @@ def test_a_delivery_committed_elsewhere_is_attempted_without_waiting_for_a_poll(
         assert wait_for(lambda: any(t.name.startswith("syncworkers-outbox-listen")
                                     for t in threading.enumerate()), timeout=10)
         with open_outbox(pg_db) as other:  # another process's store, say
-            assert wait_for(lambda: sender._dispatcher is not None and sender._dispatcher.looping, 10)
+            assert wait_for(lambda: sender.outbox_producer.looping, 10)
             threading.Event().wait(0.5)  # let the loop settle into its one-minute sleep
             with psycopg.connect(pg_db) as conn:
                 with conn.transaction():

@@ -342,7 +342,7 @@ def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
     The loop waits on the sender's stop signal, never on a polled predicate: the dispatcher
     ends the flush itself once nothing is due now (``due_only``), or at the deadline.
     """
-    dispatcher = sender._outbox_dispatcher()
+    dispatcher = sender.outbox_producer.dispatcher
     box = dispatcher.outbox
     progress = _Progress(box.counts()["pending"], "delivering")
 

@@ -1,13 +1,12 @@
-"""The outbox delivery engine: due deliveries are claimed and sent on a worker's pool.
+"""The outbox delivery loop: due deliveries are claimed and sent on a worker's pool.
 
 An attempt is one request (no in-call retries: the outbox's schedule replaces
 them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
-:func:`decide` turns an attempt into the delivery's next state, a pure function
-of the delivery, the attempt and ``now``. :class:`Dispatcher` is the loop:
-claim up to the pool's free slots, send them concurrently, record each outcome,
-renew the leases of requests still on the wire, and sleep until the next
-delivery is due or :meth:`Dispatcher.wakeup` is called. Each attempt goes to the
-delivery's attempt log and its endpoint's health (see :mod:`syncworkers.outbox.health`).
+:class:`Dispatcher` is the loop: claim up to the pool's free slots, send them
+concurrently, keep the leases of requests still on the wire (:class:`~syncworkers.delivery.claims.Claims`),
+and sleep until the next delivery is due or :meth:`Dispatcher.wakeup` is called.
+Each outcome is decided and recorded by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
+(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`).
 A store that fails (a database restarting, a full disk) is logged and looked at
 again by the loop; :meth:`Dispatcher.flush` returns False.
 """
@@ -25,19 +24,18 @@ from typing import Any, Callable, Dict, Optional, Union
 from .attempt import Sent, send_once
 from ..observability.logging import get_logger
 from ..observability.metrics import Metrics
-from ..outbox import DELIVERED, PENDING, Delivery, OutboxStore
-from ..outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
-from ..outbox.store import Attempt
-from .reporting import report
+from ..outbox import Delivery, OutboxStore
+from ..outbox.health import DEFAULT_DISABLE_AFTER
+from .claims import Claims
+from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
-from ..http.outcome import Kind, Outcome, classify_error
+from ..http.outcome import Outcome, classify_error
 from ..http.retry import RetryPolicy
 from ..signals import Deadline, StopSignal
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
-_NOT_SENT = (Kind.CIRCUIT_OPEN, Kind.SATURATED)
 
 
 class Dispatcher:
@@ -59,16 +57,15 @@ class Dispatcher:
                  logger: Any = None, stats: Optional[Metrics] = None,
                  disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
         self.outbox = outbox
-        self.policy = policy
-        self.disable_after = disable_after
         self.logger = logger or get_logger(__name__)
+        self.claims = Claims(outbox, self.logger)
+        self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
+                                        disable_after=disable_after)
         self._send = send
         self._submit = submit
         self._free_slots = free_slots
         self._clock = outbox.clock
-        self._stats = stats or Metrics()
         self._lock = threading.Lock()
-        self._in_flight: Dict[str, Delivery] = {}  # claimed here, request not yet recorded
         self._wake = threading.Event()
         self._driving = threading.Condition()
         self._driver_busy = False  # one loop claims at a time: the worker's or a flush()
@@ -83,10 +80,14 @@ class Dispatcher:
     # -- public --------------------------------------------------------------------
 
     @property
+    def policy(self) -> RetryPolicy:
+        """The outbox's retry schedule."""
+        return self.recorder.policy
+
+    @property
     def in_flight(self) -> int:
         """Deliveries this process is sending now."""
-        with self._lock:
-            return len(self._in_flight)
+        return len(self.claims)
 
     @property
     def looping(self) -> bool:
@@ -174,16 +175,7 @@ class Dispatcher:
         """
         self._abandoned.set()
         self._wake.set()
-        with self._lock:
-            ids = list(self._in_flight)
-        if not ids:
-            return 0
-        try:
-            return self.outbox.release(ids)
-        except self.outbox.errors:  # closed or locked: their leases expire instead
-            self.logger.exception("could not hand back in-flight deliveries; their leases will expire",
-                                  in_flight=len(ids))
-            return 0
+        return self.claims.hand_back()
 
     def health(self) -> Dict[str, Any]:
         """Path, durability, deliveries in flight here, and the outbox's counts when readable."""
@@ -207,8 +199,6 @@ class Dispatcher:
             unsubscribe()
 
     def _claim_loop(self, stop: threading.Event, deadline: Deadline, goal: Optional["_Goal"]) -> bool:
-        renew_every = self.outbox.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
         record_failures = self._record_failures
         while not stop.is_set():
             self._wake.clear()  # before looking: a wakeup from now on is not lost
@@ -222,10 +212,7 @@ class Dispatcher:
                 return False
             try:
                 claimed = self._dispatch_due()
-                now = time.monotonic()
-                if now >= next_renew:
-                    self._renew()
-                    next_renew = now + renew_every
+                renew_in = self.claims.keep_alive()
                 if goal is not None and not claimed and not self.in_flight:
                     reached = self._reached(goal)
                     if reached is not None:
@@ -235,13 +222,12 @@ class Dispatcher:
                 if goal is not None:
                     raise  # flush() says False
                 self._store_failed(exc)
-                now, until_due = time.monotonic(), self.poll_interval
+                renew_in, until_due = self.claims.until_renewal(), self.poll_interval
             else:
                 self._store_answered()
             if deadline.expired:
                 return False
-            renew_in = next_renew - now if self.in_flight else math.inf
-            self._sleep(stop, deadline.cap(min(until_due, renew_in)))
+            self._sleep(stop, deadline.cap(min(until_due, renew_in if self.in_flight else math.inf)))
         return False
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -270,18 +256,14 @@ class Dispatcher:
             return 0
         started = 0
         for delivery in self.outbox.claim_due(free):
-            with self._lock:
-                if delivery.id in self._in_flight:
-                    continue  # its lease lapsed while its request is still on the wire here: not twice
-                self._in_flight[delivery.id] = delivery
+            if not self.claims.take(delivery):
+                continue  # its lease lapsed while its request is still on the wire here: not twice
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
-                with self._lock:
-                    self._in_flight.pop(delivery.id, None)
-                self.outbox.release([delivery.id])
+                self.claims.give_back(delivery.id)
                 continue
-            # Added after the worker's own callback, which frees the pool slot first.
+            # Added after the pool's own callback, which frees the pool slot first.
             future.add_done_callback(self._done)
             started += 1
         return started
@@ -327,27 +309,12 @@ class Dispatcher:
             self._driving.notify_all()
 
     def _drain(self) -> None:
-        renew_every = self.outbox.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
+        """After stop: keep the leases of what is in flight until each outcome is recorded, or abandon()."""
         while not self._abandoned.is_set():
             self._wake.clear()
             if not self.in_flight:
                 return
-            now = time.monotonic()
-            if now >= next_renew:
-                self._renew()
-                next_renew = now + renew_every
-            self._wake.wait(max(0.0, next_renew - now))
-
-    def _renew(self) -> None:
-        with self._lock:
-            ids = list(self._in_flight)
-        if not ids:
-            return
-        try:
-            self.outbox.renew(ids)
-        except self.outbox.errors:
-            self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
+            self._wake.wait(self.claims.keep_alive())
 
     def _done(self, future: "Future[None]") -> None:
         with self._progress:
@@ -367,45 +334,12 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
-            self._record(delivery, sent, at)
-        finally:
-            with self._lock:
-                self._in_flight.pop(delivery.id, None)
-
-    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
-        now = self._clock()
-        attempt = sent.outcome
-        verdict = decide(delivery, attempt, now, self.policy)
-        outbox, id, status = self.outbox, delivery.id, attempt.status_code
-        # An open circuit or a saturated host sent nothing: no entry in the attempt log, no mark
-        # against the endpoint.
-        log = None if attempt.kind in _NOT_SENT else Attempt(
-            at=at, duration=sent.duration, kind=attempt.kind.value, status=status, error=attempt.error,
-            body=sent.body[:ANSWER_BYTES])
-        disable_after = self.disable_after
-        next_at = now if verdict.next_attempt_at is None else verdict.next_attempt_at
-        try:
-            if verdict.state == DELIVERED:
-                outbox.mark_delivered(id, status, now=now, attempt=log, disable_after=disable_after)
-            elif verdict.state == PENDING:
-                outbox.mark_retry(id, next_at, verdict.reason, status,
-                                  spend_attempt=verdict.spend, now=now, attempt=log, disable_after=disable_after)
-            else:
-                outbox.mark_dead(id, verdict.reason or attempt.error or "dead", status, now=now, attempt=log,
-                                 disable_after=disable_after)
-        except self.outbox.errors as exc:
-            if self._abandoned.is_set():
-                # stop() timed out and handed the claim back; close() may have closed the outbox since.
-                self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
-                                    "and will be sent again (same webhook-id)", delivery_id=id, status=status,
-                                    error=str(exc))
-            else:
+            abandoned = self._abandoned.is_set()
+            if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
                 self._record_failures += 1
-                self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
-                                      "expires", delivery_id=id)
                 self._wake.set()
-            return
-        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
+        finally:
+            self.claims.drop(delivery.id)
 
 
 @dataclass(frozen=True)
