@@ -1,8 +1,12 @@
 import threading
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from syncworkers import Message, Metrics
 from syncworkers.observability.metrics import percentile
+
+pytestmark = pytest.mark.transport_independent
 
 
 def test_message_defaults_are_a_fresh_id_and_an_aware_utc_timestamp():
