@@ -65,8 +65,12 @@ class Dispatcher:
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None,
                  disable_after: Optional[float] = DEFAULT_DISABLE_AFTER,
-                 room: Callable[[], Optional[int]] = lambda: None) -> None:
+                 room: Callable[[], Optional[int]] = lambda: None,
+                 launch: Optional[Callable[[Delivery, float], "Future[Sent]"]] = None) -> None:
         self.outbox = outbox
+        #: ``(delivery, now) -> Future[Sent]``: an attempt that holds no thread (libcurl's multi interface);
+        #: then only recording its outcome takes a pool thread, and *free_slots* counts attempts in flight.
+        self._launch = launch
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
         self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
@@ -181,6 +185,12 @@ class Dispatcher:
         if goal.due_only and due > self._clock():
             return True
         return None
+
+    def settle(self, timeout: Optional[float]) -> bool:
+        """Wait until no delivery of this process is in flight (sent and recorded) or *timeout* passes;
+        True when none is."""
+        with self._progress:
+            return self._progress.wait_for(lambda: not self.in_flight, timeout)
 
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
@@ -309,6 +319,10 @@ class Dispatcher:
         for delivery in claimed:
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
+            if self._launch is not None:
+                self._start(delivery)  # takes its host's slot at once: no pool thread to wait for
+                started += 1
+                continue
             with self._lock:
                 self._starting += 1
             try:
@@ -375,7 +389,7 @@ class Dispatcher:
                 return
             self._wake.wait(self.claims.keep_alive())
 
-    def _done(self, future: "Future[None]") -> None:
+    def _done(self, future: "Optional[Future[None]]") -> None:
         self._wake.set()  # a pool slot is free
 
     def _settled(self, ids: List[str], failures: int) -> None:
@@ -398,7 +412,7 @@ class Dispatcher:
     def _attempt(self, delivery: Delivery) -> None:
         """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
         self._started()
-        submitted = False
+        recording = False
         try:
             at, started = self._clock(), time.monotonic()
             try:
@@ -408,10 +422,48 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
-            submitted = True
-            self.recorder.submit(delivery, sent, at, abandoned=self._abandoned.is_set())
+            recording = True
+            self._record(delivery, sent, at)
         finally:
-            if not submitted:
+            if not recording:
+                self._settled([delivery.id], 0)
+
+    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
+        self.recorder.submit(delivery, sent, at, abandoned=self._abandoned.is_set())
+
+    # -- one attempt without a thread (launch), recorded on the pool ------------------------
+
+    def _start(self, delivery: Delivery) -> None:
+        at = self._clock()
+        try:
+            launched = self._launch(delivery, at)  # type: ignore[misc]
+        except Exception as exc:  # a bug, not the receiver: recorded as an attempt that raised
+            launched = Future()
+            launched.set_exception(exc)
+        launched.add_done_callback(lambda done: self._landed(delivery, done, at))
+
+    def _landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
+        """An attempt ended (on the I/O thread): record it on the pool, which may block on the store."""
+        try:
+            future = self._submit(self._record_landed, delivery, done, at)
+        except RuntimeError:  # the pool is shut down (stop() gave up waiting): record it here, as a pool
+            self._record_landed(delivery, done, at)  # thread still on the wire at stop() would
+            self._done(None)
+            return
+        future.add_done_callback(self._done)
+
+    def _record_landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
+        recording = False
+        try:
+            try:
+                sent = done.result()
+            except Exception as exc:
+                self.logger.exception("webhook attempt raised", delivery_id=delivery.id, exc_info=exc)
+                sent = Sent(classify_error(exc))
+            recording = True
+            self._record(delivery, sent, at)
+        finally:
+            if not recording:
                 self._settled([delivery.id], 0)
 
 

@@ -89,8 +89,13 @@ class OutcomeRecorder:
 
     def submit(self, delivery: Delivery, sent: Sent, at: float, *, abandoned: bool = False) -> None:
         """Queue the outcome of the attempt made at *at*; written in the next batch, this thread writing it
-        unless another is writing already (see the module)."""
-        decided = self._decide(delivery, sent, at, abandoned)
+        unless another is writing already (see the module). *settled* is called for it in every case."""
+        try:
+            decided = self._decide(delivery, sent, at, abandoned)
+        except Exception:  # a bug: the outcome is lost like a failed write (the lease brings the delivery back)
+            self.logger.exception("could not decide a webhook outcome", delivery_id=delivery.id)
+            self._settled([delivery.id], 1)
+            return
         with self._lock:
             self._queue.append(decided)
             if self._writing:

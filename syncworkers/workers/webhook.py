@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..config.base import with_other_errors
 from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..config.validators import checked, count
 from ..delivery.broadcast import CANCELLED, Broadcaster
 from ..delivery.checks import InputChecks
 from ..delivery.direct import STOPPED, DirectSender
@@ -61,6 +62,8 @@ def _webhook_config(base_url: Optional[str], webhook_config: Optional[WebhookCon
         if value is not None and not isinstance(value, cls):
             raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
                               {arg: f"must be a {cls.__name__}"})
+    if max_workers is not None:  # an argument, not an environment variable: a number, never its text
+        checked("max_workers", max_workers, count(text=False))
     from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
     try:
         return WebhookConfig.resolve(webhook_config, from_http, base_url=base_url, max_workers=max_workers)
@@ -125,6 +128,9 @@ class WebhookSenderWorker(HTTPWorker):
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
                  outbox: Optional[OutboxStore] = None) -> None:
+        if outbox is not None and not all(callable(getattr(outbox, op, None)) for op in ("add", "claim_due", "get")):
+            raise ConfigError(f"outbox must be an outbox store (Outbox, PostgresOutbox), got {type(outbox).__name__}",
+                              {"outbox": "must be an outbox store"})
         webhook = _webhook_config(base_url, webhook_config, http_config, max_workers)
         client_config = _client_config(webhook, http_config)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
@@ -372,11 +378,16 @@ class WebhookSenderWorker(HTTPWorker):
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
+        # Over libcurl the outbox's attempts hold no pool thread until they land: wait for them (and for
+        # the records they hand the pool) as for pool work, before the pool goes.
+        landed = (self._producer.settle(deadline.remaining())
+                  if self._pools[1].started or deadline.at is not None else True)
         pending = stop_pools(self._pools, deadline)
-        if pending:
-            self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
+        if pending or not landed:
+            self.logger.warning("stop() timed out with deliveries in flight",
+                                in_flight=len(pending) + (0 if landed else self._producer.in_flight))
         self._producer.hand_back()
-        return ended and not pending
+        return ended and not pending and landed
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.
