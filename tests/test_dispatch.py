@@ -33,7 +33,7 @@ from syncworkers.signing import verify
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .helpers import LogCapture, closed_port, new_secret, wait_for
-from .server import Reply
+from .server import LoopbackServer, Reply
 
 T0 = 1_700_000_000.0
 SCHEDULE = (5.0, 300.0)
@@ -605,3 +605,67 @@ def test_a_claim_whose_lease_lapsed_is_not_sent_again_while_its_request_runs(tmp
     assert submitted == [id]  # ... but does not send it a second time
     assert outbox.get(id).lease_until == now[0] + 10
     outbox.close()
+
+
+# -- hosts at their limit ---------------------------------------------------------------------------
+
+
+def test_while_every_host_on_the_wire_is_at_its_limit_the_loop_claims_only_to_look_beyond_them(tmp_path,
+                                                                                                  monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from syncworkers.delivery import dispatch
+
+    monkeypatch.setattr(dispatch, "SATURATED_POSTPONE", 3600.0)  # one look only, in this test
+    outbox = Outbox(str(tmp_path / "o.db"), clock=lambda: T0)
+    pool = ThreadPoolExecutor(12, thread_name_prefix="syncworkers-test-pool")
+    on_the_wire, answer = [], threading.Event()
+    free, room = [4], [None]
+
+    def send(delivery, now):
+        on_the_wire.append(delivery.id)
+        answer.wait(10)
+        return status(200)
+
+    dispatcher = Dispatcher(outbox, send=send, submit=pool.submit, free_slots=lambda: free[0],
+                            policy=RetryPolicy.from_schedule(FAST), room=lambda: room[0])
+
+    def turn():  # one turn of the loop per flush(0), once what it sent is on the wire
+        dispatcher.flush(0, threading.Event())
+        assert wait_for(lambda: len(on_the_wire) == dispatcher.in_flight)
+        return len(on_the_wire)
+
+    try:
+        for _ in range(12):
+            outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert turn() == 4  # nothing on the wire yet: a claim per free slot
+        free[0], room[0] = 2, 0  # two slots free, and the one host on the wire takes no more
+        assert turn() == 6  # a look beyond the hosts on the wire, once per SATURATED_POSTPONE ...
+        assert [turn() for _ in range(5)] == [6] * 5  # ... and no claim between two: it would come back postponed
+        room[0] = 1  # an attempt of the host ended
+        assert turn() == 7  # as many as the host now takes
+    finally:
+        answer.set()
+        pool.shutdown(wait=True)
+        outbox.close()
+
+
+def test_a_partner_at_its_limit_does_not_hold_up_another_partners_delivery(server, tmp_path):
+    gate = Gate()
+    server.route("POST", "/slow", handler=gate)
+    with LoopbackServer() as other:
+        other.route("POST", "/fast", status=200)
+        worker = sender(server, tmp_path, max_workers=4, max_in_flight_per_host=2)
+        slow = [worker.enqueue("/slow", {"n": n}) for n in range(6)]
+        fast = worker.enqueue(other.url("/fast"), {"n": 0})  # due after the slow partner's backlog
+        worker.start()
+        try:
+            assert wait_for(lambda: gate.arrived == 2)  # the slow partner at its limit
+            assert wait_for(lambda: worker.outbox.get(fast).state == DELIVERED, 10)
+            assert gate.arrived == 2 and {worker.outbox.get(id).state for id in slow} != {DELIVERED}
+            gate.release.set()
+            assert worker.flush(10)
+        finally:
+            gate.release.set()
+            worker.stop(10)
+            worker.close()
