@@ -614,9 +614,9 @@ def test_while_every_host_on_the_wire_is_at_its_limit_the_loop_claims_only_to_lo
                                                                                                   monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from syncworkers.delivery import dispatch
+    from syncworkers.delivery import pacing
 
-    monkeypatch.setattr(dispatch, "SATURATED_POSTPONE", 3600.0)  # one look only, in this test
+    monkeypatch.setattr(pacing, "SATURATED_POSTPONE", 3600.0)  # one look only, in this test
     outbox = Outbox(str(tmp_path / "o.db"), clock=lambda: T0)
     pool = ThreadPoolExecutor(12, thread_name_prefix="syncworkers-test-pool")
     on_the_wire, answer = [], threading.Event()
@@ -669,3 +669,52 @@ def test_a_partner_at_its_limit_does_not_hold_up_another_partners_delivery(serve
             gate.release.set()
             worker.stop(10)
             worker.close()
+
+
+def test_after_claiming_the_last_due_deliveries_the_pace_lingers_and_a_quiet_outbox_claims_at_once():
+    from syncworkers.delivery.pacing import ClaimPace
+
+    now = [100.0]
+    pace = ClaimPace(lambda: 8, clock=lambda: now[0])
+    pace.linger = 0.5
+    assert pace.claimable() == 8
+    pace.claimed(8, 0)  # nothing due: no lingering ...
+    assert pace.claimable() == 8 and pace.until_next() is None
+    pace.claimed(8, 8)  # a full claim: a backlog may be due, claim again at once
+    assert pace.claimable() == 8 and pace.until_next() is None
+    pace.claimed(8, 3)  # the last due ones: what comes next waits to be claimed together ...
+    assert pace.claimable() == 0 and pace.until_next() == 0.5
+    now[0] += 0.25
+    assert pace.claimable() == 0 and pace.until_next() == 0.25
+    now[0] += 0.25
+    assert pace.claimable() == 8 and pace.until_next() is None  # ... for one linger
+    pace.claimed(8, 1)
+    pace.restart()  # a loop that starts claims at once
+    assert pace.claimable() == 8
+
+
+def test_the_loop_lingers_after_claiming_the_last_due_deliveries_not_after_finding_none(tmp_path):
+    from concurrent.futures import Future
+
+    outbox = Outbox(str(tmp_path / "o.db"), clock=lambda: T0)
+    submitted = []
+
+    def submit(func, *args):
+        submitted.append(args[0].id)  # never run
+        return Future()
+
+    dispatcher = Dispatcher(outbox, send=None, submit=submit, free_slots=lambda: 8,
+                            policy=RetryPolicy.from_schedule(FAST))
+    dispatcher.pace.linger = 3600.0
+    try:  # one turn of a running loop each (a flush() starts a loop, which claims at once)
+        assert dispatcher._dispatch_due() == 0  # nothing due: found nothing, so no lingering ...
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert dispatcher._dispatch_due() == 1  # ... and the next delivery is claimed at once
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert dispatcher._dispatch_due() == 0  # it was the last due one: the loop lingers
+        dispatcher.flush(0, threading.Event())  # a loop that starts claims at once
+        assert len(submitted) == 3
+    finally:
+        dispatcher.claims.hand_back()
+        outbox.close()

@@ -28,19 +28,16 @@ from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore
 from ..outbox.health import DEFAULT_DISABLE_AFTER
 from .claims import Claims
+from .pacing import ClaimPace
 from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
 from ..http.outcome import Outcome, classify_error
-from ..http.retry import SATURATED_POSTPONE, RetryPolicy
+from ..http.retry import RetryPolicy
 from ..signals import Deadline, StopSignal
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
-#: Seconds the loop waits, once it has claimed every due delivery, before its next claim: deliveries
-#: enqueued meanwhile are claimed together, in one write, instead of one claim (and one write
-#: transaction, which an enqueue() may wait for) each. Never while a backlog is due.
-CLAIM_LINGER = 0.01
 
 
 class Dispatcher:
@@ -52,14 +49,11 @@ class Dispatcher:
     drives at a time: the worker's (:meth:`run`) or a caller's (:meth:`flush`).
     Times are epoch seconds from the outbox's clock. An endpoint that has only
     failed for *disable_after* seconds (None: never), or answered 410, is disabled.
-    *room* says how many more attempts the hosts on the wire take now (None: no
-    limit applies; see :meth:`~syncworkers.http.limits.HostLimiter.room`).
+    *free_slots* and *room* pace the claims (:class:`~syncworkers.delivery.pacing.ClaimPace`).
     """
 
     #: See :data:`POLL_INTERVAL`.
     poll_interval: float = POLL_INTERVAL
-    #: See :data:`CLAIM_LINGER`.
-    claim_linger: float = CLAIM_LINGER
 
     def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
@@ -78,11 +72,8 @@ class Dispatcher:
                                         abandoned=lambda: self._abandoned.is_set())
         self._send = send
         self._submit = submit
-        self._free_slots = free_slots
-        self._room = room
-        self._next_look = 0.0  # time.monotonic() of the next claim beyond the room of the hosts on the wire
-        self._starting = 0  # attempts submitted to the pool, not started yet
-        self._gather_until = 0.0  # time.monotonic() before which the loop claims nothing (see CLAIM_LINGER)
+        #: How many deliveries the loop claims at a time (:mod:`~syncworkers.delivery.pacing`).
+        self.pace = ClaimPace(free_slots, room)
         self._clock = outbox.clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -218,7 +209,7 @@ class Dispatcher:
         """Claim and send until *stop* or *deadline*; with a flush's *goal*, return once it is reached."""
         # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
         unsubscribe = self.outbox.subscribe(self.wakeup)
-        self._gather_until = 0.0  # a loop just started claims at once
+        self.pace.restart()
         try:
             return self._claim_loop(stop, deadline, goal)
         finally:
@@ -276,46 +267,13 @@ class Dispatcher:
                                 "lists them, `syncworkers outbox enable` releases them", held=held)
         return not held
 
-    def _claimable(self) -> int:
-        """How many deliveries to claim now: the pool's free slots, but no more than the hosts on the wire
-        take (*room*) once each is at its limit; a look beyond them every SATURATED_POSTPONE.
-
-        A delivery claimed for a host at its limit comes back postponed (SATURATED): claiming
-        for every free slot then only turns deliveries over in the store. The looks find the
-        deliveries of other hosts, and postpone those of the full ones, as before.
-        """
-        free = self._free_slots()
-        if free <= 0:
-            return 0
-        now = time.monotonic()
-        if now < self._gather_until:
-            return 0
-        room = self._room_left()
-        if room is None or room >= free:
-            return free
-        if room > 0:
-            return room
-        if now < self._next_look:
-            return 0
-        self._next_look = now + SATURATED_POSTPONE
-        return free
-
-    def _room_left(self) -> Optional[int]:
-        """*room*, less the attempts submitted to the pool that have not started yet (they will take some)."""
-        room = self._room()
-        if room is None:
-            return None
-        with self._lock:
-            return max(0, room - self._starting)
-
     def _dispatch_due(self) -> int:
-        claimable = self._claimable()
+        claimable = self.pace.claimable()
         if claimable <= 0:
             return 0
         started = 0
         claimed = self.outbox.claim_due(claimable)
-        if len(claimed) < claimable:  # nothing more is due: gather what is enqueued next (CLAIM_LINGER)
-            self._gather_until = time.monotonic() + self.claim_linger
+        self.pace.claimed(claimable, len(claimed))
         for delivery in claimed:
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
@@ -323,12 +281,11 @@ class Dispatcher:
                 self._start(delivery)  # takes its host's slot at once: no pool thread to wait for
                 started += 1
                 continue
-            with self._lock:
-                self._starting += 1
+            self.pace.handed()
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
-                self._started()
+                self.pace.started()
                 self.claims.give_back(delivery.id)
                 continue
             # Added after the pool's own callback, which frees the pool slot first.
@@ -337,13 +294,11 @@ class Dispatcher:
         return started
 
     def _until_due(self) -> float:
-        if self._free_slots() <= 0:
+        if self.pace.free_slots() <= 0:
             return self.poll_interval  # a finished delivery wakes the loop
-        gathering = self._gather_until - time.monotonic()
-        if gathering > 0:
-            return min(self.poll_interval, gathering)
-        if self._room_left() == 0:  # every host on the wire is full: an attempt's end wakes the loop, or the next look
-            return min(self.poll_interval, max(0.0, self._next_look - time.monotonic()))
+        held_back = self.pace.until_next()
+        if held_back is not None:
+            return min(self.poll_interval, held_back)
         due = self.outbox.next_due()
         if due is None:
             return self.poll_interval
@@ -405,13 +360,9 @@ class Dispatcher:
 
     # -- one attempt (on the pool) -------------------------------------------------------
 
-    def _started(self) -> None:
-        with self._lock:
-            self._starting -= 1
-
     def _attempt(self, delivery: Delivery) -> None:
         """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
-        self._started()
+        self.pace.started()
         recording = False
         try:
             at, started = self._clock(), time.monotonic()
@@ -480,4 +431,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["CLAIM_LINGER", "Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]
+__all__ = ["Dispatcher", "POLL_INTERVAL", "Sent", "Verdict", "decide", "send_once"]
