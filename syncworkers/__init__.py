@@ -20,6 +20,7 @@ from .config.settings import (  # noqa: E402
 )
 from .exceptions import (  # noqa: E402
     BlockedAddressError,
+    BodyDecodeError,
     CircuitOpenError,
     ConfigError,
     DeliveryError,
@@ -150,6 +151,7 @@ __all__ = [
     "UnknownOptionError",
     "WorkerError",
     "BlockedAddressError",
+    "BodyDecodeError",
     "OutboxError",
     "StopSignal",
 ]
