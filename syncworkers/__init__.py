@@ -5,7 +5,6 @@
 therefore works without it.
 """
 
-import logging as _logging
 from typing import Any, List
 
 from .version import __version__  # noqa: E402
@@ -51,7 +50,7 @@ from .polling.pagination import (  # noqa: E402
 from .polling.ratelimit import RateLimits  # noqa: E402
 from .polling.state import MemoryStateStore, PostgresStateStore, SQLiteStateStore, StateStore  # noqa: E402
 from .http.client import HTTPClient  # noqa: E402
-from .observability.logging import configure_logging, install_urllib3_redaction  # noqa: E402
+from .observability.logging import configure_logging  # noqa: E402
 from .message import Message  # noqa: E402
 from .observability.metrics import Metrics  # noqa: E402
 from .outbox import Outbox  # noqa: E402
@@ -60,25 +59,12 @@ from .signing import Signer, verify  # noqa: E402
 from .sources import MemoryQueue, Source  # noqa: E402
 from .workers import DeliveryResult, HTTPWorker, PollerWorker, PollOutcome, WebhookSenderWorker  # noqa: E402
 
-_logging.getLogger(__name__).addHandler(_logging.NullHandler())
-install_urllib3_redaction()  # urllib3 logs full URLs at DEBUG: never ours unmasked
+# Importing changes nothing in the process: what syncworkers installs (urllib3's log filter,
+# the Prometheus metrics) it installs when the first worker or Runner is built
+# (syncworkers.observability.process_hooks).
 
 #: Names importable from here that need an optional extra (imported on first use).
 _OPTIONAL = ("RedisListConsumer",)
-
-
-def _install_prometheus() -> None:
-    # The prometheus extra: metrics in prometheus_client's default registry, so an app that
-    # already serves /metrics shows them. Without prometheus_client nothing changes.
-    import importlib.util
-
-    if importlib.util.find_spec("prometheus_client") is not None:
-        from .observability.prometheus import install
-
-        install()
-
-
-_install_prometheus()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,10 @@
-"""Message: what a poll produces and what a webhook relay consumes."""
+"""Message: what a poll produces and what a webhook relay consumes; ids of messages and of processes."""
 
 from __future__ import annotations
 
+import os
+import platform
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,6 +18,15 @@ def _utcnow() -> datetime:
 def new_id() -> str:
     """Return a fresh message/delivery id (``msg_`` + 32 hex digits)."""
     return "msg_" + uuid.uuid4().hex
+
+
+def owner_id() -> str:
+    """This process's name among those sharing a store or a queue: ``host:pid:random``.
+
+    What operators see on outbox leases, tick claims and Redis consumers; the random
+    part tells apart a restarted process that was given the same pid.
+    """
+    return f"{platform.node() or 'localhost'}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass

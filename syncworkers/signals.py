@@ -1,17 +1,19 @@
-"""StopSignal: the one stop signal of a run, passed down to everything that waits.
+"""When to stop: the one stop signal of a run, passed down to everything that waits, and deadlines.
 
 A :class:`StopSignal` is a ``threading.Event`` that can have linked children:
 setting it sets every child at once, so a broadcast can be cancelled on its own
 (``fail_fast``) while the run's stop still reaches it, and nothing has to poll a
 flag on a timer. Whoever starts a run creates its signal; it is never swapped
-while the run lasts.
+while the run lasts. A :class:`Deadline` is the one rule for "how long is left"
+of a wait given a timeout.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 
 class StopSignal(threading.Event):
@@ -67,4 +69,37 @@ class StopSignal(threading.Event):
         child.set()
 
 
-__all__ = ["StopSignal"]
+class Deadline:
+    """The end of a wait of *timeout* seconds from now on *clock* (None: no end).
+
+    :meth:`remaining` is what ``Event.wait``, ``Thread.join`` and ``futures.wait`` take:
+    seconds left (never below 0), or None when there is no deadline.
+    """
+
+    __slots__ = ("at", "_clock")
+
+    def __init__(self, timeout: Optional[float], clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        #: When it falls on *clock*; None for no deadline.
+        self.at: Optional[float] = None if timeout is None else clock() + max(0.0, timeout)
+
+    def remaining(self) -> Optional[float]:
+        """Seconds left (0 once passed); None when there is no deadline."""
+        return None if self.at is None else max(0.0, self.at - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        """True once the deadline has passed (never without one)."""
+        return self.at is not None and self._clock() >= self.at
+
+    def cap(self, seconds: float) -> float:
+        """*seconds*, or what is left if that is less: how long one step of a longer wait may last."""
+        left = self.remaining()
+        return seconds if left is None else min(seconds, left)
+
+    def __repr__(self) -> str:
+        left = self.remaining()
+        return "Deadline(none)" if left is None else f"Deadline({left:.3f}s left)"
+
+
+__all__ = ["Deadline", "StopSignal"]

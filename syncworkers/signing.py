@@ -15,7 +15,6 @@ import time
 from typing import List, Mapping, Optional, Sequence, Union, cast
 
 from .exceptions import ConfigError, SignatureError
-from .observability.redaction import register_secret
 
 __all__ = ["load_secret", "load_secrets", "split_secrets", "sign", "Signer", "webhook_headers", "verify"]
 
@@ -104,12 +103,15 @@ def sign(msg_id: str, timestamp: int, body: bytes | str, secrets: Secrets) -> st
 
 
 class Signer:
-    """Signs outgoing webhooks with one or several secrets (validated at construction)."""
+    """Signs outgoing webhooks with one or several secrets (validated at construction).
+
+    Whoever prints on the signer's behalf masks its secrets: a worker tells its
+    :class:`~syncworkers.observability.redaction.Redactor` (``redactor.add_secret`` for
+    each of :func:`split_secrets`).
+    """
 
     def __init__(self, secrets: Secrets):
         self._keys = load_secrets(secrets)
-        for secret in split_secrets(secrets):
-            register_secret(secret)
 
     def headers(self, msg_id: str, body: bytes, timestamp: Optional[int] = None) -> dict[str, str]:
         """Return the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers."""

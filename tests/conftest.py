@@ -170,3 +170,55 @@ def location(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "outbox.db")
     return request.getfixturevalue("pg_db")
+
+
+DJANGO_SETTINGS = "tests.apps.djangoproject.settings"
+
+
+@pytest.fixture(scope="session")
+def django_db(tmp_path_factory):
+    """Django set up once per test process (tests/apps/djangoproject) on a fresh SQLite file, migrated
+    (the outbox tables included)."""
+    db = str(tmp_path_factory.mktemp("django") / "app.sqlite3")
+    os.environ["DJANGO_DB"] = db
+    os.environ["DJANGO_SETTINGS_MODULE"] = DJANGO_SETTINGS
+    import django
+    from django.conf import settings
+
+    if settings.configured:
+        settings.DATABASES["default"]["NAME"] = db
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+    from django.test.utils import setup_test_environment, teardown_test_environment
+
+    setup_test_environment()  # as Django's test runner does: the test client records templates' contexts
+    connections["default"].close()
+    connections["default"].settings_dict["NAME"] = db
+    call_command("migrate", verbosity=0)
+    yield db
+    from syncworkers.contrib.django import app_workers
+
+    app_workers().stop(timeout=10)
+    connections.close_all()
+    teardown_test_environment()
+
+
+@pytest.fixture
+def hooks(django_db, server):
+    """SYNCWORKERS pointing its BASE_URL at the loopback server, the outbox in the app's database, emptied."""
+    from django.db import connection
+    from django.test import override_settings
+
+    from syncworkers.contrib.django import app_workers
+
+    from .apps.djangoproject.models import Order
+
+    server.route("POST", "/hooks/orders", status=200)
+    Order.objects.all().delete()
+    with connection.cursor() as cursor:
+        for table in ("syncworkers_outbox", "syncworkers_outbox_attempts", "syncworkers_outbox_endpoints"):
+            cursor.execute(f"DELETE FROM {table}")
+    with override_settings(SYNCWORKERS={"OUTBOX": "default", "BASE_URL": server.base_url}):
+        yield server
+        app_workers().stop(timeout=10)

@@ -194,7 +194,7 @@ def test_a_sender_opens_its_outbox_only_when_used(server, tmp_path):
     path = tmp_path / "outbox.db"
     with WebhookSenderWorker(server.base_url) as plain:
         assert plain.send_webhook("/hook", {})
-        assert plain.jobs() == [] and plain._outbox is None
+        assert plain.jobs() == [] and not plain.outbox_producer.in_use
     worker = sender(server, tmp_path)
     try:
         assert worker.send_webhook("/hook", {})
@@ -401,7 +401,7 @@ def test_enqueue_wakes_the_running_loop(server, tmp_path, monkeypatch):
     worker = sender(server, tmp_path)
     worker.start()
     try:
-        assert wait_for(lambda: worker._dispatcher is not None and worker._dispatcher.looping)
+        assert wait_for(lambda: worker.outbox_producer.looping)
         id = worker.enqueue("/hook", {})
         assert wait_for(lambda: len(server.requests) == 1, timeout=10)
         assert server.requests[0].header("webhook-id") == id
@@ -430,7 +430,7 @@ def test_stop_of_an_idle_worker_returns_promptly(server, tmp_path, monkeypatch):
     monkeypatch.setattr(Dispatcher, "poll_interval", 60.0)  # the loop sleeps long: stop() must cut it short
     worker = sender(server, tmp_path)
     worker.start()
-    assert wait_for(lambda: worker._dispatcher is not None and worker._dispatcher.looping)
+    assert wait_for(lambda: worker.outbox_producer.looping)
     started = time.monotonic()
     assert worker.stop(timeout=10)
     assert time.monotonic() - started < 2.0  # it polls the stop event every 0.1 s

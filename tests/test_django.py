@@ -20,63 +20,22 @@ def toolkit_threads():
     return [t.name for t in threading.enumerate() if t.name.startswith("syncworkers")]
 
 
-@pytest.fixture(scope="module")
-def django_db(tmp_path_factory):
-    """Django set up on a fresh SQLite file, migrated (the outbox tables included)."""
-    db = str(tmp_path_factory.mktemp("django") / "app.sqlite3")
-    os.environ["DJANGO_DB"] = db
-    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
-    import django
-    from django.conf import settings
-
-    if settings.configured:
-        settings.DATABASES["default"]["NAME"] = db
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connections
-
-    connections["default"].close()
-    connections["default"].settings_dict["NAME"] = db
-    call_command("migrate", verbosity=0)
-    yield db
-    from syncworkers.contrib.django import app_workers
-
-    app_workers().stop(timeout=10)
-    connections.close_all()
-
-
-@pytest.fixture
-def hooks(django_db, server):
-    """SYNCWORKERS pointing its BASE_URL at the loopback server, the outbox in the app's database."""
-    from django.test import override_settings
-
-    from syncworkers.contrib.django import app_workers
-
-    from .apps.djangoproject.models import Order
-
-    server.route("POST", "/hooks/orders", status=200)
-    Order.objects.all().delete()
-    with override_settings(SYNCWORKERS={"OUTBOX": "default", "BASE_URL": server.base_url}):
-        app_workers().sender.outbox.purge(older_than=0)
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM deliveries")
-        yield server
-        app_workers().stop(timeout=10)
-
-
-def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(django_db):
-    from syncworkers.outbox import Outbox
-
-    assert wait_for(lambda: toolkit_threads() == []), toolkit_threads()  # the deadline watchdog lingers a moment
-    with Outbox(django_db) as box:  # the store opens the tables migrate made
-        assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 0, "held": 0}
+def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(hooks, django_db):
     from django.db import connection
 
+    from syncworkers.contrib.django.models import Delivery
+    from syncworkers.outbox import SCHEMA_VERSION, Outbox
+
+    assert wait_for(lambda: toolkit_threads() == []), toolkit_threads()  # the deadline watchdog lingers a moment
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='deliveries'")
-        assert cursor.fetchone() is not None
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'syncworkers%'")
+        assert sorted(row[0] for row in cursor.fetchall()) == [
+            "syncworkers_outbox", "syncworkers_outbox_attempts", "syncworkers_outbox_endpoints"]
+        cursor.execute("PRAGMA user_version")
+        assert cursor.fetchone()[0] == SCHEMA_VERSION
+    with Outbox(django_db) as box:  # the store opens the tables migrate made; the admin's model reads them
+        id = box.add("/hooks/orders", hooks.url("/hooks/orders"), b"{}")
+    assert list(Delivery.objects.values_list("id", "state")) == [(id, "pending")]
 
 
 def test_enqueue_in_a_rolled_back_transaction_is_never_sent_a_committed_one_is(hooks):
@@ -167,3 +126,21 @@ def test_manage_py_syncworkers_outbox_uses_the_app_database(hooks, django_db):
                             "syncworkers", "run", "--once", "tests.apps.nope:Worker"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 2 and "cannot import module 'tests.apps.nope'" in check.stderr
+
+
+def test_a_deliverer_in_this_process_is_woken_when_the_enqueuing_transaction_commits(hooks):
+    from django.db import transaction
+
+    from syncworkers.contrib.django import enqueue, sender
+
+    woken = []
+    unsubscribe = sender().outbox.subscribe(lambda: woken.append(sender().outbox.counts()["pending"]))
+    try:
+        with transaction.atomic():
+            enqueue("/hooks/orders", {"order": 1})
+            assert woken == []  # not yet: uncommitted, no deliverer could see it
+        assert woken == [1]  # committed, and told
+        enqueue("/hooks/orders", {"order": 2})  # outside a transaction: at once
+        assert woken == [1, 2]
+    finally:
+        unsubscribe()

@@ -18,9 +18,9 @@ from syncworkers.observability.logging import (
     TextFormatter,
     configure_logging,
     get_logger,
+    Redactor,
     redact,
     redact_headers,
-    register_secret,
 )
 
 _names = itertools.count()
@@ -57,10 +57,10 @@ def package_logger():
 def configured(package_logger):
     """configure_logging(fmt) onto a fresh StringIO; returns (logger, stream)."""
 
-    def configure(fmt, level="DEBUG"):
+    def configure(fmt, level="DEBUG", redactor=None):
         stream = io.StringIO()
         configure_logging(level, fmt, stream)
-        return get_logger(f"syncworkers.poller{next(_names)}"), stream
+        return get_logger(f"syncworkers.poller{next(_names)}", redactor=redactor), stream
 
     return configure
 
@@ -278,7 +278,7 @@ def test_get_logger_defaults_to_the_package_logger():
 
 def test_secrets_appear_nowhere(configured, plain):
     registered = "reg-" + secrets.token_hex(12)
-    register_secret(registered)
+    redactor = Redactor([registered])  # what a worker's logger is given: the secrets its owner configured
     bearer = "eyJhbGciOi.J9" + secrets.token_hex(8)
     api_key = "ak_live_" + secrets.token_hex(8)
     whsec = "whsec_" + secrets.token_hex(16)
@@ -302,12 +302,13 @@ def test_secrets_appear_nowhere(configured, plain):
 
     outputs = []
     for fmt in ("text", "json"):
-        log, stream = configured(fmt)
+        log, stream = configured(fmt, redactor=redactor)
         log_everything(log)
         outputs.append(stream.getvalue())
     json_lines = [json.loads(line) for line in outputs[1].splitlines()]
     assert json_lines[0]["headers"] == {"Authorization": "***", "X-API-Key": "***"}
     log, handler = plain
+    log = StructuredLogger(log.logger, redactor=redactor)
     log_everything(log)
     # Objects stay objects on the record (only the formatters render them), hence default=type.
     dumps = [r.getMessage() + json.dumps(r.fields, default=lambda o: type(o).__name__)
@@ -368,13 +369,26 @@ def test_redact_headers():
         "Content-Type": "application/json", "X-Note": "see Bearer ***"}
 
 
-def test_register_secret_ignores_empty_and_short_values():
+def test_a_redactor_ignores_empty_and_short_values():
+    redactor = Redactor()
     for value in (None, "", b"", "abc"):
-        register_secret(value)
+        redactor.add_secret(value)
     token = secrets.token_hex(8)
-    register_secret(token.encode())
+    redactor.add_secret(token.encode())
 
-    assert redact(f"abc {token}") == "abc ***"
+    assert redactor.text(f"abc {token}") == "abc ***"
+    assert redact(f"abc {token}") == f"abc {token}"  # the rule alone knows no registered value
+
+
+def test_a_logger_masks_with_its_own_redactor_only(configured):
+    mine, theirs = "mine-" + secrets.token_hex(8), "theirs-" + secrets.token_hex(8)
+    log, stream = configured("text", redactor=Redactor([mine]))
+    bound = log.bind(worker="w")  # a bound logger keeps the redactor
+
+    bound.info(f"saw {mine} and {theirs}", note=f"again {mine}")
+    line = stream.getvalue()
+    assert mine not in line and line.count("***") == 2
+    assert theirs in line  # another owner's secret is that owner's logger's to mask
 
 
 # -- configuration and cost ---------------------------------------------------

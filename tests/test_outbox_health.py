@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -184,27 +183,6 @@ def test_purge_removes_the_attempt_logs_of_what_it_deletes(box, clock):
     assert len(box.attempts(id)) == 1
     assert box.purge(older_than=10, now=T0 + 3600) == 1
     assert box.attempts(id) == []
-
-
-def test_a_version_1_sqlite_file_is_migrated_and_its_deliveries_get_their_endpoint(tmp_path):
-    from syncworkers.outbox.sqlite import _MIGRATIONS
-
-    path = str(tmp_path / "old.db")
-    with sqlite3.connect(path) as conn:
-        conn.executescript(_MIGRATIONS[0])
-        conn.execute("PRAGMA user_version=1")
-        conn.execute("INSERT INTO deliveries (id, endpoint, url, body, headers, state, attempts,"
-                     " next_attempt_at, created_at, updated_at) VALUES ('msg_old', 'orders', ?, x'7b7d',"
-                     " '{}', 'pending', 2, 0, 0, 0)", (URL,))
-    conn.close()
-    with Outbox(path, clock=Clock(), owner="A") as box:
-        [d] = box.claim_due(1)
-        box.mark_dead(d.id, "gone", 410, attempt=Attempt(at=T0, duration=0.1, kind="gone", status=410))
-        assert [e.endpoint for e in box.endpoints()] == [ENDPOINT]
-        assert box.get("msg_old").attempts == 3
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-    conn.close()
 
 
 def test_a_postgresql_table_of_the_first_version_gains_the_endpoint_column(pg_db):

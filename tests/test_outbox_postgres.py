@@ -117,7 +117,7 @@ def test_a_delivery_committed_elsewhere_is_attempted_without_waiting_for_a_poll(
         assert wait_for(lambda: any(t.name.startswith("syncworkers-outbox-listen")
                                     for t in threading.enumerate()), timeout=10)
         with open_outbox(pg_db) as other:  # another process's store, say
-            assert wait_for(lambda: sender._dispatcher is not None and sender._dispatcher.looping, 10)
+            assert wait_for(lambda: sender.outbox_producer.looping, 10)
             threading.Event().wait(0.5)  # let the loop settle into its one-minute sleep
             with psycopg.connect(pg_db) as conn:
                 with conn.transaction():
@@ -267,3 +267,20 @@ def test_cli_sqlite_url_missing_file_is_not_created(tmp_path):
     assert not os.path.exists(path)
     assert CliRunner().invoke(cli, ["outbox", "init", "--url", f"sqlite:///{path}"]).exit_code == 0
     assert os.path.exists(path)
+
+
+def test_a_store_opening_the_outbox_waits_for_no_lock_an_open_transaction_holds(pg_db):
+    """A process starting (a deliverer, a web worker) opens the tables while an app's transaction that
+    enqueued is still open: it must not wait for it (nor make every later writer wait behind it)."""
+    from syncworkers.outbox.postgres import PostgresOutbox
+
+    with PostgresOutbox(pg_db) as first:
+        first.init()
+        with psycopg.connect(pg_db) as app:  # a transaction, as a request's or a test's
+            pending = first.add("orders", "http://127.0.0.1:9/hooks", b"{}", connection=app)
+            # lock_timeout: a lock wait fails at once instead of hanging (no timing involved when none happens)
+            impatient = pg_db.replace("options=", "options=-clock_timeout%3D2000%20", 1)
+            with PostgresOutbox(impatient) as second:
+                assert second.counts()["pending"] == 0  # not committed yet: not seen, not waited for
+            app.rollback()
+        assert first.get(pending) is None

@@ -188,7 +188,7 @@ def test_an_observer_that_raises_never_breaks_a_poll(server):
         events.unsubscribe(broken)
 
 
-def test_importing_syncworkers_registers_in_the_default_registry(server):
+def test_building_a_worker_registers_in_the_default_registry(server):
     assert install() is install()  # created once
     server.route("GET", "/x", status=200)
     before = REGISTRY.get_sample_value("syncworkers_polls_total", {"worker": "default-reg", "outcome": "success"})

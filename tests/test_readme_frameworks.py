@@ -52,7 +52,8 @@ def sample(word):
 def test_each_sample_of_the_section_is_run_by_a_test_here():
     kinds = ["def create_app", "syncworkers check", "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
              "PROMETHEUS_MULTIPROC_DIR=", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
-             "def pay(request", "* * * * syncworkers run --once"]
+             "def pay(request", "python manage.py migrate", "class PayTests(TestCase)",
+             "* * * * syncworkers run --once"]
     assert len(samples()) == len(kinds)
     for kind in kinds:
         sample(kind)
@@ -313,7 +314,20 @@ print(json.dumps({"ok": [ok.status_code, ok.json()], "bad": [bad.status_code, ba
 """
 
 
-def test_the_django_samples_enqueue_in_the_transaction_deliver_and_verify_with_csrf_on(server, tmp_path):
+#: A manage.py as ``django-admin startproject`` writes it (the settings module comes from the environment).
+DJANGO_MANAGE = """import sys
+
+from django.core.management import execute_from_command_line
+
+if __name__ == "__main__":
+    execute_from_command_line(sys.argv)
+"""
+
+
+@pytest.fixture
+def shop_site(server, tmp_path):
+    """The README's Django samples as a project in *tmp_path*: settings, the shop app's views, a manage.py;
+    the environment to run it in."""
     pytest.importorskip("django")
     server.route("POST", "/hooks/orders", status=200)
     shop = tmp_path / "shop"
@@ -325,10 +339,15 @@ def test_the_django_samples_enqueue_in_the_transaction_deliver_and_verify_with_c
     (shop / "urls.py").write_text("from django.urls import path\n\nfrom . import views\n\n"
                                   "urlpatterns = [path('pay/<int:n>', views.pay), path('hooks/in', views.receive)]\n")
     (tmp_path / "site_settings.py").write_text(DJANGO_BASE_SETTINGS + sample("INSTALLED_APPS +="))
+    (tmp_path / "manage.py").write_text(DJANGO_MANAGE)
     signing, partner = new_secret(), new_secret()
-    env = command_env({"PYTHONPATH": f"{tmp_path}:{ROOT}", "DJANGO_SETTINGS_MODULE": "site_settings",
-                       "DJANGO_DB": str(tmp_path / "db.sqlite3"), "PARTNER_URL": server.base_url,
-                       "WEBHOOK_SECRET": signing, "PARTNER_SECRET": partner})
+    return command_env({"PYTHONPATH": f"{tmp_path}:{ROOT}", "DJANGO_SETTINGS_MODULE": "site_settings",
+                        "DJANGO_DB": str(tmp_path / "db.sqlite3"), "PARTNER_URL": server.base_url,
+                        "WEBHOOK_SECRET": signing, "PARTNER_SECRET": partner})
+
+
+def test_the_django_samples_enqueue_in_the_transaction_deliver_and_verify_with_csrf_on(shop_site, server, tmp_path):
+    env = shop_site
     done = subprocess.run([sys.executable, "-c", DJANGO_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -341,4 +360,24 @@ def test_the_django_samples_enqueue_in_the_transaction_deliver_and_verify_with_c
     assert calls[0].header("webhook-id") == answers["paid"][1]["id"]
     from syncworkers import verify
 
-    assert verify(calls[0].body, calls[0].headers, signing)
+    assert verify(calls[0].body, calls[0].headers, env["WEBHOOK_SECRET"])
+
+
+def test_the_django_command_lines_and_test_sample_run_as_written(shop_site, server, tmp_path):
+    env = shop_site
+    outputs = []
+    for line in sample("python manage.py migrate").splitlines():
+        words = shlex.split(line.split("#", 1)[0])
+        assert words[:2] == ["python", "manage.py"]
+        done = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, (line, done.stderr)
+        outputs.append(done)
+    assert outputs[1].stderr == ""  # --verbosity 0: nothing to say
+    assert outputs[2].stdout.split() == ["pending", "0", "in_flight", "0", "delivered", "0", "dead", "0", "held", "0"]
+    (tmp_path / "shop" / "tests.py").write_text(sample("class PayTests(TestCase)"))
+    tested = subprocess.run([sys.executable, "manage.py", "test", "shop", "--noinput"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0, tested.stderr
+    assert "Ran 1 test" in tested.stderr and "\nOK" in tested.stderr, tested.stderr
+    assert server.calls("/hooks/orders") == []  # a test sends nothing

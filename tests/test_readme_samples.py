@@ -32,15 +32,6 @@ README = os.path.join(ROOT, "README.rst")
 FRAMEWORKS_SECTION = "In web apps, cron and gunicorn"
 
 
-@pytest.fixture(autouse=True)
-def forget_registered_secrets(monkeypatch):
-    """The samples register secret names (``secret_headers``) and values process-wide: undone after each."""
-    from syncworkers.observability import redaction
-
-    for name in ("_secrets", "_secrets_re", "_names", "_names_header_re"):
-        monkeypatch.setattr(redaction, name, getattr(redaction, name))
-
-
 class Sample(NamedTuple):
     heading: str
     line: int  # where the code starts in README.rst (1-based)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import click
 
 from ..exceptions import SyncWorkersError, safe_url
-from ..observability.redaction import redact_text
+from ..observability.redaction import Redactor, redact_text
 
 from .app import CLIError, EXIT_FAILED, _setup, cli, echo
 from .formats import _Progress, _attempt_dict, _clip, _read_ids, _seconds, _when, parse_duration, parse_since
@@ -26,24 +25,41 @@ def _open_outbox(path: Optional[str], url: Optional[str]) -> Any:
     An outbox file is never created here (a typo would show an empty outbox);
     PostgreSQL tables are, as on any first use.
     """
-    from ..outbox.urls import sqlite_path
-    from ..config.validators import is_postgres_url
+    from ..config.connections import SQLITE
+    from ..outbox.urls import outbox_location
 
     location = _location(path, url)
-    if not is_postgres_url(location):
-        file = sqlite_path(location) if url is not None else location
-        if "://" not in file and not os.path.isfile(file):
+    try:
+        where = outbox_location(location) if url is not None else None
+    except SyncWorkersError as exc:
+        raise CLIError(str(exc)) from exc
+    if where is None or where.kind == SQLITE:
+        file = (where.path or "") if where is not None else location
+        if not os.path.isfile(file):
             option = "--url" if url is not None else "--path"
             raise CLIError(f"{option} {_shown(location)!r}: no such outbox file")
     return _opened(location, lambda box: box.counts())  # connect now: a refused connection is one line
 
 
 def _shown(location: str) -> str:
-    """An outbox location fit to print: a database URL without its password; a file path as is
-    (its folder names are not secrets, whatever they look like)."""
-    from ..config.validators import is_postgres_url
+    """An outbox location fit to print: a database URL without its password; a SQLite URL or a
+    file path as given (its folder names are not secrets, whatever they look like)."""
+    from ..outbox.urls import outbox_location
 
-    return (safe_url(location) or "") if is_postgres_url(location) else location
+    try:
+        return outbox_location(location).shown
+    except SyncWorkersError:
+        return safe_url(location) or ""
+
+
+def _redactor(location: str) -> Redactor:
+    """What masks the text of *location*'s errors: its password, and the rule."""
+    from ..outbox.urls import outbox_location
+
+    try:
+        return outbox_location(location).redactor()
+    except SyncWorkersError:
+        return Redactor()
 
 
 def _location(path: Optional[str], url: Optional[str]) -> str:
@@ -69,7 +85,7 @@ def _opened(location: str, check: Any) -> Any:
             raise CLIError(str(exc)) from exc
         # The database's own errors (psycopg): the reason, never the URL's password.
         raise CLIError(f"cannot open outbox {_shown(location)!r}: {type(exc).__name__}: "
-                       f"{redact_text(str(exc))}") from exc
+                       f"{_redactor(location).text(str(exc))}") from exc
     return box
 
 
@@ -281,17 +297,6 @@ def replay(path: Optional[str], url: Optional[str], ids: Sequence[str], ids_from
     echo(f"replayed {count} dead deliver{'y' if count == 1 else 'ies'}")
 
 
-class _Until(threading.Event):
-    """An Event that counts as set once *done()* says so: the outbox loop's stop signal."""
-
-    def __init__(self, done: Callable[[], bool]) -> None:
-        super().__init__()
-        self._done = done
-
-    def is_set(self) -> bool:
-        return super().is_set() or self._done()
-
-
 @outbox.command()
 @_PATH_OPTION
 @click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
@@ -332,34 +337,30 @@ def deliver(path: Optional[str], url: Optional[str], timeout: float, log_level: 
 
 
 def _deliver_due(sender: Any, timeout: float) -> Dict[str, Any]:
-    """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*."""
-    dispatcher = sender._outbox_dispatcher()
+    """Drive *sender*'s outbox loop until nothing is due now and nothing is on the wire, or *timeout*.
+
+    The loop waits on the sender's stop signal, never on a polled predicate: the dispatcher
+    ends the flush itself once nothing is due now (``due_only``), or at the deadline.
+    """
+    dispatcher = sender.outbox_producer.dispatcher
     box = dispatcher.outbox
-    deadline = time.monotonic() + timeout
     progress = _Progress(box.counts()["pending"], "delivering")
-    state = {"timed_out": False}
 
     def outcomes() -> Dict[str, Any]:
         counts = sender.health()["deliveries"]
         return {key: int(counts[key]) for key in ("delivered", "retried", "postponed", "dead")}
 
-    def done() -> bool:  # read by the loop between claims, on this thread
-        progress.show(sum(outcomes().values()))
-        if time.monotonic() >= deadline:
-            state["timed_out"] = box.next_due() is not None and box.next_due() <= box.clock()
-            return True
-        if dispatcher.in_flight:
-            return False
-        due = box.next_due()
-        return due is None or due > box.clock()
-
     try:
-        dispatcher.flush(None, _Until(done))
+        if timeout > 0:  # with no time at all nothing is started: what is due stays pending
+            dispatcher.flush(timeout, sender.stop_event, due_only=True,
+                             on_turn=lambda: progress.show(sum(outcomes().values())))
         summary = outcomes()
-        progress.show(sum(summary.values()))  # the loop may end without asking done() again
+        progress.show(sum(summary.values()))  # the loop may end without another turn
     finally:
         progress.close()
-    return {**summary, "timed_out": state["timed_out"] or dispatcher.in_flight > 0}
+    due = box.next_due()
+    left_due = due is not None and due <= box.clock()
+    return {**summary, "timed_out": left_due or dispatcher.in_flight > 0}
 
 
 @outbox.command()

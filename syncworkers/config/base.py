@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, Mapping, 
 from environs import Env, EnvError
 
 from ..exceptions import ConfigError, UnknownOptionError
-from ..observability.redaction import MASK, is_secret_key, redact
+from ..observability.redaction import MASK, Redactor, is_secret_key, redact
 
 
 class _Unset:
@@ -112,7 +112,13 @@ class _Config:
     def explicit_items(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self._explicit}
 
+    def redactor(self, into: Optional[Redactor] = None) -> Redactor:
+        """*into* (a new :class:`~syncworkers.observability.redaction.Redactor` when None), told
+        the secrets of this config beyond those the redaction rule finds by itself."""
+        return into if into is not None else Redactor()
+
     def __repr__(self) -> str:
+        redactor = self.redactor()
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -120,7 +126,7 @@ class _Config:
                 value = MASK
             elif isinstance(value, (str, MappingProxyType)):
                 # Secret headers (default_headers), credentials and secret segments of URLs are masked.
-                value = redact(dict(value) if isinstance(value, MappingProxyType) else value)
+                value = redactor.redact(dict(value) if isinstance(value, MappingProxyType) else value)
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 

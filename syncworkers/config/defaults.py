@@ -70,6 +70,8 @@ MAX_REDIRECTS_LIMIT = 100
 MAX_FAILURE_THRESHOLD = 10_000
 #: Largest response or payload size limit, in bytes (1 GiB).
 MAX_BYTES = 1024 ** 3
+#: Largest count, offset or page number an argument may give (what a database's bigint holds).
+MAX_COUNT = 2 ** 63 - 1
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 AUTH_TYPES = ("none", "bearer", "api_key", "basic")
 
@@ -102,6 +104,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_BACKOFF",
     "MAX_BYTES",
+    "MAX_COUNT",
     "MAX_DISABLE_AFTER",
     "MAX_FAILURE_THRESHOLD",
     "MAX_INTERVAL",

@@ -8,6 +8,7 @@ reference document lists with environs and reports every invalid one at once.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 from types import MappingProxyType
@@ -17,9 +18,8 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 from . import validators as v
 from ..exceptions import ConfigError
 from ..http.limits import default_per_host
-from ..observability.redaction import register_secret_names
+from ..observability.redaction import Redactor
 from ..http.outcome import RETRY_STATUSES
-from ..scheduling.schedule import check_jitter
 from .base import UNSET, _Config, _field, _quoted
 from .defaults import (
     AUTH_TYPES,
@@ -272,10 +272,25 @@ class HTTPClientConfig(_Config):
     }
     _SECRETS = ("bearer_token", "api_key", "basic_password")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # Process-wide, as registered secret values are: every log line and outbox listing masks them.
-        register_secret_names(self.secret_headers)
+    def redactor(self, into: Optional[Redactor] = None) -> Redactor:
+        """*into* (a new :class:`~syncworkers.observability.redaction.Redactor` when None), told this
+        config's secrets: the credentials, ``secret_headers`` (and ``api_key_header``: whatever its
+        name, it carries the key) and the values of the secret ``default_headers``."""
+        redactor = into if into is not None else Redactor()
+        redactor.add_names(self.secret_headers)
+        if self.auth_type == "api_key":
+            redactor.add_names([self.api_key_header])
+        for secret in (self.bearer_token, self.api_key, self.basic_password, self.basic_credentials):
+            redactor.add_secret(secret)
+        redactor.add_headers(self.default_headers)
+        return redactor
+
+    @property
+    def basic_credentials(self) -> Optional[str]:
+        """With ``auth_type`` basic, what ``Authorization: Basic`` carries: base64 of ``user:password``."""
+        if self.auth_type != "basic":
+            return None
+        return base64.b64encode(f"{self.basic_user}:{self.basic_password}".encode()).decode()
 
     def _validate(self) -> None:
         if self.auth_type == "bearer" and not self.bearer_token:
@@ -348,7 +363,7 @@ class PollerConfig(_Config):
     _VALIDATORS = {
         "base_url": v.http_url(base=True),
         "url": v.http_url(relative_ok=True),
-        "interval": v.seconds(above=0, maximum=MAX_INTERVAL),
+        "interval": v.check_interval,
         "method": v.choice(HTTP_METHODS, upper=True),
         "connect_timeout": v.seconds(above=0),
         "read_timeout": v.seconds(above=0),
@@ -368,7 +383,7 @@ class PollerConfig(_Config):
     }
 
     def _validate(self) -> None:
-        check_jitter(self.jitter, self.interval)
+        v.check_jitter(self.jitter, self.interval)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -10,12 +10,14 @@ import enum
 import ipaddress
 import os
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS
+from .connections import POSTGRESQL, SQLITE, parse_connection_url
+from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS  # noqa: F401 - MAX_INTERVAL: check_interval
 from ..exceptions import ConfigError
 from ..observability.redaction import redact_text, safe_url
 from ..signing import load_secrets
+from ..http.headers import name_problem
 from ..http.urls import url_problem
 
 
@@ -24,8 +26,9 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float] = None,
-           maximum: Optional[float] = None, optional: bool = False) -> Callable[[Any], Any]:
-    """A finite int or float (a numeric string too) within the bounds given.
+           maximum: Optional[float] = None, optional: bool = False, text: bool = True) -> Callable[[Any], Any]:
+    """A finite int or float within the bounds given; a numeric string too with *text* (config fields
+    take what environment variables hold), never with ``text=False`` (a constructor's argument).
 
     *maximum* is there because a huge value passes every type check and breaks
     later: an OverflowError deep inside a wait, a pool of millions of threads.
@@ -34,7 +37,7 @@ def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
+            if isinstance(value, str) and text:
                 try:
                     value = kind(value)
                 except ValueError:
@@ -48,9 +51,9 @@ def number(kind: type, *, minimum: Optional[float] = None, above: Optional[float
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"must be a finite number, got {value!r}")
         if minimum is not None and value < minimum:
-            raise ValueError(f"must be >= {minimum}, got {value!r}")
+            raise ValueError(f"must be >= {_bound(minimum)}, got {value!r}")
         if above is not None and value <= above:
-            raise ValueError(f"must be > {above}, got {value!r}")
+            raise ValueError(f"must be > {_bound(above)}, got {value!r}")
         if maximum is not None and value > maximum:
             raise ValueError(f"must be <= {_bound(maximum)}, got {value!r}")
         return kind(value)
@@ -64,14 +67,53 @@ def _bound(maximum: float) -> str:
 
 
 def seconds(*, minimum: Optional[float] = None, above: Optional[float] = None,
-            maximum: float = MAX_SECONDS, optional: bool = False) -> Callable[[Any], Any]:
+            maximum: float = MAX_SECONDS, optional: bool = False, text: bool = True) -> Callable[[Any], Any]:
     """A duration in seconds, at most *maximum* (one day unless said otherwise)."""
-    return number(float, minimum=minimum, above=above, maximum=maximum, optional=optional)
+    return number(float, minimum=minimum, above=above, maximum=maximum, optional=optional, text=text)
 
 
-def count(*, minimum: int = 1, maximum: int = MAX_THREADS, optional: bool = False) -> Callable[[Any], Any]:
+def count(*, minimum: int = 1, maximum: int = MAX_THREADS, optional: bool = False,
+          text: bool = True) -> Callable[[Any], Any]:
     """A whole number of things (threads, connections, attempts) from *minimum* to *maximum*."""
-    return number(int, minimum=minimum, maximum=maximum, optional=optional)
+    return number(int, minimum=minimum, maximum=maximum, optional=optional, text=text)
+
+
+def checked(name: str, value: Any, validator: Callable[[Any], Any], errors: Optional[Dict[str, str]] = None,
+            default: Any = None) -> Any:
+    """*value* as *validator* returns it, or ConfigError ``"<name> must be ..., got ..."`` naming *name*.
+
+    How a constructor that is not a config class (a Runner, a job, a source) checks an argument.
+    With *errors*, a bad value is recorded there instead (to report every one at once) and
+    *default* returned.
+    """
+    try:
+        return validator(value)
+    except ValueError as exc:
+        if errors is None:
+            raise ConfigError(f"{name} {exc}", {name: str(exc)}) from None
+        errors[name] = f"{name} {exc}"
+        return default
+
+
+def check_interval(value: Any) -> float:
+    """*value* as seconds between two ticks: a number > 0, at most :data:`MAX_INTERVAL` (one week);
+    ValueError ``"interval must be ..."`` otherwise. A poller's interval and a job's alike."""
+    try:
+        result: float = seconds(above=0, maximum=MAX_INTERVAL, text=False)(value)
+    except ValueError as exc:
+        raise ValueError(f"interval {exc}") from None
+    return result
+
+
+def check_jitter(jitter: Any, interval: float) -> float:
+    """*jitter* if ``0 <= jitter < interval`` (jitter moves a tick within its own interval), else ValueError."""
+    try:
+        value: float = seconds(minimum=0, maximum=MAX_INTERVAL, text=False)(jitter)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < interval:
+        raise ValueError(f"jitter must be >= 0 and smaller than interval ({interval!r}), got {jitter!r}")
+    return value
 
 
 def boolean(value: Any) -> bool:
@@ -139,46 +181,12 @@ def optional_str(value: Any) -> Optional[str]:
     return value
 
 
-#: The forms an outbox location may take (WebhookConfig.outbox_url, ``syncworkers outbox --url``).
-OUTBOX_URL_FORMS = ("postgresql://user@host:port/database (or postgres://, postgresql+psycopg://),"
-                    " sqlite:///relative/path, sqlite:////absolute/path, or a file path")
-#: The schemes of a PostgreSQL URL: libpq's two, and SQLAlchemy's (the form Flask apps already hold).
-_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
-
-
 def outbox_url(value: Any) -> Optional[str]:
-    """An outbox location: a PostgreSQL URL, a ``sqlite:///`` URL or a file path (None passes)."""
-    given = optional_str(value)
-    if given is None:
+    """An outbox location by :func:`~syncworkers.config.connections.parse_connection_url`: a PostgreSQL
+    URL, a ``sqlite:///`` URL or a file path (None passes); returned as given, stripped."""
+    if value is None:
         return None
-    text: str = given.strip()
-    if not text:
-        raise ValueError(f"must be {OUTBOX_URL_FORMS}, got an empty string")
-    if "://" not in text:
-        if text.split(":", 1)[0].lower() in _POSTGRES_SCHEMES:  # not quoted: it may hold a password
-            raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a PostgreSQL location without '//'")
-        return text
-    scheme, rest = text.split("://", 1)
-    scheme = scheme.lower()
-    if scheme in _POSTGRES_SCHEMES:
-        return text
-    if scheme != "sqlite":
-        raise ValueError(f"scheme {scheme!r} is not supported; must be {OUTBOX_URL_FORMS}")
-    # sqlite:///relative/path or sqlite:////absolute/path (no host), as SQLAlchemy writes them
-    if not rest.startswith("/") or not rest.strip("/"):
-        raise ValueError(f"must be {OUTBOX_URL_FORMS}; got a sqlite URL with a host or no path")
-    return text
-
-
-def is_postgres_url(value: str) -> bool:
-    """True for a ``postgresql://``, ``postgres://`` or ``postgresql+psycopg://`` URL."""
-    return "://" in value and value.split("://", 1)[0].lower() in _POSTGRES_SCHEMES
-
-
-def libpq_url(url: str) -> str:
-    """A PostgreSQL URL as libpq reads it: SQLAlchemy's ``postgresql+psycopg://`` becomes ``postgresql://``."""
-    scheme, sep, rest = url.partition("://")
-    return f"postgresql://{rest}" if sep and scheme.lower() == "postgresql+psycopg" else url
+    return parse_connection_url(value, (SQLITE, POSTGRESQL)).text
 
 
 def existing_file(value: Any) -> Optional[str]:
@@ -256,7 +264,8 @@ def verify_setting(value: Any) -> Any:
 
 
 def header_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c in value for c in ":\r\n "):
+    """An HTTP header name by :func:`syncworkers.http.headers.name_problem` (surrounding spaces dropped)."""
+    if not isinstance(value, str) or name_problem(value.strip()) is not None:
         raise ValueError(f"must be an HTTP header name, got {value!r}")
     return value.strip()
 

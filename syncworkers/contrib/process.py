@@ -35,10 +35,14 @@ class AppWorkers:
     """One app's sender and workers in the current process (see the module docstring)."""
 
     def __init__(self, settings: Settings, *, name: str = "app",
-                 around: Optional[Callable[[], ContextManager[Any]]] = None) -> None:
+                 around: Optional[Callable[[], ContextManager[Any]]] = None,
+                 outbox: Optional[Callable[[], Any]] = None) -> None:
         self.settings = settings
         self.name = name
         self._around = around
+        # Makes the sender's outbox store (Django's, on its database connections); None: the sender
+        # opens settings.outbox itself. A store made here is closed when the workers stop.
+        self._make_outbox = outbox
         self._start_in_child = False  # set in a master that forks the serving processes
         self._reset()
         ref = weakref.ref(self)
@@ -48,6 +52,7 @@ class AppWorkers:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._sender: Any = None
+        self._outbox: Any = None
         self._workers: List[Any] = []
         self._runner: Any = None
         self._exit_hook = False
@@ -59,9 +64,16 @@ class AppWorkers:
         if sender is None:
             with self._lock:
                 if self._sender is None:
-                    self._sender = make_sender(self.settings)
+                    self._sender = self._new_sender()
                 sender = self._sender
         return sender
+
+    def _new_sender(self) -> Any:
+        if self._make_outbox is None:
+            return make_sender(self.settings)
+        if self._outbox is None:
+            self._outbox = self._make_outbox()
+        return make_sender(self.settings, outbox=self._outbox)
 
     @property
     def running(self) -> bool:
@@ -81,7 +93,7 @@ class AppWorkers:
                 return False
             workers = make_workers(self.settings)
             if self._sender is None:
-                self._sender = make_sender(self.settings)
+                self._sender = self._new_sender()
             workers.append(self._sender)
             runner = make_runner([_wrap(w, self._around) for w in workers], self.settings,
                                  name=f"{self.name}-{os.getpid()}")
@@ -105,8 +117,8 @@ class AppWorkers:
     def stop(self, timeout: Optional[float] = EXIT_TIMEOUT) -> bool:
         """Stop this process's workers (in-flight deliveries get *timeout*), release connections."""
         with self._lock:
-            runner, workers, sender = self._runner, self._workers, self._sender
-            self._runner, self._workers, self._sender = None, [], None
+            runner, workers, sender, outbox = self._runner, self._workers, self._sender, self._outbox
+            self._runner, self._workers, self._sender, self._outbox = None, [], None, None
         ended = True
         if runner is not None:
             ended = runner.stop(timeout)
@@ -117,6 +129,8 @@ class AppWorkers:
         for worker in workers or [sender]:
             if worker is not None:
                 worker.close()
+        if outbox is not None:
+            outbox.close()
         return ended
 
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import click
 
 from ..config import validators as v
+from ..config.connections import POSTGRESQL, SQLITE, parse_connection_url
 from ..exceptions import ConfigError, safe_url
 
 #: The keys of the settings, as Django's ``SYNCWORKERS`` dict spells them (Flask adds ``SYNCWORKERS_``).
@@ -147,11 +148,13 @@ def _base_url(value: Any) -> Optional[Problem]:
 
 
 def _outbox(value: Any) -> Optional[Problem]:
+    if value is None:
+        return None
     try:
-        location = v.outbox_url(value)
+        location = parse_connection_url(value, (SQLITE, POSTGRESQL))
     except ValueError as exc:
         return Problem(BAD_URL, "", str(exc))  # which names the forms accepted
-    if location is not None and v.is_postgres_url(location):
+    if location.kind == POSTGRESQL:
         try:
             from ..outbox import postgres  # noqa: F401  (its ImportError names the extra)
         except ImportError as exc:

@@ -1,1 +1,2 @@
-"""Webhook delivery: the request a delivery makes, broadcasts, and the outbox's dispatch, attempts and verdicts."""
+"""Webhook delivery: a sender's parts (direct sends, broadcasts, the outbox producer), what a webhook
+request is, and the outbox's dispatch loop, claims, attempts, verdicts and outcomes."""

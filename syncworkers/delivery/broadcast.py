@@ -1,55 +1,68 @@
-"""Broadcast: one webhook body to many endpoints at once, each on a pool thread."""
+"""Broadcast: one webhook body to many endpoints at once, each on a pool thread of its own."""
 
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
-from .request import DeliveryResult, safe_endpoint
+from ..observability.metrics import Metrics
 from ..signals import StopSignal
+from .checks import Webhook
+from .direct import STOPPED, DirectSender
+from .pool import DeliveryPool
+from .request import DeliveryResult, check_delivery_id, safe_endpoint
 
 #: The error of a broadcast delivery that was never sent (fail_fast or stop() came first).
 CANCELLED = "cancelled before sending"
 #: The error of a broadcast delivery still on the wire when fail_fast returned.
 NOT_WAITED_FOR = "still in flight when the broadcast was cut short"
 
-#: ``deliver(endpoint, url, cancel) -> DeliveryResult``: one delivery, retries included.
-Deliver = Callable[[str, str, StopSignal], DeliveryResult]
-
 
 class Broadcaster:
-    """Submits one delivery per endpoint to a pool and gathers every result.
+    """Sends one body to every endpoint at once: one delivery of *sender* per endpoint on *pool*.
 
-    The broadcast's cancel signal is a child of the run's stop signal: stopping the
-    worker reaches every delivery, and ``fail_fast`` cancels this broadcast alone —
-    the deliveries not started yet are never sent, and the retry waits of those in
-    flight end at once.
+    The broadcast's cancel signal is a child of the run's stop signal (*run*):
+    stopping the worker reaches every delivery, and ``fail_fast`` cancels this
+    broadcast alone — the deliveries not started yet are never sent, and the retry
+    waits of those in flight end at once.
     """
 
-    def __init__(self, submit: Callable[..., "Future[DeliveryResult]"], logger: Any, stats: Any) -> None:
-        self._submit = submit
+    def __init__(self, sender: DirectSender, pool: DeliveryPool, run: Callable[[], StopSignal], *,
+                 logger: Any, stats: Metrics) -> None:
+        self.sender = sender
+        self.pool = pool
         self.logger = logger
+        self._run = run
         self._stats = stats
 
-    def run(self, targets: Mapping[str, str], deliver: Deliver, stop: StopSignal,
-            fail_fast: bool = False) -> Dict[str, DeliveryResult]:
-        """Deliver to every ``endpoint -> url`` of *targets*; return ``{endpoint: DeliveryResult}``.
+    def broadcast(self, endpoints: Iterable[str], data: Any, headers: Optional[Mapping[str, str]] = None,
+                  fail_fast: bool = False) -> Dict[str, DeliveryResult]:
+        """Send *data* to every endpoint at once; ``{endpoint: DeliveryResult}``, every endpoint included.
 
-        With *fail_fast* the call returns as soon as one delivery fails: every
-        endpoint is in the result, the unfinished ones as not delivered (a request
-        already on the wire may still complete in the background).
+        Bad input raises before anything is sent (see :class:`~syncworkers.delivery.checks.InputChecks`).
+        With *fail_fast* the call returns as soon as one delivery fails: the
+        unfinished ones are not ok (a request already on the wire may still
+        complete in the background).
         """
-        cancel = stop.child()
+        targets, body, extra = self.sender.checks.many(endpoints, data, headers)
+        run = self._run()
+        if run.is_set():
+            return {endpoint: self.sender.refuse(endpoint, url, STOPPED) for endpoint, url in targets.items()}
+        cancel = run.child()
 
         def one(endpoint: str, url: str) -> DeliveryResult:
             if cancel.is_set():  # fail_fast or stop() came first: send nothing
                 return DeliveryResult.failed(endpoint, url, CANCELLED)
-            result = deliver(endpoint, url, cancel)
+            result = self.sender.send(Webhook(endpoint, url, body, extra, check_delivery_id(None)), cancel)
             if fail_fast and not result.ok:
                 cancel.set()  # before this pool thread takes the next queued delivery
             return result
 
-        futures = {endpoint: self._submit(one, endpoint, url) for endpoint, url in targets.items()}
+        futures = {endpoint: self.pool.submit(one, endpoint, url) for endpoint, url in targets.items()}
+        return self._gather(futures, targets, cancel, fail_fast)
+
+    def _gather(self, futures: Mapping[str, "Future[DeliveryResult]"], targets: Mapping[str, str],
+                cancel: StopSignal, fail_fast: bool) -> Dict[str, DeliveryResult]:
         pending = set(futures.values())
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

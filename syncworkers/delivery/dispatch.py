@@ -1,13 +1,12 @@
-"""The outbox delivery engine: due deliveries are claimed and sent on a worker's pool.
+"""The outbox delivery loop: due deliveries are claimed and sent on a worker's pool.
 
 An attempt is one request (no in-call retries: the outbox's schedule replaces
 them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
-:func:`decide` turns an attempt into the delivery's next state, a pure function
-of the delivery, the attempt and ``now``. :class:`Dispatcher` is the loop:
-claim up to the pool's free slots, send them concurrently, record each outcome,
-renew the leases of requests still on the wire, and sleep until the next
-delivery is due or :meth:`Dispatcher.wakeup` is called. Each attempt goes to the
-delivery's attempt log and its endpoint's health (see :mod:`syncworkers.outbox.health`).
+:class:`Dispatcher` is the loop: claim up to the pool's free slots, send them
+concurrently, keep the leases of requests still on the wire (:class:`~syncworkers.delivery.claims.Claims`),
+and sleep until the next delivery is due or :meth:`Dispatcher.wakeup` is called.
+Each outcome is decided and recorded by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
+(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`).
 A store that fails (a database restarting, a full disk) is logged and looked at
 again by the loop; :meth:`Dispatcher.flush` returns False.
 """
@@ -19,28 +18,24 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
 from .attempt import Sent, send_once
 from ..observability.logging import get_logger
 from ..observability.metrics import Metrics
-from ..outbox import DELIVERED, PENDING, Delivery, OutboxStore
-from ..outbox.health import ANSWER_BYTES, DEFAULT_DISABLE_AFTER
-from ..outbox.store import Attempt
-from .reporting import report
+from ..outbox import Delivery, OutboxStore
+from ..outbox.health import DEFAULT_DISABLE_AFTER
+from .claims import Claims
+from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
-from ..http.outcome import Kind, Outcome, classify_error
+from ..http.outcome import Outcome, classify_error
 from ..http.retry import RetryPolicy
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 
 #: Longest sleep of an idle loop before it looks at the outbox again: the safety net behind
 #: the store's notifications (``subscribe``), which wake it at once for a new delivery.
 POLL_INTERVAL = 1.0
-_NOT_SENT = (Kind.CIRCUIT_OPEN, Kind.SATURATED)
-
-
-def _remaining(deadline: Optional[float]) -> float:
-    return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Dispatcher:
@@ -62,16 +57,15 @@ class Dispatcher:
                  logger: Any = None, stats: Optional[Metrics] = None,
                  disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
         self.outbox = outbox
-        self.policy = policy
-        self.disable_after = disable_after
         self.logger = logger or get_logger(__name__)
+        self.claims = Claims(outbox, self.logger)
+        self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
+                                        disable_after=disable_after)
         self._send = send
         self._submit = submit
         self._free_slots = free_slots
         self._clock = outbox.clock
-        self._stats = stats or Metrics()
         self._lock = threading.Lock()
-        self._in_flight: Dict[str, Delivery] = {}  # claimed here, request not yet recorded
         self._wake = threading.Event()
         self._driving = threading.Condition()
         self._driver_busy = False  # one loop claims at a time: the worker's or a flush()
@@ -86,10 +80,14 @@ class Dispatcher:
     # -- public --------------------------------------------------------------------
 
     @property
+    def policy(self) -> RetryPolicy:
+        """The outbox's retry schedule."""
+        return self.recorder.policy
+
+    @property
     def in_flight(self) -> int:
         """Deliveries this process is sending now."""
-        with self._lock:
-            return len(self._in_flight)
+        return len(self.claims)
 
     @property
     def looping(self) -> bool:
@@ -115,7 +113,7 @@ class Dispatcher:
                 return
             try:
                 self._abandoned.clear()
-                self._loop(stop, None, until_idle=False)
+                self._loop(stop, Deadline(None), None)
                 self._drain()
             finally:
                 self._give_driver()
@@ -123,37 +121,51 @@ class Dispatcher:
             with self._lock:
                 self._loops -= 1
 
-    def flush(self, timeout: Optional[float], stop: threading.Event) -> bool:
+    def flush(self, timeout: Optional[float], stop: threading.Event, *, due_only: bool = False,
+              on_turn: Optional[Callable[[], None]] = None) -> bool:
         """Block until the outbox has nothing pending: True, or False at *timeout* or *stop*.
 
         While a worker loop drives, this waits for it; otherwise it drives the
-        deliveries itself from this thread on the pool.
+        deliveries itself from this thread on the pool. With *due_only* (a cron run)
+        it ends, True, once nothing is due now and nothing is in flight: what is
+        scheduled later stays for a later run. *on_turn* is called on this thread
+        each time the loop it drives wakes (an outcome was recorded): progress for a
+        person watching.
         """
         self._watch(stop)
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         try:
-            return self._flush(stop, deadline)
+            return self._flush(stop, deadline, _Goal(due_only, on_turn))
         except self.outbox.errors as exc:
             self.logger.error("flush: the outbox cannot be used", outbox=self.outbox.path, error=_describe(exc))
             return False
 
-    def _flush(self, stop: threading.Event, deadline: Optional[float]) -> bool:
+    def _flush(self, stop: threading.Event, deadline: Deadline, goal: "_Goal") -> bool:
         while True:
             if self._take_driver(stop, blocking=False):
                 try:
-                    return self._loop(stop, deadline, until_idle=True)
+                    return self._loop(stop, deadline, goal)
                 finally:
                     self._give_driver()
             with self._progress:
                 seen = self._outcomes
-            if self.outbox.next_due() is None:
-                return self._none_held()
-            left = _remaining(deadline)
-            if left == 0 or stop.is_set():
+            reached = self._reached(goal)
+            if reached is not None:
+                return reached
+            if deadline.expired or stop.is_set():
                 return False
             with self._progress:
                 self._progress.wait_for(lambda: self._outcomes != seen or stop.is_set(),
-                                        min(left, self.poll_interval))
+                                        deadline.cap(self.poll_interval))
+
+    def _reached(self, goal: "_Goal") -> Optional[bool]:
+        """Whether a flush with *goal* is over, in flight aside: what it returns then, or None to go on."""
+        due = self.outbox.next_due()
+        if due is None:
+            return self._none_held()
+        if goal.due_only and due > self._clock():
+            return True
+        return None
 
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
@@ -163,16 +175,7 @@ class Dispatcher:
         """
         self._abandoned.set()
         self._wake.set()
-        with self._lock:
-            ids = list(self._in_flight)
-        if not ids:
-            return 0
-        try:
-            return self.outbox.release(ids)
-        except self.outbox.errors:  # closed or locked: their leases expire instead
-            self.logger.exception("could not hand back in-flight deliveries; their leases will expire",
-                                  in_flight=len(ids))
-            return 0
+        return self.claims.hand_back()
 
     def health(self) -> Dict[str, Any]:
         """Path, durability, deliveries in flight here, and the outbox's counts when readable."""
@@ -186,22 +189,22 @@ class Dispatcher:
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
-        """Claim and send until *stop* or *deadline*; with *until_idle*, return True once nothing is pending."""
+    def _loop(self, stop: threading.Event, deadline: Deadline, goal: Optional["_Goal"]) -> bool:
+        """Claim and send until *stop* or *deadline*; with a flush's *goal*, return once it is reached."""
         # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
         unsubscribe = self.outbox.subscribe(self.wakeup)
         try:
-            return self._claim_loop(stop, deadline, until_idle)
+            return self._claim_loop(stop, deadline, goal)
         finally:
             unsubscribe()
 
-    def _claim_loop(self, stop: threading.Event, deadline: Optional[float], until_idle: bool) -> bool:
-        renew_every = self.outbox.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
+    def _claim_loop(self, stop: threading.Event, deadline: Deadline, goal: Optional["_Goal"]) -> bool:
         record_failures = self._record_failures
         while not stop.is_set():
             self._wake.clear()  # before looking: a wakeup from now on is not lost
-            if until_idle and self._record_failures != record_failures:
+            if goal is not None and goal.on_turn is not None:
+                goal.on_turn()
+            if goal is not None and self._record_failures != record_failures:
                 # The store takes no outcome (full disk, damaged file): what is claimed stays so until
                 # its lease expires; waiting for that would only repeat the attempts.
                 self.logger.error("flush: the outbox could not record an outcome; giving up",
@@ -209,25 +212,22 @@ class Dispatcher:
                 return False
             try:
                 claimed = self._dispatch_due()
-                now = time.monotonic()
-                if now >= next_renew:
-                    self._renew()
-                    next_renew = now + renew_every
-                if until_idle and not claimed and not self.in_flight and self.outbox.next_due() is None:
-                    return self._none_held()
+                renew_in = self.claims.keep_alive()
+                if goal is not None and not claimed and not self.in_flight:
+                    reached = self._reached(goal)
+                    if reached is not None:
+                        return reached
                 until_due = self._until_due()
             except self.outbox.errors as exc:
-                if until_idle:
+                if goal is not None:
                     raise  # flush() says False
                 self._store_failed(exc)
-                now, until_due = time.monotonic(), self.poll_interval
+                renew_in, until_due = self.claims.until_renewal(), self.poll_interval
             else:
                 self._store_answered()
-            left = _remaining(deadline)
-            if left == 0:
+            if deadline.expired:
                 return False
-            renew_in = next_renew - now if self.in_flight else math.inf
-            self._sleep(stop, min(until_due, renew_in, left))
+            self._sleep(stop, deadline.cap(min(until_due, renew_in if self.in_flight else math.inf)))
         return False
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -256,18 +256,14 @@ class Dispatcher:
             return 0
         started = 0
         for delivery in self.outbox.claim_due(free):
-            with self._lock:
-                if delivery.id in self._in_flight:
-                    continue  # its lease lapsed while its request is still on the wire here: not twice
-                self._in_flight[delivery.id] = delivery
+            if not self.claims.take(delivery):
+                continue  # its lease lapsed while its request is still on the wire here: not twice
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
-                with self._lock:
-                    self._in_flight.pop(delivery.id, None)
-                self.outbox.release([delivery.id])
+                self.claims.give_back(delivery.id)
                 continue
-            # Added after the worker's own callback, which frees the pool slot first.
+            # Added after the pool's own callback, which frees the pool slot first.
             future.add_done_callback(self._done)
             started += 1
         return started
@@ -313,27 +309,12 @@ class Dispatcher:
             self._driving.notify_all()
 
     def _drain(self) -> None:
-        renew_every = self.outbox.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
+        """After stop: keep the leases of what is in flight until each outcome is recorded, or abandon()."""
         while not self._abandoned.is_set():
             self._wake.clear()
             if not self.in_flight:
                 return
-            now = time.monotonic()
-            if now >= next_renew:
-                self._renew()
-                next_renew = now + renew_every
-            self._wake.wait(max(0.0, next_renew - now))
-
-    def _renew(self) -> None:
-        with self._lock:
-            ids = list(self._in_flight)
-        if not ids:
-            return
-        try:
-            self.outbox.renew(ids)
-        except self.outbox.errors:
-            self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
+            self._wake.wait(self.claims.keep_alive())
 
     def _done(self, future: "Future[None]") -> None:
         with self._progress:
@@ -353,45 +334,20 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
-            self._record(delivery, sent, at)
-        finally:
-            with self._lock:
-                self._in_flight.pop(delivery.id, None)
-
-    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
-        now = self._clock()
-        attempt = sent.outcome
-        verdict = decide(delivery, attempt, now, self.policy)
-        outbox, id, status = self.outbox, delivery.id, attempt.status_code
-        # An open circuit or a saturated host sent nothing: no entry in the attempt log, no mark
-        # against the endpoint.
-        log = None if attempt.kind in _NOT_SENT else Attempt(
-            at=at, duration=sent.duration, kind=attempt.kind.value, status=status, error=attempt.error,
-            body=sent.body[:ANSWER_BYTES])
-        disable_after = self.disable_after
-        next_at = now if verdict.next_attempt_at is None else verdict.next_attempt_at
-        try:
-            if verdict.state == DELIVERED:
-                outbox.mark_delivered(id, status, now=now, attempt=log, disable_after=disable_after)
-            elif verdict.state == PENDING:
-                outbox.mark_retry(id, next_at, verdict.reason, status,
-                                  spend_attempt=verdict.spend, now=now, attempt=log, disable_after=disable_after)
-            else:
-                outbox.mark_dead(id, verdict.reason or attempt.error or "dead", status, now=now, attempt=log,
-                                 disable_after=disable_after)
-        except self.outbox.errors as exc:
-            if self._abandoned.is_set():
-                # stop() timed out and handed the claim back; close() may have closed the outbox since.
-                self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
-                                    "and will be sent again (same webhook-id)", delivery_id=id, status=status,
-                                    error=str(exc))
-            else:
+            abandoned = self._abandoned.is_set()
+            if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
                 self._record_failures += 1
-                self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
-                                      "expires", delivery_id=id)
                 self._wake.set()
-            return
-        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
+        finally:
+            self.claims.drop(delivery.id)
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """When a :meth:`Dispatcher.flush` is over (see there), and what it calls as it goes."""
+
+    due_only: bool = False
+    on_turn: Optional[Callable[[], None]] = None
 
 
 def _describe(exc: BaseException) -> str:

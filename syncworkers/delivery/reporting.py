@@ -1,4 +1,4 @@
-"""What an outbox attempt's outcome says to the operator: the metrics, the event, the log line."""
+"""What a webhook's outcome says to the operator: the metrics, the event, the log line; the counts of health()."""
 
 from __future__ import annotations
 
@@ -39,4 +39,22 @@ def report(delivery: Delivery, kind: Kind, status: Optional[int], verdict: Verdi
         postponed("webhook postponed", error=verdict.reason, retry_in=round(next_at - now, 3), **fields)
 
 
-__all__ = ["report"]
+def delivery_counts(stats: Metrics) -> Dict[str, float]:
+    """A sender's ``health()["deliveries"]``: one count per fact, whichever way the webhook went
+    (direct, broadcast or outbox)."""
+    count = stats.get
+    return {
+        "delivered": count("delivered") + count("outbox_delivered"),
+        "failed": count("failed"),
+        "dead": count("outbox_dead"),
+        "attempts": count("attempts") + count("outbox_attempts"),
+        "retried": count("retried") + count("outbox_retried"),
+        "postponed": count("outbox_postponed"),
+        "circuit_open": count("circuit_open") + count("outbox_circuit_open"),
+        "interrupted": count("interrupted"),
+        "broadcasts": count("broadcasts"),
+        "broadcasts_cancelled": count("broadcasts_cancelled"),
+    }
+
+
+__all__ = ["delivery_counts", "report"]

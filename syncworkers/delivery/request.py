@@ -17,13 +17,12 @@ from typing import Any, Dict, Mapping, MutableMapping, Optional
 from ..config.defaults import DEFAULT_MAX_PAYLOAD_BYTES
 from ..exceptions import safe_url
 from ..message import new_id
+from ..http.headers import check_header
 from ..http.outcome import Outcome
 from ..signing import Signer, webhook_headers
 
 #: Longest ``webhook-id`` accepted (Standard Webhooks ids are short; this bounds storage).
 MAX_DELIVERY_ID_LENGTH = 256
-#: An HTTP header name: an RFC 9110 token.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: A delivery id: printable ASCII, no spaces.
 _ID = re.compile(r"^[\x21-\x7e]+$")
 
@@ -58,14 +57,7 @@ def check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"header {key!r}: names and values must be strings, "
                             f"got {type(value).__name__}")
-        if not _TOKEN.match(key):
-            raise ValueError(f"header name {key!r} is not a valid HTTP header name")
-        if any(c in value for c in "\r\n\x00"):
-            raise ValueError(f"header {key!r} contains a line break or a NUL")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(f"header {key!r}: values must be Latin-1 text (encode other text first)") from None
+        check_header(key, value)
     return dict(headers)
 
 

@@ -13,34 +13,29 @@ import functools
 import threading
 import time
 from typing import Any, Callable, Dict, List, Literal, Optional
-from urllib.parse import SplitResult, urlsplit
 
 from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker  # type: ignore[import-untyped]
 
 from ..config.settings import CircuitBreakerConfig
 from ..exceptions import CircuitOpenError, ConfigError
+from .hosts import DEFAULT_PORTS, Origin, origin
 from .outcome import Kind, Outcome, is_host_failure
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @functools.lru_cache(maxsize=1024)  # asked several times per request (breaker, limits, metric labels)
 def breaker_key(url: str) -> str:
-    """Return ``scheme://host:port`` of *url*: lowercase host, default port filled in.
+    """Return ``scheme://host:port`` of *url* (:attr:`~syncworkers.http.hosts.Origin.key`).
 
     Userinfo, path and query are dropped, so the key is safe to log.
     """
-    parts: Optional[SplitResult]
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
+        found: Optional[Origin] = origin(url)
     except (AttributeError, ValueError):
-        parts, port = None, None
-    if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        found = None
+    if found is None or found.scheme not in DEFAULT_PORTS or not found.host:
         # The URL itself is not quoted: it may carry credentials.
         raise ConfigError("circuit breaker needs an http:// or https:// URL with a host and a valid port")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{DEFAULT_PORTS[parts.scheme] if port is None else port}"
+    return found.key
 
 
 class HostBreaker(CircuitBreaker):  # type: ignore[misc]  # the package is untyped

@@ -11,7 +11,6 @@ libcurl with ``transport="curl"``; requests always prepares the request.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple, Union, cast
@@ -20,11 +19,11 @@ import requests
 from requests.cookies import RequestsCookieJar, get_cookie_header
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from requests.utils import check_header_validity
 from requests.utils import to_native_string  # type: ignore[attr-defined]  # requests re-exports it untyped
 
 from ..version import __version__
 from .breaker import BreakerRegistry
+from .headers import check_header, header_problem
 from ..config.settings import HTTPClientConfig, RetryConfig
 from ..exceptions import (
     CircuitOpenError,
@@ -35,8 +34,8 @@ from ..exceptions import (
     TransportError,
     safe_url,
 )
-from ..observability.logging import get_logger
-from ..observability.redaction import is_secret_key, register_secret
+from ..observability.logging import get_logger, install_urllib3_redaction
+from ..observability.redaction import Redactor
 from .outcome import classify_error, classify_status
 from .retry import RetryPolicy, parse_retry_after
 from .limits import HostLimiter, host_key
@@ -55,26 +54,26 @@ class HTTPClient:
     *threads* is how many threads will share the client: the per-host pool is
     never smaller, so there is no "Connection pool is full" churn under load.
     *stop_event*, when set, interrupts retry waits (the worker's shutdown).
+    The config's credentials and secret header names go into *redactor* (a new one
+    when None: ``self.redactor``), which its logger and urllib3's log filter mask with.
+    *clock* (monotonic seconds) times attempts, deadlines and the circuit breakers.
     """
 
     def __init__(self, config: Optional[HTTPClientConfig] = None, *, threads: int = 1,
                  breakers: Optional[BreakerRegistry] = None, stop_event: Optional[threading.Event] = None,
-                 clock: Any = time.monotonic, logger: Any = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, logger: Any = None,
+                 redactor: Optional[Redactor] = None) -> None:
         self.config = config if config is not None else HTTPClientConfig.from_env()
         self.timeout: Tuple[float, float] = self.config.timeouts
         self.retry_config: RetryConfig = self.config.effective_retry
+        self._clock = clock
         self.breakers = breakers or BreakerRegistry(self.config.effective_breaker, clock=clock)
         self.stop_event = stop_event or threading.Event()
-        self.logger = logger or get_logger("syncworkers.http.client")
+        #: What this client's logger and urllib3's log lines mask: the config's secrets told to *redactor*.
+        self.redactor = self.config.redactor(redactor)
+        install_urllib3_redaction(self.redactor)
+        self.logger = logger or get_logger("syncworkers.http.client", redactor=self.redactor)
         self.pool_size = max(self.config.max_connections, threads)
-        for secret in (self.config.bearer_token, self.config.api_key, self.config.basic_password):
-            register_secret(secret)
-        for name, value in self.config.default_headers.items():
-            if is_secret_key(name):
-                register_secret(value)
-                parts = value.split()
-                if len(parts) == 2:  # "Token abc": the credential alone too
-                    register_secret(parts[1])
         self.session = self._build_session()
         self.transport = make_transport(self.config, self.session, self.pool_size, clock)
         self.deadline = self.config.effective_deadline
@@ -89,9 +88,6 @@ class HTTPClient:
         #: At most ``max_in_flight_per_host`` attempts on the wire to one host:port at once.
         self.limiter = HostLimiter(self.config.max_in_flight_per_host)
         self._header_store = self._validated_header_store()
-        #: Headers that carry the configured credential whatever their name (dropped on a cross-origin redirect).
-        self._credential_headers = frozenset(
-            [self.config.api_key_header.lower()] if self.config.auth_type == "api_key" else [])
         #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
         self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
 
@@ -110,9 +106,7 @@ class HTTPClient:
         elif cfg.auth_type == "api_key":
             headers[cfg.api_key_header] = cfg.api_key or ""  # validated: set when auth_type is api_key
         elif cfg.auth_type == "basic":
-            token = base64.b64encode(f"{cfg.basic_user}:{cfg.basic_password}".encode()).decode()
-            register_secret(token)
-            headers["Authorization"] = f"Basic {token}"
+            headers["Authorization"] = f"Basic {cfg.basic_credentials}"
         headers.update(cfg.default_headers)
         return session
 
@@ -164,7 +158,7 @@ class HTTPClient:
         try:
             while True:
                 attempt += 1
-                sent_at = time.monotonic()
+                sent_at = self._clock()
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
@@ -272,7 +266,7 @@ class HTTPClient:
                 if value is None:  # None removes a session header, as in requests
                     merged._store.pop(to_native_string(name).lower(), None)
                 else:
-                    check_header_validity((name, value))
+                    check_header(name, value)
                     merged[to_native_string(name)] = value
         p.headers = merged
         p._cookies = RequestsCookieJar()
@@ -287,13 +281,10 @@ class HTTPClient:
         return p
 
     def _validated_header_store(self) -> Any:
-        """A copy of the session's header store once every header passed requests' checks, else None."""
+        """A copy of the session's header store once every header passed the header rule, else None."""
         headers = self.session.headers
         store = getattr(headers, "_store", None)
-        try:
-            for item in headers.items():
-                check_header_validity(item)
-        except (requests.exceptions.InvalidHeader, ValueError, TypeError):
+        if any(header_problem(name, value) is not None for name, value in headers.items()):
             return None  # requests' own path raises the error on each request, as before
         return None if store is None else store.copy()
 
@@ -305,7 +296,7 @@ class HTTPClient:
 
     def _attempted(self, url: str, status: Optional[int], error: Optional[BaseException], sent_at: float) -> None:
         if self.on_attempt is not None:
-            self.on_attempt(url, status, error, time.monotonic() - sent_at)
+            self.on_attempt(url, status, error, self._clock() - sent_at)
 
     def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
                cancel: threading.Event) -> None:
@@ -347,10 +338,10 @@ class HTTPClient:
         cross to another origin, an https → http downgrade is refused, and the whole
         chain shares the attempt's deadline.
         """
-        started = time.monotonic()
+        started = self._clock()
         history: List[requests.Response] = []
         while True:
-            left = self.deadline - (time.monotonic() - started)
+            left = self.deadline - (self._clock() - started)
             if left <= 0:
                 raise deadline_exceeded(self.deadline, url, method)
             try:
@@ -370,14 +361,11 @@ class HTTPClient:
                 response.close()
                 raise RequestError("too many redirects", url=url, method=method, status=response.status_code)
             hop = follow(request.method or method, request.url or url, response.status_code, location,
-                         cast(Mapping[str, str], request.headers), _body_bytes(request.body), self._is_credential)
+                         cast(Mapping[str, str], request.headers), _body_bytes(request.body),
+                         self.redactor.is_secret_key)
             response.close()
             history.append(response)
             request = self._hop_request(hop)
-
-    def _is_credential(self, name: str) -> bool:
-        """True for a header that must not follow a redirect to another origin."""
-        return is_secret_key(name) or name.lower() in self._credential_headers
 
     def _hop_request(self, hop: Hop) -> PreparedRequest:
         """The request a redirect leads to; cookies from the jar only on the same origin."""

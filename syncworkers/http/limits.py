@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from typing import Dict, Optional
-from urllib.parse import urlsplit
 
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
+from .hosts import origin
 
 #: Seconds a waiter looks at a plain ``threading.Event`` again (a StopSignal wakes it at once).
 _EVENT_STEP = 0.5
@@ -26,10 +25,8 @@ def default_per_host(max_workers: int) -> int:
 
 
 def host_key(url: str) -> str:
-    """``host:port`` of *url* (default port filled in, host lowercased): what a limit counts per."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    return f"{(parts.hostname or '').lower()}:{port}"
+    """``host:port`` of *url* (:attr:`~syncworkers.http.hosts.Origin.authority`): what a limit counts per."""
+    return origin(url).authority
 
 
 class HostLimiter:
@@ -63,15 +60,12 @@ class HostLimiter:
         stepped = not isinstance(cancel, StopSignal)
         if not stepped:
             self._watch(cancel)  # type: ignore[arg-type]
-        end = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._lock:
             while self._held.get(key, 0) >= self.limit:
-                left = None if end is None else end - time.monotonic()
-                if cancel.is_set() or (left is not None and left <= 0):
+                if cancel.is_set() or deadline.expired:
                     return False
-                if stepped:
-                    left = _EVENT_STEP if left is None else min(_EVENT_STEP, left)
-                self._lock.wait(left)
+                self._lock.wait(deadline.cap(_EVENT_STEP) if stepped else deadline.remaining())
             self._held[key] = self._held.get(key, 0) + 1
             return True
 

@@ -52,6 +52,22 @@ def is_host_failure(status: int) -> bool:
     return status == 429 or 500 <= status <= 599
 
 
+def is_poll_success(status: Optional[int]) -> bool:
+    """True for the answer of a successful poll: a 2xx (:data:`Kind.SUCCESS`), or 304 Not Modified
+    (a conditional poll: nothing new, nothing wrong)."""
+    return status is not None and (200 <= status < 300 or status == 304)
+
+
+def status_class(status: int) -> Optional[str]:
+    """``"2xx"`` … ``"5xx"`` for an HTTP status, None outside 100-599.
+
+    A lone 1xx never ends a request (it is interim): it counts with 2xx.
+    """
+    if not 100 <= status < 600:
+        return None
+    return f"{max(2, status // 100)}xx"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One attempt's result; texts carry no header values, bodies or URL secrets."""
@@ -132,4 +148,6 @@ __all__ = [
     "classify_error",
     "classify_status",
     "is_host_failure",
+    "is_poll_success",
+    "status_class",
 ]

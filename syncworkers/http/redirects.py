@@ -10,16 +10,15 @@ secret are dropped. An ``https`` → ``http`` downgrade is refused outright.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional
 from urllib.parse import urljoin, urlsplit
 
 from ..exceptions import RequestError, safe_url
+from ..observability.redaction import is_secret_key
+from .hosts import DEFAULT_PORTS, origin
 
 #: Statuses that redirect.
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-#: Headers that are credentials whatever the secret-name rule says.
-_ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RedirectRefused(RequestError):
@@ -37,22 +36,19 @@ class Hop:
     cross_origin: bool  #: credentials were dropped
 
 
-def origin(url: str) -> Tuple[str, str, int]:
-    """``(scheme, host, port)`` of *url*, default port filled in, host lowercased."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
-
-
 def follow(method: str, url: str, status: int, location: str, headers: Mapping[str, str],
-           body: Optional[bytes], is_secret: Callable[[str], bool]) -> Hop:
+           body: Optional[bytes], is_secret: Callable[[str], bool] = is_secret_key) -> Hop:
     """The next request after *status* with *location*; RedirectRefused for a downgrade.
 
     303 turns any method but HEAD into GET without a body, and 301/302 turn POST into
     GET (what browsers and requests do); 307/308 keep the method and the body.
+    *is_secret* says which headers are credentials: the client's
+    :meth:`~syncworkers.observability.redaction.Redactor.is_secret_key`, which knows the
+    names its config made secret besides those the name rule catches (``Authorization``,
+    ``Cookie``...).
     """
     target = urljoin(url, location.strip())
-    if urlsplit(target).scheme.lower() not in _DEFAULT_PORTS:
+    if urlsplit(target).scheme.lower() not in DEFAULT_PORTS:
         raise RedirectRefused(f"refused redirect to a non-http(s) URL {safe_url(target)!r}", url=url,
                               method=method, status=status)
     if origin(url)[0] == "https" and origin(target)[0] == "http":
@@ -63,8 +59,8 @@ def follow(method: str, url: str, status: int, location: str, headers: Mapping[s
         headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
     cross = origin(url) != origin(target)
     if cross:
-        headers = {k: v for k, v in headers.items() if k.lower() not in _ALWAYS_SECRET and not is_secret(k)}
+        headers = {k: v for k, v in headers.items() if not is_secret(k)}
     return Hop(method, target, dict(headers), body, cross)
 
 
-__all__ = ["Hop", "REDIRECT_STATUSES", "RedirectRefused", "follow", "origin"]
+__all__ = ["Hop", "REDIRECT_STATUSES", "RedirectRefused", "follow"]

@@ -17,6 +17,7 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 from ..http.breaker import breaker_key
 from ..exceptions import ConfigError, RequestError, RequestTimeout, RetryInterrupted
+from ..http.outcome import is_poll_success, status_class
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +91,16 @@ def poll_outcome(ok: bool, status: Optional[int], error: Optional[BaseException]
         return "request_error"
     if error is not None or not ok:
         return "process_error"
-    if status is not None and (200 <= status < 300 or status == 304):
+    if is_poll_success(status):
         return "success"
     return "http_error"
 
 
 def attempt_result(status: Optional[int], error: Optional[BaseException] = None) -> str:
     """One of :data:`ATTEMPT_RESULTS` for one request: its status class, else timeout or error."""
-    if status is not None and 100 <= status < 600:
-        return f"{max(2, status // 100)}xx"  # a lone 1xx never ends a request; count it with 2xx
+    found = None if status is None else status_class(status)
+    if found is not None:
+        return found
     return "timeout" if isinstance(error, RequestTimeout) else "error"
 
 

@@ -6,7 +6,10 @@ so a field called ``name`` or ``msg`` is fine), merged with the bound context.
 Before a record is created the message, the fields and the formatted traceback
 are redacted, so any handler (a Django ``LOGGING`` config, pytest's caplog)
 sees only masked values; :class:`TextFormatter` and :class:`JSONFormatter`
-redact their final output once more. Nothing is computed for a disabled level.
+redact their final output once more. A logger masks with the
+:class:`~syncworkers.observability.redaction.Redactor` it is given (the secret values and
+names its owner configured), and the record carries it (``record.redactor``) to those
+formatters. Nothing is computed for a disabled level.
 
 ``import logging`` here is the stdlib module: imports are absolute.
 """
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Mapping
 from datetime import date, datetime
 from types import FrameType, TracebackType
@@ -28,11 +32,11 @@ from ..exceptions import ConfigError
 from .redaction import (  # re-exported: this was their home before redaction.py
     MASK,
     MIN_SECRET_LENGTH,
+    Redactor,
     is_secret_key,
     redact,
     redact_headers,
     redact_text,
-    register_secret,
     safe_url,
 )
 
@@ -45,6 +49,8 @@ ExcInfo = Union[None, bool, BaseException,
 # -- the logger -----------------------------------------------------------------
 
 _PLAIN_FORMATTER = logging.Formatter()
+#: The redactor of loggers given none: the rule alone, nothing registered.
+_RULE_ONLY = Redactor()
 
 
 def _safe_str(value: Any) -> str:
@@ -88,12 +94,14 @@ class StructuredLogger:
     """A stdlib logger that takes keyword fields: ``log.info("sent", url=url, status=200)``.
 
     ``%``-style ``args`` work as in stdlib logging; the message is formatted and
-    redacted before the record is created.
+    redacted by *redactor* (the rule alone when None) before the record is created.
     """
 
-    def __init__(self, logger: logging.Logger, context: Optional[Dict[str, Any]] = None):
+    def __init__(self, logger: logging.Logger, context: Optional[Dict[str, Any]] = None,
+                 redactor: Optional[Redactor] = None):
         self.logger = logger
         self.context: Dict[str, Any] = dict(context or {})
+        self.redactor = redactor if redactor is not None else _RULE_ONLY
 
     @property
     def name(self) -> str:
@@ -104,7 +112,7 @@ class StructuredLogger:
 
     def bind(self, **fields: Any) -> "StructuredLogger":
         """Return a logger that adds *fields* to every record (call fields win on a clash)."""
-        return StructuredLogger(self.logger, {**self.context, **fields})
+        return StructuredLogger(self.logger, {**self.context, **fields}, self.redactor)
 
     def isEnabledFor(self, level: int) -> bool:
         return self.logger.isEnabledFor(level)
@@ -158,26 +166,34 @@ class StructuredLogger:
             text = record.getMessage()
         except Exception:  # bad %-args: keep what we have rather than lose the line
             text = f"{_safe_str(msg)} {_safe_str(args)}"
-        record.msg, record.args = redact_text(text), ()
-        record.fields = redact({**self.context, **fields})
+        redactor = self.redactor
+        record.msg, record.args = redactor.text(text), ()
+        record.fields = redactor.redact({**self.context, **fields})
+        record.redactor = redactor  # our formatters mask what they render of objects with it
         if exc is not None:
             # Stdlib formatters reuse a cached exc_text, so plain handlers get the masked traceback.
-            record.exc_text = redact_text(_PLAIN_FORMATTER.formatException(exc))
+            record.exc_text = redactor.text(_PLAIN_FORMATTER.formatException(exc))
         if sinfo:
-            record.stack_info = redact_text(sinfo)
+            record.stack_info = redactor.text(sinfo)
         self.logger.handle(record)
 
 
-def get_logger(name: str = ROOT_LOGGER, **context: Any) -> StructuredLogger:
-    """Return a :class:`StructuredLogger` on the stdlib logger *name*, bound to *context*."""
-    return StructuredLogger(logging.getLogger(name), context)
+def get_logger(name: str = ROOT_LOGGER, *, redactor: Optional[Redactor] = None, **context: Any) -> StructuredLogger:
+    """Return a :class:`StructuredLogger` on the stdlib logger *name*, bound to *context*, masking with *redactor*."""
+    return StructuredLogger(logging.getLogger(name), context, redactor)
 
 
 # -- formatters -----------------------------------------------------------------
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "fields", "taskName"}
+    "message", "asctime", "fields", "redactor", "taskName"}
+
+
+def _redactor(record: logging.LogRecord) -> Redactor:
+    """The redactor of the logger that made *record* (the rule alone for a record of another logger)."""
+    redactor = getattr(record, "redactor", None)
+    return redactor if isinstance(redactor, Redactor) else _RULE_ONLY
 
 
 def _record_fields(record: logging.LogRecord) -> Dict[str, Any]:
@@ -201,9 +217,9 @@ def _message(record: logging.LogRecord) -> str:
         return f"{_safe_str(record.msg)} {_safe_str(record.args)}"
 
 
-def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> Optional[str]:
+def _traceback(formatter: logging.Formatter, record: logging.LogRecord, redactor: Redactor) -> Optional[str]:
     if record.exc_info and not record.exc_text:
-        record.exc_text = redact_text(formatter.formatException(record.exc_info))
+        record.exc_text = redactor.text(formatter.formatException(record.exc_info))
     return record.exc_text or None
 
 
@@ -215,16 +231,17 @@ class TextFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        redactor = _redactor(record)
         parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {_message(record)}"]
-        for key, value in redact(_record_fields(record)).items():
+        for key, value in redactor.redact(_record_fields(record)).items():
             parts.append(f"{key}={_text_value(value)}")
         text = " ".join(parts)
-        exc_text = _traceback(self, record)
+        exc_text = _traceback(self, record, redactor)
         if exc_text:
             text += "\n" + exc_text
         if record.stack_info:
             text += "\n" + record.stack_info
-        return redact_text(text)
+        return redactor.text(text)
 
 
 def _text_value(value: Any) -> str:
@@ -251,6 +268,7 @@ class JSONFormatter(logging.Formatter):
     _CORE = ("ts", "level", "logger", "msg", "exc", "stack")
 
     def format(self, record: logging.LogRecord) -> str:
+        redactor = _redactor(record)
         try:
             payload: Dict[str, Any] = {
                 "ts": _timestamp(record),
@@ -260,34 +278,33 @@ class JSONFormatter(logging.Formatter):
             }
             for key, value in _record_fields(record).items():
                 payload[f"field_{key}" if key in self._CORE else str(key)] = value
-            exc_text = _traceback(self, record)
+            exc_text = _traceback(self, record, redactor)
             if exc_text:
                 payload["exc"] = exc_text
             if record.stack_info:
                 payload["stack"] = record.stack_info
-            return redact_text(_dumps(redact(payload)))
+            return redactor.text(_dumps(redactor.redact(payload), redactor))
         except Exception as exc:  # a log line must never take the program down
             return json.dumps({"ts": _timestamp(record), "level": record.levelname,
-                               "logger": record.name, "msg": redact_text(_safe_str(record.msg)),
-                               "format_error": redact_text(_safe_str(exc))})
+                               "logger": record.name, "msg": redactor.text(_safe_str(record.msg)),
+                               "format_error": redactor.text(_safe_str(exc))})
 
 
-def _json_default(value: Any) -> str:
-    return redact_text(_safe_str(value))
+def _dumps(payload: Dict[str, Any], redactor: Redactor) -> str:
+    def default(value: Any) -> str:
+        return redactor.text(_safe_str(value))
 
-
-def _dumps(payload: Dict[str, Any]) -> str:
     try:
-        return json.dumps(payload, default=_json_default, allow_nan=False)
+        return json.dumps(payload, default=default, allow_nan=False)
     except (TypeError, ValueError):  # a cycle, a non-string key or NaN somewhere: fall back per field
         safe = {}
         for key, value in payload.items():
             try:
-                json.dumps(value, default=_json_default, allow_nan=False)
+                json.dumps(value, default=default, allow_nan=False)
                 safe[key] = value
             except (TypeError, ValueError):
-                safe[key] = _json_default(value)
-        return json.dumps(safe, default=_json_default)
+                safe[key] = default(value)
+        return json.dumps(safe, default=default)
 
 
 # -- urllib3's own log lines ---------------------------------------------------------
@@ -302,15 +319,32 @@ class URLRedactingFilter(logging.Filter):
 
     urllib3 logs every request line (``"GET /path?token=x HTTP/1.1" 200``) at DEBUG; an
     application that turns DEBUG on for its root logger would otherwise write our
-    credentials to its logs. The filter runs only for records urllib3 actually creates,
-    so a disabled DEBUG level costs nothing.
+    credentials to its logs. Besides the rule, the secrets of every live
+    :class:`~syncworkers.observability.redaction.Redactor` handed to :meth:`watch` are
+    masked (each client hands its own). The filter runs only for records urllib3
+    actually creates, so a disabled DEBUG level costs nothing.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def watch(self, redactor: Redactor) -> None:
+        """Mask *redactor*'s secrets too, for as long as it lives."""
+        with self._lock:
+            self._redactors.add(redactor)
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple):
             record.args = tuple(_safe_arg(a) for a in args)
-        record.msg, record.args = redact_text(_message(record)), ()
+        text = redact_text(_message(record))
+        with self._lock:
+            redactors = list(self._redactors)
+        for redactor in redactors:
+            text = redactor.text(text)
+        record.msg, record.args = text, ()
         return True
 
 
@@ -320,12 +354,23 @@ def _safe_arg(value: Any) -> Any:
     return value
 
 
-def install_urllib3_redaction() -> None:
-    """Put one :class:`URLRedactingFilter` on each of urllib3's loggers (idempotent)."""
-    for name in URLLIB3_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, URLRedactingFilter) for f in logger.filters):
-            logger.addFilter(URLRedactingFilter())
+_install_lock = threading.Lock()
+
+
+def install_urllib3_redaction(redactor: Optional[Redactor] = None) -> None:
+    """Put one :class:`URLRedactingFilter` on each of urllib3's loggers (idempotent), masking *redactor*'s
+    secrets too. Every HTTPClient calls it with its own when it is built; importing changes nothing."""
+    with _install_lock:
+        for name in URLLIB3_LOGGERS:
+            logger = logging.getLogger(name)
+            installed = [f for f in logger.filters if isinstance(f, URLRedactingFilter)]
+            if installed:
+                found = installed[0]
+            else:
+                found = URLRedactingFilter()
+                logger.addFilter(found)
+            if redactor is not None:
+                found.watch(redactor)
 
 
 # -- configuration ----------------------------------------------------------------
@@ -376,12 +421,12 @@ __all__ = [
     "MASK",
     "MIN_SECRET_LENGTH",
     "ROOT_LOGGER",
+    "Redactor",
     "StructuredLogger",
     "get_logger",
     "configure_logging",
     "TextFormatter",
     "JSONFormatter",
-    "register_secret",
     "is_secret_key",
     "redact",
     "redact_text",

@@ -19,6 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..config.validators import checked, count
 from ..exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ class OpsServer:
 
     def __init__(self, runner: Any, workers: Sequence[Any], *, host: str = DEFAULT_HOST, port: int = 0,
                  registry: Any = None) -> None:
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-            raise ConfigError(f"metrics port must be an integer from 0 to 65535, got {port!r}",
-                              {"port": "must be an integer from 0 to 65535"})
+        port = checked("metrics port", port, count(minimum=0, maximum=65535, text=False))
         if not isinstance(host, str) or not host:
             raise ConfigError(f"metrics host must be a host name or address, got {host!r}",
                               {"host": "must be a host name or address"})

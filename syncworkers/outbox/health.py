@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..config.defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
 from ..exceptions import safe_url
+from ..http.hosts import netloc
 from ..http.outcome import Kind
 
 #: Attempts kept in each delivery's attempt log (the oldest are dropped).
@@ -34,22 +35,20 @@ def endpoint_of(url: str) -> str:
     """The endpoint a delivery URL names: ``host[:port]/path`` (no scheme, credentials or query)."""
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
+        host = netloc(parts)
     except ValueError:
         return url.split("?", 1)[0].split("#", 1)[0]
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    if port is not None:
-        host = f"{host}:{port}"
     return f"{host}{parts.path or '/'}"
 
 
 def shown(endpoint: str) -> str:
-    """*endpoint* as printed: secret path segments masked as :func:`~syncworkers.exceptions.safe_url` does."""
-    host, _, path = endpoint.partition("/")
-    masked = safe_url(f"http://host/{path}") or ""
-    return host + masked[len("http://host"):]
+    """*endpoint* as printed: secret path segments masked as :func:`~syncworkers.exceptions.safe_url` does
+    (with its host: a known webhook URL shape is masked whole)."""
+    masked = safe_url(f"http://{endpoint}") or ""
+    if masked.startswith("http://"):
+        return masked[len("http://"):]
+    host, _, path = endpoint.partition("/")  # not a host safe_url can read: the path alone
+    return host + (safe_url(f"http://host/{path}") or "")[len("http://host"):]
 
 
 def effect(kind: str) -> Optional[str]:

@@ -23,7 +23,9 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from ..exceptions import ConfigError, safe_url
+from ..config.connections import POSTGRESQL, parse_connection_url
+from ..config.validators import checked, count, seconds
+from ..exceptions import ConfigError
 from ..message import new_id
 from . import dbapi
 from . import health
@@ -39,9 +41,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     raise ImportError(
         "the PostgreSQL outbox needs psycopg 3: pip install 'syncworkers[postgresql]'") from exc
 
-from .postgres_connections import CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PostgresConnections
+from .postgres_connections import CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, Connections, PostgresConnections
 from .postgres_reads import PostgresReads
-from .postgres_sql import CLAIM_HELD, DEFAULT_TABLE, NOT_DELIVERED, delivery_of, filters, schema_statements
+from .postgres_sql import (CLAIM_HELD, DEFAULT_TABLE, NOT_DELIVERED, delivery_of, drop_statements, filters,
+                           schema_statements)
 from .server_clock import ServerClock
 
 logger = logging.getLogger(__name__)
@@ -56,7 +59,9 @@ class PostgresOutbox(PostgresReads):
     clock unless a method is given ``now``, or unless ``clock`` is given: then,
     as in the SQLite store, that function is the time source (tests).
     ``local_clock`` is this machine's clock, which :attr:`clock` corrects by the
-    measured offset to the server's.
+    measured offset to the server's. ``connections`` replaces the store's own pool with an
+    app's connections to the database at *url* (Django's: see ``postgres_connections.Connections``);
+    the tables are then the app's to create.
     """
 
     durable = True
@@ -74,19 +79,23 @@ class PostgresOutbox(PostgresReads):
         pool_size: int = DEFAULT_POOL_SIZE,
         clock: Optional[Callable[[], float]] = None,
         local_clock: Optional[Callable[[], float]] = None,
+        connections: Optional[Connections] = None,
     ) -> None:
-        if not lease_seconds > 0:
-            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
+        pool_size = checked("pool_size", pool_size, count(text=False))
         if not table or (schema is not None and not schema):
             raise ConfigError("table and schema must be non-empty names")
-        self._url = url
-        self.path = safe_url(url)  #: where the store lives, for display (no password)
+        try:
+            where = parse_connection_url(url, (POSTGRESQL,), paths=False)
+        except ValueError as exc:
+            raise ConfigError(f"invalid PostgreSQL outbox URL: {exc}") from None
+        url = self._url = where.dsn
+        self.path: Optional[str] = where.shown  #: where the store lives, for display (no password)
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or default_owner()
         self.table, self.schema, self.pool_size = table, schema, pool_size
-        self._connections = PostgresConnections(url, table, schema, pool_size, self._sample_clock)
+        self._connections: Connections = connections or PostgresConnections(url, table, schema, pool_size,
+                                                                             self._sample_clock)
         self.channel = self._connections.channel  #: the NOTIFY channel
         self._fixed_clock = clock
         self._server_clock = ServerClock(local_clock or (lambda: time.time()))
@@ -230,7 +239,7 @@ class PostgresOutbox(PostgresReads):
     def _finish_in_transaction(self, conn: "psycopg.Connection[Any]", id: str, state: str, params: Dict[str, Any],
                                condition: str, require_claim: bool, attempt: Optional[Attempt],
                                disable_after: Optional[float]) -> None:
-        with conn.transaction():
+        with self._connections.transaction(conn):
             info, changes = None, False
             if attempt is not None and health.effect(attempt.kind) is not None:
                 info = self._info(conn, id)
@@ -359,7 +368,7 @@ class PostgresOutbox(PostgresReads):
         Its failing streak starts afresh. Returns how many were released; KeyError
         for an endpoint the outbox has never seen.
         """
-        with self._connections.connection() as conn, conn.transaction():
+        with self._connections.connection() as conn, self._connections.transaction(conn):
             if conn.execute(self._connections.compiled("enable"), {"target": endpoint}).fetchone() is None:
                 raise KeyError(endpoint)
             row = conn.execute(self._connections.compiled("release_held"), {"target": endpoint, "channel": self.channel,
@@ -395,4 +404,5 @@ class PostgresOutbox(PostgresReads):
         return f"PostgresOutbox(url={self.path!r}, table={self.table!r}, owner={self.owner!r})"
 
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox", "schema_statements"]
+__all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox", "drop_statements",
+           "schema_statements"]

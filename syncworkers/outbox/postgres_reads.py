@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .health import EndpointHealth
-from .postgres_connections import PostgresConnections
+from .postgres_connections import Connections
 from .postgres_sql import delivery_of, filters
 from .server_clock import ServerClock
 from .store import Attempt, Delivery, attempt_of, counts_of, health_of
@@ -14,7 +14,7 @@ from .store import Attempt, Delivery, attempt_of, counts_of, health_of
 class PostgresReads:
     """The read-only queries of :class:`~syncworkers.outbox.postgres.PostgresOutbox` (which mixes them in)."""
 
-    _connections: PostgresConnections
+    _connections: Connections
     _server_clock: ServerClock
 
     def get(self, id: str) -> Optional[Delivery]:

@@ -13,10 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from psycopg import sql
 
-from .store import DEAD, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery
-
-#: The outbox table's default name.
-DEFAULT_TABLE = "syncworkers_outbox"
+from .store import DEAD, DEFAULT_TABLE, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery, table_names
 
 _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 _NOW = f"COALESCE(%(now)s::float8, {_DB_NOW})"
@@ -217,12 +214,19 @@ def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) 
     return [statement.as_string(None) for statement in statements]
 
 
+def drop_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
+    """The SQL that removes the outbox tables of *table* (in *schema*), their indexes with them, for tools
+    that created them (the Django migration, reversed)."""
+    prefix = [schema] if schema else []
+    return [sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*prefix, name)).as_string(None)
+            for name in table_names(table).values()]
+
+
 def names(table: str, schema: Optional[str]) -> Dict[str, sql.Identifier]:
     """The identifiers of the outbox's other tables and indexes, for the DDL's placeholders."""
     prefix = [schema] if schema else []
     identifiers = {k: sql.Identifier(f"{table}_{k}") for k in ("due", "lease", "updated", "target")}
-    identifiers.update({key: sql.Identifier(*prefix, f"{table}_{suffix}")
-                        for key, suffix in (("a", "attempts"), ("e", "endpoints"))})
+    identifiers.update({key: sql.Identifier(*prefix, name) for key, name in table_names(table).items() if key != "t"})
     return identifiers
 
 
@@ -252,4 +256,4 @@ def filters(state: Optional[str], endpoint: Optional[str], since: Optional[float
     return " AND ".join(clauses), params
 
 
-__all__ = ["DEFAULT_TABLE", "schema_statements"]
+__all__ = ["DEFAULT_TABLE", "drop_statements", "schema_statements"]

@@ -19,17 +19,16 @@ import sqlite3
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from ..exceptions import ConfigError
+from ..config.validators import checked, seconds
 from ..message import new_id
 from . import dbapi
 from . import health
 from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Subscribers
-from .sqlite_connections import SQLiteConnections, connect
+from .sqlite_connections import Connections, SQLiteConnections, connect
 from .sqlite_reads import SQLiteReads
-from .sqlite_schema import _MIGRATIONS  # noqa: F401 - re-exported: the migrations, for tests
-from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION,
-                            chunks, delivery_of, filters, marks, schema_statements)
+from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION, A, E,
+                            T, chunks, delivery_of, drop_statements, filters, marks, schema_statements)
 from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery,
                     check_new_delivery, default_owner, health_of)
 
@@ -43,7 +42,9 @@ class Outbox(SQLiteReads):
     commit with ``synchronous=FULL``, so a delivery survives a crash once :meth:`add`
     returns (claims and outcomes skip the fsync: see ``SQLiteConnections.write``). Each
     thread borrows a connection from a small pool. Times come from ``clock`` unless a
-    method is given ``now``. ``owner`` names this process's claims.
+    method is given ``now``. ``owner`` names this process's claims. ``connections`` replaces
+    the store's own with an app's connections to its database (Django's: see
+    ``sqlite_connections.Connections``); the tables are then the app's to create.
     """
 
     #: What a store operation raises when the database cannot do it now (or the store is closed).
@@ -56,19 +57,22 @@ class Outbox(SQLiteReads):
         clock: Optional[Callable[[], float]] = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
+        connections: Optional[Connections] = None,
     ):
-        if not lease_seconds > 0:
-            raise ConfigError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
         if path is not None:
             path = os.fspath(path)
-        self.path: Optional[str] = None if path in (None, ":memory:") else path
-        self.durable: bool = self.path is not None
         self.lease_seconds = float(lease_seconds)
         self.owner = owner or default_owner()
         # Looked up at each call, not bound here, so that a patched time.time (freezegun) applies.
         self._clock = clock if clock is not None else (lambda: time.time())
         self._subscribers = Subscribers()
-        self._connections = SQLiteConnections(self.path, lambda target: self._connect(target))
+        if connections is None:
+            connections = SQLiteConnections(None if path in (None, ":memory:") else path,
+                                            lambda target: self._connect(target))
+        self._connections: Connections = connections
+        self.path: Optional[str] = connections.path
+        self.durable: bool = connections.durable
 
     def _connect(self, target: str) -> sqlite3.Connection:
         """Every connection the store opens comes from here (a test limits them to fake a full disk)."""
@@ -134,7 +138,7 @@ class Outbox(SQLiteReads):
             rows = conn.execute(CLAIM, (PENDING, at, IN_FLIGHT, int(limit))).fetchall()
             claimed = [delivery_of(row) for row in rows]
             conn.executemany(
-                "UPDATE deliveries SET state = ?, owner = ?, lease_until = ?, updated_at = ? WHERE id = ?",
+                f"UPDATE {T} SET state = ?, owner = ?, lease_until = ?, updated_at = ? WHERE id = ?",
                 [(IN_FLIGHT, self.owner, lease_until, at, d.id) for d in claimed],
             )
         taken = sorted({d.owner or "?" for d in claimed if d.state == IN_FLIGHT})
@@ -150,7 +154,7 @@ class Outbox(SQLiteReads):
         with self._connections.write(durable=False) as conn:
             for chunk in chunks(ids):
                 conn.execute(
-                    f"UPDATE deliveries SET lease_until = ? WHERE state = ? AND owner = ?"
+                    f"UPDATE {T} SET lease_until = ? WHERE state = ? AND owner = ?"
                     f" AND id IN ({marks(len(chunk))})",
                     (at + self.lease_seconds, IN_FLIGHT, self.owner, *chunk),
                 )
@@ -214,7 +218,7 @@ class Outbox(SQLiteReads):
     ) -> None:
         """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
         with self._connections.write(durable=False) as conn:
-            row = conn.execute("SELECT state, owner, target, url FROM deliveries WHERE id = ?", (id,)).fetchone()
+            row = conn.execute(f"SELECT state, owner, target, url FROM {T} WHERE id = ?", (id,)).fetchone()
             if row is None:
                 raise KeyError(id)
             held = row["state"] == IN_FLIGHT and row["owner"] == self.owner
@@ -224,7 +228,7 @@ class Outbox(SQLiteReads):
                 logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
             elif row["state"] != DELIVERED:
                 conn.execute(
-                    f"UPDATE deliveries SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
+                    f"UPDATE {T} SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
                     " WHERE id = ?",
                     (*params, at, id),
                 )
@@ -234,33 +238,33 @@ class Outbox(SQLiteReads):
 
     @staticmethod
     def _log_attempt(conn: sqlite3.Connection, id: str, attempt: Attempt) -> None:
-        n = conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE delivery_id = ?", (id,)).fetchone()[0]
+        n = conn.execute(f"SELECT COALESCE(MAX(n), 0) + 1 FROM {A} WHERE delivery_id = ?", (id,)).fetchone()[0]
         conn.execute(
-            f"INSERT INTO attempts (delivery_id, n, {ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {A} (delivery_id, n, {ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (id, n, attempt.at, attempt.duration, attempt.kind, attempt.status, attempt.error,
              bytes(attempt.body[:health.ANSWER_BYTES])),
         )
-        conn.execute("DELETE FROM attempts WHERE delivery_id = ? AND n <= ?", (id, n - ATTEMPT_LOG_SIZE))
+        conn.execute(f"DELETE FROM {A} WHERE delivery_id = ? AND n <= ?", (id, n - ATTEMPT_LOG_SIZE))
 
     @staticmethod
     def _observe(conn: sqlite3.Connection, id: str, target: str, attempt: Attempt,
                  disable_after: Optional[float]) -> None:
         """The endpoint's health after *attempt*; a disabled endpoint holds its pending deliveries."""
-        row = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE target = ?", (target,)).fetchone()
+        row = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM {E} WHERE target = ?", (target,)).fetchone()
         before = EndpointHealth(target) if row is None else health_of(row)
         after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
         if after != before or row is None:
             conn.execute(
-                f"INSERT OR REPLACE INTO endpoints ({ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {E} ({ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (target, after.disabled_at, after.reason, after.failing_since, after.last_failure_at,
                  after.last_status),
             )
         if before.enabled and not after.enabled:
             logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
                            " `syncworkers outbox enable`", health.shown(target), after.reason)
-            conn.execute("UPDATE deliveries SET state = ? WHERE target = ? AND state = ?", (HELD, target, PENDING))
+            conn.execute(f"UPDATE {T} SET state = ? WHERE target = ? AND state = ?", (HELD, target, PENDING))
         elif not after.enabled:  # disabled while this attempt was on the wire
-            conn.execute("UPDATE deliveries SET state = ? WHERE id = ? AND state = ?", (HELD, id, PENDING))
+            conn.execute(f"UPDATE {T} SET state = ? WHERE id = ? AND state = ?", (HELD, id, PENDING))
 
     def release(self, ids: Optional[Sequence[str]] = None) -> int:
         """Hand this owner's claims back (graceful stop): in flight -> pending, attempts unchanged.
@@ -269,7 +273,7 @@ class Outbox(SQLiteReads):
         Returns how many were released.
         """
         at = self._now(None)
-        query = f"UPDATE deliveries SET state = {HOLD_IF_DISABLED.format(target='deliveries.target')}," \
+        query = f"UPDATE {T} SET state = {HOLD_IF_DISABLED.format(target=f'{T}.target')}," \
                 " owner = NULL, lease_until = NULL, updated_at = ? WHERE state = ? AND owner = ?"
         params = (at, IN_FLIGHT, self.owner)
         with self._connections.write(durable=False) as conn:
@@ -293,7 +297,7 @@ class Outbox(SQLiteReads):
         at = self._now(now)
         where, params = filters(DEAD, endpoint, since)
         query = (
-            f"UPDATE deliveries SET state = {HOLD_IF_DISABLED.format(target='deliveries.target')},"
+            f"UPDATE {T} SET state = {HOLD_IF_DISABLED.format(target=f'{T}.target')},"
             " attempts = 0, next_attempt_at = ?, owner = NULL,"
             f" lease_until = NULL, updated_at = ? WHERE {where}"
         )
@@ -314,10 +318,10 @@ class Outbox(SQLiteReads):
             raise ValueError(f"older_than must be >= 0, got {older_than!r}")
         cutoff = self._now(now) - older_than
         with self._connections.write() as conn:
-            conn.execute("DELETE FROM attempts WHERE delivery_id IN"
-                         " (SELECT id FROM deliveries WHERE state = ? AND updated_at < ?)", (state, cutoff))
+            conn.execute(f"DELETE FROM {A} WHERE delivery_id IN"
+                         f" (SELECT id FROM {T} WHERE state = ? AND updated_at < ?)", (state, cutoff))
             return conn.execute(
-                "DELETE FROM deliveries WHERE state = ? AND updated_at < ?", (state, cutoff)
+                f"DELETE FROM {T} WHERE state = ? AND updated_at < ?", (state, cutoff)
             ).rowcount
 
     def enable_endpoint(self, endpoint: str, now: Optional[float] = None) -> int:
@@ -328,12 +332,12 @@ class Outbox(SQLiteReads):
         """
         at = self._now(now)
         with self._connections.write() as conn:
-            found = conn.execute("UPDATE endpoints SET disabled_at = NULL, reason = NULL, failing_since = NULL"
+            found = conn.execute(f"UPDATE {E} SET disabled_at = NULL, reason = NULL, failing_since = NULL"
                                  " WHERE target = ?", (endpoint,)).rowcount
             if not found:
                 raise KeyError(endpoint)
             released = conn.execute(
-                "UPDATE deliveries SET state = ?, next_attempt_at = ?, updated_at = ? WHERE target = ? AND state = ?",
+                f"UPDATE {T} SET state = ?, next_attempt_at = ?, updated_at = ? WHERE target = ? AND state = ?",
                 (PENDING, at, at, endpoint, HELD)).rowcount
         self._subscribers.notify()
         return int(released)
@@ -355,4 +359,5 @@ class Outbox(SQLiteReads):
         return f"Outbox(path={self.path!r}, owner={self.owner!r})"
 
 
-__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION", "check_new_delivery", "schema_statements"]
+__all__ = ["Outbox", "DEFAULT_LEASE_SECONDS", "SCHEMA_VERSION", "check_new_delivery", "drop_statements",
+           "schema_statements"]

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Protocol, Tuple
 
 from ..exceptions import ConfigError
 from .sqlite_schema import migrate
@@ -29,15 +29,39 @@ PAGE_CACHE_KIB = 256
 
 
 def connect(target: str) -> sqlite3.Connection:
-    """A new connection to the database at *target* (a path, or ``:memory:``)."""
+    """A new connection to the database at *target* (a path, ``:memory:`` or a ``file:`` URI)."""
     # isolation_level=None: no implicit transactions; writes use BEGIN IMMEDIATE so they
     # take the write lock up front and wait up to `timeout` (busy_timeout) instead of failing.
     # check_same_thread=False: pooled connections move between threads, one at a time.
-    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    # A "file:" target is an SQLite URI (Django names its in-memory test database so), never a file of that name.
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False,
+                           uri=target.startswith("file:"))
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
     return conn
+
+
+class Connections(Protocol):
+    """What the SQLite store asks of its connections (:class:`SQLiteConnections`, or an app's)."""
+
+    path: Optional[str]  #: the database's file, for display; None in memory
+    durable: bool
+
+    def borrow(self) -> ContextManager[sqlite3.Connection]:
+        """A connection for one read (rows by column name)."""
+
+    def write(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
+        """A connection inside a transaction (or a savepoint inside one) for the block."""
+
+    def check_same_file(self, connection: Any) -> None:
+        """ConfigError when a caller's *connection* is not on this database."""
+
+    def check_open(self) -> None:
+        """ValueError once closed."""
+
+    def close(self) -> None:
+        """Release what these connections hold; idempotent."""
 
 
 class SQLiteConnections:
@@ -170,4 +194,5 @@ class SQLiteConnections:
             conn.close()
 
 
-__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "PAGE_CACHE_KIB", "SQLiteConnections", "connect"]
+__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "PAGE_CACHE_KIB", "Connections", "SQLiteConnections",
+           "connect"]

@@ -5,20 +5,20 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from .health import EndpointHealth
-from .sqlite_connections import SQLiteConnections
-from .sqlite_schema import ATTEMPT_COLUMNS, COLUMNS, ENDPOINT_COLUMNS, chunks, delivery_of, filters, marks
+from .sqlite_connections import Connections
+from .sqlite_schema import ATTEMPT_COLUMNS, COLUMNS, ENDPOINT_COLUMNS, A, E, T, chunks, delivery_of, filters, marks
 from .store import HELD, IN_FLIGHT, PENDING, Attempt, Delivery, attempt_of, counts_of, health_of
 
 
 class SQLiteReads:
     """The read-only queries of :class:`~syncworkers.outbox.sqlite.Outbox` (which mixes them in)."""
 
-    _connections: SQLiteConnections
+    _connections: Connections
 
     def get(self, id: str) -> Optional[Delivery]:
         """The delivery with this id, or None."""
         with self._connections.borrow() as conn:
-            row = conn.execute(f"SELECT {COLUMNS} FROM deliveries WHERE id = ?", (id,)).fetchone()
+            row = conn.execute(f"SELECT {COLUMNS} FROM {T} WHERE id = ?", (id,)).fetchone()
         return None if row is None else delivery_of(row)
 
     def list(
@@ -37,7 +37,7 @@ class SQLiteReads:
         where, params = filters(state, endpoint, since)
         with self._connections.borrow() as conn:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM deliveries WHERE {where}"
+                f"SELECT {COLUMNS} FROM {T} WHERE {where}"
                 " ORDER BY updated_at DESC, rowid DESC LIMIT ?",
                 (*params, int(limit)),
             ).fetchall()
@@ -46,13 +46,13 @@ class SQLiteReads:
     def counts(self) -> Dict[str, int]:
         """``{"pending", "in_flight", "delivered", "dead", "held"}``; pending includes those in flight."""
         with self._connections.borrow() as conn:
-            rows = conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
+            rows = conn.execute(f"SELECT state, COUNT(*) FROM {T} GROUP BY state").fetchall()
         return counts_of(rows)
 
     def attempts(self, id: str) -> List[Attempt]:
         """The attempt log of delivery *id*, oldest first (the last ATTEMPT_LOG_SIZE attempts)."""
         with self._connections.borrow() as conn:
-            rows = conn.execute(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY n",
+            rows = conn.execute(f"SELECT {ATTEMPT_COLUMNS} FROM {A} WHERE delivery_id = ? ORDER BY n",
                                 (id,)).fetchall()
         return [attempt_of(row) for row in rows]
 
@@ -63,7 +63,7 @@ class SQLiteReads:
             for chunk in chunks(ids):
                 rows = conn.execute(
                     f"SELECT a.delivery_id, {', '.join('a.' + c for c in ATTEMPT_COLUMNS.split(', '))}"
-                    " FROM attempts a JOIN (SELECT delivery_id, MAX(n) AS n FROM attempts"
+                    f" FROM {A} a JOIN (SELECT delivery_id, MAX(n) AS n FROM {A}"
                     f" WHERE delivery_id IN ({marks(len(chunk))}) GROUP BY delivery_id) last"
                     " ON a.delivery_id = last.delivery_id AND a.n = last.n", chunk).fetchall()
                 found.update({row[0]: attempt_of(row[1:]) for row in rows})
@@ -72,9 +72,9 @@ class SQLiteReads:
     def endpoints(self) -> List[EndpointHealth]:
         """Every endpoint attempted so far, disabled ones first, with its held deliveries counted."""
         with self._connections.borrow() as conn:
-            held = dict(conn.execute("SELECT target, COUNT(*) FROM deliveries WHERE state = ? GROUP BY target",
+            held = dict(conn.execute(f"SELECT target, COUNT(*) FROM {T} WHERE state = ? GROUP BY target",
                                      (HELD,)).fetchall())
-            rows = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints"
+            rows = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM {E}"
                                 " ORDER BY disabled_at IS NULL, target").fetchall()
         return [health_of(row, held.get(row[0], 0)) for row in rows]
 
@@ -87,7 +87,7 @@ class SQLiteReads:
     def oldest_pending(self) -> Optional[float]:
         """``created_at`` of the oldest delivery still pending or in flight; None when there is none."""
         with self._connections.borrow() as conn:
-            row = conn.execute("SELECT MIN(created_at) FROM deliveries WHERE state IN (?, ?)",
+            row = conn.execute(f"SELECT MIN(created_at) FROM {T} WHERE state IN (?, ?)",
                                (PENDING, IN_FLIGHT)).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -95,8 +95,8 @@ class SQLiteReads:
         """When something next becomes claimable: the earliest pending due time or lease expiry."""
         with self._connections.borrow() as conn:
             row = conn.execute(
-                "SELECT (SELECT MIN(next_attempt_at) FROM deliveries WHERE state = ?),"
-                " (SELECT MIN(lease_until) FROM deliveries WHERE state = ?)",
+                f"SELECT (SELECT MIN(next_attempt_at) FROM {T} WHERE state = ?),"
+                f" (SELECT MIN(lease_until) FROM {T} WHERE state = ?)",
                 (PENDING, IN_FLIGHT),
             ).fetchone()
         times = [t for t in row if t is not None]

@@ -11,12 +11,10 @@ schedule only as delivered or dead.
 from __future__ import annotations
 
 import base64
-import os
-import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Type
 
+from ..message import owner_id
 from ..observability.redaction import redact_headers, safe_url
 from .health import EndpointHealth
 
@@ -27,6 +25,15 @@ STATES = (PENDING, IN_FLIGHT, DELIVERED, DEAD, HELD)
 
 #: Seconds a claim stays valid unless renewed; a dead owner's claims are taken over after it.
 DEFAULT_LEASE_SECONDS = 10.0
+
+#: The outbox's table, in SQLite as in PostgreSQL; its attempt log and its endpoints' health are
+#: ``<table>_attempts`` and ``<table>_endpoints``. One prefix, in a database the outbox shares with an app.
+DEFAULT_TABLE = "syncworkers_outbox"
+
+
+def table_names(table: str = DEFAULT_TABLE) -> Dict[str, str]:
+    """The outbox's tables: ``t`` the deliveries, ``a`` their attempt log, ``e`` the endpoints' health."""
+    return {"t": table, "a": f"{table}_attempts", "e": f"{table}_endpoints"}
 
 
 @dataclass
@@ -108,8 +115,8 @@ class Attempt:
 
 
 def default_owner() -> str:
-    """A name for this process's claims, unique across machines and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """A name for this process's claims, unique across machines and restarts (:func:`~syncworkers.message.owner_id`)."""
+    return owner_id()
 
 
 def check_new_delivery(url: str, body: bytes, headers: Optional[Dict[str, str]]) -> Dict[str, str]:
@@ -240,5 +247,5 @@ class OutboxStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "Attempt",
-           "Delivery", "OutboxStore", "next_delay"]
+__all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "DEFAULT_TABLE",
+           "Attempt", "Delivery", "OutboxStore", "next_delay", "table_names"]

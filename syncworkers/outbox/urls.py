@@ -1,11 +1,11 @@
-"""Opening the outbox store a URL or path names."""
+"""Opening the outbox store a location names (parsed by :mod:`syncworkers.config.connections`)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Optional, Union
 
-from ..config import validators as v
+from ..config.connections import POSTGRESQL, SQLITE, ConnectionURL, parse_connection_url
 from ..exceptions import ConfigError, safe_url
 from .store import OutboxStore
 
@@ -13,18 +13,27 @@ from .store import OutboxStore
 _SQLITE_OPTIONS = ("lease_seconds", "owner", "clock")
 
 
+def outbox_location(location: Union[str, "os.PathLike[str]"]) -> ConnectionURL:
+    """*location* (a PostgreSQL URL, a ``sqlite:///`` URL or a file path) parsed; ConfigError saying why not."""
+    try:
+        return parse_connection_url(os.fspath(location), (SQLITE, POSTGRESQL))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid outbox location: {exc}") from None
+
+
 def sqlite_path(location: str) -> str:
     """The file a ``sqlite:///relative`` / ``sqlite:////absolute`` URL or a plain path names."""
-    if "://" not in location:
-        return location
-    return location.split("://", 1)[1][1:]
+    return outbox_location(location).path or ""
 
 
 def printable_location(location: str) -> str:
-    """An outbox location fit to print: a database URL without its password; a file path or ``sqlite:``
-    URL as given (its folder names are not secrets, and a URL parser would turn ``sqlite:////x`` into
-    ``sqlite://x``)."""
-    return (safe_url(location) or "") if v.is_postgres_url(location) else location
+    """An outbox location fit to print (:attr:`~syncworkers.config.connections.ConnectionURL.shown`): a
+    database URL without its password; a file path or ``sqlite:`` URL as given (its folder names are
+    not secrets). One that does not parse is printed as a URL would be."""
+    try:
+        return outbox_location(location).shown
+    except ConfigError:
+        return safe_url(location) or ""
 
 
 def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **options: Any) -> OutboxStore:
@@ -39,20 +48,16 @@ def open_outbox(location: Optional[Union[str, "os.PathLike[str]"]] = None, **opt
         from .sqlite import Outbox
 
         return Outbox(None, **{k: val for k, val in options.items() if k in _SQLITE_OPTIONS})
-    try:
-        text = v.outbox_url(os.fspath(location))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid outbox location: {exc}") from None
-    assert text is not None
-    if v.is_postgres_url(text):
+    where = outbox_location(location)
+    if where.kind == POSTGRESQL:
         try:
             from .postgres import PostgresOutbox
         except ImportError as exc:
-            raise ConfigError(f"{exc} (outbox {safe_url(text)!r})") from None
-        return PostgresOutbox(v.libpq_url(text), **options)
+            raise ConfigError(f"{exc} (outbox {where.shown!r})") from None
+        return PostgresOutbox(where.text, **options)
     from .sqlite import Outbox
 
-    return Outbox(sqlite_path(text), **{k: val for k, val in options.items() if k in _SQLITE_OPTIONS})
+    return Outbox(where.path, **{k: val for k, val in options.items() if k in _SQLITE_OPTIONS})
 
 
-__all__ = ["open_outbox", "printable_location", "sqlite_path"]
+__all__ = ["open_outbox", "outbox_location", "printable_location", "sqlite_path"]

@@ -18,6 +18,7 @@ import requests
 
 from ..exceptions import BodyDecodeError, PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
 from ..http.client import HTTPClient, merge_headers
+from ..http.outcome import is_poll_success, status_class
 from ..message import Message
 from ..observability.logging import StructuredLogger
 from ..observability.metrics import Metrics
@@ -152,8 +153,7 @@ class PageWalker:
             except StateStoreError as exc:
                 return self._tick_failed(outcome, exc, "cannot store the cursor", logger)
         if number or not outcome.ok:  # a tick skipped for the rate limit is neither success nor failure
-            status = outcome.status_code or 0
-            self._record(outcome.ok and (200 <= status < 300 or status == 304))
+            self._record(outcome.ok and is_poll_success(outcome.status_code))
         return outcome
 
     def _load_cursor(self, key: str) -> Any:
@@ -222,7 +222,7 @@ class PageWalker:
         status = response.status_code
         outcome.status_code = status
         self.rate_limits.update(request.url, status, response.headers)
-        stats.incr(f"responses_{status // 100}xx")
+        stats.incr(f"responses_{status_class(status) or 'other'}")
         if status == 304:
             stats.incr("not_modified")
             return None

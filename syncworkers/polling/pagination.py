@@ -15,7 +15,10 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, PaginationError
+from ..http.hosts import origin
 
 Params = Tuple[Tuple[str, str], ...]
 
@@ -118,21 +121,14 @@ def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}",
-                          {name: f"must be an integer >= {minimum}"})
-    return value
+    result: int = checked(name, value, count(minimum=minimum, maximum=MAX_COUNT, text=False))
+    return result
 
 
 def _name(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string, got {value!r}", {name: "must be a non-empty string"})
     return value
-
-
-def _origin(url: str) -> Tuple[str, Optional[str], Optional[int]]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.hostname, parts.port
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,7 @@ class LinkHeaderPaginator:
         if target is None:
             return None
         base = page.url or page.request.url
-        if self.same_origin and _origin(target) != _origin(base):
+        if self.same_origin and origin(target) != origin(base):
             raise PaginationError(f"the {self.rel!r} link leads to another origin; refused",
                                   url=target)
         return PageRequest(target)

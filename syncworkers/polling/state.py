@@ -5,7 +5,10 @@
 * None (and no ``POLLER_STATE_URL``): in memory — the cursor restarts from its
   ``initial`` value with the process;
 * a file path or ``sqlite:///path``: an SQLite file (stdlib ``sqlite3``);
-* ``postgresql://...``: a PostgreSQL table (psycopg 3, the ``postgresql`` extra).
+* ``postgresql://...`` (or ``postgres://``, ``postgresql+psycopg://``): a PostgreSQL table
+  (psycopg 3, the ``postgresql`` extra).
+
+The location is parsed by :mod:`syncworkers.config.connections`, as every other one.
 
 The table is created on first use. Each call opens and closes its own
 connection: a cursor is read and written once per tick, so this costs little
@@ -20,9 +23,8 @@ import sqlite3
 import threading
 import time
 from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
-from urllib.parse import unquote, urlsplit
 
-from ..config.validators import is_postgres_url, libpq_url
+from ..config.connections import POSTGRESQL, SQLITE, parse_connection_url
 from ..exceptions import ConfigError, StateStoreError
 
 #: Environment variable naming the state store when ``PollerWorker(state_url=...)`` is not given.
@@ -125,11 +127,16 @@ class PostgresStateStore:
 
     def __init__(self, url: str) -> None:
         try:
+            where = parse_connection_url(url, (POSTGRESQL,), paths=False)
+        except ValueError as exc:
+            raise ConfigError(f"state_url {exc}", {"state_url": str(exc)}) from None
+        try:
             import psycopg  # noqa: F401
         except ImportError as exc:
             raise ConfigError("a postgresql:// state_url needs psycopg 3: pip install 'syncworkers[postgresql]'",
                               {"state_url": "psycopg is not installed"}) from exc
-        self.url = url
+        self.url = where.dsn
+        self._shown = where.shown
         self._ready = False
 
     def _run(self, sql: str, params: Tuple[Any, ...], fetch: bool = False) -> Any:
@@ -144,7 +151,7 @@ class PostgresStateStore:
                 return cursor.fetchone() if fetch else None
         except psycopg.Error as exc:
             # psycopg's text may quote the connection string: only the class and SQLSTATE go out.
-            raise StateStoreError(f"PostgreSQL state store {_safe(self.url)} failed: {type(exc).__name__} "
+            raise StateStoreError(f"PostgreSQL state store {self._shown} failed: {type(exc).__name__} "
                                   f"(sqlstate {getattr(exc, 'sqlstate', None)})") from None
 
     def get(self, name: str) -> Any:
@@ -155,7 +162,7 @@ class PostgresStateStore:
         self._run(_UPSERT.format(p="%s"), (name, _dumps(value), time.time()))
 
     def __repr__(self) -> str:
-        return f"<PostgresStateStore {_safe(self.url)}>"
+        return f"<PostgresStateStore {self._shown}>"
 
 
 def _dumps(value: Any) -> str:
@@ -163,14 +170,6 @@ def _dumps(value: Any) -> str:
         return json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise StateStoreError(f"state values must be JSON-serialisable, got {type(value).__name__}") from exc
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def resolve_state_url(state_url: Optional[str]) -> Optional[str]:
@@ -181,23 +180,16 @@ def resolve_state_url(state_url: Optional[str]) -> Optional[str]:
 
 
 def open_state_store(url: Optional[str]) -> StateStore:
-    """The store for *url*: None → memory, ``postgresql://`` → PostgreSQL, a path or ``sqlite:///`` → SQLite."""
+    """The store for *url*: None → memory, a PostgreSQL URL → PostgreSQL, a path or ``sqlite:///`` → SQLite."""
     if url is None:
         return MemoryStateStore()
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"state_url must be a file path or a URL, got {url!r}",
-                          {"state_url": "must be a file path or a URL"})
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if is_postgres_url(url):
-        return PostgresStateStore(libpq_url(url))
-    if scheme == "sqlite":
-        path = unquote(urlsplit(url).path)
-        # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db"
-        return SQLiteStateStore(path[1:] if path.startswith("/") else path)
-    if scheme:
-        raise ConfigError(f"state_url: unsupported scheme {scheme!r} (a file path, sqlite:/// or postgresql://)",
-                          {"state_url": f"unsupported scheme {scheme!r}"})
-    return SQLiteStateStore(url)
+    try:
+        where = parse_connection_url(url, (SQLITE, POSTGRESQL))
+    except ValueError as exc:
+        raise ConfigError(f"state_url {exc}", {"state_url": str(exc)}) from None
+    if where.kind == POSTGRESQL:
+        return PostgresStateStore(where.text)
+    return SQLiteStateStore(where.path or "")
 
 
 __all__ = [

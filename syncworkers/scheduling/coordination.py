@@ -10,8 +10,12 @@ dies, the next tick is simply claimed by another one.
 Backends are the databases apps already run:
 
 * Redis (``redis://`` / ``rediss://``): ``SET key owner NX PX ttl``;
-* PostgreSQL (``postgresql://``): ``INSERT ... ON CONFLICT DO NOTHING`` into a
-  table created on first use, expired rows pruned now and then.
+* PostgreSQL (``postgresql://``, ``postgres://``, ``postgresql+psycopg://``):
+  ``INSERT ... ON CONFLICT DO NOTHING`` into a table created on first use, expired
+  rows pruned now and then.
+
+URLs are parsed by :mod:`syncworkers.config.connections`; a backend's error text is
+masked with the URL's own :class:`~syncworkers.observability.redaction.Redactor`.
 
 A claim is kept *ttl* seconds (the Runner asks for a few intervals): long
 enough for every process, however late its timer or its clock, to have moved
@@ -22,15 +26,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from typing import Any, Dict, Optional, Protocol, Union, runtime_checkable
-from urllib.parse import unquote, urlsplit
 
-from ..config.validators import is_postgres_url, libpq_url
-from ..exceptions import ConfigError, SyncWorkersError, safe_url
-from ..observability.redaction import register_secret
+from ..config.connections import POSTGRESQL, REDIS, ConnectionURL, parse_connection_url
+from ..exceptions import ConfigError, SyncWorkersError
+from ..message import owner_id
+from ..observability.redaction import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -74,42 +77,43 @@ class TickClaims(Protocol):
         ...
 
 
-def owner_id() -> str:
-    """Who claimed: ``host:pid``, shown to operators looking at the backend."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _register_password(url: str) -> None:
-    password = urlsplit(url).password
-    if password:
-        register_secret(unquote(password))
+def _parsed(url: Union[str, ConnectionURL], kind: str) -> ConnectionURL:
+    if isinstance(url, ConnectionURL):
+        return url
+    try:
+        return parse_connection_url(url, (kind,), paths=False)
+    except ValueError as exc:
+        raise ConfigError(f"coordination URL {exc}", {"coordination": str(exc)}) from None
 
 
 class RedisTickClaims:
     """Tick claims in Redis: one key per claimed tick, ``SET NX PX`` so it expires by itself."""
 
-    def __init__(self, client: Any, *, prefix: str = REDIS_KEY_PREFIX, label: str = "redis") -> None:
+    def __init__(self, client: Any, *, prefix: str = REDIS_KEY_PREFIX, label: str = "redis",
+                 redactor: Optional[Redactor] = None) -> None:
         self.client = client
         self.prefix = prefix
         self._label = label
+        self._redactor = redactor if redactor is not None else Redactor()  # masks the error texts
         self._owner = owner_id()
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "RedisTickClaims":
+    def from_url(cls, url: Union[str, ConnectionURL], **kwargs: Any) -> "RedisTickClaims":
         """Connect lazily to the server at *url* (``redis://`` or ``rediss://``)."""
+        where = _parsed(url, REDIS)
         try:
             import redis
         except ImportError:
             raise ConfigError("coordination on Redis needs redis-py: pip install 'syncworkers[redis]'",
                               {"coordination": "needs the redis extra"}) from None
-        _register_password(url)
+        redactor = where.redactor()
         try:
-            client = redis.Redis.from_url(url, socket_timeout=BACKEND_TIMEOUT,
+            client = redis.Redis.from_url(where.dsn, socket_timeout=BACKEND_TIMEOUT,
                                           socket_connect_timeout=BACKEND_TIMEOUT)
         except ValueError as exc:
-            raise ConfigError(f"invalid coordination URL {safe_url(url)!r}: {exc}",
+            raise ConfigError(f"invalid coordination URL {where.shown!r}: {redactor.text(str(exc))}",
                               {"coordination": "invalid Redis URL"}) from None
-        return cls(client, label=safe_url(url) or "redis", **kwargs)
+        return cls(client, label=where.shown or "redis", redactor=redactor, **kwargs)
 
     def claim(self, name: str, tick: int, ttl: float = DEFAULT_CLAIM_TTL) -> bool:
         import redis
@@ -118,7 +122,7 @@ class RedisTickClaims:
             got = self.client.set(f"{self.prefix}{name}:{tick}", self._owner, nx=True,
                                   px=max(1, int(ttl * 1000)))
         except redis.RedisError as exc:
-            raise CoordinationError(f"Redis {self._label}: {type(exc).__name__}: {exc}") from exc
+            raise CoordinationError(self._redactor.text(f"Redis {self._label}: {type(exc).__name__}: {exc}")) from exc
         return bool(got)
 
     def close(self) -> None:
@@ -135,16 +139,17 @@ class PostgresTickClaims:
     failure; claims from several threads take turns on it.
     """
 
-    def __init__(self, url: str, *, table: str = POSTGRES_TABLE) -> None:
+    def __init__(self, url: Union[str, ConnectionURL], *, table: str = POSTGRES_TABLE) -> None:
+        where = _parsed(url, POSTGRESQL)
         try:
             import psycopg  # noqa: F401
         except ImportError:
             raise ConfigError("coordination on PostgreSQL needs psycopg: pip install 'syncworkers[postgresql]'",
                               {"coordination": "needs the postgresql extra"}) from None
-        _register_password(url)
-        self.url = url
+        self.url = where.dsn
         self.table = table
-        self._label = safe_url(url) or "postgresql"
+        self._label = where.shown or "postgresql"
+        self._redactor = where.redactor()  # masks the error texts
         self._owner = owner_id()
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -195,7 +200,8 @@ class PostgresTickClaims:
                     self._last_prune = time.monotonic()
             except psycopg.Error as exc:
                 self._drop()
-                raise CoordinationError(f"PostgreSQL {self._label}: {type(exc).__name__}: {exc}") from exc
+                raise CoordinationError(
+                    self._redactor.text(f"PostgreSQL {self._label}: {type(exc).__name__}: {exc}")) from exc
             return bool(claimed)
 
     def _drop(self) -> None:
@@ -277,18 +283,17 @@ class TickGate:
 
 
 def open_coordination(url: str) -> TickClaims:
-    """Tick claims for *url*: ``redis://``, ``rediss://`` or ``postgresql://`` (connects on first claim)."""
+    """Tick claims for *url*: a Redis or PostgreSQL URL (connects on first claim)."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"coordination URL must be a non-empty string, got {url!r}",
                           {"coordination": "must be a URL"})
-    url = url.strip()
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("redis", "rediss"):
-        return RedisTickClaims.from_url(url)
-    if is_postgres_url(url):
-        return PostgresTickClaims(libpq_url(url))
-    raise ConfigError(f"coordination URL must start with redis://, rediss:// or postgresql://, "
-                      f"got {safe_url(url)!r}", {"coordination": "unknown scheme"})
+    try:
+        where = parse_connection_url(url, (REDIS, POSTGRESQL), paths=False)
+    except ValueError as exc:
+        raise ConfigError(f"coordination URL {exc}", {"coordination": "unknown scheme"}) from None
+    if where.kind == REDIS:
+        return RedisTickClaims.from_url(where)
+    return PostgresTickClaims(where)
 
 
 def open_gate(coordination: Union[str, TickClaims, None]) -> Optional[TickGate]:

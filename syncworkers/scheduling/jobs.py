@@ -10,8 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Protocol, Union
 
+from ..config.validators import check_interval, check_jitter
 from ..exceptions import ConfigError
-from .schedule import check_interval, check_jitter
 
 
 def _check_job(job: Union["PeriodicJob", "LoopJob"]) -> None:

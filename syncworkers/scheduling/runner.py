@@ -21,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
+from ..config.validators import checked, count
 from ..exceptions import ConfigError, WorkerError
+from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
 from .schedule import Schedule, stagger_offsets
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from .ticks import CLOCK_STEP, LOOP_RESTART_DELAY, MAX_TIMER_WAIT, TickDriver
 
 logger = logging.getLogger(__name__)
@@ -33,10 +35,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 #: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
 SIGNAL_POLL_INTERVAL = 0.2
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 _NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
@@ -70,11 +68,10 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic, name: str = "runner",
                  coordination: Union[str, TickClaims, None] = None,
                  wall_clock: Callable[[], float] = time.time):
+        install()  # the process-wide hooks (idempotent): here, never at import
         if max_workers is None:
             max_workers = DEFAULT_MAX_WORKERS
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            raise ConfigError(f"max_workers must be an integer >= 1, got {max_workers!r}",
-                              {"max_workers": "must be an integer >= 1"})
+        max_workers = checked("max_workers", max_workers, count(text=False))
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}",
                               {"name": "must be a non-empty string"})
@@ -173,7 +170,7 @@ class Runner:
         which then does not wait for itself (its worker's shutdown() then runs
         before that job returns).
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         with self._lifecycle:
             if self._state == _STARTING:
                 raise WorkerError(f"runner {self.name!r}: stop() called from inside start()")
@@ -188,14 +185,14 @@ class Runner:
         current = threading.current_thread()
         timer = ticks.timer
         if timer is not None and timer is not current:
-            timer.join(_remaining(deadline))
+            timer.join(deadline.remaining())
         if first:
             pool.shutdown(wait=False, cancel_futures=True)
         inside_tick = ticks.in_tick()
         futures, loops = ticks.outstanding()
-        _, pending = concurrent.futures.wait(futures, timeout=_remaining(deadline))
+        _, pending = concurrent.futures.wait(futures, timeout=deadline.remaining())
         for thread in loops:
-            thread.join(_remaining(deadline))
+            thread.join(deadline.remaining())
         alive = [t.name for t in loops if t.is_alive()]
         if timer is not None and timer is not current and timer.is_alive():
             alive.append(timer.name)

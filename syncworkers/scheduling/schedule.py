@@ -1,4 +1,4 @@
-"""Schedule math of periodic jobs: the fixed-rate grid, stagger offsets, the interval and jitter rules.
+"""Schedule math of periodic jobs: the fixed-rate grid and stagger offsets.
 
 Pure: no threads, no clock of its own; time comes in as ``now``. The Runner
 (runner.py) drives these on its timer thread.
@@ -17,24 +17,9 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
-
-def is_number(value: Any) -> bool:
-    """A finite int or float (a bool is not a number here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_interval(interval: Any) -> None:
-    """Raise ValueError unless *interval* is a finite number > 0."""
-    if not is_number(interval) or interval <= 0:
-        raise ValueError(f"interval must be a number > 0, got {interval!r}")
-
-
-def check_jitter(jitter: Any, interval: float) -> None:
-    """Raise ValueError unless ``0 <= jitter < interval``: jitter moves a tick within its own interval."""
-    if not is_number(jitter) or not 0 <= jitter < interval:
-        raise ValueError(f"jitter must be >= 0 and smaller than interval ({interval!r}), got {jitter!r}")
+from ..config.validators import check_interval, check_jitter  # noqa: F401 - their home; re-exported
 
 
 class Schedule:
@@ -46,8 +31,8 @@ class Schedule:
     coalesces: however many grid points went by, the job fires at most once,
     and :attr:`tick` then says which grid point it fired for.
 
-    The caller validates *interval* and *jitter* (:func:`check_interval`,
-    :func:`check_jitter`; :class:`~syncworkers.scheduling.runner.PeriodicJob` does).
+    The caller validates *interval* and *jitter* (:func:`~syncworkers.config.validators.check_interval`,
+    :func:`~syncworkers.config.validators.check_jitter`; :class:`~syncworkers.scheduling.runner.PeriodicJob` does).
     """
 
     def __init__(self, interval: float, start: float, *, offset: float = 0.0, jitter: float = 0.0,
@@ -137,7 +122,6 @@ __all__ = [
     "Schedule",
     "check_interval",
     "check_jitter",
-    "is_number",
     "name_offset",
     "nearest_tick",
     "stagger_offsets",

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import Counter, deque
 from typing import Any, Deque, Iterator, Optional
 
 from ..message import Message
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from .base import Source
 
 #: Longest wait of ``consume()`` or ``put()`` between looks at a stop event that cannot wake them
@@ -56,13 +55,12 @@ class MemoryQueue(Source):
         return message
 
     def _put_waiting(self, message: Message, timeout: Optional[float]) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._changed:
             while self.maxsize > 0 and len(self._items) >= self.maxsize:
-                left = None if deadline is None else deadline - time.monotonic()
-                if (left is not None and left <= 0) or self.stop_event.is_set():
+                if deadline.expired or self.stop_event.is_set():
                     raise queue.Full
-                self._changed.wait(self._step(left))
+                self._changed.wait(self._step(deadline.remaining()))
             self._items.append(message)
             self._changed.notify_all()
 

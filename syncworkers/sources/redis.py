@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 try:
     import redis
@@ -40,8 +37,11 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "RedisListConsumer needs the redis package: pip install 'syncworkers[redis]'"
     ) from exc
 
-from ..exceptions import ConfigError, safe_url
-from ..message import Message
+from ..config.connections import REDIS, parse_connection_url
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count, seconds
+from ..exceptions import ConfigError
+from ..message import Message, owner_id
 from .base import Source
 from .redis_envelope import ENVELOPE_KEY, Raw, decode, encode, next_delivery  # noqa: F401 - ENVELOPE_KEY re-exported
 
@@ -81,32 +81,6 @@ return 0
 """
 
 
-def _display_url(url: str) -> str:
-    try:
-        return safe_url(url) or ""
-    except ValueError:  # a malformed port
-        return "<invalid url>"
-
-
-def _without_password(text: str, url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text
-
-
-def _default_consumer_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _positive(name: str, value: Any, errors: Dict[str, str]) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        errors[name] = f"{name} must be a positive number, got {value!r}"
-        return 1.0
-    return float(value)
-
-
 class RedisListConsumer(Source):
     """A reliable queue on Redis lists: consume(), then ack() or nack() each message.
 
@@ -126,13 +100,12 @@ class RedisListConsumer(Source):
         errors: Dict[str, str] = {}
         if not isinstance(queue, str) or not queue:
             errors["queue"] = f"queue must be a non-empty string, got {queue!r}"
-        block_timeout = _positive("block_timeout", block_timeout, errors)
-        heartbeat_ttl = _positive("heartbeat_ttl", heartbeat_ttl, errors)
+        block_timeout = checked("block_timeout", block_timeout, seconds(above=0, text=False), errors, 1.0)
+        heartbeat_ttl = checked("heartbeat_ttl", heartbeat_ttl, seconds(above=0, text=False), errors, 1.0)
         if "block_timeout" not in errors and "heartbeat_ttl" not in errors and heartbeat_ttl <= block_timeout:
             errors["heartbeat_ttl"] = (f"heartbeat_ttl must be longer than block_timeout, got "
                                        f"heartbeat_ttl={heartbeat_ttl!r} block_timeout={block_timeout!r}")
-        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1:
-            errors["max_deliveries"] = f"max_deliveries must be a whole number >= 1, got {max_deliveries!r}"
+        max_deliveries = checked("max_deliveries", max_deliveries, count(maximum=MAX_COUNT, text=False), errors, 1)
         if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id):
             errors["consumer_id"] = f"consumer_id must be a non-empty string, got {consumer_id!r}"
         if errors:
@@ -142,14 +115,18 @@ class RedisListConsumer(Source):
         self.block_timeout = block_timeout
         self.max_deliveries = max_deliveries
         self.heartbeat_ttl = heartbeat_ttl
-        self.consumer_id = consumer_id or _default_consumer_id()
+        self.consumer_id = consumer_id or owner_id()
         self._owns_client = client is None
         if client is None:
-            url = url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-            self._url = _display_url(url)  # never the URL itself: it may carry a password
+            try:
+                where = parse_connection_url(url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, (REDIS,),
+                                             paths=False)
+            except ValueError as exc:
+                raise ConfigError(f"invalid Redis URL: {exc}", {"url": str(exc)}) from None
+            self._url = where.shown  # never the URL itself: it may carry a password
             try:
                 client = redis.Redis.from_url(
-                    url,
+                    where.dsn,
                     socket_timeout=block_timeout + SOCKET_TIMEOUT_MARGIN,
                     socket_connect_timeout=CONNECT_TIMEOUT,
                     # A few quick retries: consume() has its own interruptible reconnect loop,
@@ -157,7 +134,7 @@ class RedisListConsumer(Source):
                     retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                 )
             except ValueError as exc:
-                reason = _without_password(str(exc), url)
+                reason = where.redactor().text(str(exc))
                 raise ConfigError(f"invalid Redis URL {self._url!r}: {reason}") from None
         else:
             self._url = "<client>"

@@ -10,7 +10,9 @@ from ..config.settings import HTTPClientConfig
 from ..exceptions import ConfigError, WorkerError
 from ..http.client import HTTPClient
 from ..observability.logging import StructuredLogger, get_logger
+from ..observability.process_hooks import install
 from ..observability.metrics import Metrics
+from ..observability.redaction import Redactor
 from ..scheduling.jobs import Job, PeriodicJob
 from ..scheduling.runner import Runner
 from ..signals import StopSignal
@@ -36,11 +38,15 @@ class HTTPWorker:
     client_threads = 1
 
     def __init__(self, http_config: Optional[HTTPClientConfig] = None, *, name: Optional[str] = None,
-                 client_config: Optional[HTTPClientConfig] = None) -> None:
+                 client_config: Optional[HTTPClientConfig] = None, redactor: Optional[Redactor] = None) -> None:
+        install()  # the process-wide hooks (idempotent): here, never at import
         module = type(self).__module__
         # Users' subclasses log under syncworkers.<their module>, so configure_logging reaches them.
         logger_name = module if module.startswith("syncworkers.") else f"syncworkers.{module}"
-        self.logger: StructuredLogger = get_logger(logger_name)
+        #: The secrets this worker knows (its client's credentials, headers, signing secrets): what
+        #: its logger, its client and urllib3's log lines mask.
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.logger: StructuredLogger = get_logger(logger_name, redactor=self.redactor)
         self._stats: Metrics = Metrics()
         self.name = name or type(self).__name__
         self.metrics: Any = self._stats
@@ -48,7 +54,8 @@ class HTTPWorker:
         # worker's own for direct use. Waits are on it; it is set, never swapped, while a run lasts.
         self._stop_event = StopSignal()
         self.http_config = client_config or HTTPClientConfig.resolve(http_config)
-        self.client: HTTPClient = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger)
+        self.client: HTTPClient = HTTPClient(self.http_config, threads=self.client_threads, logger=self.logger,
+                                             redactor=self.redactor)
         self._runner: Optional[Runner] = None
         self._own_runner: Optional[Runner] = None  # from start(), or run_sync() while it blocks
         self._lock = threading.RLock()

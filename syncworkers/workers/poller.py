@@ -14,25 +14,27 @@ import logging
 import threading
 import time
 from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, TypeVar, overload
-from urllib.parse import urlsplit
+
 
 from ..observability import events
 from ..config.settings import HTTPClientConfig, PollerConfig
 from ..config.base import with_other_errors
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..polling.cursor import IncrementalCursor
-from ..observability.redaction import is_secret_key, register_secret
+from ..observability.redaction import safe_url
 from ..exceptions import (
     CircuitOpenError,
     ConfigError,
     RequestError,
     TransportError,
-    safe_url,
 )
 from ..message import Message
 from ..polling.pagination import DEFAULT_MAX_PAGES, Paginator
 from ..polling.ratelimit import RateLimits, shared_rate_limits
 from ..polling.state import StateStore, open_state_store, resolve_state_url
 from ..polling.health import PollHealth
+from ..http.headers import header_problem
 from ..polling.pages import CONDITIONAL_METHODS, PageWalker, PollOutcome
 from ..scheduling.jobs import Job, PeriodicJob
 from ..signals import StopSignal
@@ -141,6 +143,10 @@ class PollerWorker(HTTPWorker):
         if headers is not None and not isinstance(headers, Mapping):
             raise ConfigError(f"headers must be a mapping, got {type(headers).__name__}",
                               {"headers": "must be a mapping"})
+        for header, header_value in (headers or {}).items():
+            problem = header_problem(header, header_value)
+            if problem is not None:
+                raise ConfigError(f"headers: {problem}", {"headers": problem})
         if data_extractor is not None and not callable(data_extractor):
             raise ConfigError(f"data_extractor must be callable, got {data_extractor!r}",
                               {"data_extractor": "must be callable"})
@@ -150,12 +156,11 @@ class PollerWorker(HTTPWorker):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
         _check_paging(paginator, max_pages, cursor, rate_limits)
         state = open_state_store(resolve_state_url(state_url))
+        redactor = client_config.redactor()  # it knows secret_headers: which of these headers are secret
+        redactor.add_headers(headers)  # e.g. the reference's Authorization: Bearer ...
         super().__init__(name=name or default_name(type(self).__name__, config.method, absolute_url),
-                         client_config=client_config)
+                         client_config=client_config, redactor=redactor)
         self.poller_config = config
-        for header, header_value in (headers or {}).items():  # e.g. the reference's Authorization: Bearer ...
-            if is_secret_key(header):
-                register_secret(header_value)
         self.last_outcome: Optional[PollOutcome] = None
         # Re-entrant: a process_message that calls poll() runs it nested instead of deadlocking.
         self._poll_lock = threading.RLock()
@@ -276,15 +281,13 @@ class PollerWorker(HTTPWorker):
 def default_name(class_name: str, method: str, url: str) -> str:
     """A poller's name from its class, method and URL: the same in every process, no secrets.
 
-    Shows the scheme, host and path only; a hash of the full URL (query and
-    credentials included) tells apart pollers that differ only there.
+    Shows the URL as :func:`~syncworkers.observability.redaction.safe_url` prints it, without
+    its query string; a hash of the full URL (query and credentials included) tells apart
+    pollers that differ only there.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
-    return f"{class_name} {method} {parts.scheme}://{host}{parts.path} ({digest})"
+    shown = (safe_url(url) or "").split("?", 1)[0]
+    return f"{class_name} {method} {shown} ({digest})"
 
 
 def _client_config(poller_config: Optional[PollerConfig], effective: PollerConfig,
@@ -314,9 +317,7 @@ def _check_paging(paginator: Any, max_pages: Any, cursor: Any, rate_limits: Any)
     if paginator is not None and not isinstance(paginator, Paginator):
         raise ConfigError(f"paginator must have first_params() and next_request(page), got {paginator!r}",
                           {"paginator": "must implement the Paginator protocol"})
-    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
-        raise ConfigError(f"max_pages must be an integer >= 1, got {max_pages!r}",
-                          {"max_pages": "must be an integer >= 1"})
+    checked("max_pages", max_pages, count(maximum=MAX_COUNT, text=False))
     if cursor is not None and not isinstance(cursor, IncrementalCursor):
         raise ConfigError(f"cursor must be an IncrementalCursor, got {type(cursor).__name__}",
                           {"cursor": "must be an IncrementalCursor"})

@@ -1,29 +1,36 @@
-"""The relay half of a webhook sender: consume a message source, one delivery per message.
+"""The relay of a webhook sender: consume a message source, hand each message on, settle it.
 
-:class:`RelayMixin` gives :class:`~syncworkers.workers.webhook.WebhookSenderWorker` its
-``process()`` main loop (consume ``self.source``, ack or nack each message) and the
-source-draining part of ``run_once()``.
+:class:`Relay` is what ``WebhookSenderWorker.process()`` does by default (each
+message to the worker's ``process_message``, then ack, or nack if it raised), the
+loop job that runs ``process()``, and the source-draining half of ``run_once()``.
+
+A ``run_once()`` cycle runs ``process()`` on a thread of its own until the source
+goes quiet. It sees each message through :func:`counted`, which wraps every
+``process_message`` of a webhook sender (its own, and a subclass's when the class
+is defined): a call made on a cycle's thread is counted by that cycle (busy, when
+it ended, what it returned, whether it raised), whoever made it — the default
+loop, or a ``process()`` of the subclass's own, as in the reference's relays.
+Calls on any other thread are left alone.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from ..exceptions import DeliveryError
 from ..message import Message
+from ..observability.metrics import Metrics
 from ..signals import StopSignal
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config.settings import WebhookConfig
-    from ..observability.logging import StructuredLogger
-    from ..delivery.request import DeliveryResult
-    from ..observability.metrics import Metrics
 
 #: run_once(): seconds without a new message after which the source counts as drained.
 ONCE_IDLE_SECONDS = 1.0
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -35,44 +42,114 @@ class CycleResult:
     error: Optional[str] = None  #: why the cycle is not ok
 
 
-class RelayMixin:
-    """``process()``, ``process_message()`` and draining the source for ``run_once()``."""
+class _Cycle:
+    """What one drain saw: messages in hand, when the last one ended, their results, the first failure."""
 
-    #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
-    source: Any = None
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._busy = 0
+        self._last = clock()
+        self._ended = False  # process() returned
+        self.results: List[Any] = []
+        self.failed: Optional[str] = None
 
-    if TYPE_CHECKING:  # provided by the worker
-        name: str
-        logger: StructuredLogger
-        _stats: Metrics
-        webhook_config: WebhookConfig
+    def handle(self, call: Callable[[], Any]) -> Any:
+        with self._changed:
+            self._busy += 1
+        try:
+            result = call()
+        except Exception:
+            self.fail("process_message raised")
+            raise
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._last = self._clock()
+                self._changed.notify_all()
+        with self._changed:
+            self.results.append(result)
+        return result
 
-        @property
-        def stop_event(self) -> StopSignal: ...
+    def fail(self, reason: str) -> None:
+        with self._changed:
+            self.failed = self.failed or reason
 
-        def deliver(self, endpoint: str, data: Any, headers: Any = None, *,
-                    delivery_id: Optional[str] = None, cancel: Optional[threading.Event] = None) -> DeliveryResult: ...
+    def end(self) -> None:
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
-    def _relays(self) -> bool:
-        """Whether there is a main loop to run: a source, or a process() of the subclass's own."""
-        return self.source is not None or type(self).process is not RelayMixin.process
+    def wait_quiet(self, idle: float) -> None:
+        """Return when process() ended, or no message has been in hand for *idle* seconds."""
+        with self._changed:
+            while not self._ended:
+                left = self._last + idle - self._clock() if not self._busy else None
+                if left is not None and left <= 0:
+                    return
+                self._changed.wait(left)
 
-    def process(self) -> None:
-        """The worker's main loop: consume ``self.source`` until stopped.
 
-        Each message goes to :meth:`process_message`, then is ack'ed; if
-        process_message raises, it is logged with its traceback and nack'ed
-        (requeued) and the loop goes on. Override to run your own loop; if it
-        returns before stop(), the worker idles until stopped.
-        """
-        source = self.source
-        if source is None:
-            return
+_cycles = threading.local()  # .current: the _Cycle draining on this thread, if any
+
+
+def counted(handler: Handler) -> Handler:
+    """Wrap a ``process_message`` so that the run_once() cycle of the calling thread sees its calls.
+
+    A nested call (a subclass's ``super().process_message(message)``) is part of the outer one.
+    """
+    if getattr(handler, "__counted__", False):
+        return handler
+
+    @functools.wraps(handler)
+    def process_message(*args: Any, **kwargs: Any) -> Any:
+        cycle: Optional[_Cycle] = getattr(_cycles, "current", None)
+        if cycle is None:
+            return handler(*args, **kwargs)
+        _cycles.current = None
+        try:
+            return cycle.handle(lambda: handler(*args, **kwargs))
+        finally:
+            _cycles.current = cycle
+
+    setattr(process_message, "__counted__", True)
+    return process_message  # type: ignore[return-value]
+
+
+def counted_method(method: Any) -> Any:
+    """*method* as a class holds it (a function, a staticmethod or a classmethod), its calls counted;
+    *method* itself when they are already, or when it is something else."""
+    if isinstance(method, (staticmethod, classmethod)):
+        func = counted(method.__func__)
+        return method if func is method.__func__ else type(method)(func)
+    return counted(method) if inspect.isfunction(method) else method
+
+
+class Relay:
+    """Consumes a source: each message to *handle*, then ack, or nack (requeue) if it raised.
+
+    *run* gives the current run's stop signal: a DeliveryError raised while it is
+    set is a message handed back by stop(), logged as such, not as an error.
+    """
+
+    def __init__(self, handle: Callable[[Message], Any], run: Callable[[], StopSignal], *, logger: Any,
+                 stats: Metrics, join_timeout: float, idle_seconds: float = ONCE_IDLE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.idle_seconds = idle_seconds  #: run_once(): quiet this long, the source counts as drained
+        self.join_timeout = join_timeout  #: run_once(): how long process() may take to return once drained
+        self.clock = clock  #: monotonic seconds, for the quiet period
+        self._handle = handle
+        self._run = run
+        self._stats = stats
+
+    def consume(self, source: Any) -> None:
+        """Each message of *source* to *handle* until the source ends (it is closed, or its stop event set)."""
         for message in source.consume():
             try:
-                self.process_message(message)
+                self._handle(message)
             except Exception as exc:
-                if isinstance(exc, DeliveryError) and self.stop_event.is_set():
+                if isinstance(exc, DeliveryError) and self._run().is_set():
                     # process_message's documented way to hand a message back on stop: not an error.
                     self.logger.info("delivery interrupted by stop; message requeued", message_id=message.id,
                                      error=str(exc))
@@ -96,85 +173,46 @@ class RelayMixin:
             self.logger.warning("could not settle message with its source; it may be delivered again",
                                 message_id=message.id, error=f"{type(exc).__name__}: {exc}")
 
-    def process_message(self, message: Message) -> Optional[bool]:
-        """Handle one message of ``self.source`` (override to route messages your way).
+    def loop(self, source: Any, process: Callable[[], None], stop: threading.Event) -> None:
+        """The worker's loop job: *process* with *source* bound to *stop*, then idle until *stop*."""
+        if source is not None:
+            source.bind(stop)  # so that consume() ends when the worker stops
+        process()
+        # process() may return at once (the reference's `pass`): idle, rather than end or spin.
+        stop.wait()
 
-        By default the message is sent to ``message.headers["endpoint"]`` (its
-        body, its id as webhook id) and the result returned; a message without
-        that header is logged and skipped (None). A delivery interrupted by
-        stop() raises DeliveryError, so that the message is requeued, not lost.
-        """
-        endpoint = message.headers.get("endpoint")
-        if not endpoint:
-            self.logger.warning("message has no 'endpoint' header; skipped", message_id=message.id)
-            return None
-        result = self.deliver(endpoint, message.body, delivery_id=message.id)
-        if not result.ok and self.stop_event.is_set():
-            raise DeliveryError(f"delivery interrupted by stop: {result.error}", url=result.url,
-                                attempts=result.attempts)
-        return result.ok
-
-    def _drain_source(self) -> Tuple[List[Any], Optional[str]]:
-        """process() on a thread until the source goes quiet; (results, why the cycle failed or None)."""
+    def drain(self, source: Any, process: Callable[[], None], thread_name: str) -> Tuple[List[Any], Optional[str]]:
+        """*process* on a thread of its own until the source goes quiet: (results, why the cycle failed or None)."""
         done = StopSignal()  # ends the cycle: wakes a waiting consume() at once
-        results: List[Any] = []
-        state: Dict[str, Any] = {"busy": 0, "last": time.monotonic(), "failed": None}
-        lock = threading.Lock()
-        handle = self.process_message
-
-        def tracked(message: Message) -> Any:  # shadows the method while the cycle runs
-            with lock:
-                state["busy"] += 1
-            try:
-                result = handle(message)
-            except Exception:
-                state["failed"] = state["failed"] or "process_message raised"
-                raise
-            finally:
-                with lock:
-                    state["busy"] -= 1
-                    state["last"] = time.monotonic()
-            results.append(result)
-            return result
+        cycle = _Cycle(self.clock)
 
         def loop() -> None:
+            _cycles.current = cycle
             try:
-                self.process()
+                process()
             except Exception:
-                state["failed"] = state["failed"] or "process() raised"
+                cycle.fail("process() raised")
                 self.logger.exception("process() raised during run_once")
+            finally:
+                _cycles.current = None
+                cycle.end()
 
-        if self.source is not None:
-            self.source.bind(done)
-        self.process_message = tracked  # type: ignore[method-assign]
-        thread = threading.Thread(target=loop, name=f"syncworkers-once-{self.name}", daemon=True)
+        if source is not None:
+            source.bind(done)
+        thread = threading.Thread(target=loop, name=thread_name, daemon=True)
         try:
             thread.start()
-            while thread.is_alive():
-                with lock:
-                    quiet = state["busy"] == 0 and time.monotonic() - state["last"] >= ONCE_IDLE_SECONDS
-                if quiet:
-                    break
-                thread.join(0.05)
+            cycle.wait_quiet(self.idle_seconds)
         finally:
             done.set()
-            thread.join(self.webhook_config.timeout)
-            del self.process_message
-        if self.source is not None and not getattr(self.source, "available", True):
+            thread.join(self.join_timeout)
+        if source is not None and not getattr(source, "available", True):
             self.logger.warning("the source was unreachable during run_once")
-            state["failed"] = state["failed"] or "the source was unreachable"
+            cycle.fail("the source was unreachable")
         if thread.is_alive():  # a process() of its own that does not watch the source or stop event
             self.logger.warning("process() did not return after run_once; left running", thread=thread.name)
-            state["failed"] = state["failed"] or "process() did not return"
-        return results, state["failed"]
-
-    def _run_process(self, stop_event: threading.Event) -> None:
-        source = self.source
-        if source is not None:
-            source.bind(stop_event)  # so that consume() ends when the worker stops
-        self.process()
-        # process() may return at once (the reference's `pass`): idle, rather than end or spin.
-        stop_event.wait()
+            cycle.fail("process() did not return")
+        return list(cycle.results), cycle.failed
 
 
-__all__ = ["CycleResult", "ONCE_IDLE_SECONDS", "RelayMixin"]
+__all__ = ["CycleResult", "ONCE_IDLE_SECONDS", "Relay", "counted", "counted_method"]

@@ -6,57 +6,45 @@ same on every retry, so receivers can de-duplicate. Redirects are not followed.
 Failures never raise: :meth:`WebhookSenderWorker.deliver` returns a
 :class:`DeliveryResult` and logs why; only bad input (an unknown endpoint, an
 invalid URL, data JSON cannot hold) raises, before anything is sent.
-:meth:`WebhookSenderWorker.enqueue` stores a delivery in the outbox instead;
-:mod:`syncworkers.delivery.dispatch` delivers it.
+:meth:`WebhookSenderWorker.enqueue` stores a delivery in the outbox instead.
+
+The worker is the lifecycle and the wiring of four parts, each built with what it
+uses: :class:`~syncworkers.delivery.direct.DirectSender` (one delivery),
+:class:`~syncworkers.delivery.broadcast.Broadcaster` (many at once, on its pool),
+:class:`~syncworkers.delivery.producer.OutboxProducer` (the outbox, delivered on
+its pool) and :class:`~syncworkers.workers.relay.Relay` (``self.source``).
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from ..observability import events
-from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
 from ..config.base import with_other_errors
-from ..delivery.request import (
-    DeliveryResult,
-    check_delivery_id,
-    check_headers,
-    delivery_headers,
-    encode_body,
-)
-from ..delivery.dispatch import Dispatcher
-from ..exceptions import ConfigError, RequestError, safe_url
-from ..http.limits import HostLimiter
-from ..message import Message
-from ..outbox import OutboxStore
-from ..http.outcome import Kind, classify_error
-from ..scheduling.runner import LoopJob
-from ..signals import StopSignal
-from ..signing import Signer
-from .base import HTTPWorker, Job
+from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
 from ..delivery.broadcast import CANCELLED, Broadcaster
+from ..delivery.checks import InputChecks
+from ..delivery.direct import STOPPED, DirectSender
 from ..delivery.endpoints import EndpointResolver
-from .outbox_sending import BROADCAST_POOL, OUTBOX_POOL, OutboxMixin, _oldest_pending_seconds
-from .relay import CycleResult, RelayMixin
+from ..delivery.pool import BROADCAST_POOL, OUTBOX_POOL, DeliveryPool, stop_pools
+from ..delivery.producer import OutboxProducer
+from ..delivery.reporting import delivery_counts
+from ..delivery.request import DeliveryResult, encode_body
+from ..exceptions import ConfigError, DeliveryError, safe_url
+from ..message import Message
+from ..observability import events
+from ..observability.redaction import Redactor
+from ..outbox import OutboxStore
+from ..scheduling.runner import LoopJob
+from ..signals import Deadline
+from ..signing import Signer, split_secrets
+from .base import HTTPWorker, Job
+from .relay import CycleResult, Relay, counted, counted_method
 
 #: HTTPClientConfig fields that also set a webhook's delivery settings (below WebhookConfig's own).
 _SHARED_FIELDS = ("base_url", "max_retries", "retry_delay", "retry_backoff")
 _TIMEOUT_FIELDS = ("timeout", "connect_timeout", "read_timeout")
-#: The error of a send asked of a worker whose run was stopped.
-STOPPED = "worker stopped"
-#: Outcomes logged as warnings, not errors: nothing went wrong with the receiver's answer.
-_QUIET_KINDS = (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED)
-
-
-def _split_secrets(secret: Any) -> Any:
-    """A string may hold several secrets separated by spaces or commas (rotation from the env)."""
-    if isinstance(secret, str):
-        parts = secret.replace(",", " ").split()
-        return parts if len(parts) > 1 else secret
-    return secret
 
 
 def _explicit(config: Any) -> Dict[str, Any]:
@@ -65,7 +53,41 @@ def _explicit(config: Any) -> Dict[str, Any]:
     return config.explicit_items() if hasattr(config, "explicit_items") else dict(config)
 
 
-class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
+def _webhook_config(base_url: Optional[str], webhook_config: Optional[WebhookConfig],
+                    http_config: Optional[HTTPClientConfig], max_workers: Optional[int]) -> WebhookConfig:
+    """The sender's WebhookConfig: argument > webhook_config > http_config's shared fields > environment."""
+    for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
+                            ("http_config", http_config, HTTPClientConfig)):
+        if value is not None and not isinstance(value, cls):
+            raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
+                              {arg: f"must be a {cls.__name__}"})
+    from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
+    try:
+        return WebhookConfig.resolve(webhook_config, from_http, base_url=base_url, max_workers=max_workers)
+    except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
+        raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
+
+
+def _client_config(webhook: WebhookConfig, http_config: Optional[HTTPClientConfig]) -> HTTPClientConfig:
+    """The client's config: no redirects, the webhook's retries, timeout, per-host limit and SSRF guard."""
+    given = _explicit(http_config)
+    retry: RetryConfig = given["retry_config"] if given.get("retry_config") is not None else webhook.retry
+    fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry, "base_url": webhook.base_url,
+                              "max_in_flight_per_host": webhook.per_host_limit}
+    if webhook.block_private_networks:  # the SSRF guard: the client's transports enforce it
+        fields["block_private_networks"] = True
+    if webhook.allowed_networks:
+        fields["allowed_networks"] = webhook.allowed_networks
+    if not any(k in given for k in _TIMEOUT_FIELDS):
+        fields["timeout"] = webhook.timeout
+    return HTTPClientConfig.resolve(http_config, **fields)
+
+
+#: HTTPWorker's ``name`` property: its setter checks a name and rebinds the logger and metrics to it.
+_WORKER_NAME: property = HTTPWorker.__dict__["name"]
+
+
+class WebhookSenderWorker(HTTPWorker):
     """Sends JSON webhooks: one at a time, from a message, or broadcast to many endpoints.
 
     An endpoint is a path joined to ``base_url`` (starts with ``/``), an absolute
@@ -87,58 +109,86 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
     (the worker then does not close it).
     """
 
+    #: A message source for :meth:`process` (MemoryQueue, RedisListConsumer, ...); read at start.
+    source: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass's own process_message is seen by run_once() like the default one, whoever
+        # calls it (the default process(), or a process() of the subclass's own): see relay.counted.
+        handler = inspect.getattr_static(cls, "process_message")
+        wrapped = counted_method(handler)
+        if wrapped is not handler:  # a method of this class's own (inherited ones are counted already)
+            setattr(cls, "process_message", wrapped)
 
     def __init__(self, base_url: Optional[str] = None, webhook_config: Optional[WebhookConfig] = None,
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
                  outbox: Optional[OutboxStore] = None) -> None:
-        for arg, value, cls in (("webhook_config", webhook_config, WebhookConfig),
-                                ("http_config", http_config, HTTPClientConfig)):
-            if value is not None and not isinstance(value, cls):
-                raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
-                                  {arg: f"must be a {cls.__name__}"})
-        from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
-        try:
-            webhook = WebhookConfig.resolve(webhook_config, from_http, base_url=base_url,
-                                            max_workers=max_workers)
-        except ConfigError as exc:  # name the bad HTTP_* variables too, all at once
-            raise with_other_errors(exc, lambda: HTTPClientConfig.resolve(http_config)) from None
-        http_retry = _explicit(http_config).get("retry_config")
-        retry: RetryConfig = http_retry if http_retry is not None else webhook.retry
-        client_fields: Dict[str, Any] = {"follow_redirects": False, "retry_config": retry,
-                                         "base_url": webhook.base_url}
-        client_fields["max_in_flight_per_host"] = webhook.per_host_limit
-        if webhook.block_private_networks:  # the SSRF guard: the client's transports enforce it
-            client_fields["block_private_networks"] = True
-        if webhook.allowed_networks:
-            client_fields["allowed_networks"] = webhook.allowed_networks
-        if not any(k in _explicit(http_config) for k in _TIMEOUT_FIELDS):
-            client_fields["timeout"] = webhook.timeout
-        client_config = HTTPClientConfig.resolve(http_config, **client_fields)
+        webhook = _webhook_config(base_url, webhook_config, http_config, max_workers)
+        client_config = _client_config(webhook, http_config)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret
-        self.signer: Optional[Signer] = Signer(_split_secrets(secret)) if secret is not None else None
+        self.signer: Optional[Signer] = Signer(secret) if secret is not None else None
         self.webhook_config = webhook
         self.base_url: Optional[str] = webhook.base_url
         # Every broadcast thread, every outbox thread and the process() loop may share one partner host.
         self.client_threads = 2 * webhook.max_workers + 1
-        super().__init__(name=name, client_config=client_config)
+        super().__init__(name=name, client_config=client_config,
+                         redactor=Redactor(split_secrets(secret) if secret is not None else ()))
         self.client.on_attempt = events.attempt  # each request is a delivery attempt
+        self._build_parts(outbox)
+
+    def _build_parts(self, outbox: Optional[OutboxStore]) -> None:
+        webhook, logger, stats = self.webhook_config, self.logger, self._stats
+        checks = InputChecks(EndpointResolver(webhook.base_url, webhook.endpoints), webhook.max_payload_bytes)
         # Broadcasts and outbox deliveries each have a pool of max_workers threads, so that a
         # busy outbox (a slow partner) never queues a broadcast behind its requests.
-        self._pools: Dict[str, ThreadPoolExecutor] = {}
-        self._pool_lock = threading.Lock()
-        self._futures: Dict[Future[Any], str] = {}  # in flight -> the pool it runs on
-        self._outbox: Optional[OutboxStore] = outbox
-        self._own_outbox = outbox is None
-        self._dispatcher: Optional[Dispatcher] = None
-        self._outbox_lock = threading.Lock()
-        # The outbox pool's own per-host limit (direct sends and broadcasts have the client's):
-        # a busy outbox never holds up a broadcast, and a slow partner never takes either pool.
-        self._outbox_limiter = HostLimiter(webhook.per_host_limit)
-        self._outbox_runner: Any = None  # the Runner given the outbox loop after it started
-        self._endpoints = EndpointResolver(webhook.base_url, webhook.endpoints)
-        self._broadcaster = Broadcaster(self._submit, self.logger, self._stats)
-        self._pending_reported: Optional[int] = None  # what the last stop() said was left pending
+        self._pools = (DeliveryPool(BROADCAST_POOL, webhook.max_workers, self.name, logger),
+                       DeliveryPool(OUTBOX_POOL, webhook.max_workers, self.name, logger))
+        self._direct = DirectSender(self.client, self.signer, checks, lambda: self.stop_event,
+                                    logger=logger, stats=stats)
+        self._broadcaster = Broadcaster(self._direct, self._pools[0], lambda: self.stop_event,
+                                        logger=logger, stats=stats)
+        self._producer = OutboxProducer(self.client, self.signer, checks, self._pools[1], self._direct_run,
+                                        webhook, outbox=outbox, logger=logger, stats=stats)
+        self._relay = Relay(lambda message: self.process_message(message), lambda: self.stop_event,
+                            logger=logger, stats=stats, join_timeout=webhook.timeout)
+
+    @property
+    def name(self) -> str:
+        """The worker's identity: in logs and metrics, its jobs' and threads' names."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        _WORKER_NAME.__set__(self, value)
+        if "_relay" in vars(self):  # renamed after construction: the parts log and name threads as it
+            for part in (self._direct, self._broadcaster, self._producer, self._relay, *self._pools):
+                part.logger = self.logger
+            for pool in self._pools:
+                pool.owner = value
+
+    # -- the parts ------------------------------------------------------------------
+
+    @property
+    def direct_sender(self) -> DirectSender:
+        """Sends one webhook now (:meth:`deliver`)."""
+        return self._direct
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """Sends one webhook to many endpoints at once, on the broadcast pool (:meth:`broadcast`)."""
+        return self._broadcaster
+
+    @property
+    def outbox_producer(self) -> OutboxProducer:
+        """Stores webhooks in the outbox and delivers them on the outbox pool (:meth:`enqueue`, :meth:`flush`)."""
+        return self._producer
+
+    @property
+    def relay(self) -> Relay:
+        """Consumes :attr:`source` for :meth:`process` and :meth:`run_once`."""
+        return self._relay
 
     # -- sending ------------------------------------------------------------------
 
@@ -152,20 +202,7 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         short (as the worker's stop does). Raises ConfigError for an unknown
         endpoint or invalid URL and TypeError/ValueError for bad data or headers.
         """
-        url = self._endpoints.url_for(endpoint)
-        body = encode_body(data, self.webhook_config.max_payload_bytes)
-        extra = check_headers(headers)
-        delivery_id = check_delivery_id(delivery_id)
-        run = self.stop_event
-        if run.is_set():
-            return self._record(DeliveryResult.failed(endpoint, url, STOPPED, delivery_id), "warning")
-        if cancel is None:
-            signal: threading.Event = run
-        elif isinstance(cancel, StopSignal):
-            signal = StopSignal.any(run, cancel)
-        else:  # a plain Event can wake no one: its own waits watch it alone
-            signal = cancel
-        return self._deliver(endpoint, url, body, extra, delivery_id, signal)
+        return self._direct.deliver(endpoint, data, headers, delivery_id=delivery_id, cancel=cancel)
 
     def send_webhook(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None) -> bool:
         """POST *data* as JSON to *endpoint*: True on a 2xx answer (after retries), else False (logged)."""
@@ -200,29 +237,94 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         once: every endpoint is in the result, not ok unless it was already
         delivered (a request on the wire may still complete in the background).
         """
-        if isinstance(endpoints, (str, bytes)):
-            raise TypeError("endpoints must be a list of endpoints, not a single string")
-        targets = {endpoint: self._endpoints.url_for(endpoint) for endpoint in dict.fromkeys(endpoints)}
-        body = encode_body(data, self.webhook_config.max_payload_bytes)
-        extra = check_headers(headers)
-        run = self.stop_event
-        if run.is_set():
-            return {e: self._record(DeliveryResult.failed(e, url, STOPPED), "warning") for e, url in targets.items()}
+        return self._broadcaster.broadcast(endpoints, data, headers, fail_fast)
 
-        def deliver(endpoint: str, url: str, cancel: StopSignal) -> DeliveryResult:
-            return self._deliver(endpoint, url, body, extra, check_delivery_id(None), cancel)
+    # -- the outbox -----------------------------------------------------------------
 
-        return self._broadcaster.run(targets, deliver, run, fail_fast)
+    @property
+    def outbox(self) -> OutboxStore:
+        """The queue of :meth:`enqueue`, opened on first use.
 
+        ``WebhookConfig.outbox_url`` (WEBHOOK_OUTBOX_URL: PostgreSQL or SQLite) or the
+        SQLite file ``outbox_path`` (WEBHOOK_OUTBOX_PATH) when set; otherwise an
+        in-memory outbox, which is NOT durable: what is pending dies with the process.
+        ``outbox.counts()`` gives pending, delivered and dead.
+        """
+        return self._producer.outbox
 
+    def enqueue(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
+                delivery_id: Optional[str] = None, connection: Any = None) -> str:
+        """Store a webhook in the outbox and return its id (its ``webhook-id``) before anything is sent.
 
+        The running worker delivers it at once, else :meth:`flush` does: attempt 1
+        at once, then one after each delay of ``retry_schedule``; a delivery ends
+        delivered or dead, with its last error kept (``syncworkers outbox``).
+        Delivery is at-least-once: a crash may repeat an attempt, with the same id.
+        An id already in the outbox is not stored twice. Raises ConfigError for an
+        unknown endpoint or invalid URL and TypeError/ValueError for bad data or
+        headers, before anything is stored, and OutboxError when the outbox cannot
+        store it (disk full, file corrupted, database down): then nothing was stored.
+        For an endpoint that is disabled, the delivery is stored held.
 
+        With ``connection`` (your open DB-API connection to the outbox's database:
+        psycopg for a PostgreSQL outbox, sqlite3 for an outbox file), the delivery is
+        written inside your transaction and this commits nothing: rolled back, it is
+        never sent; committed, it is delivered (the transactional outbox).
+        """
+        delivery_id = self._producer.enqueue(endpoint, data, headers, delivery_id=delivery_id,
+                                             connection=connection)
+        runner = self._runner
+        if runner is not None and self.running:  # in use since start(): the running Runner delivers it
+            self._producer.loop_in(runner, f"{self.name}-outbox")
+        return delivery_id
 
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Block until the outbox has nothing pending (scheduled retries included): True, or False at *timeout*.
 
+        While the worker runs, its loop delivers and this waits. Otherwise (a
+        script: ``enqueue(...)`` then ``flush(30)``) this thread drives the
+        deliveries on the worker's pool. Pending counts the whole outbox file,
+        whichever process added it. False too, at once, when the outbox cannot be
+        used (disk full, file corrupted, database down: the cause is logged) or when
+        what remains is held for disabled endpoints.
+        """
+        return self._producer.flush(timeout)
 
+    # -- the main loop and its source ---------------------------------------------
 
+    def process(self) -> None:
+        """The worker's main loop: consume ``self.source`` until stopped.
 
+        Each message goes to :meth:`process_message`, then is ack'ed; if
+        process_message raises, it is logged with its traceback and nack'ed
+        (requeued) and the loop goes on. Override to run your own loop; if it
+        returns before stop(), the worker idles until stopped.
+        """
+        if self.source is not None:
+            self._relay.consume(self.source)
 
+    @counted
+    def process_message(self, message: Message) -> Optional[bool]:
+        """Handle one message of ``self.source`` (override to route messages your way).
+
+        By default the message is sent to ``message.headers["endpoint"]`` (its
+        body, its id as webhook id) and the result returned; a message without
+        that header is logged and skipped (None). A delivery interrupted by
+        stop() raises DeliveryError, so that the message is requeued, not lost.
+        """
+        endpoint = message.headers.get("endpoint")
+        if not endpoint:
+            self.logger.warning("message has no 'endpoint' header; skipped", message_id=message.id)
+            return None
+        result = self.deliver(endpoint, message.body, delivery_id=message.id)
+        if not result.ok and self.stop_event.is_set():
+            raise DeliveryError(f"delivery interrupted by stop: {result.error}", url=result.url,
+                                attempts=result.attempts)
+        return result.ok
+
+    def _relays(self) -> bool:
+        """Whether there is a main loop to run: a source, or a process() of the subclass's own."""
+        return self.source is not None or type(self).process is not WebhookSenderWorker.process
 
     def run_once(self) -> CycleResult:
         """One cron-style cycle (``syncworkers run --once``).
@@ -237,14 +339,11 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         self._direct_run()
         results: List[Any] = []
         error: Optional[str] = None
-        if self._relays():
-            results, error = self._drain_source()
-        if self.webhook_config.outbox_location is not None or self._outbox is not None:
-            error = error or self._flush_once()
+        if self._relays():  # process() on a thread of its own, until the source goes quiet
+            results, error = self._relay.drain(self.source, self.process, f"syncworkers-once-{self.name}")
+        if self._producer.in_use:
+            error = error or self._producer.flush_once(self.webhook_config.timeout)
         return CycleResult(ok=error is None, results=results, error=error)
-
-
-
 
     def jobs(self) -> List[Job]:
         """A loop job running :meth:`process` when there is a source or process() is overridden,
@@ -253,12 +352,12 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         a bad path fails start() rather than the loop."""
         jobs: List[Job] = []
         if self._relays():
-            jobs.append(LoopJob(f"{self.name}-process", self._run_process))
-        if self.webhook_config.outbox_location is not None or self._outbox is not None:
-            self._outbox_dispatcher()
-            jobs.append(LoopJob(f"{self.name}-outbox", self._run_outbox))
+            jobs.append(LoopJob(f"{self.name}-process",
+                                lambda stop: self._relay.loop(self.source, self.process, stop)))
+        if self._producer.in_use:
+            self._producer.open()  # now, so that a bad location fails start()
+            jobs.append(LoopJob(f"{self.name}-outbox", self._producer.run))
         return jobs
-
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -268,49 +367,16 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         Outbox deliveries still on the wire at the timeout are handed back to the
         outbox (pending), for the next run or another process: nothing is lost.
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = Deadline(timeout)
         # The run's stop signal reaches broadcasts and retry waits at once; the source is closed too.
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
-        with self._pool_lock:
-            pools, self._pools = list(self._pools.values()), {}
-            futures = list(self._futures)
-        pending: Set[Future[Any]] = set()
-        for pool in pools:
-            pool.shutdown(wait=False)
-        if pools:
-            _, pending = wait(futures, None if deadline is None else max(0.0, deadline - time.monotonic()))
-        else:  # an earlier stop() took the pools and waited; some deliveries may still be running
-            pending = {future for future in futures if not future.done()}
+        pending = stop_pools(self._pools, deadline)
         if pending:
             self.logger.warning("stop() timed out with deliveries in flight", in_flight=len(pending))
-        else:
-            for pool in pools:
-                pool.shutdown(wait=True)  # only joins idle threads now
-        if self._dispatcher is not None:
-            released = self._dispatcher.abandon()
-            if released:
-                self.logger.warning("outbox deliveries in flight at stop() handed back", released=released)
-            self._report_pending("stopped")
+        self._producer.hand_back()
         return ended and not pending
-
-    def _report_pending(self, when: str) -> None:
-        """Log how many deliveries the outbox still holds: WARNING when it is in memory (lost at exit)."""
-        outbox = self._outbox
-        try:
-            left = 0 if outbox is None else outbox.counts()["pending"]
-        except Exception:  # closed or unreachable: nothing to report
-            return
-        if not left or left == self._pending_reported:  # a second stop() (close() after stop()) says it once
-            return
-        self._pending_reported = left
-        if outbox is not None and outbox.durable:
-            self.logger.info(f"{when} with deliveries left pending in the outbox", pending=left)
-        else:
-            self.logger.warning(f"{when} with deliveries pending in an in-memory outbox: they are lost when "
-                                "the process exits (set WEBHOOK_OUTBOX_URL or WEBHOOK_OUTBOX_PATH for a durable "
-                                "outbox)", pending=left)
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.
@@ -320,18 +386,13 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         """
         shared = self._runner is not None and self._runner.running and self._own_runner is None
         super().close()
-        if self._own_outbox and self._outbox is not None and not shared:
-            with self._outbox_lock:
-                outbox = self._outbox
-                if outbox.durable:  # a later start() or enqueue() opens the file again, losing nothing
-                    self._outbox = self._dispatcher = self._outbox_runner = None
-            outbox.close()
+        if not shared:
+            self._producer.close()
 
     def not_ready_reasons(self) -> List[str]:
         """HTTPWorker's reasons (an open circuit), and an outbox in use that cannot be read."""
         reasons = super().not_ready_reasons()
-        dispatcher = self._dispatcher
-        if dispatcher is not None and dispatcher.health()["counts"] is None:
+        if self._producer.unreachable:
             reasons.append("outbox unreachable")
         return reasons
 
@@ -339,33 +400,11 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         """HTTPWorker.health() plus ``deliveries`` (direct sends and the outbox's together),
         the broadcast pool and, once in use, the outbox (``oldest_pending_seconds`` included)."""
         data = super().health()
-        stats = self._stats
-        counts = {name: stats.get(name) for name in (
-            "delivered", "failed", "attempts", "retried", "circuit_open", "interrupted",
-            "broadcasts", "broadcasts_cancelled", "outbox_delivered", "outbox_dead", "outbox_attempts",
-            "outbox_retried", "outbox_postponed", "outbox_circuit_open")}
-        # One count per fact, whichever way the webhook went: direct, broadcast or outbox.
-        data["deliveries"] = {
-            "delivered": counts["delivered"] + counts["outbox_delivered"],
-            "failed": counts["failed"],
-            "dead": counts["outbox_dead"],
-            "attempts": counts["attempts"] + counts["outbox_attempts"],
-            "retried": counts["retried"] + counts["outbox_retried"],
-            "postponed": counts["outbox_postponed"],
-            "circuit_open": counts["circuit_open"] + counts["outbox_circuit_open"],
-            "interrupted": counts["interrupted"],
-            "broadcasts": counts["broadcasts"],
-            "broadcasts_cancelled": counts["broadcasts_cancelled"],
-        }
-        with self._pool_lock:
-            data["broadcast_pool"] = {"max_workers": self.webhook_config.max_workers,
-                                      "started": BROADCAST_POOL in self._pools,
-                                      "in_flight": sum(1 for kind in self._futures.values()
-                                                       if kind == BROADCAST_POOL)}
-        dispatcher = self._dispatcher
-        if dispatcher is not None:
-            data["outbox"] = outbox = dispatcher.health()
-            outbox["oldest_pending_seconds"] = _oldest_pending_seconds(dispatcher.outbox)
+        data["deliveries"] = delivery_counts(self._stats)
+        data["broadcast_pool"] = self._broadcaster.pool.health()
+        outbox = self._producer.health()
+        if outbox is not None:
+            data["outbox"] = outbox
         return data
 
     def __repr__(self) -> str:
@@ -373,65 +412,6 @@ class WebhookSenderWorker(RelayMixin, OutboxMixin, HTTPWorker):
         return (f"<{type(self).__name__} {self.name!r} base_url={safe_url(self.base_url)!r} "
                 f"endpoints={sorted(self.webhook_config.endpoints)} signing={signing} "
                 f"running={self.running}>")
-
-    # -- internals ----------------------------------------------------------------
-
-    def _deliver(self, endpoint: str, url: str, body: bytes, extra: Dict[str, str], delivery_id: str,
-                 cancel: threading.Event) -> DeliveryResult:
-        # Built once: every attempt carries the same id, timestamp and signature.
-        headers = delivery_headers(delivery_id, body, self.signer, extra)
-        started = time.monotonic()
-        try:
-            response = self.client.request("POST", url, data=body, headers=headers, cancel=cancel,
-                                           allow_redirects=False)
-        except RequestError as exc:
-            outcome, attempts = classify_error(exc), exc.attempts
-        else:
-            outcome, attempts = getattr(response, "outcome"), getattr(response, "attempts")
-        if outcome.kind is Kind.CIRCUIT_OPEN:
-            self._stats.incr("circuit_open")
-        elif outcome.kind is Kind.INTERRUPTED:
-            self._stats.incr("interrupted")
-        result = DeliveryResult.from_outcome(endpoint, url, outcome, attempts, time.monotonic() - started,
-                                             delivery_id)
-        return self._record(result, "warning" if outcome.kind in _QUIET_KINDS else "error")
-
-    def _record(self, result: DeliveryResult, level: str) -> DeliveryResult:
-        events.delivery(result.url, "delivered" if result.ok else "failed")
-        stats = self._stats
-        stats.incr("attempts", result.attempts)
-        stats.incr("retried", max(0, result.attempts - 1))
-        stats.observe("delivery_seconds", result.duration)
-        fields: Dict[str, Any] = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
-                                      attempts=result.attempts, delivery_id=result.delivery_id,
-                                      duration=round(result.duration, 3))
-        if result.ok:
-            stats.incr("delivered")
-            self.logger.info("webhook delivered", **fields)
-        else:
-            stats.incr("failed")
-            getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
-        return result
-
-    def _submit(self, func: Callable[..., Any], *args: Any, kind: str = BROADCAST_POOL) -> Future[Any]:
-        with self._pool_lock:
-            pool = self._pools.get(kind)
-            if pool is None:
-                pool = self._pools[kind] = ThreadPoolExecutor(
-                    self.webhook_config.max_workers, thread_name_prefix=f"syncworkers-{kind}-{self.name}")
-            future = pool.submit(func, *args)
-            self._futures[future] = kind
-        future.add_done_callback(self._forget)
-        return future
-
-    def _submit_outbox(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self._submit(func, *args, kind=OUTBOX_POOL)
-
-    def _forget(self, future: Future[Any]) -> None:
-        with self._pool_lock:
-            self._futures.pop(future, None)
-        if not future.cancelled() and future.exception() is not None:
-            self.logger.error("webhook delivery raised", exc_info=future.exception())
 
 
 __all__ = ["WebhookSenderWorker", "CycleResult", "DeliveryResult", "encode_body", "CANCELLED", "STOPPED"]

@@ -3,8 +3,11 @@
 ``INSTALLED_APPS += ["syncworkers.contrib.django"]`` and a ``SYNCWORKERS`` setting
 (WORKERS, MAX_WORKERS, OUTBOX, COORDINATION, BASE_URL, SIGNING_SECRET). When OUTBOX
 names a ``DATABASES`` alias the outbox tables live in that database (``manage.py
-migrate`` creates them) and :func:`enqueue` writes inside the current transaction.
-Workers run with ``python manage.py syncworkers run``; nothing starts in ``ready()``.
+migrate`` creates them, the admin shows them) and the app's side of the outbox runs
+on Django's connections (:mod:`.outbox`): :func:`enqueue` writes inside the current
+transaction, and a test reads back what it enqueued. Workers run with ``python
+manage.py syncworkers run``, or, with AUTOSTART, start with each serving process
+(:mod:`.apps`); never in another management command.
 """
 
 from __future__ import annotations
@@ -35,10 +38,30 @@ def app_workers() -> Any:
     with _lock:
         if _current is not None and _current[0] == settings:
             return _current[1]
-        old, _current = _current, (settings, AppWorkers(settings, name="django", around=connections_closed))
+        state = AppWorkers(settings, name="django", around=connections_closed, outbox=_outbox_maker())
+        old, _current = _current, (settings, state)
     if old is not None:
         old[1].stop(timeout=10)
     return _current[1]
+
+
+def _outbox_maker() -> Optional[Callable[[], Any]]:
+    """What makes the sender's store when OUTBOX names a database: one on Django's connections."""
+    from .conf import database_location, outbox_alias
+    from .outbox import DjangoOutbox
+
+    alias = outbox_alias()
+    if alias is None:
+        return None
+    return lambda: DjangoOutbox(alias, lambda: database_location(alias))
+
+
+def release_outbox() -> None:
+    """Close what this process's outbox opened to deliver, unless its workers run (after a command:
+    ``call_command("syncworkers", "run", "--once")`` in a test leaves no connection behind)."""
+    current = _current
+    if current is not None and not current[1].running:
+        current[1].stop()
 
 
 def sender() -> Any:
@@ -56,18 +79,7 @@ def enqueue(endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = Non
     (``manage.py syncworkers run``) delivers it. Otherwise it goes to the OUTBOX
     file or URL at once.
     """
-    from django.db import connections  # type: ignore[import-untyped]
-
-    from .conf import outbox_alias
-
-    alias = outbox_alias()
-    target = sender()
-    if alias is None:
-        return cast(str, target.enqueue(endpoint, data, headers, delivery_id=delivery_id))
-    connection = connections[alias]
-    connection.ensure_connection()
-    return cast(str, target.enqueue(endpoint, data, headers, delivery_id=delivery_id,
-                                    connection=connection.connection))
+    return cast(str, sender().enqueue(endpoint, data, headers, delivery_id=delivery_id))
 
 
 class connections_closed:
@@ -75,7 +87,7 @@ class connections_closed:
     Django does at the start and end of every request (``close_old_connections``)."""
 
     def __enter__(self) -> None:
-        from django.db import close_old_connections
+        from django.db import close_old_connections  # type: ignore[import-untyped]
 
         close_old_connections()
 
@@ -119,4 +131,4 @@ def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callabl
     return decorate
 
 
-__all__ = ["app_workers", "enqueue", "sender", "webhook_receiver"]
+__all__ = ["app_workers", "enqueue", "release_outbox", "sender", "webhook_receiver"]

@@ -1,0 +1,103 @@
+"""Direct sends: one webhook POSTed now, retried by the client, its result counted and logged.
+
+:class:`DirectSender` is what ``WebhookSenderWorker.deliver()`` and ``send_webhook()``
+do, and what a broadcast does once per endpoint. Failures never raise: a
+:class:`~syncworkers.delivery.request.DeliveryResult` says why, and a log line too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from ..exceptions import RequestError
+from ..http.client import HTTPClient
+from ..http.outcome import Kind, classify_error
+from ..observability import events
+from ..observability.metrics import Metrics
+from ..signals import StopSignal
+from ..signing import Signer
+from .checks import InputChecks, Webhook
+from .request import DeliveryResult, delivery_headers
+
+#: The error of a send asked of a worker whose run was stopped.
+STOPPED = "worker stopped"
+#: Outcomes logged as warnings, not errors: nothing went wrong with the receiver's answer.
+_QUIET_KINDS = (Kind.CIRCUIT_OPEN, Kind.INTERRUPTED)
+
+
+class DirectSender:
+    """Sends one webhook at a time through *client*, signed by *signer* (None: unsigned).
+
+    *run* gives the current run's stop signal: once it is set, nothing is sent
+    (the result says ``worker stopped``) and retry waits in progress end at once.
+    """
+
+    def __init__(self, client: HTTPClient, signer: Optional[Signer], checks: InputChecks,
+                 run: Callable[[], StopSignal], *, logger: Any, stats: Metrics) -> None:
+        self.client = client
+        self.signer = signer
+        self.checks = checks
+        self.logger = logger
+        self._run = run
+        self._stats = stats
+
+    def deliver(self, endpoint: str, data: Any, headers: Optional[Mapping[str, str]] = None, *,
+                delivery_id: Optional[str] = None, cancel: Optional[threading.Event] = None) -> DeliveryResult:
+        """POST *data* as JSON to *endpoint* (retries included); see ``WebhookSenderWorker.deliver``."""
+        webhook = self.checks.one(endpoint, data, headers, delivery_id)
+        run = self._run()
+        if run.is_set():
+            return self.refuse(webhook.endpoint, webhook.url, STOPPED, webhook.id)
+        if cancel is None:
+            signal: threading.Event = run
+        elif isinstance(cancel, StopSignal):
+            signal = StopSignal.any(run, cancel)
+        else:  # a plain Event can wake no one: its own waits watch it alone
+            signal = cancel
+        return self.send(webhook, signal)
+
+    def send(self, webhook: Webhook, cancel: threading.Event) -> DeliveryResult:
+        """POST a checked *webhook*; *cancel* cuts its retry waits short."""
+        # Built once: every attempt carries the same id, timestamp and signature.
+        headers = delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers)
+        started = time.monotonic()
+        try:
+            response = self.client.request("POST", webhook.url, data=webhook.body, headers=headers, cancel=cancel,
+                                           allow_redirects=False)
+        except RequestError as exc:
+            outcome, attempts = classify_error(exc), exc.attempts
+        else:
+            outcome, attempts = getattr(response, "outcome"), getattr(response, "attempts")
+        if outcome.kind is Kind.CIRCUIT_OPEN:
+            self._stats.incr("circuit_open")
+        elif outcome.kind is Kind.INTERRUPTED:
+            self._stats.incr("interrupted")
+        result = DeliveryResult.from_outcome(webhook.endpoint, webhook.url, outcome, attempts,
+                                             time.monotonic() - started, webhook.id)
+        return self._record(result, "warning" if outcome.kind in _QUIET_KINDS else "error")
+
+    def refuse(self, endpoint: str, url: str, error: str, delivery_id: Optional[str] = None) -> DeliveryResult:
+        """A delivery not sent at all (the worker stopped), counted and logged as one that failed."""
+        return self._record(DeliveryResult.failed(endpoint, url, error, delivery_id), "warning")
+
+    def _record(self, result: DeliveryResult, level: str) -> DeliveryResult:
+        events.delivery(result.url, "delivered" if result.ok else "failed")
+        stats = self._stats
+        stats.incr("attempts", result.attempts)
+        stats.incr("retried", max(0, result.attempts - 1))
+        stats.observe("delivery_seconds", result.duration)
+        fields: Dict[str, Any] = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
+                                      attempts=result.attempts, delivery_id=result.delivery_id,
+                                      duration=round(result.duration, 3))
+        if result.ok:
+            stats.incr("delivered")
+            self.logger.info("webhook delivered", **fields)
+        else:
+            stats.incr("failed")
+            getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
+        return result
+
+
+__all__ = ["DirectSender", "STOPPED"]
