@@ -104,6 +104,26 @@ def test_a_running_tick_delivers_the_deep_body_and_lives_on(server, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nothing escaped into the tick driver
 
 
+def test_observers_and_so_prometheus_count_the_poll_as_a_request_error(server):
+    from syncworkers.observability import events
+
+    class Polls:
+        outcomes = []
+
+        def on_poll(self, worker, outcome, seconds):
+            self.outcomes.append(outcome)
+
+    server.route("GET", "/feed", body=b'{"items": [', headers=JSON)
+    worker = Recorder(server.url("/feed"), interval=60)
+    observer = Polls()
+    events.subscribe(observer)
+    try:
+        worker.poll()
+    finally:
+        events.unsubscribe(observer)
+    assert observer.outcomes == ["request_error"]  # syncworkers_polls_total{outcome="request_error"}
+
+
 def test_a_non_2xx_answer_that_cannot_be_decoded_is_still_counted(server):
     server.route("GET", "/feed", status=404, body=b'{"error": ', headers=JSON)
     worker = Recorder(server.url("/feed"), interval=60, http_config=HTTPClientConfig(max_retries=0))
