@@ -41,7 +41,7 @@ class PollOutcome:
     body too large or one that cannot be decoded (a :class:`BodyDecodeError`; the
     body still reached ``process_message`` as text), a ``data_extractor`` or
     ``process_message`` exception, or a stop during a retry wait. A non-2xx
-    response is data: ``ok`` stays True.
+    response is data: ``ok`` stays True (unless its body cannot be decoded).
     ``results`` are the values ``process_message`` returned; ``messages`` how
     many messages were delivered to it.
     """
