@@ -9,6 +9,8 @@ import sys
 import pytest
 import requests
 
+from syncworkers.config import settings as config_module
+
 pytestmark = pytest.mark.transport_independent
 
 
@@ -77,3 +79,26 @@ def test_the_postgresql_outbox_benchmark_runs_and_reports_its_ratios(pg_url):
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "x direct" in out.stdout and "commit to first attempt: p50" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.transport_dependent
+def test_the_soak_quick_run_prints_each_period_and_the_slope_over_the_suites_transport():
+    transport = config_module.DEFAULT_TRANSPORT
+    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "soak.py"), "--quick", "--transport", transport],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["transport"] == transport and result["stopped_cleanly"]
+    assert [s["period"] for s in result["samples"]] == [1, 2, 3, 4, 5]
+    for sample in result["samples"]:
+        assert sample["rss_mb"] > 0 and sample["threads"] > 1 and sample["fds"] > 0
+        assert f"\n{sample['period']:>6} {sample['rss_mb']:>8.1f} {sample['threads']:>7} {sample['fds']:>5} " \
+            in out.stdout
+    # Every kind of work was done, without an error, and stop() left nothing behind.
+    assert result["polls"] > 0 and result["direct_sent"] > 0 and result["outbox_delivered"] > 0
+    assert (result["poll_errors"], result["direct_failed"], result["enqueue_failed"]) == (0, 0, 0)
+    assert result["outbox_delivered"] == result["enqueued"]
+    assert result["threads_after_stop"] == 1
+    assert isinstance(result["slope_mb_per_5_periods"], float)
+    assert "RSS slope after period 2: " in out.stdout and "MB per 5 periods of 1 s" in out.stdout

@@ -6,6 +6,8 @@ PostgreSQL database (a fresh one per test, on the session's real server).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -431,6 +433,29 @@ def test_in_memory_outbox_works_from_several_threads(clock):
             claimed = [id for g in got for id in g]
             assert len(claimed) == len(set(claimed)) == 200
             assert ob.counts() == {"pending": 0, "in_flight": 0, "delivered": 200, "dead": 0, "held": 0}
+
+
+def test_each_connection_keeps_a_small_page_cache_however_large_the_file_grows(db):
+    # Every delivered row stays in the file until purged: with SQLite's default cache (2 MB per
+    # connection) the process's memory grew for as long as the pooled connections filled theirs.
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        pytest.skip("no shared libsqlite3 to ask how much memory SQLite holds")
+    memory_used = ctypes.CDLL(name).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    with Outbox(db) as ob:
+        ids = [ob.add("e", "http://h/", os.urandom(20_000)) for _ in range(400)]  # 8 MB of bodies
+        before = memory_used()
+        start, read = threading.Barrier(4), []
+
+        def read_everything():
+            start.wait()  # all at once: four pooled connections, each reading every page
+            read.append(sum(len(ob.get(id).body) for id in ids))
+
+        run_threads(read_everything, [()] * 4)
+        grown = memory_used() - before
+    assert read == [8_000_000] * 4
+    assert grown < 4 * 512 * 1024, f"SQLite holds {grown / 2**20:.1f} MB more after reading the file"
 
 
 def test_missing_directory_is_a_config_error(tmp_path):

@@ -215,8 +215,8 @@ def test_a_json_body_that_does_not_parse_is_delivered_as_text_with_a_warning(ser
     server.route("GET", "/broken", body=b"{not json", headers={"Content-Type": "application/json"})
     with LogCapture() as logs:
         outcome = walk(parts.walker(server.url("/broken")))
-    assert outcome.ok and outcome.results == ["{not json"]
-    assert "WARNING syncworkers.tests.walker: invalid JSON body, delivered as text" in logs.text
+    assert not outcome.ok and outcome.results == ["{not json"]  # delivered, but the poll failed
+    assert "WARNING syncworkers.tests.walker: undecodable body, delivered as text: invalid JSON" in logs.text
 
 
 # -- the walker inside a PollerWorker ----------------------------------------------------------------

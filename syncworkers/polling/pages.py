@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 
-from ..exceptions import PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
+from ..exceptions import BodyDecodeError, PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
 from ..http.client import HTTPClient, merge_headers
 from ..http.messages import Response
 from ..http.outcome import is_poll_success, status_class
@@ -38,8 +38,10 @@ class PollOutcome:
     """What one poll did.
 
     ``ok`` is False when the poll failed: a transport error, an open circuit, a
-    body too large, a ``data_extractor`` or ``process_message`` exception, or a
-    stop during a retry wait. A non-2xx response is data: ``ok`` stays True.
+    body too large or one that cannot be decoded (a :class:`BodyDecodeError`; the
+    body still reached ``process_message`` as text), a ``data_extractor`` or
+    ``process_message`` exception, or a stop during a retry wait. A non-2xx
+    response is data: ``ok`` stays True (unless its body cannot be decoded).
     ``results`` are the values ``process_message`` returned; ``messages`` how
     many messages were delivered to it.
     """
@@ -227,10 +229,14 @@ class PageWalker:
         success = 200 <= status < 300
         if success and first:
             self._remember_validators(response)
-        body, json_error = decode_body(response.content, response.headers.get("Content-Type", ""))
-        if json_error is not None:
-            logger.warning("invalid JSON body, delivered as text", url=safe_url(self.url),
-                           status_code=status, reason=str(json_error))
+        body, decode_error = decode_body(response.content, response.headers.get("Content-Type", ""))
+        if decode_error is not None:  # delivered as text, but the poll failed: counted, not clean
+            stats.incr("decode_errors")
+            logger.warning(f"undecodable body, delivered as text: {decode_error}", url=safe_url(request.url),
+                           status_code=status, reason=str(decode_error))
+            outcome.ok = False
+            outcome.error = outcome.error or BodyDecodeError(f"the body cannot be decoded: {decode_error}",
+                                                             url=request.url, method=self.method, status=status)
         headers = {
             "status_code": status,
             "response_time": elapsed_ms,
@@ -242,8 +248,10 @@ class PageWalker:
         }
         if self.paginator is not None:
             headers["page"] = number
+        if decode_error is not None:
+            headers["decode_error"] = str(decode_error)
         items = [body]
-        if success and self.data_extractor is not None:
+        if success and self.data_extractor is not None and decode_error is None:
             try:
                 items = as_items(self.data_extractor(body))
             except Exception as exc:
@@ -262,7 +270,7 @@ class PageWalker:
                 logger.error("process_message raised", url=safe_url(request.url), status_code=status,
                              message_id=message.id, exc_info=True)
                 outcome.ok, outcome.error = False, outcome.error or exc
-        if not success:
+        if not success or decode_error is not None:  # a page not understood ends the walk; no cursor moves
             return None
         page_items = items if self.data_extractor is not None else (body if isinstance(body, list) else None)
         return Page(request=request, status=status, headers=response.headers, body=body, items=page_items,
