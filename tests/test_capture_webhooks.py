@@ -286,3 +286,29 @@ def test_the_module_needs_pytest_only_for_the_fixture(tmp_path):
 
 
 # -- Flask: an app whose views write orders and enqueue on one connection per request --------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shop(request, receiver, tmp_path):
+    """The Flask shop (tests/apps/flask_shop.py) on a SQLite file or a PostgreSQL namespace, and its test client."""
+    pytest.importorskip("flask")
+    from .apps.flask_shop import create_app, sw
+
+    receiver.route("POST", "/hooks/shipped", status=200)
+    url = f"sqlite:///{tmp_path}/shop.db" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    app = create_app(url, receiver.base_url)
+    yield app.test_client()
+    sw.stop(app=app)
+
+
+def test_a_flask_view_is_tested_with_the_fixture_and_a_refused_payment_records_nothing(shop, receiver,
+                                                                                         captured_webhooks):
+    paid = shop.post("/orders/1")
+    assert paid.status_code == 200
+    assert captured_webhooks.ids == [paid.get_json()["id"]]
+    assert shop.post("/orders/2?fail=1").status_code == 402  # the order and its webhook rolled back together
+    assert shop.get("/orders").get_json() == {"orders": [1]}
+    assert shop.post("/orders/1/shipped").get_json() == {"sent": True}
+    assert captured_webhooks.payloads == [{"order": 1}, {"order": 1}]
+    assert [w.url for w in captured_webhooks] == [receiver.url("/hooks/orders"), receiver.url("/hooks/shipped")]
+    assert receiver.requests == []
