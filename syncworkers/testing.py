@@ -106,6 +106,14 @@ class CapturedWebhooks(Sequence[CapturedWebhook]):
     def __iter__(self) -> Iterator[CapturedWebhook]:
         return iter(self._listed())
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list (or other sequence) of the same webhooks: ``assert webhooks == []`` reads as it says."""
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return self._listed() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # its contents change
+
     def __repr__(self) -> str:
         return f"CapturedWebhooks({self._listed()!r})"
 

@@ -101,7 +101,7 @@ def test_bad_input_still_raises_and_records_nothing(receiver):
                 sender.send_webhook("/hooks/orders", {"at": object()})
             with pytest.raises(ConfigError):
                 sender.enqueue("unknown-endpoint-name", {})
-        assert list(webhooks) == []
+        assert webhooks == [] and not webhooks
     finally:
         sender.close()
 

@@ -71,7 +71,7 @@ def detach(capture: Capture) -> None:
 
 
 def capturing() -> bool:
-    """Whether a capture is attached (to skip building what :func:`hand` would be given)."""
+    """Whether a capture is attached: when not, a sender builds nothing for :func:`hand`."""
     return bool(_captures)
 
 

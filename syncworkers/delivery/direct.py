@@ -63,8 +63,8 @@ class DirectSender:
         """POST a checked *webhook*; *cancel* cuts its retry waits short."""
         # Built once: every attempt carries the same id, timestamp and signature.
         headers = delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers)
-        if capture.hand(capture.CapturedWebhook(webhook.id, safe_endpoint(webhook.endpoint), webhook.url,
-                                                webhook.body, dict(headers))):
+        if capture.capturing() and capture.hand(capture.CapturedWebhook(
+                webhook.id, safe_endpoint(webhook.endpoint), webhook.url, webhook.body, dict(headers))):
             # A test's capture took it: nothing sent, nothing counted; the caller sees it accepted.
             return DeliveryResult.from_outcome(webhook.endpoint, webhook.url, Outcome(Kind.SUCCESS), 0, 0.0,
                                                webhook.id)
