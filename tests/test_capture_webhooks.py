@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -312,3 +313,35 @@ def test_a_flask_view_is_tested_with_the_fixture_and_a_refused_payment_records_n
     assert captured_webhooks.payloads == [{"order": 1}, {"order": 1}]
     assert [w.url for w in captured_webhooks] == [receiver.url("/hooks/orders"), receiver.url("/hooks/shipped")]
     assert receiver.requests == []
+
+
+# -- Django, in this process: the reading thread's connection decides --------------------------------
+
+
+def test_a_django_enqueue_on_another_thread_is_listed_once_its_transaction_commits(hooks):
+    from django.db import connection, transaction
+
+    from syncworkers.contrib.django import enqueue
+
+    enqueued, release, ids = threading.Event(), threading.Event(), []
+
+    def view():
+        try:
+            with transaction.atomic():
+                ids.append(enqueue("/hooks/orders", {"order": 1}))
+                enqueued.set()
+                assert release.wait(30)
+        finally:
+            connection.close()
+
+    with capture_webhooks() as webhooks:
+        thread = threading.Thread(target=view)
+        thread.start()
+        try:
+            assert enqueued.wait(30)
+            assert webhooks == []  # still inside the other thread's transaction: not in the outbox for this one
+        finally:
+            release.set()
+            thread.join(30)
+        assert webhooks.ids == ids and len(ids) == 1
+    assert hooks.requests == []
