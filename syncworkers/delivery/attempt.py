@@ -1,4 +1,5 @@
-"""One outbox delivery attempt on the wire: :func:`send_once` POSTs a delivery once and says how it went.
+"""One outbox delivery attempt on the wire: :func:`send_once` POSTs a delivery once and says how it went
+(:func:`launch_once` does it without holding a thread, over libcurl's multi interface).
 
 No retries and no redirects: the outbox's schedule (:mod:`syncworkers.delivery.verdict`)
 decides what happens next. The request itself (body, headers, signature) is built
@@ -8,14 +9,16 @@ by :mod:`syncworkers.delivery.request`.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 from . import capture
 from .request import delivery_headers
 from ..exceptions import ConfigError, RequestError
 from ..http.client import HTTPClient
 from ..http.limits import HostLimiter, host_key
+from ..http.messages import Response
 from ..outbox import Delivery
 from ..outbox.health import ANSWER_BYTES
 from ..http.outcome import Kind, Outcome, classify_error
@@ -39,9 +42,9 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
     for (that would hold a pool thread): the outcome is SATURATED, nothing sent.
     """
     headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
-    if capture.capturing() and capture.hand(capture.CapturedWebhook(
-            delivery.id, delivery.endpoint, delivery.url, delivery.body, dict(headers), enqueued=True)):
-        return Sent(Outcome(Kind.SUCCESS))  # a test's capture took it in place of a receiver: delivered
+    captured = _captured(delivery, headers)
+    if captured is not None:
+        return captured
     host = host_key(delivery.url)
     if limiter is not None and not limiter.try_acquire(host):
         return Sent(Outcome(Kind.SATURATED, error=f"{limiter.limit} attempts already in flight to {host}"))
@@ -55,8 +58,61 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
     finally:
         if limiter is not None:
             limiter.release(host)
-    outcome: Outcome = response.outcome  # type: ignore[attr-defined]
+    outcome: Outcome = response.outcome
     return Sent(outcome, time.monotonic() - started, bytes(response.content[:ANSWER_BYTES]))
 
 
-__all__ = ["Sent", "send_once"]
+def launch_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float,
+                limiter: Optional[HostLimiter] = None) -> "Future[Sent]":
+    """:func:`send_once` without holding a thread (``client.can_submit``: libcurl's multi interface).
+
+    The same request, outcome and limit; the future ends with the :class:`Sent` on the
+    client's I/O thread.
+    """
+    result: "Future[Sent]" = Future()
+    result.set_running_or_notify_cancel()
+    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
+    captured = _captured(delivery, headers)
+    if captured is not None:
+        result.set_result(captured)
+        return result
+    host = host_key(delivery.url)
+    if limiter is not None and not limiter.try_acquire(host):
+        result.set_result(Sent(Outcome(Kind.SATURATED, error=f"{limiter.limit} attempts already in flight to {host}")))
+        return result
+    started = time.monotonic()
+    try:
+        request = client.build("POST", delivery.url, data=delivery.body, headers=headers)
+        sending = client.submit(request, url=delivery.url, retry=False, limit_host=limiter is None)
+    except (RequestError, ConfigError) as exc:
+        if limiter is not None:
+            limiter.release(host)
+        result.set_result(Sent(classify_error(exc), time.monotonic() - started))
+        return result
+
+    def ended(done: "Future[Response]") -> None:
+        if limiter is not None:
+            limiter.release(host)
+        exc = done.exception()
+        if exc is None:
+            response = done.result()
+            result.set_result(Sent(response.outcome, time.monotonic() - started,
+                                   bytes(response.content[:ANSWER_BYTES])))
+        elif isinstance(exc, (RequestError, ConfigError)):
+            result.set_result(Sent(classify_error(exc), time.monotonic() - started))
+        else:
+            result.set_exception(exc)
+
+    sending.add_done_callback(ended)
+    return result
+
+
+def _captured(delivery: Delivery, headers: Mapping[str, str]) -> Optional[Sent]:
+    """A test's capture took the attempt in place of a receiver: delivered. None when no capture is attached."""
+    if capture.capturing() and capture.hand(capture.CapturedWebhook(
+            delivery.id, delivery.endpoint, delivery.url, delivery.body, dict(headers), enqueued=True)):
+        return Sent(Outcome(Kind.SUCCESS))
+    return None
+
+
+__all__ = ["Sent", "launch_once", "send_once"]
