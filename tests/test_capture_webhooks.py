@@ -94,6 +94,20 @@ def test_a_broadcast_records_each_endpoint_with_its_own_id_and_sends_nothing(rec
     assert receiver.requests == []
 
 
+def test_a_broadcast_to_many_endpoints_one_at_a_time_records_every_one(receiver):
+    # Captured deliveries end at once: over libcurl each would start the next from its callback, one frame
+    # deeper each time, unless the broadcast starts them from its loop.
+    sender = WebhookSenderWorker(receiver.base_url, WebhookConfig(max_workers=1, max_in_flight_per_host=1))
+    endpoints = [f"/hooks/a?n={n}" for n in range(2000)]
+    try:
+        with capture_webhooks() as webhooks:
+            result = sender.broadcast_webhook(endpoints, {"event": "x"})
+        assert list(result.values()) == [True] * len(endpoints) and len(webhooks) == len(endpoints)
+    finally:
+        sender.close()
+    assert receiver.requests == []
+
+
 def test_bad_input_still_raises_and_records_nothing(receiver):
     sender = sender_for(receiver)
     try:
