@@ -283,6 +283,7 @@ def test_what_the_outbox_said_is_kept_once_it_is_closed(receiver, outbox_file):
     assert webhooks.ids == [kept]
 
 
+@pytest.mark.transport_independent
 def test_the_module_needs_pytest_only_for_the_fixture(tmp_path):
     script = ("import sys\n"
               "sys.modules['pytest'] = None\n"
