@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from syncworkers.testing import captured_webhooks  # noqa: F401  (the fixture, as a project's conftest takes it)
+
 from .passes import default_transports_built, runs_once
 from .server import LoopbackServer
 

@@ -31,7 +31,7 @@ LAYERS = {
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer"],
     "workers": ["workers"],
-    "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
+    "face": ["__init__", "__main__", "cli", "contrib", "demo", "testing", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
 

@@ -99,10 +99,13 @@ class Broadcaster:
                 except Exception as exc:  # a bug: reported as this delivery's error, never raised
                     outer.set_exception(exc)
                     continue
+                if inner.done():  # ended at once (a test's capture took it): the next one from this loop, as a
+                    settle(inner, outer)  # callback each would nest a frame deeper per delivery
+                    continue
                 inner.add_done_callback(lambda done, outer=outer: ended(done, outer))  # type: ignore[misc]
                 return
 
-        def ended(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
+        def settle(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
             exc = done.exception()
             if exc is not None:
                 outer.set_exception(exc)
@@ -110,6 +113,9 @@ class Broadcaster:
                 outer.set_result(done.result())
                 if fail_fast and not done.result().ok:
                     cancel.set()  # the others' retry waits and waits for a host slot end at once
+
+        def ended(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
+            settle(done, outer)
             next_one()
 
         for _ in range(min(in_flight, len(queue))):

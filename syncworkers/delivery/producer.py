@@ -24,11 +24,12 @@ from ..scheduling.jobs import Job, LoopJob
 from ..scheduling.runner import Runner
 from ..signals import StopSignal
 from ..signing import Signer
+from . import capture
 from .attempt import Sent, launch_once, send_once
 from .checks import InputChecks
 from .dispatch import Dispatcher
 from .pool import DeliveryPool
-from .request import safe_endpoint
+from .request import delivery_headers, safe_endpoint
 
 
 class OutboxProducer:
@@ -144,6 +145,10 @@ class OutboxProducer:
                 raise  # the caller's own connection and transaction: their error, as raised
             raise OutboxError(f"the webhook was not stored: the outbox {outbox.path or '(in memory)'} cannot "
                               f"take it ({type(exc).__name__}: {redact_text(str(exc))})") from exc
+        if capture.capturing():  # a test's: it asks the outbox later whether the caller's transaction kept it
+            first = delivery_headers(stored, webhook.body, self.signer, webhook.headers)  # what attempt 1 carries
+            capture.hand(capture.CapturedWebhook(stored, safe_endpoint(webhook.endpoint), webhook.url, webhook.body,
+                                                 dict(first), enqueued=True), outbox)
         dispatcher.wakeup()
         return stored
 
