@@ -216,7 +216,8 @@ def test_a_json_body_that_does_not_parse_is_delivered_as_text_with_a_warning(ser
     with LogCapture() as logs:
         outcome = walk(parts.walker(server.url("/broken")))
     assert outcome.ok and outcome.results == ["{not json"]
-    assert "WARNING syncworkers.tests.walker: invalid JSON body, delivered as text" in logs.text
+    assert f"WARNING syncworkers.tests.walker: poll of {server.url('/broken')}: invalid JSON body" in logs.text
+    assert "; delivered as text" in logs.text
 
 
 # -- the walker inside a PollerWorker ----------------------------------------------------------------

@@ -77,9 +77,13 @@ class Broadcaster:
         cancelled = [safe_endpoint(e) for e, r in results.items() if r.error == CANCELLED]
         if cancel.is_set() and (unfinished or cancelled):
             self._stats.incr("broadcasts_cancelled")
-            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
-                                failed=[safe_endpoint(e) for e, r in results.items() if not r.ok],
-                                cancelled=cancelled, not_waited_for=unfinished)
+            failed = [safe_endpoint(e) for e, r in results.items() if not r.ok and r.error not in (CANCELLED, NOT_WAITED_FOR)]
+            self.logger.warning("broadcast to {endpoints} endpoints cut short by {cause}: {failed_count} failed "
+                                "{failed}, {cancelled_count} cancelled before sending {cancelled}, {in_flight} "
+                                "still in flight and not waited for {not_waited_for}", endpoints=len(futures),
+                                cause="fail_fast" if fail_fast else "stop()",
+                                failed_count=len(failed), failed=failed, cancelled_count=len(cancelled),
+                                cancelled=cancelled, in_flight=len(unfinished), not_waited_for=unfinished)
         return results
 
 

@@ -141,6 +141,7 @@ class HTTPClient:
         full_url = self.url_for(url)
         prepared = self._prepare(method, full_url, params, headers, json, data)
         policy = self._policy(retry)
+        max_attempts = 1 if policy is None else policy.max_attempts
         cancel = cancel or self.stop_event
         follow = self.config.follow_redirects if allow_redirects is None else allow_redirects
         timeout = self.timeout if timeout is None else timeout
@@ -176,7 +177,7 @@ class HTTPClient:
                         breaker.record_outcome(outcome, exc)
                         settled = True
                         raise
-                    self._pause(decision.wait, str(exc), attempt, method, full_url, cancel)
+                    self._pause(decision.wait, str(exc), attempt, max_attempts, method, full_url, cancel, headers)
                     continue
                 self._attempted(full_url, response.status_code, None, sent_at)
                 outcome = classify_status(response.status_code, response.reason,
@@ -185,7 +186,8 @@ class HTTPClient:
                     decision = policy.next(outcome, attempt)
                     if decision.wait is not None:
                         response.close()
-                        self._pause(decision.wait, outcome.error or "", attempt, method, full_url, cancel)
+                        self._pause(decision.wait, outcome.error or "", attempt, max_attempts, method, full_url,
+                                    cancel, headers)
                         continue
                 breaker.record_outcome(outcome)
                 settled = True
@@ -298,10 +300,15 @@ class HTTPClient:
         if self.on_attempt is not None:
             self.on_attempt(url, status, error, self._clock() - sent_at)
 
-    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
-               cancel: threading.Event) -> None:
-        self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
-                         reason=reason, wait=round(wait, 3))
+    def _pause(self, wait: float, reason: str, attempt: int, max_attempts: int, method: str, url: str,
+               cancel: threading.Event, headers: Optional[Mapping[str, str]]) -> None:
+        # A webhook is named by its id (the call's webhook-id header), any other call by its method.
+        delivery_id = headers.get("webhook-id") if headers else None
+        subject: Dict[str, Any] = {"delivery_id": delivery_id} if delivery_id else {}
+        self.logger.info(("webhook {delivery_id} to {url}" if delivery_id else "{method} {url}")
+                         + " failed: {error}; retry in {retry_in}s (attempt {next_attempt} of {max_attempts})",
+                         **subject, method=method, url=safe_url(url), error=reason, retry_in=round(wait, 3),
+                         next_attempt=attempt + 1, max_attempts=max_attempts)
         if cancel.wait(wait):
             raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
 

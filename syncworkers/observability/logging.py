@@ -259,6 +259,11 @@ def _loggable(value: Any, redactor: Redactor) -> Any:
     return redactor.text(_safe_str(value))
 
 
+def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
+    """*noun* for *count* of it, in a sentence after the number: ``attempt`` for 1, else *nouns* (``attempts``)."""
+    return noun if count == 1 else nouns or noun + "s"
+
+
 def get_logger(name: str = ROOT_LOGGER, *, redactor: Optional[Redactor] = None, **context: Any) -> StructuredLogger:
     """Return a :class:`StructuredLogger` on the stdlib logger *name*, bound to *context*, masking with *redactor*."""
     return StructuredLogger(logging.getLogger(name), context, redactor)
@@ -306,7 +311,7 @@ class TextFormatter(logging.Formatter):
     """One line ``2026-01-01T00:00:00.123Z INFO syncworkers.poller: msg key=value key2='a b'``.
 
     The fields follow the message, but for those it already shows (its ``{name}``
-    placeholders). Containers render as compact JSON; a value with spaces, quotes
+    placeholders) and those without a value (None). Containers render as compact JSON; a value with spaces, quotes
     or ``=`` is quoted. The traceback and stack, if any, follow on their own lines.
     """
 
@@ -315,7 +320,7 @@ class TextFormatter(logging.Formatter):
         parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {_message(record)}"]
         said = _said(record)
         for key, value in redactor.redact(_record_fields(record)).items():
-            if key not in said:
+            if key not in said and value is not None:
                 parts.append(f"{key}={_text_value(value)}")
         text = " ".join(parts)
         exc_text = _traceback(self, record, redactor)
@@ -506,6 +511,7 @@ __all__ = [
     "Redactor",
     "StructuredLogger",
     "get_logger",
+    "plural",
     "configure_logging",
     "TextFormatter",
     "JSONFormatter",
