@@ -40,7 +40,9 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
     host = host_key(delivery.url)
     if limiter is not None and not limiter.try_acquire(host):
         return Sent(Outcome(Kind.SATURATED, error=f"{limiter.limit} attempts already in flight to {host}"))
-    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
+    # The trace context enqueue() kept goes as the call's traceparent: each attempt continues that trace.
+    extra = {**delivery.trace_context, **delivery.headers} if delivery.trace_context else delivery.headers
+    headers = delivery_headers(delivery.id, delivery.body, signer, extra, int(now))
     started = time.monotonic()
     try:
         # The outbox's own limiter holds the slot: the client's (direct sends, broadcasts) is not asked.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
+from ..observability import tracing
 from ..observability.metrics import Metrics
 from ..signals import StopSignal
 from .checks import Webhook
@@ -45,6 +46,7 @@ class Broadcaster:
         complete in the background).
         """
         targets, body, extra = self.sender.checks.many(endpoints, data, headers)
+        extra = tracing.with_current(extra)  # the pool's threads do not see this thread's current span
         run = self._run()
         if run.is_set():
             return {endpoint: self.sender.refuse(endpoint, url, STOPPED) for endpoint, url in targets.items()}

@@ -16,6 +16,7 @@ from ..exceptions import ConfigError, OutboxError, WorkerError
 from ..http.client import HTTPClient
 from ..http.limits import HostLimiter
 from ..http.retry import RetryPolicy
+from ..observability import tracing
 from ..observability.logging import plural, redact_text
 from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore, open_outbox
@@ -108,9 +109,11 @@ class OutboxProducer:
         webhook = self.checks.one(endpoint, data, headers, delivery_id)
         dispatcher = self.dispatcher
         outbox = dispatcher.outbox
+        # The caller's current span (a web request's): every attempt, wherever and whenever, is its child.
+        trace_context = tracing.carrier() if tracing.enabled else None
         try:
             stored = outbox.add(safe_endpoint(webhook.endpoint), webhook.url, webhook.body, webhook.headers,
-                                id=webhook.id, connection=connection)
+                                id=webhook.id, connection=connection, trace_context=trace_context)
         except outbox.errors as exc:
             if connection is not None:
                 raise  # the caller's own connection and transaction: their error, as raised

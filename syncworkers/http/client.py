@@ -34,6 +34,7 @@ from ..exceptions import (
     TransportError,
     safe_url,
 )
+from ..observability import tracing
 from ..observability.logging import get_logger, install_urllib3_redaction
 from ..observability.redaction import Redactor
 from .outcome import classify_error, classify_status
@@ -156,6 +157,7 @@ class HTTPClient:
                                    method=method) from None
         attempt = 0
         settled = False
+        trace = tracing.begin(method, full_url, headers, self.redactor) if tracing.enabled else None
         try:
             while True:
                 attempt += 1
@@ -163,7 +165,7 @@ class HTTPClient:
                 try:
                     # Sending does not change a prepared request: only a retry needs a fresh copy.
                     response = self._send(prepared if attempt == 1 else prepared.copy(), timeout, follow,
-                                          full_url, method, cancel if limit_host else None)
+                                          full_url, method, cancel if limit_host else None, trace, attempt)
                 except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
                     exc.attempts = attempt - 1
                     raise
@@ -313,8 +315,9 @@ class HTTPClient:
             raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
 
     def _send(self, prepared: requests.PreparedRequest, timeout: Timeout, follow: bool,
-              url: str, method: str, cancel: Optional[threading.Event]) -> requests.Response:
-        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted)."""
+              url: str, method: str, cancel: Optional[threading.Event], trace: Optional[tracing.Call] = None,
+              attempt: int = 1) -> requests.Response:
+        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted), a span of *trace*."""
         limiter = self.limiter
         host = ""
         if limiter.limit is not None and cancel is not None:
@@ -328,14 +331,20 @@ class HTTPClient:
         self._in_flight[me] = url
         try:
             timeouts = as_timeouts(timeout)
-            if not follow:
-                return self.transport.send(prepared, timeouts=timeouts, deadline=self.deadline, url=url,
-                                           method=method)
-            return self._send_following(prepared, timeouts, url, method)
+            if trace is not None:
+                return trace.send(attempt, prepared, _with_headers,
+                                  lambda sent: self._on_wire(sent, timeouts, follow, url, method))
+            return self._on_wire(prepared, timeouts, follow, url, method)
         finally:
             del self._in_flight[me]
             if host:
                 limiter.release(host)
+
+    def _on_wire(self, prepared: PreparedRequest, timeouts: Tuple[float, float], follow: bool, url: str,
+                 method: str) -> requests.Response:
+        if not follow:
+            return self.transport.send(prepared, timeouts=timeouts, deadline=self.deadline, url=url, method=method)
+        return self._send_following(prepared, timeouts, url, method)
 
     def _send_following(self, request: PreparedRequest, timeouts: Tuple[float, float], url: str,
                         method: str) -> requests.Response:
@@ -396,6 +405,13 @@ class HTTPClient:
         return p
 
 
+
+
+def _with_headers(prepared: PreparedRequest, headers: Mapping[str, str]) -> PreparedRequest:
+    """A copy of *prepared* with *headers* set (a trace's ``traceparent``)."""
+    copy = prepared.copy()
+    copy.headers.update(headers)
+    return copy
 
 
 def _body_bytes(body: Any) -> Optional[bytes]:
