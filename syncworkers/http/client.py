@@ -157,7 +157,7 @@ class HTTPClient:
                                    method=method) from None
         attempt = 0
         settled = False
-        trace = tracing.begin(method, full_url, headers, self.redactor) if tracing.enabled else None
+        trace = tracing.begin(method, prepared.url or full_url, headers, self.redactor) if tracing.enabled else None
         try:
             while True:
                 attempt += 1
