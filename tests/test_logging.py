@@ -456,3 +456,32 @@ def test_formatters_never_raise_on_records_from_plain_loggers():
 
     assert text.endswith("other: bad %d ('x',) custom='token=***'")
     assert obj["msg"] == "bad %d ('x',)" and obj["custom"] == "token=***"
+
+
+# -- sentences and record attributes ---------------------------------------------------------------
+
+
+def test_placeholders_make_the_sentence_and_the_text_format_does_not_repeat_them(configured, plain):
+    log, handler = plain
+    log.bind(worker="w").warning("webhook {delivery_id} to {url} failed: {error}; retry in {retry_in}s, 100% {other}",
+                                 delivery_id="msg_1", url="http://h/x", error="status 503", retry_in=30.0,
+                                 status_code=503)
+    record = handler.records[0]
+    assert record.getMessage() == "webhook msg_1 to http://h/x failed: status 503; retry in 30s, 100% {other}"
+    assert (record.delivery_id, record.url, record.retry_in, record.status_code, record.worker) == (
+        "msg_1", "http://h/x", 30.0, 503, "w")
+    assert record.msg.startswith("webhook %(delivery_id)s to %(url)s")  # a template: tools group by it
+
+    text_log, stream = configured("text")
+    text_log.bind(worker="w").warning("webhook {delivery_id} failed: {error}", delivery_id="msg_1",
+                                      error="boom", status_code=None, attempts=2)
+    assert stream.getvalue().rstrip("\n").endswith(": webhook msg_1 failed: boom worker=w attempts=2")
+
+
+def test_a_credential_split_between_message_and_field_is_masked_in_the_sentence(plain):
+    log, handler = plain
+    log.info("calling with token={value}", value="abc123")
+    log.info("key {name}", name="Bearer abcdef123456")
+
+    assert [r.getMessage() for r in handler.records] == ["calling with token=***", "key Bearer ***"]
+    assert handler.records[1].name == log.name and handler.records[1].field_name == "Bearer ***"
