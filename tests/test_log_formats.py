@@ -24,7 +24,7 @@ from syncworkers import HTTPClientConfig, PollerWorker, WebhookConfig, WebhookSe
 
 from .helpers import closed_port, wait_for
 from .test_readme_samples import python_samples
-from .test_tracing import client_spans, spans  # noqa: F401 - the fixture
+from .test_tracing import client_spans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

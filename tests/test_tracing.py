@@ -1,9 +1,9 @@
 """OpenTelemetry: each attempt a CLIENT span, its traceparent on the wire, outbox deliveries in the enqueuer's trace.
 
-The spans are the SDK's own (a TracerProvider with the InMemorySpanExporter) against the loopback
-servers, over the transport the suite runs with. In this process the syncworkers tracer is pointed at
-a provider of the test's own (a process can set its global provider once); the tests across processes
-set the global provider as an application does.
+The spans are the SDK's own (the ``spans`` fixture: a TracerProvider with the InMemorySpanExporter)
+against the loopback servers, over the transport the suite runs with. In this process the syncworkers
+tracer is pointed at a provider of the test's own (a process can set its global provider once); the
+tests across processes set the global provider as an application does.
 """
 
 import json
@@ -13,9 +13,6 @@ import sys
 import textwrap
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from syncworkers import HTTPClientConfig, PollerWorker, WebhookConfig, WebhookSenderWorker
@@ -26,19 +23,6 @@ from .helpers import closed_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = WebhookConfig(max_retries=2, retry_delay=0.01)
-
-
-@pytest.fixture
-def spans(monkeypatch):
-    """The finished spans of syncworkers' tracer, and ``app``: the tracer of the application's own spans."""
-    assert tracing.enable()
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing._otel, "tracer", provider.get_tracer("syncworkers"))
-    exporter.app = provider.get_tracer("app")
-    yield exporter
-    provider.shutdown()
 
 
 def client_spans(exporter):
