@@ -114,27 +114,33 @@ def begin(method: str, url: str, headers: Optional[Mapping[str, str]], redactor:
 class Call:
     """The spans of one call's attempts (made by :func:`begin`)."""
 
-    __slots__ = ("_otel", "_parent", "_name", "_attributes")
+    __slots__ = ("_otel", "_parent", "_method", "_url", "_redactor")
 
     def __init__(self, otel: Any, parent: Any, method: str, url: str, redactor: Redactor) -> None:
         self._otel = otel
         self._parent = parent
-        known = method.upper() in KNOWN_METHODS
-        self._name = method.upper() if known else "HTTP"
-        attributes: Dict[str, Any] = {"http.request.method": method.upper() if known else "_OTHER",
-                                      "url.full": redactor.text(safe_url(url) or "")}
+        self._method = method.upper()
+        self._url = url
+        self._redactor = redactor
+
+    def attributes(self) -> Dict[str, Any]:
+        """What the semantic conventions say of the request: its method, URL (masked) and server."""
+        method = self._method
+        known = method in KNOWN_METHODS
+        attributes: Dict[str, Any] = {"http.request.method": method if known else "_OTHER",
+                                      "url.full": self._redactor.text(safe_url(self._url) or "")}
         if not known:
             attributes["http.request.method_original"] = method
         try:
-            parts = urlsplit(url)
+            parts = urlsplit(self._url)
             port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
         except ValueError:
-            parts, port = None, None
-        if parts is not None and parts.hostname:
+            return attributes
+        if parts.hostname:
             attributes["server.address"] = parts.hostname
         if port is not None:
             attributes["server.port"] = port
-        self._attributes = attributes
+        return attributes
 
     def send(self, attempt: int, request: Q, with_headers: Callable[[Q, Dict[str, str]], Q],
              send: Callable[[Q], R]) -> R:
@@ -142,10 +148,15 @@ class Call:
         headers (*with_headers* adds them to a copy) and runs with the span current; the answer's status or
         the error it raised ends the span."""
         otel = self._otel
-        attributes = self._attributes
-        if attempt > 1:
-            attributes = {**attributes, "http.request.resend_count": attempt - 1}
-        span = otel.tracer.start_span(self._name, context=self._parent, kind=otel.client, attributes=attributes)
+        name = self._method if self._method in KNOWN_METHODS else "HTTP"
+        span = otel.tracer.start_span(name, context=self._parent, kind=otel.client)
+        recording = span.is_recording()
+        if recording:  # without an SDK nothing records: the attributes are not worth working out
+            span.set_attributes(self.attributes())
+            if attempt > 1:
+                span.set_attribute("http.request.resend_count", attempt - 1)
+        if not span.get_span_context().is_valid:  # no SDK and no parent: nothing to propagate
+            return send(request)
         context = otel.trace.set_span_in_context(span, self._parent)
         wire: Dict[str, str] = {}
         otel.propagate.inject(wire, context=context)
@@ -153,18 +164,20 @@ class Call:
         try:
             response = send(with_headers(request, wire) if wire else request)
         except BaseException as exc:
-            status = getattr(exc, "status", None)
-            if status is not None:
-                span.set_attribute("http.response.status_code", status)
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(otel.error)
+            if recording:
+                status = getattr(exc, "status", None)
+                if status is not None:
+                    span.set_attribute("http.response.status_code", status)
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(otel.error)
             raise
         else:
-            status = getattr(response, "status_code")
-            span.set_attribute("http.response.status_code", status)
-            if status >= 400:
-                span.set_attribute("error.type", str(status))
-                span.set_status(otel.error)
+            if recording:
+                status = getattr(response, "status_code")
+                span.set_attribute("http.response.status_code", status)
+                if status >= 400:
+                    span.set_attribute("error.type", str(status))
+                    span.set_status(otel.error)
             return response
         finally:
             otel.context.detach(token)
