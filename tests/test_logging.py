@@ -475,7 +475,7 @@ def test_placeholders_make_the_sentence_and_the_text_format_does_not_repeat_them
     text_log, stream = configured("text")
     text_log.bind(worker="w").warning("webhook {delivery_id} failed: {error}", delivery_id="msg_1",
                                       error="boom", status_code=None, attempts=2)
-    assert stream.getvalue().rstrip("\n").endswith(": webhook msg_1 failed: boom worker=w attempts=2")
+    assert stream.getvalue().rstrip("\n").endswith(": webhook msg_1 failed: boom worker=w status_code=None attempts=2")
 
 
 def test_a_credential_split_between_message_and_field_is_masked_in_the_sentence(plain):

@@ -311,7 +311,7 @@ class TextFormatter(logging.Formatter):
     """One line ``2026-01-01T00:00:00.123Z INFO syncworkers.poller: msg key=value key2='a b'``.
 
     The fields follow the message, but for those it already shows (its ``{name}``
-    placeholders) and those without a value (None). Containers render as compact JSON; a value with spaces, quotes
+    placeholders). Containers render as compact JSON; a value with spaces, quotes
     or ``=`` is quoted. The traceback and stack, if any, follow on their own lines.
     """
 
@@ -320,7 +320,7 @@ class TextFormatter(logging.Formatter):
         parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {_message(record)}"]
         said = _said(record)
         for key, value in redactor.redact(_record_fields(record)).items():
-            if key not in said and value is not None:
+            if key not in said:
                 parts.append(f"{key}={_text_value(value)}")
         text = " ".join(parts)
         exc_text = _traceback(self, record, redactor)
