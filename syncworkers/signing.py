@@ -11,12 +11,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
-from typing import List, Mapping, Optional, Sequence, Union, cast
+from typing import Any, List, Mapping, Optional, Sequence, Union, cast
 
 from .exceptions import ConfigError, SignatureError
 
-__all__ = ["load_secret", "load_secrets", "split_secrets", "sign", "Signer", "webhook_headers", "verify"]
+__all__ = ["check_tolerance", "load_secret", "load_secrets", "split_secrets", "sign", "Signer", "webhook_headers",
+           "verify"]
 
 SECRET_PREFIX = "whsec_"
 #: Shortest signing key accepted, in bytes once decoded (Standard Webhooks: 24 to 64).
@@ -143,28 +145,49 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _seconds(name: str, value: Any, negative: bool = False) -> float:
+    """*value* as a finite number of seconds (>= 0 unless *negative*); TypeError or ConfigError naming *name*.
+
+    A NaN would pass every comparison of the time window: any timestamp, however old, would do.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or (value < 0 and not negative):
+        raise ConfigError(f"{name} must be a finite number of seconds{'' if negative else ' >= 0'}, got {value!r}")
+    return float(value)
+
+
+def check_tolerance(tolerance: Any) -> float:
+    """*tolerance* as seconds, or TypeError / ConfigError (a ValueError) for one :func:`verify` refuses:
+    what a receiver decorator checks when it is applied, not at its first request."""
+    return _seconds("tolerance", tolerance)
+
+
 def verify(body: bytes | str, headers: Mapping[str, str], secret: Secrets,
-           tolerance: int = DEFAULT_TOLERANCE, now: Optional[float] = None) -> bool:
+           tolerance: float = DEFAULT_TOLERANCE, now: Optional[float] = None) -> bool:
     """Check a received webhook; return True or raise :class:`SignatureError` saying why.
 
     *headers* is any mapping (Django's or Flask's ``request.headers``, a dict in any case).
-    Passes when any ``v1`` signature matches any of the secrets (rotation).
+    Passes when any ``v1`` signature matches any of the secrets (rotation). *tolerance* is
+    seconds >= 0 (a negative one would refuse every signature) and *now* epoch seconds:
+    anything else is a TypeError or ConfigError (a ValueError), never a verdict.
     """
     if not isinstance(headers, Mapping) and not callable(getattr(headers, "items", None)):
         raise TypeError(f"headers must be a mapping of header names to values (request.headers), "
                         f"not {type(headers).__name__}")
     data = _as_bytes(body)
     keys = load_secrets(secret)
+    window = check_tolerance(tolerance)
+    at = time.time() if now is None else _seconds("now", now, negative=True)
     lowered = {str(k).lower(): v for k, v in headers.items()}
     msg_id, raw_ts, signatures = (_header(lowered, n) for n in ("id", "timestamp", "signature"))
     if not (raw_ts.isascii() and raw_ts.isdigit()):
         raise SignatureError("webhook-timestamp is not an integer")
     timestamp = int(raw_ts)
-    now = time.time() if now is None else now
-    if timestamp < now - tolerance:
-        raise SignatureError(f"webhook-timestamp is too old (more than {tolerance}s in the past)")
-    if timestamp > now + tolerance:
-        raise SignatureError(f"webhook-timestamp is too new (more than {tolerance}s in the future)")
+    if timestamp < at - window:
+        raise SignatureError(f"webhook-timestamp is too old (more than {window:g}s in the past)")
+    if timestamp > at + window:
+        raise SignatureError(f"webhook-timestamp is too new (more than {window:g}s in the future)")
     expected = [_digest(k, msg_id, timestamp, data) for k in keys]
     for entry in signatures.split():
         version, _, sig = entry.partition(",")

@@ -45,6 +45,42 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
+class PacketTrap(list):
+    """Connection attempts seen; only 127.0.0.1 on the allowed ports may go out."""
+
+    def __init__(self):
+        super().__init__()
+        self.ports = set()
+
+    def check(self, address):
+        if not (isinstance(address, tuple) and address[0] == "127.0.0.1" and address[1] in self.ports):
+            self.append(address)
+            raise AssertionError(f"a connection was attempted to {address!r}")
+
+
+def trap_packets(monkeypatch) -> PacketTrap:
+    """Make any connection attempt from Python's socket layer (but to the trap's loopback ports) fail loudly."""
+    trap = PacketTrap()
+    connect, connect_ex, create_connection = socket.socket.connect, socket.socket.connect_ex, socket.create_connection
+
+    def guarded_connect(sock, address):
+        trap.check(address)
+        return connect(sock, address)
+
+    def guarded_connect_ex(sock, address):
+        trap.check(address)
+        return connect_ex(sock, address)
+
+    def guarded_create_connection(address, *args, **kwargs):
+        trap.check(address)
+        return create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+    return trap
+
+
 class LogCapture:
     """Every record of the ``syncworkers`` loggers, formatted with TextFormatter (fields included)."""
 

@@ -62,3 +62,119 @@ class HostileReceiver:
                     conn.sendall(piece[0])
             except OSError:  # the client gave up and closed: what the deadline is for
                 self.closed_by_client.set()
+
+
+class RecordingReceiver:
+    """An HTTP/1.1 receiver on the loopback (``127.0.0.1``, or ``::1`` with *host*) that keeps the exact
+    bytes of every request and answers each ``200`` with an empty body, on keep-alive connections.
+
+    A body is read by its framing as a proxy would read it: chunked when ``Transfer-Encoding``
+    says so (whatever ``Content-Length`` says too), else ``Content-Length`` bytes. What a request
+    with a broken framing leaves unread is kept too: ``requests`` holds each request's bytes as read.
+    """
+
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
+        self.requests = []  # raw bytes of each request: head and body
+        self.connections = 0
+        self.received = threading.Event()  # a request arrived
+        self.stop = threading.Event()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.threads = []
+        self.acceptor = threading.Thread(target=self._accept, name="recording-accept", daemon=True)
+
+    @property
+    def base_url(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def url(self, path="/"):
+        return self.base_url + path
+
+    def heads(self):
+        """Each request's head lines (request line first), as text."""
+        return [raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n") for raw in self.requests]
+
+    def __enter__(self):
+        self.acceptor.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.acceptor.join(5)
+        for t in self.threads:
+            t.join(5)
+        self.sock.close()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), name="recording-conn", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(0.05)
+            buffer = b""
+            while not self.stop.is_set():
+                try:
+                    buffer, done = self._one_request(conn, buffer)
+                except OSError:  # the client closed or reset the connection
+                    return
+                if not done:
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def _read(self, conn, buffer, enough):
+        """*buffer* and more bytes from *conn* until ``enough(buffer)``; None when the peer closed or we stop."""
+        while not enough(buffer):
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                if self.stop.is_set():
+                    return None
+                continue
+            if not chunk:
+                return None
+            buffer += chunk
+        return buffer
+
+    def _one_request(self, conn, buffer):
+        """Read one request off *conn* (after *buffer*): (bytes left over, whether one was read)."""
+        buffer = self._read(conn, buffer, lambda b: b"\r\n\r\n" in b)
+        if buffer is None:
+            return b"", False
+        head, _, rest = buffer.partition(b"\r\n\r\n")
+        fields = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            fields.setdefault(name.strip().lower(), value.strip())
+        if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+            whole = self._read(conn, rest, lambda b: b"0\r\n\r\n" in b)
+            if whole is None:  # no last chunk ever came: keep what did
+                self._keep(head + b"\r\n\r\n" + rest)
+                return b"", False
+            end = whole.index(b"0\r\n\r\n") + 5
+        else:
+            length = int(fields.get(b"content-length", b"0") or 0)
+            whole = self._read(conn, rest, lambda b: len(b) >= length)
+            if whole is None:
+                self._keep(head + b"\r\n\r\n" + rest)
+                return b"", False
+            end = length
+        self._keep(head + b"\r\n\r\n" + whole[:end])
+        return whole[end:], True
+
+    def _keep(self, raw):
+        self.requests.append(raw)
+        self.received.set()

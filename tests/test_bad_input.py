@@ -5,9 +5,16 @@ import pytest
 from syncworkers import (
     CircuitBreakerConfig,
     ConfigError,
+    HTTPClient,
     HTTPClientConfig,
+    LinkHeaderPaginator,
+    MemoryQueue,
+    PeriodicJob,
     PollerConfig,
+    PollerWorker,
+    RateLimits,
     RetryConfig,
+    Runner,
     WebhookConfig,
     WebhookSenderWorker,
 )
@@ -237,3 +244,110 @@ def test_verify_with_header_values_that_are_not_text_raises_signature_error(sign
     secret, body, headers = signed
     with pytest.raises(SignatureError, match="webhook-timestamp"):
         verify(body, {**headers, "webhook-timestamp": 1700000000}, secret, now=1700000000)
+
+
+# -- issue 21: what used to pass the door and fail later -------------------------------------
+
+
+def test_a_poller_interval_given_as_text_is_refused_with_one_clear_sentence():
+    with pytest.raises(ConfigError) as info:
+        PollerWorker("http://127.0.0.1:9/x", interval="5")
+    assert "interval must be a number, got '5'" in str(info.value)
+    assert "interval interval" not in str(info.value)
+
+
+@pytest.mark.parametrize("schedule", ["", " , ", {5.0, 60.0}, {"5": 1}, 5, 5.0, b"5", [True], ["soon"], [None]])
+def test_a_retry_schedule_that_is_empty_text_or_no_sequence_of_seconds_is_refused(schedule):
+    with pytest.raises(ConfigError, match="retry_schedule must (hold at least one delay|be a sequence of seconds)"):
+        WebhookConfig(retry_schedule=schedule)
+
+
+def test_an_empty_sequence_is_the_schedule_of_a_single_attempt():
+    """Given in code it is a choice (tests/test_dispatch.py relies on it); as text it is a variable left empty."""
+    assert WebhookConfig(retry_schedule=()).retry_schedule == ()
+
+
+def test_an_empty_retry_schedule_from_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "")
+    with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SCHEDULE.*at least one delay"):
+        WebhookConfig.from_env()
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "5, 300")
+    assert WebhookConfig.from_env().retry_schedule == (5.0, 300.0)
+
+
+@pytest.mark.parametrize("tolerance", [-5, -0.5, float("nan"), float("inf")])
+def test_verify_refuses_a_tolerance_that_is_no_time_window(signed, tolerance):
+    secret, body, headers = signed
+    with pytest.raises(ValueError, match="tolerance must be a finite number of seconds >= 0") as info:
+        verify(body, headers, secret, tolerance=tolerance, now=1700000000)
+    assert not isinstance(info.value, SignatureError)  # the caller's mistake, not a verdict on the webhook
+
+
+@pytest.mark.parametrize("tolerance", ["300", None, True])
+def test_verify_refuses_a_tolerance_that_is_no_number(signed, tolerance):
+    secret, body, headers = signed
+    with pytest.raises(TypeError, match="tolerance must be a number of seconds"):
+        verify(body, headers, secret, tolerance=tolerance, now=1700000000)
+
+
+def test_verify_refuses_a_nan_now_which_would_pass_any_timestamp(signed):
+    secret, body, headers = signed
+    with pytest.raises(ValueError, match="now must be a finite number"):
+        verify(body, headers, secret, now=float("nan"))
+    assert verify(body, headers, secret, tolerance=0, now=1700000000) is True  # the window's edges: inclusive
+    with pytest.raises(SignatureError, match="too old"):
+        verify(body, headers, secret, tolerance=0, now=1700000001)
+
+
+def test_the_flask_receiver_refuses_a_bad_tolerance_when_it_decorates():
+    pytest.importorskip("flask")
+    from syncworkers.contrib.flask import webhook_receiver
+
+    with pytest.raises(ValueError, match="tolerance"):
+        webhook_receiver(new_secret(), tolerance=-5)
+
+
+@pytest.mark.parametrize("field, value", [("user_agent", "agent\r\nX-Evil: 1"), ("user_agent", " agent"),
+                                          ("bearer_token", "s3cr3t-t0ken\r\nX-Evil: 1"),
+                                          ("api_key", "s3cr3t-k3y\n"), ("bearer_token", "s3cr3t-tök€n")])
+def test_a_credential_or_agent_no_header_can_carry_is_refused_without_quoting_it(field, value):
+    auth = {"bearer_token": {"auth_type": "bearer"}, "api_key": {"auth_type": "api_key"}}.get(field, {})
+    with pytest.raises(ConfigError, match=f"{field} cannot be sent in a header") as info:
+        HTTPClientConfig(**{field: value}, **auth)
+    assert "s3cr3t" not in str(info.value) and "agent" not in str(info.value).split(field, 1)[1]
+
+
+def _poller(**kw):
+    return PollerWorker("http://127.0.0.1:9/x", interval=5, **kw)
+
+
+CONSTRUCTOR_GAPS = {
+    "WebhookSenderWorker(max_workers='5')": lambda: WebhookSenderWorker("http://127.0.0.1:9", max_workers="5"),
+    "WebhookSenderWorker(outbox=<a path>)": lambda: WebhookSenderWorker("http://127.0.0.1:9", outbox="outbox.db"),
+    "HTTPClient(threads=0)": lambda: HTTPClient(HTTPClientConfig(), threads=0),
+    "HTTPClient(threads=2.5)": lambda: HTTPClient(HTTPClientConfig(), threads=2.5),
+    "HTTPClient(threads='4')": lambda: HTTPClient(HTTPClientConfig(), threads="4"),
+    "HTTPClient(threads=True)": lambda: HTTPClient(HTTPClientConfig(), threads=True),
+    "HTTPClient(config=<a URL>)": lambda: HTTPClient(config="http://127.0.0.1:9"),
+    "HTTPClient(clock=5)": lambda: HTTPClient(HTTPClientConfig(), clock=5),
+    "HTTPClient(stop_event=True)": lambda: HTTPClient(HTTPClientConfig(), stop_event=True),
+    "Runner(stagger='no')": lambda: Runner([], stagger="no"),
+    "MemoryQueue(maxsize=-1)": lambda: MemoryQueue(-1),
+    "MemoryQueue(maxsize='10')": lambda: MemoryQueue("10"),
+    "PeriodicJob(coordinated='false')": lambda: PeriodicJob("job", 5, lambda: None, coordinated="false"),
+    "LinkHeaderPaginator(same_origin='false')": lambda: LinkHeaderPaginator(same_origin="false"),
+    "RateLimits(clock=5)": lambda: RateLimits(clock=5),
+    "PollerWorker(params=5)": lambda: _poller(params=5),
+    "PollerWorker(params=[1])": lambda: _poller(params=[1]),
+    "PollerWorker(data=5)": lambda: _poller(method="POST", data=5),
+    "PollerWorker(json=nan)": lambda: _poller(method="POST", json={"a": float("nan")}),
+    "PollerWorker(json={1})": lambda: _poller(method="POST", json={1, 2}),
+}
+
+
+@pytest.mark.parametrize("case", list(CONSTRUCTOR_GAPS))
+def test_a_constructor_argument_of_the_wrong_type_is_refused_at_construction(case):
+    """Each was accepted and failed later (a TypeError inside a poll, a requests error, a truthy 'false')."""
+    argument = case.split("(", 1)[1].split("=", 1)[0]
+    with pytest.raises(ConfigError, match=argument):
+        CONSTRUCTOR_GAPS[case]()

@@ -16,50 +16,22 @@ from syncworkers.http.netguard import BlockedAddressError
 from syncworkers.outbox import DEAD
 from syncworkers.http.outcome import Kind, classify_error
 
-from .helpers import LogCapture
+from .helpers import LogCapture, trap_packets
 
 TRANSPORTS = ["requests", "curl"]
 LOOPBACK_SPELLINGS = ["127.0.0.1", "localhost", "2130706433", "0x7f000001", "127.1", "0177.0.0.1",
-                      "[::ffff:127.0.0.1]"]
+                      "[::ffff:127.0.0.1]", "[::1]",
+                      # a root dot, Unicode that UTS-46 maps to ASCII, percent-escapes: the guard sees the host
+                      "localhost.", "LOCALHOST.", "127.0.0.1.", "127。0。0。1", "①②⑦.0.0.1", "１２７.0.0.1",
+                      "ｌｏｃａｌｈｏｓｔ", "%31%32%37.0.0.1"]
 NEVER_CONNECTED = ["169.254.169.254", "10.0.0.1", "192.168.1.1", "100.64.0.1", "[::ffff:169.254.169.254]",
                    "0.0.0.0", "[fd00::1]"]
-
-
-class PacketTrap(list):
-    """Connection attempts seen; only 127.0.0.1 on the allowed ports may go out."""
-
-    def __init__(self):
-        super().__init__()
-        self.ports = set()
-
-    def check(self, address):
-        if not (isinstance(address, tuple) and address[0] == "127.0.0.1" and address[1] in self.ports):
-            self.append(address)
-            raise AssertionError(f"a connection was attempted to {address!r}")
 
 
 @pytest.fixture
 def no_packets(monkeypatch):
     """Any connection attempt from Python's socket layer (but to allowed loopback ports) fails the test."""
-    trap = PacketTrap()
-    connect, connect_ex, create_connection = socket.socket.connect, socket.socket.connect_ex, socket.create_connection
-
-    def guarded_connect(sock, address):
-        trap.check(address)
-        return connect(sock, address)
-
-    def guarded_connect_ex(sock, address):
-        trap.check(address)
-        return connect_ex(sock, address)
-
-    def guarded_create_connection(address, *args, **kwargs):
-        trap.check(address)
-        return create_connection(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
-    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
-    return trap
+    return trap_packets(monkeypatch)
 
 
 def guarded(transport, **kw):

@@ -17,8 +17,8 @@ from .defaults import MAX_INTERVAL, MAX_SECONDS, MAX_THREADS  # noqa: F401 - MAX
 from ..exceptions import ConfigError
 from ..observability.redaction import redact_text, safe_url
 from ..signing import load_secrets
-from ..http.headers import name_problem
-from ..http.urls import url_problem
+from ..http.headers import header_problem, is_transport_header, name_problem, value_problem
+from ..http.urls import normal_url, url_problem
 
 
 #: A CIDR network (``allowed_networks``).
@@ -95,14 +95,20 @@ def checked(name: str, value: Any, validator: Callable[[Any], Any], errors: Opti
         return default
 
 
+def tick_interval(value: Any) -> float:
+    """*value* as seconds between two ticks: a number (not text) > 0, at most :data:`MAX_INTERVAL`
+    (one week); ValueError ``"must be ..."`` otherwise (the field validator of ``PollerConfig.interval``)."""
+    result: float = seconds(above=0, maximum=MAX_INTERVAL, text=False)(value)
+    return result
+
+
 def check_interval(value: Any) -> float:
-    """*value* as seconds between two ticks: a number > 0, at most :data:`MAX_INTERVAL` (one week);
-    ValueError ``"interval must be ..."`` otherwise. A poller's interval and a job's alike."""
+    """:func:`tick_interval`, its ValueError saying ``"interval must be ..."``. A poller's interval and
+    a job's alike."""
     try:
-        result: float = seconds(above=0, maximum=MAX_INTERVAL, text=False)(value)
+        return tick_interval(value)
     except ValueError as exc:
         raise ValueError(f"interval {exc}") from None
-    return result
 
 
 def check_jitter(jitter: Any, interval: float) -> float:
@@ -116,6 +122,13 @@ def check_jitter(jitter: Any, interval: float) -> float:
     return value
 
 
+def flag(value: Any) -> bool:
+    """True or False itself: a constructor's switch (``"false"`` would be true as a truth value)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be True or False, got {value!r}")
+    return value
+
+
 def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -125,7 +138,8 @@ def boolean(value: Any) -> bool:
 
 
 def http_url(optional: bool = True, relative_ok: bool = False, base: bool = False) -> Callable[[Any], Any]:
-    """An absolute http(s) URL by :func:`syncworkers.http.urls.url_problem` (the one URL rule).
+    """An absolute http(s) URL by :func:`syncworkers.http.urls.normal_url` (the one URL rule), returned
+    with its host as the wire carries it (``http://bücher.example`` is ``http://xn--bcher-kva.example``).
 
     *base*: a base URL, which must have no query string or fragment; *relative_ok*:
     a path starting with ``/`` passes too, held to the same rule. Never quotes a
@@ -139,11 +153,13 @@ def http_url(optional: bool = True, relative_ok: bool = False, base: bool = Fals
         if relative_ok and value.startswith("/"):
             # A path is checked as joined to a base URL, by the same rule as a whole URL.
             problem = url_problem("http://localhost" + value)
-        else:
-            problem = url_problem(value, base=base)
-        if problem is not None:
-            raise ValueError(f"{problem}: {_shown_url(value)!r}")
-        return value
+            if problem is not None:
+                raise ValueError(f"{problem}: {_shown_url(value)!r}")
+            return value
+        try:
+            return normal_url(value, base=base)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {_shown_url(value)!r}") from None
 
     return check
 
@@ -179,6 +195,17 @@ def optional_str(value: Any) -> Optional[str]:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")
     return value
+
+
+def header_value(value: Any) -> Optional[str]:
+    """None, or text a header can carry (``user_agent``, ``bearer_token``, ``api_key``) by
+    :func:`syncworkers.http.headers.value_problem`; never quoted back (it may be a secret)."""
+    text = optional_str(value)
+    if text is not None:
+        problem = value_problem(text)
+        if problem is not None:
+            raise ValueError(f"cannot be sent in a header: it {problem}")
+    return text
 
 
 def outbox_url(value: Any) -> Optional[str]:
@@ -230,17 +257,36 @@ def statuses(value: Any) -> Tuple[int, ...]:
 
 
 def delays(value: Any) -> Tuple[float, ...]:
-    if isinstance(value, (str, bytes)):
-        value = [v for v in str(value).split(",") if v.strip()]
+    """A schedule: delays in seconds, in order (a sequence, or comma separated text).
+
+    Text that holds no delay (``''``: an empty ``WEBHOOK_RETRY_SCHEDULE``) is refused: it is a
+    variable left empty far more often than a wish. An empty sequence given in code, ``()``, is
+    that wish: one attempt, no retry.
+    """
+    given = value
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+        if not value:
+            raise ValueError(f"must hold at least one delay in seconds, got {given!r} (for no retry "
+                             "at all, give an empty sequence in code)")
+    if isinstance(value, (bytes, Mapping, set, frozenset, bool, int, float)):  # one number, or no order
+        raise ValueError(f"must be a sequence of seconds, got {given!r}")
     try:
-        delays = tuple(float(v) for v in value)
+        delays = tuple(_delay(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"must be a sequence of seconds, got {value!r}") from None
+        raise ValueError(f"must be a sequence of seconds, got {given!r}") from None
     if any(d < 0 or d != d for d in delays):
-        raise ValueError(f"delays must be >= 0, got {value!r}")
+        raise ValueError(f"delays must be >= 0, got {given!r}")
     if any(d > MAX_INTERVAL for d in delays):
-        raise ValueError(f"delays must be <= {_bound(MAX_INTERVAL)} (one week), got {value!r}")
+        raise ValueError(f"delays must be <= {_bound(MAX_INTERVAL)} (one week), got {given!r}")
     return delays
+
+
+def _delay(value: Any) -> float:
+    """One delay of a schedule: a number, or its text; never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(value)
+    return float(value)
 
 
 def exception_spec(value: Any) -> Any:
@@ -268,6 +314,26 @@ def header_name(value: Any) -> str:
     if not isinstance(value, str) or name_problem(value.strip()) is not None:
         raise ValueError(f"must be an HTTP header name, got {value!r}")
     return value.strip()
+
+
+def sent_header_name(value: Any) -> str:
+    """A header name the client sends (``api_key_header``): :func:`header_name`, not one the transport sets."""
+    name = header_name(value)
+    if is_transport_header(name):
+        raise ValueError(f"must not be a header the HTTP transport sets (framing, connection, Host, Proxy-*), "
+                         f"got {value!r}")
+    return name
+
+
+def header_mapping(value: Any) -> Mapping[str, str]:
+    """Headers the client sends (``default_headers``): :func:`str_mapping`, each by
+    :func:`syncworkers.http.headers.header_problem` (no line break, none the transport sets)."""
+    headers = str_mapping(value)
+    for name, text in headers.items():
+        problem = header_problem(name, text)
+        if problem is not None:
+            raise ValueError(f"has a header that cannot be sent: {problem}")
+    return headers
 
 
 def header_names(value: Any) -> Tuple[str, ...]:

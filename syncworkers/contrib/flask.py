@@ -29,7 +29,7 @@ from flask import Flask, Response, current_app, request
 from flask.cli import with_appcontext
 
 from ..exceptions import SignatureError
-from ..signing import DEFAULT_TOLERANCE, verify
+from ..signing import DEFAULT_TOLERANCE, check_tolerance, verify
 from . import commands
 from .process import AppWorkers
 from .serving import role
@@ -124,6 +124,8 @@ def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callabl
     answered ``400`` with a short reason; the view is not called. *secret* is
     one ``whsec_`` secret, several (rotation), or a callable returning them.
     """
+
+    check_tolerance(tolerance)  # a bad one is the app's error, now: not a 500 at every request
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

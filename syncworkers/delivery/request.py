@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, MutableMapping, Optional
 from ..config.defaults import DEFAULT_MAX_PAYLOAD_BYTES
 from ..exceptions import safe_url
 from ..message import new_id
-from ..http.headers import check_header
+from ..http.headers import check_header, is_transport_header
 from ..http.outcome import Outcome
 from ..signing import Signer, webhook_headers
 
@@ -48,7 +48,8 @@ def encode_body(data: Any, max_bytes: Optional[int] = DEFAULT_MAX_PAYLOAD_BYTES)
 
 
 def check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
-    """The caller's extra headers as a dict, or TypeError/ValueError naming the bad one."""
+    """The caller's extra headers as a dict, or TypeError/ValueError naming the bad one (one the
+    transport sets among them: ``Content-Length``, ``Transfer-Encoding``, ``Host``...)."""
     if headers is None:
         return {}
     if not isinstance(headers, Mapping):
@@ -76,10 +77,16 @@ def check_delivery_id(delivery_id: Optional[str]) -> str:
 def delivery_headers(delivery_id: str, body: bytes, signer: Optional[Signer],
                      extra: Optional[Mapping[str, str]] = None,
                      timestamp: Optional[int] = None) -> MutableMapping[str, str]:
-    """The headers of one attempt; the Standard Webhooks ones win over the caller's."""
+    """The headers of one attempt; the Standard Webhooks ones win over the caller's.
+
+    The transport's own headers (``Content-Length``, ``Host``...) are left out of *extra*:
+    :func:`check_headers` refuses them, but an outbox written before that rule may hold some.
+    """
     headers: Dict[str, str] = {"Content-Type": "application/json"}
     for layer in (extra or {}, webhook_headers(delivery_id, body, signer, timestamp)):
         for name, value in layer.items():
+            if is_transport_header(name):
+                continue
             # Case-insensitive: a later layer's header replaces an earlier one however it is spelled.
             for existing in [k for k in headers if k.lower() == name.lower()]:
                 del headers[existing]

@@ -25,8 +25,10 @@ from ..version import __version__
 from .breaker import BreakerRegistry
 from .headers import check_header, header_problem
 from ..config.settings import HTTPClientConfig, RetryConfig
+from ..config.validators import checked, count
 from ..exceptions import (
     CircuitOpenError,
+    ConfigError,
     RequestError,
     RequestTimeout,
     ResponseTooLarge,
@@ -64,6 +66,14 @@ class HTTPClient:
                  breakers: Optional[BreakerRegistry] = None, stop_event: Optional[threading.Event] = None,
                  clock: Callable[[], float] = time.monotonic, logger: Any = None,
                  redactor: Optional[Redactor] = None) -> None:
+        if config is not None and not isinstance(config, HTTPClientConfig):
+            raise ConfigError(f"config must be an HTTPClientConfig, got {type(config).__name__}",
+                              {"config": "must be an HTTPClientConfig"})
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
+        if stop_event is not None and not callable(getattr(stop_event, "wait", None)):
+            raise ConfigError(f"stop_event must be a threading.Event, got {type(stop_event).__name__}",
+                              {"stop_event": "must be a threading.Event"})
         self.config = config if config is not None else HTTPClientConfig.from_env()
         self.timeout: Tuple[float, float] = self.config.timeouts
         self.retry_config: RetryConfig = self.config.effective_retry
@@ -74,7 +84,7 @@ class HTTPClient:
         self.redactor = self.config.redactor(redactor)
         install_urllib3_redaction(self.redactor)
         self.logger = logger or get_logger("syncworkers.http.client", redactor=self.redactor)
-        self.pool_size = max(self.config.max_connections, threads)
+        self.pool_size = max(self.config.max_connections, checked("threads", threads, count(text=False)))
         self.session = self._build_session()
         self.transport = make_transport(self.config, self.session, self.pool_size, clock)
         self.deadline = self.config.effective_deadline
@@ -249,6 +259,9 @@ class HTTPClient:
         since construction takes requests' own path.
         """
         session = self.session
+        for name, value in (headers or {}).items():
+            if value is not None:  # None removes a session header, as in requests
+                check_header(name, value)  # on requests' own path too: the transport's headers are refused
         store = getattr(session.headers, "_store", None)
         if (session.trust_env or session.auth is not None or session.params or any(session.hooks.values())
                 or store is None or store != self._header_store):
@@ -270,7 +283,6 @@ class HTTPClient:
                 if value is None:  # None removes a session header, as in requests
                     merged._store.pop(to_native_string(name).lower(), None)
                 else:
-                    check_header(name, value)
                     merged[to_native_string(name)] = value
         p.headers = merged
         p._cookies = RequestsCookieJar()
@@ -288,7 +300,7 @@ class HTTPClient:
         """A copy of the session's header store once every header passed the header rule, else None."""
         headers = self.session.headers
         store = getattr(headers, "_store", None)
-        if any(header_problem(name, value) is not None for name, value in headers.items()):
+        if any(header_problem(name, value, caller=False) is not None for name, value in headers.items()):
             return None  # requests' own path raises the error on each request, as before
         return None if store is None else store.copy()
 

@@ -9,6 +9,7 @@ key needs one. Pure, and imports nothing of the package: the redaction rule uses
 
 from __future__ import annotations
 
+import ipaddress
 from typing import NamedTuple, Optional
 from urllib.parse import SplitResult, urlsplit
 
@@ -55,4 +56,28 @@ def origin(url: str, parts: Optional[SplitResult] = None) -> Origin:
     return Origin(scheme, host_of(parts), DEFAULT_PORTS.get(scheme, 0) if port is None else port)
 
 
-__all__ = ["DEFAULT_PORTS", "Origin", "host_of", "netloc", "origin"]
+def bracket_ipv6(text: str, url: str) -> str:
+    """*text* (a transport's own message about *url*) with the URL's IPv6 address in brackets.
+
+    libcurl says ``Failed to connect to ::1:8080`` (or ``::1 port 8080``): printed bare,
+    ``::1:8080`` reads as another IPv6 address.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return text
+    if ":" not in host:
+        return text
+    port = DEFAULT_PORTS.get(parts.scheme.lower(), 0) if port is None else port
+    try:
+        spellings = {host, str(ipaddress.IPv6Address(host))}
+    except ValueError:
+        spellings = {host}
+    for address in spellings:
+        text = text.replace(f"{address}:{port}", f"[{address}]:{port}")
+        text = text.replace(f"{address} port {port}", f"[{address}] port {port}")
+    return text
+
+
+__all__ = ["DEFAULT_PORTS", "Origin", "bracket_ipv6", "host_of", "netloc", "origin"]

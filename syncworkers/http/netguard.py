@@ -96,10 +96,13 @@ class AddressPolicy:
 
         Every address the name resolves to must be allowed (a name that also points
         inside the network is refused), so which one a later lookup would return
-        does not matter.
+        does not matter. A name's trailing dot (the DNS root: ``localhost.``) is dropped first, as
+        requests drops it: every transport then checks the same name (libcurl's own resolver
+        would otherwise answer for ``localhost.`` where the system's does not).
         """
+        host = host.strip("[]").rstrip(".")
         try:
-            literal = ipaddress.ip_address(host.strip("[]"))
+            literal = ipaddress.ip_address(host)
         except ValueError:
             literal = None
         if literal is not None:
@@ -107,8 +110,9 @@ class AddressPolicy:
         else:
             try:
                 addresses = resolver(host, port)
-            except OSError as exc:
-                raise TransportError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+            except (OSError, UnicodeError) as exc:  # UnicodeError: a label the resolver cannot encode
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise TransportError(f"cannot resolve {host!r}: {reason}") from None
         if not addresses:
             raise TransportError(f"cannot resolve {host!r}: no address")
         for address in addresses:

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from ..exceptions import RequestError, safe_url
 from ..observability.redaction import is_secret_key
 from .hosts import DEFAULT_PORTS, origin
+from .urls import with_wire_host
 
 #: Statuses that redirect.
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -51,6 +52,13 @@ def follow(method: str, url: str, status: int, location: str, headers: Mapping[s
     if urlsplit(target).scheme.lower() not in DEFAULT_PORTS:
         raise RedirectRefused(f"refused redirect to a non-http(s) URL {safe_url(target)!r}", url=url,
                               method=method, status=status)
+    try:
+        # The host as the wire carries it (a Unicode or escaped one too), so the guard and the
+        # origin rule see the real host; one no transport can send to is refused here.
+        target = with_wire_host(target)
+    except ValueError as exc:
+        raise RedirectRefused(f"refused redirect to an invalid URL {safe_url(target)!r}: {exc}", url=url,
+                              method=method, status=status) from None
     if origin(url)[0] == "https" and origin(target)[0] == "http":
         raise RedirectRefused(f"refused redirect from https to http ({safe_url(target)!r})", url=url,
                               method=method, status=status)

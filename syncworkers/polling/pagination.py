@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from ..config.defaults import MAX_COUNT
-from ..config.validators import checked, count
+from ..config.validators import checked, count, flag
 from ..exceptions import ConfigError, PaginationError
 from ..http.hosts import origin
 
@@ -146,6 +146,7 @@ class LinkHeaderPaginator:
 
     def __post_init__(self) -> None:
         _name("rel", self.rel)
+        checked("same_origin", self.same_origin, flag)  # "false" would be true: credentials to any origin
 
     def first_params(self) -> Mapping[str, Any]:
         return {}

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from ..exceptions import ConfigError
 from ..http.breaker import breaker_key
 from ..http.retry import parse_retry_after
 
@@ -112,6 +113,9 @@ class RateLimits:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  wait: Waiter = _wait) -> None:
+        for arg, value in (("clock", clock), ("wall", wall), ("wait", wait)):
+            if not callable(value):
+                raise ConfigError(f"{arg} must be callable, got {value!r}", {arg: "must be callable"})
         self._clock = clock
         self._wall = wall
         self._wait = wait

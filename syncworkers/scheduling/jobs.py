@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Protocol, Union
 
-from ..config.validators import check_interval, check_jitter
+from ..config.validators import check_interval, check_jitter, flag
 from ..exceptions import ConfigError
 
 
@@ -57,6 +57,10 @@ class PeriodicJob:
             check_jitter(self.jitter, self.interval)
         except ValueError as exc:
             raise ConfigError(f"job {self.name!r}: {exc}", {"jitter": str(exc)}) from None
+        try:
+            flag(self.coordinated)
+        except ValueError as exc:
+            raise ConfigError(f"job {self.name!r}: coordinated {exc}", {"coordinated": str(exc)}) from None
         for hook in ("on_skip", "on_error", "on_unclaimed"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ConfigError(f"job {self.name!r}: {hook} must be callable or None, "

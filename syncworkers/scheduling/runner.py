@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
-from ..config.validators import checked, count
+from ..config.validators import checked, count, flag
 from ..exceptions import ConfigError, WorkerError
 from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
@@ -82,7 +82,7 @@ class Runner:
         self._wall_clock = wall_clock
         self.name = name
         self.max_workers = max_workers
-        self.stagger = bool(stagger)
+        self.stagger = checked("stagger", stagger, flag)
         self.stop_event = StopSignal()  # the run's one stop signal, handed to every worker
         self._clock = clock
         # _lifecycle serialises start/add/stop (re-entrant: a startup() may add());

@@ -10,6 +10,8 @@ import threading
 from collections import Counter, deque
 from typing import Any, Deque, Iterator, Optional
 
+from ..config.defaults import MAX_COUNT
+from ..config.validators import checked, count
 from ..message import Message
 from ..signals import Deadline, StopSignal
 from .base import Source
@@ -28,7 +30,7 @@ class MemoryQueue(Source):
     """
 
     def __init__(self, maxsize: int = 0):
-        self.maxsize = maxsize
+        self.maxsize: int = checked("maxsize", maxsize, count(minimum=0, maximum=MAX_COUNT, text=False))
         self._items: Deque[Message] = deque()
         self._changed = threading.Condition()  # an item added or taken, or the stop event set
         self._done = threading.Condition()

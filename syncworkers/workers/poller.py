@@ -10,6 +10,7 @@ Runner does the fixed-rate timing; this module only does one poll at a time.
 from __future__ import annotations
 
 import hashlib
+import json as jsonlib
 import logging
 import threading
 import time
@@ -149,6 +150,7 @@ class PollerWorker(HTTPWorker):
                               {"data_extractor": "must be callable"})
         if json is not None and data is not None:
             raise ConfigError("give json or data, not both", {"json": "conflicts with data"})
+        _check_payload(params, json, data)
         if not callable(clock):
             raise ConfigError(f"clock must be callable, got {clock!r}", {"clock": "must be callable"})
         _check_paging(paginator, max_pages, cursor, rate_limits)
@@ -310,6 +312,23 @@ def _absolute_url(config: PollerConfig, client_config: HTTPClientConfig) -> str:
         message = "PollerWorker needs a url: pass url=..., PollerConfig(url=...) or set POLLER_URL"
         raise ConfigError(message, {"POLLER_URL": message})
     return join_url(config.base_url or client_config.base_url, url, what="poll url")
+
+
+def _check_payload(params: Any, json: Any, data: Any) -> None:
+    """What every poll sends, checked once here: each poll would fail the same way (and not as ours)."""
+    for arg, value in (("params", params), ("data", data)):
+        if value is None or isinstance(value, (str, bytes, Mapping)):
+            continue
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in value):
+            raise ConfigError(f"{arg} must be a mapping, a list of (name, value) pairs, text or bytes, "
+                              f"got {type(value).__name__}", {arg: "must be a mapping, pairs, text or bytes"})
+    if json is not None:
+        try:
+            jsonlib.dumps(json, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ConfigError(f"json cannot be sent as JSON: {reason}", {"json": "not JSON-serialisable"}) from None
 
 
 def _check_paging(paginator: Any, max_pages: Any, cursor: Any, rate_limits: Any) -> None:

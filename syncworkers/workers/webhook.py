@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..config.base import with_other_errors
 from ..config.settings import HTTPClientConfig, RetryConfig, WebhookConfig
+from ..config.validators import checked, count
 from ..delivery.broadcast import CANCELLED, Broadcaster
 from ..delivery.checks import InputChecks
 from ..delivery.direct import STOPPED, DirectSender
@@ -61,6 +62,8 @@ def _webhook_config(base_url: Optional[str], webhook_config: Optional[WebhookCon
         if value is not None and not isinstance(value, cls):
             raise ConfigError(f"{arg} must be a {cls.__name__}, got {type(value).__name__}",
                               {arg: f"must be a {cls.__name__}"})
+    if max_workers is not None:  # an argument, not an environment variable: a number, never its text
+        checked("max_workers", max_workers, count(text=False))
     from_http = {k: v for k, v in _explicit(http_config).items() if k in _SHARED_FIELDS}
     try:
         return WebhookConfig.resolve(webhook_config, from_http, base_url=base_url, max_workers=max_workers)
@@ -125,6 +128,9 @@ class WebhookSenderWorker(HTTPWorker):
                  http_config: Optional[HTTPClientConfig] = None, signing_secret: Any = None, *,
                  name: Optional[str] = None, max_workers: Optional[int] = None,
                  outbox: Optional[OutboxStore] = None) -> None:
+        if outbox is not None and not all(callable(getattr(outbox, op, None)) for op in ("add", "claim_due", "get")):
+            raise ConfigError(f"outbox must be an outbox store (Outbox, PostgresOutbox), got {type(outbox).__name__}",
+                              {"outbox": "must be an outbox store"})
         webhook = _webhook_config(base_url, webhook_config, http_config, max_workers)
         client_config = _client_config(webhook, http_config)
         secret = signing_secret if signing_secret is not None else webhook.signing_secret

@@ -17,7 +17,7 @@ import json
 import threading
 from typing import Any, Callable, Mapping, Optional, Tuple, TypeVar, cast
 
-from ...signing import DEFAULT_TOLERANCE
+from ...signing import DEFAULT_TOLERANCE, check_tolerance
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,6 +110,8 @@ def webhook_receiver(secret: Any, tolerance: int = DEFAULT_TOLERANCE) -> Callabl
 
     from ...exceptions import SignatureError
     from ...signing import verify
+
+    check_tolerance(tolerance)  # a bad one is the app's error, now: not a 500 at every request
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

@@ -54,8 +54,12 @@ def deadline_exceeded(deadline: float, url: str, method: str,
 
 
 def too_large(cap: int, url: str, method: str, status: int, length: str | None = None) -> ResponseTooLarge:
-    """The error of a body over ``max_response_size`` (*length*: a Content-Length that says so)."""
-    if length is not None:
+    """The error of a body over ``max_response_size`` (*length*: a Content-Length that says so).
+
+    A *length* within the cap is not quoted: the body grew past it as it was decoded (a
+    gzip bomb), and the cap is what was exceeded.
+    """
+    if length is not None and length.isdigit() and int(length) > cap:
         return ResponseTooLarge(f"response body of {length} bytes exceeds {cap}", url=url, method=method,
                                 status=status)
     return ResponseTooLarge(f"response body exceeds {cap} bytes", url=url, method=method, status=status)

@@ -43,6 +43,7 @@ from requests.utils import get_encoding_from_headers, get_environ_proxies, selec
 
 from ...config.settings import HTTPClientConfig
 from ...exceptions import ConfigError, RequestTimeout, TransportError, safe_url
+from ..hosts import bracket_ipv6
 from ..netguard import AddressPolicy, BlockedAddressError
 from .base import Timeouts, deadline_exceeded, too_large
 
@@ -372,6 +373,7 @@ class CurlTransport:
                 _, head, _ = _parse_head(slot.header_lines)
                 length = head.get("Content-Length")
             return too_large(slot.sink.cap, url, method, status, length)
+        text = bracket_ipv6(text, url)  # libcurl prints an IPv6 address bare: "::1:8080"
         if code in _TLS:
             return TransportError(f"TLS error: {_describe(text)}", url=url, method=method, cause=exc)
         if code in _BAD_URL and "HTTP/0.9" not in text:  # (not an answer that is no HTTP at all)

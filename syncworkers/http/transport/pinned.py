@@ -26,7 +26,7 @@ class _PinnedMixin:
 
     def _new_conn(self) -> socket.socket:
         host = self._dns_host
-        checked = self.policy.resolve(host.rstrip("."), self.port)
+        checked = self.policy.resolve(host, self.port)
         # urllib3 connects to _dns_host; everything else (Host, SNI, certificate) reads .host afterwards.
         self._dns_host = checked
         try:
