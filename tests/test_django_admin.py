@@ -140,6 +140,8 @@ def test_a_delivery_page_shows_the_trace_context_it_was_enqueued_in(hooks, opera
     untraced = enqueue("/hooks/orders", {"order": 10})
     release_outbox()
     context = span.get_span_context()
-    html = operator.get(f"/admin/syncworkers/delivery/{traced}/change/").content.decode()
+    page = operator.get(f"/admin/syncworkers/delivery/{traced}/change/")
+    assert page.status_code == 200, (page.status_code, page.get("Location"), list(page.context or [])[:0])
+    html = page.content.decode()
     assert f"00-{context.trace_id:032x}-{context.span_id:016x}-" in html and "Trace context" in html
     assert "00-" not in operator.get(f"/admin/syncworkers/delivery/{untraced}/change/").content.decode()
