@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from .passes import default_transports_built, runs_once
 from .server import LoopbackServer
 
 
@@ -25,6 +26,36 @@ def pytest_report_header(config):
     from syncworkers.config import settings as config_module
 
     return f"syncworkers transport: {config_module.DEFAULT_TRANSPORT}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Over another transport than requests, deselect the tests that do not depend on it (tests/passes.py)."""
+    from syncworkers.config import settings as config_module
+
+    if config_module.DEFAULT_TRANSPORT == "requests":
+        return
+    once = [item for item in items if runs_once(item)]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if not runs_once(item)]
+
+
+@pytest.fixture(autouse=True)
+def transport_independence_is_checked(request):
+    """A test marked transport_independent fails if it builds a transport from the default one.
+
+    It would be left out of the libcurl pass while depending on the transport.
+    """
+    if not runs_once(request.node):
+        yield
+        return
+    with default_transports_built() as built:
+        yield
+    if built:
+        pytest.fail(f"{request.node.nodeid} is marked transport_independent but built {len(built)} HTTP "
+                    "transport(s) from the default transport: name the transport in its HTTPClientConfig, "
+                    "or mark the test transport_dependent", pytrace=False)
+
 
 ENV_PREFIXES = ("HTTP_", "POLLER_", "WEBHOOK_", "SYNCWORKERS_")
 

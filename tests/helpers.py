@@ -1,9 +1,11 @@
 """Small helpers shared by the tests."""
 
 import base64
+import importlib
 import io
 import logging
 import os
+import shutil
 import socket
 import time
 
@@ -21,6 +23,22 @@ def unavailable(reason: str, server: str) -> None:
     if on_ci():
         pytest.fail(f"{reason} (CI is set: {server} tests must run, not skip)", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+def need_module(name: str, what: str):
+    """Import *name*, or skip (fail on CI) the calling test or module: an importorskip CI cannot skip."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"the {name} package is not installed", what)
+
+
+def need_program(name: str, what: str, path=None) -> str:
+    """The path of the *name* command (on *path*, default $PATH), or skip (fail on CI)."""
+    found = shutil.which(name, path=path)
+    if found is None:
+        unavailable(f"the {name} command is not installed", what)
+    return found
 
 
 def wait_for(predicate, timeout=5.0):

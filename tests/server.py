@@ -207,7 +207,8 @@ class LoopbackServer:
         return self._connections
 
     def start(self) -> "LoopbackServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+        # shutdown() returns once serve_forever looks at its flag: a short poll keeps every teardown short.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                         name=f"loopback-{self.port}", daemon=True)
         self._thread.start()
         return self

@@ -24,6 +24,8 @@ from syncworkers.signing import sign, verify
 
 from .helpers import new_secret
 
+pytestmark = pytest.mark.transport_independent
+
 # -- methods and URLs ----------------------------------------------------------------------
 
 
@@ -180,6 +182,7 @@ def test_the_payload_cap_defaults_to_one_mib_and_is_read_from_the_environment(mo
         WebhookConfig.from_env()
 
 
+@pytest.mark.transport_dependent
 def test_a_payload_over_the_cap_is_refused_before_anything_is_sent_or_stored(server):
     server.route("POST", "/hook", status=200)
     big = {"blob": "x" * 2000}
@@ -198,6 +201,7 @@ def test_a_payload_over_the_cap_is_refused_before_anything_is_sent_or_stored(ser
     assert len(server.requests) == 1
 
 
+@pytest.mark.transport_dependent
 def test_the_default_cap_refuses_a_two_mib_payload(server):
     server.route("POST", "/hook", status=200)
     with WebhookSenderWorker(server.base_url) as worker:

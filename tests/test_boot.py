@@ -19,9 +19,9 @@ import pytest
 
 from syncworkers import WebhookConfig, WebhookSenderWorker
 
-from .helpers import closed_port, wait_for
+from .helpers import closed_port, need_module, need_program, wait_for
 
-pytest.importorskip("flask")
+need_module("flask", "Flask")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
@@ -30,10 +30,7 @@ PENDING = 3
 
 
 def gunicorn():
-    path = os.path.join(BIN, "gunicorn")
-    if not os.access(path, os.X_OK):
-        pytest.skip("gunicorn is not installed")
-    return path
+    return need_program("gunicorn", "gunicorn", path=BIN)
 
 
 class Boot:
@@ -175,7 +172,7 @@ def manage(env, *args):
 @pytest.fixture
 def django_boot(boot):
     """The project's database migrated (by a migrate that starts nothing), PENDING webhooks in its outbox."""
-    pytest.importorskip("django")
+    need_module("django", "Django")
     env = django_env(boot)
     for command in (["migrate"], ["check"], ["check", "--deploy"]):
         done = manage(env, *command, "-v", "0")

@@ -9,6 +9,8 @@ from syncworkers.http.outcome import is_host_failure
 from syncworkers.config.settings import CircuitBreakerConfig
 from syncworkers.exceptions import CircuitOpenError, ConfigError
 
+pytestmark = pytest.mark.transport_independent
+
 KEY = "http://api.test:80"
 
 

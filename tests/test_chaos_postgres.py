@@ -18,10 +18,10 @@ from syncworkers.outbox import DEAD, DELIVERED, open_outbox
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .chaos import ChaosReceiver
-from .helpers import wait_for
+from .helpers import need_module, wait_for
 from .test_chaos import ROOT
 
-pytest.importorskip("psycopg")
+need_module("psycopg", "PostgreSQL")
 
 SENDER = """
 import sys

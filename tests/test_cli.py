@@ -84,6 +84,7 @@ def test_check_does_not_print_url_credentials_or_query(monkeypatch):
     assert "s3cret" not in result.output
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("target, fragment", [
     ("tests.apps.nope:Worker", "cannot import module 'tests.apps.nope'"),
     (f"{APP}:Missing", "has no attribute 'Missing'"),
@@ -101,6 +102,7 @@ def test_bad_targets_one_line_exit_2_no_traceback(target, fragment, capsys):
     assert "Traceback" not in err + out
 
 
+@pytest.mark.transport_independent
 def test_bad_environment_reports_every_variable_exit_2(capsys, monkeypatch):
     monkeypatch.setenv("POLLER_URL", "http://127.0.0.1:9/x")
     monkeypatch.setenv("POLLER_INTERVAL", "often")
@@ -111,11 +113,13 @@ def test_bad_environment_reports_every_variable_exit_2(capsys, monkeypatch):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.transport_independent
 def test_missing_url_is_a_config_error(capsys):
     code, _, err = run_main(["check", f"{APP}:GoodPoller"], capsys)
     assert code == 2 and "POLLER_URL" in err
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("args", [
     ["run", "--log-format", "xml", f"{APP}:GoodPoller"],
     ["run", "--max-workers", "0", f"{APP}:GoodPoller"],
@@ -128,12 +132,14 @@ def test_bad_options_exit_2_one_line(args, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.transport_independent
 def test_debug_log_level_shows_the_traceback(capsys):
     code, _, err = run_main(["check", "--log-level", "DEBUG", f"{APP}:explode"], capsys)
     assert code == 2
     assert "Traceback" in err and "KeyError" in err
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("target", [f"{APP}:leaky_factory", f"{APP}:leaky_config"])
 @pytest.mark.parametrize("command", [["check"], ["run", "--once"], ["check", "--log-level", "DEBUG"]])
 def test_construction_errors_are_printed_redacted(target, command, capsys):
@@ -159,6 +165,7 @@ def test_env_file_is_read_before_workers_are_built(server, tmp_path):
     assert len(server.calls("/from-file")) == 1
 
 
+@pytest.mark.transport_independent
 def test_missing_env_file_exit_2(capsys):
     code, _, err = run_main(["check", "--env-file", "/nonexistent/x.env", f"{APP}:GoodPoller"], capsys)
     assert code == 2 and "no such file" in err
@@ -172,6 +179,7 @@ def _cli_process(args, env_extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.transport_independent
 def test_real_subprocess_bad_target_exit_2():
     proc = _cli_process(["run", "tests.apps.nope:Worker"], {})
     out, err = proc.communicate(timeout=60)
@@ -182,6 +190,7 @@ def test_real_subprocess_bad_target_exit_2():
                                         "syncworkers run/check --app-dir FOLDER puts it there)"]
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_real_subprocess_run_stops_on_signal_with_exit_0(server, signum):
     server.route("GET", "/tick", json={"n": 1})

@@ -18,6 +18,7 @@ def _results(monkeypatch):
     monkeypatch.setenv("HTTP_MAX_RETRIES", "0")
 
 
+@pytest.mark.transport_independent
 def test_parse_statuses():
     assert parse_statuses("404") == {404}
     assert parse_statuses("429, 5xx") == {429} | set(range(500, 600))
@@ -51,6 +52,7 @@ def test_without_the_option_a_500_still_exits_0(server, monkeypatch, capsys):
     assert run_main(["run", "--once", f"{APP}:GoodPoller"], capsys)[0] == 0
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("args", [
     ["run", "--once", "--fail-on-status", "5x", f"{APP}:GoodPoller"],
     ["run", "--once", "--fail-on-status", "700", f"{APP}:GoodPoller"],

@@ -13,6 +13,8 @@ from syncworkers import (
     WebhookConfig,
 )
 
+pytestmark = pytest.mark.transport_independent
+
 
 def test_reference_keywords_are_accepted():
     HTTPClientConfig(max_connections=100, connect_timeout=5.0, read_timeout=30.0, verify_ssl=True,

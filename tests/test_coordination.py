@@ -28,6 +28,8 @@ from syncworkers.workers.poller import default_name
 from .helpers import closed_port, wait_for
 from .redis_server import RedisServer, require_redis_package
 
+pytestmark = pytest.mark.transport_independent
+
 SECRET = "hunter2-very-secret"
 
 
@@ -371,6 +373,7 @@ def test_coordination_must_be_a_url_or_tick_claims():
         Runner([], coordination=object())
 
 
+@pytest.mark.transport_dependent
 def test_cli_rejects_a_bad_coordination_url_with_exit_2(capsys, monkeypatch, server):
     monkeypatch.setenv("POLLER_URL", server.url("/x"))
     with pytest.raises(SystemExit) as info:
@@ -383,6 +386,7 @@ def test_cli_rejects_a_bad_coordination_url_with_exit_2(capsys, monkeypatch, ser
 # -- the poller's identity ---------------------------------------------------
 
 
+@pytest.mark.transport_dependent
 def test_a_pollers_default_name_shows_class_method_and_url_without_secrets():
     url = f"https://user:{SECRET}@api.example.com:8443/v1/orders?token={SECRET}"
     poller = PollerWorker(url, interval=5)
@@ -394,6 +398,7 @@ def test_a_pollers_default_name_shows_class_method_and_url_without_secrets():
     assert [job.name for job in poller.jobs()] == [poller.name]
 
 
+@pytest.mark.transport_dependent
 def test_a_pollers_default_name_is_the_same_in_another_process():
     url = "http://127.0.0.1:9/items?page=1"
     code = ("from syncworkers import PollerWorker; "
@@ -403,6 +408,7 @@ def test_a_pollers_default_name_is_the_same_in_another_process():
     assert out.stdout.strip() == default_name("PollerWorker", "POST", url)
 
 
+@pytest.mark.transport_dependent
 def test_a_pollers_name_is_settable_and_names_its_job_and_its_logs():
     poller = PollerWorker("http://127.0.0.1:9/items", interval=5, name="orders")
     assert poller.name == "orders"
@@ -414,6 +420,7 @@ def test_a_pollers_name_is_settable_and_names_its_job_and_its_logs():
         poller.name = ""
 
 
+@pytest.mark.transport_dependent
 def test_a_coordinated_pollers_health_tells_ticks_run_here_and_elsewhere(server):
     server.route("GET", "/items", json=[])
     claims, t = MemoryClaims(), FakeTime(now=0.0)

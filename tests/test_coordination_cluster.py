@@ -15,11 +15,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from syncworkers.scheduling.schedule import name_offset
 from syncworkers.workers.poller import default_name
 
 from .helpers import wait_for
 from .redis_server import RedisServer, require_redis_package
+
+pytestmark = pytest.mark.transport_independent
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROCESSES = 3

@@ -16,6 +16,8 @@ from syncworkers.cli import cli
 from .helpers import LogCapture, wait_for
 from .server import Reply
 
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CRON_APP = textwrap.dedent("""
@@ -268,6 +270,7 @@ def test_start_line_shows_the_coordination_backend_without_its_password(server, 
     assert "redis-pw-42" not in text
 
 
+@pytest.mark.transport_dependent
 def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):
     server.route("POST", "/hook", status=500)
     sender = WebhookSenderWorker(base_url=server.base_url, name="mem")
@@ -279,6 +282,7 @@ def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "stopped with 3 deliveries pending" in warnings[0], logs.text
 
 
+@pytest.mark.transport_dependent
 def test_stop_of_a_durable_outbox_says_how_many_it_left_pending(server, tmp_path):
     from syncworkers import WebhookConfig
 

@@ -13,6 +13,8 @@ from syncworkers.http.client import HTTPClient
 from .helpers import wait_for
 from .server import Reply
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Thread churn against a fast receiver: 40 rounds of 128 new threads, 3 requests each, all through one

@@ -63,6 +63,7 @@ class Sink(PollerWorker):
 # -- pure ------------------------------------------------------------------------
 
 
+@pytest.mark.transport_independent
 def test_highest_compares_times_numbers_and_text():
     cursor = IncrementalCursor()
     items = [{"updated_at": "2024-05-01T12:00:00+02:00"}, {"updated_at": "2024-05-01T11:00:00Z"}, {"x": 1}]
@@ -73,6 +74,7 @@ def test_highest_compares_times_numbers_and_text():
     assert later(10, 9) and not later(9, 9) and later("b", "a")
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("kwargs", [{"field": ""}, {"param": None}, {"initial": {"a": 1}}])
 def test_bad_cursor_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
@@ -92,6 +94,7 @@ def test_state_urls(tmp_path, monkeypatch):
     worker.close()
 
 
+@pytest.mark.transport_independent
 def test_sqlite_store_round_trip(tmp_path):
     store = SQLiteStateStore(str(tmp_path / "state.db"))
     assert store.get("p") is None
@@ -184,6 +187,7 @@ def run_child(args, timeout=60):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.transport_independent
 def test_the_cursor_survives_sigkill_mid_tick_without_skipping_an_item(server, tmp_path):
     # First tick (no cursor yet) sees events 1-3; later ticks see 1-6 from the cursor on.
     server.route("GET", "/events", handler=events_api(lambda: 3 if len(since_sent(server)) <= 2 else 6))
@@ -232,6 +236,7 @@ def test_postgres_store_keeps_the_cursor_across_workers(server, pg_db):
     second.close()
 
 
+@pytest.mark.transport_independent
 def test_postgres_store_errors_name_no_password():
     from syncworkers import StateStoreError
     from syncworkers.polling.state import PostgresStateStore

@@ -3,7 +3,7 @@
 :func:`decide` is tested as the pure function it is; everything else through
 ``WebhookSenderWorker`` and a real receiver on 127.0.0.1. Where a test needs
 requests in flight, the receiver's handler holds them on an Event the test
-releases; elapsed times are only bounded generously.
+releases; no elapsed time is asserted.
 """
 
 from __future__ import annotations
@@ -428,13 +428,11 @@ def test_enqueue_after_start_without_an_outbox_path_still_delivers(server, monke
 
 
 def test_stop_of_an_idle_worker_returns_promptly(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(Dispatcher, "poll_interval", 60.0)  # the loop sleeps long: stop() must cut it short
+    monkeypatch.setattr(Dispatcher, "poll_interval", 3600.0)  # the loop sleeps an hour: only stop() can cut it short
     worker = sender(server, tmp_path)
     worker.start()
     assert wait_for(lambda: worker.outbox_producer.looping)
-    started = time.monotonic()
-    assert worker.stop(timeout=10)
-    assert time.monotonic() - started < 2.0  # it polls the stop event every 0.1 s
+    assert worker.stop(timeout=30)
     worker.close()
 
 

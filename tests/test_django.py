@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-pytest.importorskip("django")
+from .helpers import need_module, new_secret, wait_for
 
-from .helpers import new_secret, wait_for  # noqa: E402
+need_module("django", "Django")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = "tests.apps.djangoproject.settings"
@@ -20,6 +20,7 @@ def toolkit_threads():
     return [t.name for t in threading.enumerate() if t.name.startswith("syncworkers")]
 
 
+@pytest.mark.transport_independent
 def test_migrate_creates_the_outbox_tables_and_ready_starts_nothing(hooks, django_db):
     from django.db import connection
 
@@ -78,6 +79,7 @@ def test_orm_works_in_jobs_under_manage_py_syncworkers_run(hooks, monkeypatch):
     assert cli_workers.RESULTS == [1]
 
 
+@pytest.mark.transport_independent
 def test_receiver_is_csrf_exempt_verifies_and_passes_the_payload(django_db):
     from django.conf import settings
     from django.test import Client
@@ -101,6 +103,7 @@ def test_receiver_is_csrf_exempt_verifies_and_passes_the_payload(django_db):
     assert views.RECEIVED == [{"event": "paid"}]
 
 
+@pytest.mark.transport_independent
 def test_a_bad_setting_is_a_config_error(django_db):
     from django.test import override_settings
 

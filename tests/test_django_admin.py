@@ -4,7 +4,9 @@ attempt log shown; the replay and enable actions going through the store (its ru
 
 import pytest
 
-pytest.importorskip("django")
+from .helpers import need_module
+
+need_module("django", "Django")
 
 SECRETS = ("hunter2", "s3cr3t-token", "query-secret")
 

@@ -15,9 +15,11 @@ import urllib.request
 
 import pytest
 
-from .helpers import unavailable, wait_for
+from .helpers import need_module, unavailable, wait_for
 
-pytest.importorskip("django")
+need_module("django", "Django")
+
+pytestmark = pytest.mark.transport_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")

@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-pytest.importorskip("django")
+from .helpers import need_module
+
+need_module("django", "Django")
+
+pytestmark = pytest.mark.transport_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
@@ -83,6 +87,7 @@ def test_help_is_the_click_commands_and_djangos_help_lists_djangos_options(env):
         assert option in django_help.stdout
 
 
+@pytest.mark.transport_dependent
 def test_call_command_runs_the_commands_with_their_output_and_exit_codes(hooks, capsys):
     from django.core.management import call_command
 

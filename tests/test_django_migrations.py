@@ -11,9 +11,12 @@ import sys
 
 import pytest
 
+from .helpers import need_module
 from .legacy_outbox import DELIVERIES, fill_v2
 
-pytest.importorskip("django")
+need_module("django", "Django")
+
+pytestmark = pytest.mark.transport_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")

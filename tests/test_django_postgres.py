@@ -13,10 +13,12 @@ import sys
 
 import pytest
 
-from .helpers import wait_for
+from .helpers import need_module, wait_for
 
-pytest.importorskip("django")
-psycopg = pytest.importorskip("psycopg")
+need_module("django", "Django")
+psycopg = need_module("psycopg", "PostgreSQL")
+
+pytestmark = pytest.mark.transport_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")

@@ -13,7 +13,11 @@ import sys
 
 import pytest
 
-pytest.importorskip("django")
+from .helpers import need_module
+
+need_module("django", "Django")
+
+pytestmark = pytest.mark.transport_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")

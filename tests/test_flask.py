@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-pytest.importorskip("flask")
+from .helpers import need_module
+
+need_module("flask", "Flask")
 
 from syncworkers import WebhookSenderWorker  # noqa: E402
 from syncworkers.contrib.flask import SyncWorkers  # noqa: E402
@@ -42,6 +44,7 @@ def make_app():
         app.extensions["syncworkers"].stop(timeout=10)
 
 
+@pytest.mark.transport_independent
 def test_init_app_keeps_state_on_the_app_sets_defaults_and_starts_nothing(make_app):
     before = toolkit_threads()
     app = make_app(SYNCWORKERS_AUTOSTART=True)
@@ -63,6 +66,7 @@ def test_constructor_with_app_is_init_app(tmp_path, server):
     sw.stop()
 
 
+@pytest.mark.transport_independent
 def test_bad_setting_is_a_config_error():
     from flask import Flask
 
@@ -151,6 +155,7 @@ def test_flask_syncworkers_check_lists_the_app_workers(make_app, server, monkeyp
     assert server.calls("/api") == []
 
 
+@pytest.mark.transport_independent
 def test_flask_syncworkers_run_once_lock_held_elsewhere_does_nothing(make_app, tmp_path):
     import fcntl
 
@@ -180,6 +185,7 @@ def receiver_app(make_app):
     return make_app(RECEIVER_SECRET=secret), secret
 
 
+@pytest.mark.transport_independent
 def test_receiver_calls_the_view_with_the_payload(receiver_app):
     app, secret = receiver_app
     body = b'{"order": 7}'
@@ -188,6 +194,7 @@ def test_receiver_calls_the_view_with_the_payload(receiver_app):
     assert flask_app.RECEIVED == [{"order": 7}]
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("case", ["wrong secret", "altered body", "no signature", "stale"])
 def test_receiver_answers_400_with_a_reason(receiver_app, case):
     app, secret = receiver_app
@@ -204,6 +211,7 @@ def test_receiver_answers_400_with_a_reason(receiver_app, case):
     assert flask_app.RECEIVED == []
 
 
+@pytest.mark.transport_independent
 def test_receiver_rejects_a_signed_body_that_is_not_json(receiver_app):
     app, secret = receiver_app
     body = b"not json"
@@ -220,6 +228,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.transport_independent
 def test_flask_run_with_the_reloader_starts_workers_in_the_serving_process_only(server, tmp_path):
     import urllib.request
 

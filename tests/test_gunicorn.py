@@ -4,7 +4,6 @@ import collections
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,10 +13,13 @@ import urllib.request
 
 import pytest
 
-from .helpers import wait_for
+from .helpers import need_module, need_program, wait_for
 from .redis_server import RedisServer, require_redis_package
 
-pytest.importorskip("flask")
+need_module("flask", "Flask")
+
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,10 +30,7 @@ def free_port():
 
 
 def gunicorn():
-    path = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if not os.access(path, os.X_OK):
-        pytest.skip("gunicorn is not installed")
-    return path
+    return need_program("gunicorn", "gunicorn", path=os.path.dirname(sys.executable))
 
 
 def get(url):
@@ -47,8 +46,7 @@ def post(url):
 
 @pytest.mark.parametrize("preload", [False, True])
 def test_webhooks_enqueued_in_any_gunicorn_worker_are_all_delivered(server, tmp_path, preload):
-    if shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("gunicorn is not installed")
+    need_program("gunicorn", "gunicorn", path=os.path.dirname(sys.executable))
     server.route("POST", "/hooks/orders", status=200)
     server.route("GET", "/api", json={})
     pid_dir = tmp_path / "pids"

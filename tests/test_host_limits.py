@@ -35,6 +35,7 @@ class SlowPartner:
         return Reply(200, b"ok")
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("transport", ["requests", "curl"])
 def test_a_slow_partner_does_not_stop_deliveries_to_a_healthy_one(transport, server, server2):
     slow = SlowPartner()
@@ -62,19 +63,27 @@ def test_a_slow_partner_does_not_stop_deliveries_to_a_healthy_one(transport, ser
     assert slow.most == 3 and len(server.calls("/slow")) == 4
 
 
-def test_direct_sends_wait_for_a_slot_and_a_stop_ends_the_wait(server):
+def test_direct_sends_wait_for_a_slot_and_a_stop_ends_the_wait(server, monkeypatch):
     slow = SlowPartner()
     server.route("POST", "/slow", handler=slow)
     config = WebhookConfig(max_in_flight_per_host=2, max_retries=0)
     worker = WebhookSenderWorker(webhook_config=config)
+    limiter, asked = worker.client.limiter, []
+    acquire = limiter.acquire
+
+    def counted_acquire(key, *args, **kw):  # the real wait, counted
+        asked.append(key)
+        return acquire(key, *args, **kw)
+
+    monkeypatch.setattr(limiter, "acquire", counted_acquire)
     results = []
     threads = [threading.Thread(target=lambda: results.append(worker.deliver(server.url("/slow"), {})))
                for _ in range(3)]
     try:
         for t in threads:
             t.start()
-        assert wait_for(lambda: slow.now == 2, 10)
-        assert worker.client.limiter.in_flight("127.0.0.1:%d" % server.port) == 2
+        assert wait_for(lambda: slow.now == 2 and len(asked) == 3, 10)  # the third send waits for a slot
+        assert limiter.in_flight("127.0.0.1:%d" % server.port) == 2
         worker.stop_event.set()  # the run's stop: the third send stops waiting for a slot
         assert wait_for(lambda: len(results) == 1, 10)
         assert not results[0].ok and results[0].attempts == 0 and "interrupted" in results[0].error
@@ -86,6 +95,7 @@ def test_direct_sends_wait_for_a_slot_and_a_stop_ends_the_wait(server):
     assert slow.most == 2 and len(server.calls("/slow")) == 2
 
 
+@pytest.mark.transport_independent
 def test_a_stop_signal_wakes_a_waiter_at_once(monkeypatch):
     monkeypatch.setattr(limits, "_EVENT_STEP", 3600.0)  # only the signal's callback can wake it
     limiter = HostLimiter(1)
@@ -100,6 +110,7 @@ def test_a_stop_signal_wakes_a_waiter_at_once(monkeypatch):
     assert limiter.acquire("h:80", StopSignal(), timeout=1) and limiter.in_flight("h:80") == 1
 
 
+@pytest.mark.transport_independent
 def test_a_saturated_host_postpones_without_spending_however_old_the_delivery():
     policy = RetryPolicy.from_schedule((5.0, 300.0))
     decision = policy.next(Outcome(Kind.SATURATED, error="busy"), 3, age=10 ** 7)

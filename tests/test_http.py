@@ -266,6 +266,7 @@ def test_max_keepalive_connections_bounds_idle_connections(server, monkeypatch):
     assert not warnings
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("idle, expected_connections", [(4.0, 1), (6.0, 2)])
 def test_keepalive_expiry_closes_connections_idle_too_long(server, monkeypatch, idle, expected_connections):
     # The injected clock drives the requests transport's pools (curl keeps its own time: see below).

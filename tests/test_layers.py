@@ -10,6 +10,8 @@ import pathlib
 
 import pytest
 
+pytestmark = pytest.mark.transport_independent
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "syncworkers"
 
 #: Layer of each module, bottom first; a package's modules share their package's entry unless named.

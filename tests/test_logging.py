@@ -23,6 +23,8 @@ from syncworkers.observability.logging import (
     redact_headers,
 )
 
+pytestmark = pytest.mark.transport_independent
+
 _names = itertools.count()
 
 

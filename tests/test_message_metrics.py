@@ -1,8 +1,12 @@
 import threading
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from syncworkers import Message, Metrics
 from syncworkers.observability.metrics import percentile
+
+pytestmark = pytest.mark.transport_independent
 
 
 def test_message_defaults_are_a_fresh_id_and_an_aware_utc_timestamp():
@@ -51,3 +55,22 @@ def test_metrics_summaries_and_percentiles():
     assert metrics.summary("other") is None
     assert percentile([], 99) == 0.0
     assert percentile([3.0], 50) == 3.0
+
+
+def test_metrics_keep_what_threads_that_ended_counted():
+    metrics = Metrics()
+
+    def count(n):
+        for _ in range(n):
+            metrics.incr("sent")
+            metrics.observe("latency_ms", float(n))
+
+    for n in (3, 5):  # each thread ends before the next starts: its shard is folded in
+        t = threading.Thread(target=count, args=(n,))
+        t.start()
+        t.join()
+    count(2)  # and this thread's own
+    assert metrics["sent"] == 10
+    assert metrics.counters() == {"sent": 10}
+    summary = metrics.summary("latency_ms")
+    assert (summary["count"], summary["max"], summary["avg"]) == (10, 5.0, (9 + 25 + 4) / 10)

@@ -5,6 +5,8 @@ import pytest
 from syncworkers.exceptions import ConfigError, TransportError
 from syncworkers.http.netguard import ALLOW_ALL, AddressPolicy, BlockedAddressError, parse_networks
 
+pytestmark = pytest.mark.transport_independent
+
 GUARD = AddressPolicy(block_private=True)
 
 

@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from .helpers import wait_for
 from .server import Reply
 
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APP = textwrap.dedent("""

@@ -105,6 +105,7 @@ def test_readyz_reports_an_unreachable_outbox(server, tmp_path):
         sender.close()
 
 
+@pytest.mark.transport_independent
 def test_a_port_in_use_is_a_clear_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

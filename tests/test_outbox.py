@@ -29,6 +29,8 @@ from syncworkers.outbox import (
     open_outbox,
 )
 
+pytestmark = pytest.mark.transport_independent
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
 

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from syncworkers.cli import cli, parse_duration, parse_since
 from syncworkers.outbox import DEAD, DELIVERED, PENDING, Outbox
 
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOUR = 3600.0
 

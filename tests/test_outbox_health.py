@@ -25,6 +25,8 @@ from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .helpers import Clock, LogCapture, wait_for
 
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_000_000.0
 DAY = 86400.0
@@ -213,6 +215,7 @@ def outbox_cli(*args):
     return CliRunner().invoke(cli, ["outbox", *args])
 
 
+@pytest.mark.transport_dependent
 def test_the_attempt_log_after_retries_shows_statuses_durations_and_answers(server, tmp_path):
     server.route("POST", "/hooks/orders", replies=[
         _reply(500, b"E" * (ANSWER_BYTES + 1000)), _reply(503, b'{"error": "busy", "token": "t0ps3cret"}'),
@@ -256,6 +259,7 @@ def _reply(status, body):
     return Reply(status, body)
 
 
+@pytest.mark.transport_dependent
 def test_a_410_disables_at_once_held_deliveries_wait_and_enable_delivers_them(server, tmp_path):
     server.route("POST", "/gone", status=[410, 200])
     server.route("POST", "/fine", status=200)
@@ -299,6 +303,7 @@ def test_a_410_disables_at_once_held_deliveries_wait_and_enable_delivers_them(se
         sender.close()
 
 
+@pytest.mark.transport_dependent
 def test_an_endpoint_failing_for_disable_after_is_disabled_and_nothing_is_lost(server, tmp_path):
     server.route("POST", "/down", status=500)
     shift = [0.0]
@@ -329,6 +334,7 @@ def test_an_endpoint_failing_for_disable_after_is_disabled_and_nothing_is_lost(s
         box.close()
 
 
+@pytest.mark.transport_dependent
 def test_a_running_worker_delivers_what_enable_releases_from_another_process(server, tmp_path):
     server.route("POST", "/hook", status=[410, 200])
     path = str(tmp_path / "outbox.db")

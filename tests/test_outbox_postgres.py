@@ -20,10 +20,12 @@ from syncworkers.exceptions import ConfigError
 from syncworkers.outbox import DELIVERED, IN_FLIGHT, Outbox, open_outbox
 from syncworkers.workers.webhook import WebhookSenderWorker
 
-from .helpers import wait_for
+from .helpers import need_module, wait_for
 from .server import Reply
 
-psycopg = pytest.importorskip("psycopg")
+pytestmark = pytest.mark.transport_independent
+
+psycopg = need_module("psycopg", "PostgreSQL")
 
 HOUR = 3600.0
 
@@ -35,6 +37,7 @@ def received_ids(server, path="/hook"):
 # -- transactional enqueue ---------------------------------------------------------------
 
 
+@pytest.mark.transport_dependent
 def test_enqueue_in_a_psycopg_transaction_rolled_back_is_never_sent_committed_is(server, pg_db):
     server.route("POST", "/hook", status=200)
     sender = WebhookSenderWorker(server.base_url, WebhookConfig(outbox_url=pg_db))
@@ -61,6 +64,7 @@ def test_enqueue_in_a_psycopg_transaction_rolled_back_is_never_sent_committed_is
         sender.close()
 
 
+@pytest.mark.transport_dependent
 def test_enqueue_in_a_sqlite3_transaction_rolled_back_is_never_sent_committed_is(server, tmp_path):
     server.route("POST", "/hook", status=200)
     path = str(tmp_path / "app.db")
@@ -100,6 +104,7 @@ def test_a_sqlite3_connection_to_another_file_is_refused(tmp_path):
 # -- notifications -------------------------------------------------------------------------
 
 
+@pytest.mark.transport_dependent
 def test_a_delivery_committed_elsewhere_is_attempted_without_waiting_for_a_poll(server, pg_db, monkeypatch):
     """With the safety-net poll pushed to a minute, only LISTEN/NOTIFY can start the attempt."""
     monkeypatch.setattr("syncworkers.delivery.dispatch.Dispatcher.poll_interval", 60.0)

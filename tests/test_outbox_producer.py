@@ -136,7 +136,10 @@ def test_stop_hands_the_claims_in_flight_back_and_a_late_success_is_still_record
     try:
         assert wait_for(lambda: gate.arrived == 2)  # as many on the wire as the pool has threads
         producer.run.set()
-        assert len(stop_pools([producer.pool], Deadline(0.1))) == 2  # still on the wire
+        if producer.producer.client.can_submit:  # over libcurl the attempts hold no pool thread
+            assert producer.producer.settle(0.1) is False and producer.producer.in_flight == 2
+        else:
+            assert len(stop_pools([producer.pool], Deadline(0.1))) == 2  # still on the wire
         with LogCapture() as logs:
             producer.producer.hand_back()
         counts = producer.producer.outbox.counts()
@@ -147,6 +150,7 @@ def test_stop_hands_the_claims_in_flight_back_and_a_late_success_is_still_record
         assert wait_for(lambda: producer.producer.outbox.counts()["delivered"] == 2)
     finally:
         gate.release.set()
+        stop_pools([producer.pool], Deadline(5))  # (the threads that recorded the late outcomes)
 
 
 def test_flush_once_says_why_a_cycle_failed(server, parts):

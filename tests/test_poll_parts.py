@@ -7,6 +7,8 @@ import pytest
 from syncworkers.polling.bodies import as_items, decode_body, records
 from syncworkers.polling.health import PollHealth
 
+pytestmark = pytest.mark.transport_independent
+
 
 @pytest.mark.parametrize("content, content_type, expected", [
     (b'{"a": 1}', "application/json", {"a": 1}),

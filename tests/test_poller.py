@@ -1,12 +1,12 @@
 """PollerWorker against the real loopback server: bodies, statuses, errors, config layering, lifecycle.
 
-Time is driven by an injected clock or synchronised on Events; the only
-durations asserted are generous "returns instead of hanging" bounds.
+Time is driven by an injected clock or synchronised on Events; no duration is
+asserted: a wait that stop() must cut short is an hour long, and a timeout
+only turns a hang into a failure.
 """
 
 import logging
 import threading
-import time
 
 import pytest
 
@@ -572,9 +572,8 @@ def test_stop_returns_promptly_with_a_long_interval_while_idle(server):
     worker.start()
     assert worker.reached.wait(5)  # the first poll happens at once; then it sleeps for an hour
     assert wait_for(lambda: worker.last_outcome is not None)
-    began = time.monotonic()
-    assert worker.stop() is True
-    assert time.monotonic() - began < 1.0
+    assert worker.stop(timeout=30) is True  # it did not wait out the hour
+    assert len(server.calls("/x")) == 1
 
 
 def test_stop_lets_the_poll_in_progress_finish(server):
@@ -601,13 +600,12 @@ def test_stop_lets_the_poll_in_progress_finish(server):
 
 def test_stop_interrupts_a_retry_wait(server):
     server.route("GET", "/x", status=503)
-    worker = Recorder(server.url("/x"), interval=3600, http_config=HTTPClientConfig(retry_delay=30))
+    worker = Recorder(server.url("/x"), interval=3600, http_config=HTTPClientConfig(retry_delay=3600))
     worker.start()
     assert wait_for(lambda: len(server.calls("/x")) == 1)
-    began = time.monotonic()
-    assert worker.stop(5) is True
-    assert time.monotonic() - began < 5
+    assert worker.stop(30) is True  # only stop() can end an hour-long retry wait
     assert isinstance(worker.last_outcome.error, RetryInterrupted)
+    assert len(server.calls("/x")) == 1
     assert worker.errors == [] and worker.health()["metrics"]["errors"] == 0
 
 

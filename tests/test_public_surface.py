@@ -13,6 +13,10 @@ import pytest
 import syncworkers
 from syncworkers import HTTPClient, HTTPClientConfig
 
+from .helpers import need_module
+
+pytestmark = pytest.mark.transport_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WITHOUT_REDIS = textwrap.dedent("""
@@ -138,7 +142,7 @@ WebhookConfig(max_retries="3")
 
 @pytest.mark.slow
 def test_user_code_type_checks_under_mypy_strict(tmp_path):
-    pytest.importorskip("mypy")
+    need_module("mypy", "mypy")
     (tmp_path / "user_code.py").write_text(USER_CODE)
     (tmp_path / "mistakes.py").write_text(MISTAKES)
     env = {**os.environ, "MYPYPATH": str(ROOT)}

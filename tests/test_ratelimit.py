@@ -37,6 +37,7 @@ class FakeTime:
         return RateLimits(clock=self.clock, wall=self.wall, wait=self.wait)
 
 
+@pytest.mark.transport_independent
 @pytest.mark.parametrize("status, headers, expected", [
     (429, {"Retry-After": "30"}, 30.0),
     (503, {"retry-after": formatdate(WALL + 100, usegmt=True)}, 100.0),  # an HTTP date
@@ -55,6 +56,7 @@ def test_blocked_seconds_reads_the_usual_headers(status, headers, expected):
     assert blocked_seconds(status, headers, WALL) == expected
 
 
+@pytest.mark.transport_independent
 def test_gate_waits_for_a_near_reset_and_skips_a_far_one_warning_once():
     t = FakeTime()
     budget = t.budget()
@@ -72,6 +74,7 @@ def test_gate_waits_for_a_near_reset_and_skips_a_far_one_warning_once():
     assert budget.gate(url, 10, stop)[0] and budget.first_warning(url)  # a new spell warns again
 
 
+@pytest.mark.transport_independent
 def test_a_stop_during_the_wait_ends_it():
     t = FakeTime()
     budget = t.budget()

@@ -24,9 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .helpers import new_secret, wait_for
+from .helpers import need_module, need_program, new_secret, wait_for
 
-pytest.importorskip("flask")
+need_module("flask", "Flask")
+
+pytestmark = pytest.mark.transport_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.rst")
 SECTION = "In web apps, cron and gunicorn"
@@ -78,6 +81,7 @@ def app_dir(tmp_path, server):
     return folder, env
 
 
+@pytest.mark.transport_dependent
 def test_the_flask_sample_delivers_signed_webhooks_polls_and_verifies_received_ones(app_dir, server, monkeypatch):
     from syncworkers import verify
     from syncworkers.signing import Signer
@@ -159,8 +163,7 @@ def orders_delivered(port, server, count):
 def test_the_gunicorn_line_delivers_from_every_worker_and_polls_once_per_tick(app_dir, server):
     from .redis_server import RedisServer, require_redis_package
 
-    if not os.access(os.path.join(BIN, "gunicorn"), os.X_OK):
-        pytest.skip("gunicorn is not installed")
+    need_program("gunicorn", "gunicorn", path=BIN)
     require_redis_package()
     folder, env = app_dir
     port = free_port()
@@ -223,9 +226,8 @@ def slow_pids(port):
 
 
 def test_the_multiprocess_metrics_sample_adds_up_every_gunicorn_worker(app_dir, server, tmp_path):
-    pytest.importorskip("prometheus_client")
-    if not os.access(os.path.join(BIN, "gunicorn"), os.X_OK):
-        pytest.skip("gunicorn is not installed")
+    need_module("prometheus_client", "Prometheus")
+    need_program("gunicorn", "gunicorn", path=BIN)
     folder, env = app_dir
     # The route goes where the README says: inside create_app, on its app.
     route = textwrap.indent(sample("multiprocess.MultiProcessCollector(registry)"), "    ")
@@ -328,7 +330,7 @@ if __name__ == "__main__":
 def shop_site(server, tmp_path):
     """The README's Django samples as a project in *tmp_path*: settings, the shop app's views, a manage.py;
     the environment to run it in."""
-    pytest.importorskip("django")
+    need_module("django", "Django")
     server.route("POST", "/hooks/orders", status=200)
     shop = tmp_path / "shop"
     shop.mkdir()

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from .helpers import LogCapture, closed_port, new_secret, wait_for
+from .helpers import LogCapture, closed_port, need_module, new_secret, wait_for
 from .server import Reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,6 +84,7 @@ def sample(heading: str, phrase: str) -> Sample:
     return found[0]
 
 
+@pytest.mark.transport_independent
 def test_every_python_sample_is_run_by_a_test():
     samples = [s for s in python_samples() if s.heading not in (FRAMEWORKS_SECTION, LOGS_SECTION)]
     untested = collections.Counter(s.heading for s in samples)
@@ -279,7 +280,7 @@ def test_the_outbox_sample_delivers_what_it_enqueued_in_the_background(server, t
 
 def test_the_transactional_enqueue_sample_sends_the_committed_webhook_and_never_the_rolled_back_one(
         server, pg_db, monkeypatch):
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = need_module("psycopg", "PostgreSQL")
     from syncworkers import WebhookSenderWorker
 
     server.route("POST", "/hooks/orders", status=200)
@@ -508,6 +509,7 @@ def test_the_deadline_sample_ends_a_trickling_receivers_attempt_so_stop_returns_
 # -- Transports: requests or libcurl ------------------------------------------------------------------
 
 
+@pytest.mark.transport_independent
 def test_the_curl_sample_sends_the_webhook_through_libcurl(server, monkeypatch):
     import pycurl
     import requests.adapters

@@ -21,6 +21,8 @@ from syncworkers.observability.redaction import (
     safe_url,
 )
 
+pytestmark = pytest.mark.transport_independent
+
 SLACK = "https://hooks.slack.com/services/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"
 SLACK_TOKEN = "aB3dE5fG7hJ9kL1mN3pQ5rS7"
 DISCORD = ("https://discord.com/api/webhooks/123456789012345678/"
@@ -173,6 +175,7 @@ def test_ipv6_hosts_keep_their_brackets_when_printed():
     assert safe_url("http://[2001:DB8::1]/x") == "http://[2001:db8::1]/x"
 
 
+@pytest.mark.transport_dependent
 def test_a_pollers_default_name_masks_a_secret_path_like_every_printed_url():
     from syncworkers import PollerWorker
 

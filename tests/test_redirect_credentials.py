@@ -12,6 +12,8 @@ from syncworkers.http.redirects import RedirectRefused
 
 from .server import Reply
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 TRANSPORTS = ["requests", "curl"]
 KEY = "k-3f9a1c0e77b24d"
 

@@ -7,7 +7,6 @@ from ``syncworkers`` and its example.com URLs pointed at loopback servers
 
 import sys
 import threading
-import time
 
 import pytest
 
@@ -19,7 +18,7 @@ from syncworkers import (
     WebhookConfig,
 )
 from syncworkers.message import Message
-from syncworkers.sources import MemoryQueue
+from syncworkers.sources import MemoryQueue, memory
 from syncworkers.scheduling.runner import Runner
 from syncworkers.signals import StopSignal
 from syncworkers.workers.webhook import WebhookSenderWorker
@@ -135,10 +134,8 @@ def test_order_notification_sender_runs_until_stopped_though_process_returns(url
             assert sender.running
             assert any(t.name.startswith("syncworkers-loop") for t in threading.enumerate())
         finally:
-            started = time.monotonic()
-            assert runner.stop(timeout=5)
+            assert runner.stop(timeout=30)  # the loop's untimed wait on the stop signal ended with it
             sender.close()
-    assert time.monotonic() - started < 1.0
     assert "returned before stop" not in logs.text
 
 
@@ -201,28 +198,26 @@ EVENTS = [
 
 
 def run_relay(relay, put, expected_requests, partner):
-    """Start *relay*, queue EVENTS with *put*, wait for the partner's requests, stop; return stop time."""
+    """Start *relay*, queue EVENTS with *put*, wait for the partner's requests, stop; return the messages."""
     relay.start()
     try:
         messages = [put(Message(body=event, headers={"Authorization": "Bearer internal"}))
                     for event in EVENTS]
         assert wait_for(lambda: len(partner.requests) == expected_requests)
     finally:
-        started = time.monotonic()
-        assert relay.stop(timeout=5)
-        stopped_in = time.monotonic() - started
+        assert relay.stop(timeout=30)
         relay.close()
-    return messages, stopped_in
+    return messages
 
 
-def test_order_webhook_relay_routes_each_event(urls):
+def test_order_webhook_relay_routes_each_event(urls, monkeypatch):
+    monkeypatch.setattr(memory, "STOP_CHECK_INTERVAL", 3600.0)  # a poll would hang stop(): the run's signal wakes it
     _, partner = urls
     for kind in ("created", "updated", "cancelled"):
         partner.route("POST", f"/webhooks/orders/{kind}", status=200)
     relay = RecordingRelay()
     with LogCapture() as logs:
-        messages, stopped_in = run_relay(relay, relay.source.put, 3, partner)
-    assert stopped_in < 1.0
+        messages = run_relay(relay, relay.source.put, 3, partner)
     assert [r.path for r in partner.requests] == [
         "/webhooks/orders/created", "/webhooks/orders/updated", "/webhooks/orders/cancelled"]
     assert [r.json() for r in partner.requests] == [EVENTS[0], EVENTS[1], EVENTS[3]]
@@ -241,7 +236,7 @@ def test_order_webhook_relay_routes_each_event(urls):
 
 
 def relay_on_redis(urls, monkeypatch):
-    """Run the document's relay on a real Redis; return (relay, message ids, stop time, still held)."""
+    """Run the document's relay on a real Redis (stop ends its BLMOVE); return (partner, message ids, still held)."""
     from .redis_server import RedisServer, require_redis_package
 
     require_redis_package()
@@ -260,16 +255,15 @@ def relay_on_redis(urls, monkeypatch):
         producer = RedisListConsumer(queue="order_events")
         relay = RedisOrderWebhookRelay()
         try:
-            ids, stopped_in = run_relay(relay, producer.push, 3, partner)
+            ids = run_relay(relay, producer.push, 3, partner)
             held = relay.source.processing()
         finally:
             producer.close()
-    return partner, ids, stopped_in, held
+    return partner, ids, held
 
 
 def test_order_webhook_relay_on_redis(urls, monkeypatch):
-    partner, ids, stopped_in, _ = relay_on_redis(urls, monkeypatch)
-    assert stopped_in < 2.0  # a blocked BLMOVE ends within its block_timeout
+    partner, ids, _ = relay_on_redis(urls, monkeypatch)
     assert [r.json() for r in partner.requests] == [EVENTS[0], EVENTS[1], EVENTS[3]]
     assert [r.header("webhook-id") for r in partner.requests] == [ids[i] for i in (0, 1, 3)]
 
@@ -374,11 +368,12 @@ def test_urgent_alert_goes_everywhere(urls):
 def test_urgent_alert_stops_at_the_first_failure(urls):
     server, _ = urls
     gate = threading.Event()
-    seen = []
+    seen, answered = [], []
 
     def held(req):
         seen.append(req.path)
-        gate.wait(10)
+        gate.wait(60)
+        answered.append(req.path)
         return Reply(200)
 
     def sms_down(req):
@@ -390,13 +385,12 @@ def test_urgent_alert_stops_at_the_first_failure(urls):
     server.route("POST", "/sms/alerts", handler=sms_down)
     try:
         with SystemAlertBroadcaster() as broadcaster, LogCapture() as logs:
-            started = time.monotonic()
             results = broadcaster.broadcast_system_alert(ALERT, urgent=True)
-            elapsed = time.monotonic() - started
+            answered_before_return = list(answered)
             gate.set()
     finally:
         gate.set()
-    assert elapsed < 1.5  # did not wait for the held answers
+    assert answered_before_return == []  # did not wait for the held answers
     assert results == {path: False for path in URGENT}
     assert "Alert broadcast completed: 0/4 successful" in logs.text
 

@@ -7,6 +7,8 @@ from syncworkers.exceptions import CircuitOpenError, RequestTimeout, TransportEr
 from syncworkers.http.outcome import classify_error, classify_status
 from syncworkers.http.retry import RetryPolicy, apply_jitter, parse_retry_after
 
+pytestmark = pytest.mark.transport_independent
+
 
 def cfg(**kw):
     return RetryConfig(**kw)

@@ -10,6 +10,8 @@ import pytest
 
 from syncworkers.scheduling.schedule import Schedule, check_interval, check_jitter, name_offset, stagger_offsets
 
+pytestmark = pytest.mark.transport_independent
+
 
 def test_schedule_fires_on_a_fixed_rate_grid():
     s = Schedule(10.0, start=100.0)

@@ -15,9 +15,11 @@ import pytest
 
 from syncworkers.exceptions import ConfigError
 
-from .helpers import closed_port, new_secret
+from .helpers import closed_port, need_module, new_secret
 
-pytest.importorskip("flask")
+need_module("flask", "Flask")
+
+pytestmark = pytest.mark.transport_independent
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
 #: 15 bytes once decoded ("short-secret-12"): fewer than the 24 Standard Webhooks asks for.
@@ -145,7 +147,7 @@ def django_env(tmp_path, **setting):
 
 @pytest.mark.parametrize("deploy", [False, True], ids=["check", "check --deploy"])
 def test_manage_py_check_lists_each_problem_with_its_id_and_exits_non_zero(tmp_path, deploy):
-    pytest.importorskip("django")
+    need_module("django", "Django")
     env = django_env(tmp_path, SIGNING_SECERT=new_secret(), SIGNING_SECRET=SHORT_SECRET, BASE_URL="ftp://x/")
     done = subprocess.run([sys.executable, MANAGE, "check", *(["--deploy"] if deploy else [])], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -161,7 +163,7 @@ def test_manage_py_check_lists_each_problem_with_its_id_and_exits_non_zero(tmp_p
 
 
 def test_manage_py_check_names_a_missing_extra(tmp_path):
-    pytest.importorskip("django")
+    need_module("django", "Django")
     env = django_env(tmp_path, COORDINATION="redis://127.0.0.1:6379/0")
     # redis-py made unimportable in that process only, as if it were not installed.
     code = ("import runpy, sys; sys.modules['redis'] = None; sys.argv = [sys.argv[1], 'check'];"
@@ -174,7 +176,7 @@ def test_manage_py_check_names_a_missing_extra(tmp_path):
 
 
 def test_manage_py_syncworkers_check_tries_the_outbox_and_coordination(tmp_path):
-    pytest.importorskip("django")
+    need_module("django", "Django")
     port = closed_port()
     env = django_env(tmp_path, OUTBOX=f"postgres://app:hunter2-pw@127.0.0.1:{port}/app",
                      COORDINATION=f"redis://:hunter2-pw@127.0.0.1:{port}/0")

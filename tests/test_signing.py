@@ -12,6 +12,8 @@ from syncworkers.exceptions import ConfigError, SignatureError
 from syncworkers.observability.redaction import redact_text
 from syncworkers.signing import Signer, load_secret, sign, verify, webhook_headers
 
+pytestmark = pytest.mark.transport_independent
+
 # The published test vector (standard-webhooks libraries/python/tests/test_webhooks.py).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -165,6 +167,7 @@ def test_repr_hides_secrets():
     assert repr(Signer(SECRET)) == "Signer(1 secret)"
 
 
+@pytest.mark.transport_dependent
 def test_a_senders_redactor_masks_its_signing_secrets():
     fresh = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     with WebhookSenderWorker("http://127.0.0.1:9", signing_secret=f"{SECRET} {fresh}") as sender:

@@ -6,6 +6,8 @@ import pytest
 from syncworkers.message import Message
 from syncworkers.sources import MemoryQueue, Source
 
+pytestmark = pytest.mark.transport_independent
+
 
 def consume_in_thread(source, got, first=None):
     """Run ``for m in source.consume()`` in a thread; *first* is set when a message arrives."""

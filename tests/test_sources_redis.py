@@ -16,6 +16,8 @@ import pytest
 from . import redis_server as helper
 from .redis_server import RedisServer, require_redis_package
 
+pytestmark = pytest.mark.transport_independent
+
 require_redis_package()
 
 import redis  # noqa: E402
@@ -414,6 +416,7 @@ def test_the_heartbeat_is_refreshed_while_a_message_is_being_processed(consumers
         gen.close()
 
 
+@pytest.mark.transport_dependent
 def test_run_once_of_a_relay_reports_an_unreachable_redis():
     from syncworkers import WebhookSenderWorker
 

@@ -18,6 +18,8 @@ from syncworkers.http.outcome import Kind, classify_error
 
 from .helpers import LogCapture, trap_packets
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 TRANSPORTS = ["requests", "curl"]
 LOOPBACK_SPELLINGS = ["127.0.0.1", "localhost", "2130706433", "0x7f000001", "127.1", "0177.0.0.1",
                       "[::ffff:127.0.0.1]", "[::1]",
@@ -168,6 +170,7 @@ def test_the_outbox_marks_a_refused_delivery_dead_at_once(transport, server):
     assert len(server.calls("/hook")) == 1
 
 
+@pytest.mark.transport_dependent
 def test_the_guard_is_read_from_the_environment(monkeypatch, server):
     monkeypatch.setenv("WEBHOOK_BLOCK_PRIVATE_NETWORKS", "true")
     server.route("POST", "/hook", status=200)

@@ -13,6 +13,8 @@ from syncworkers.signals import StopSignal
 
 from .helpers import wait_for
 
+pytestmark = pytest.mark.transport_independent
+
 
 class ManualPool(Executor):
     """Ticks wait here until the test runs them: firing, skipping and claiming without pool threads."""

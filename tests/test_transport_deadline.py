@@ -17,6 +17,8 @@ from syncworkers.http.client import HTTPClient
 from .helpers import wait_for
 from .hostile import HostileReceiver
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 TRANSPORTS = ["requests", "curl"]
 #: Seconds an attempt may take here; the read timeout is far longer, so only the deadline can end it.
 DEADLINE = 1.0

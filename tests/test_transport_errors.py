@@ -10,6 +10,8 @@ from syncworkers.http.client import HTTPClient
 from .helpers import closed_port
 from .hostile import HostileReceiver
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 TRANSPORTS = ["requests", "curl"]
 
 

@@ -12,6 +12,8 @@ from syncworkers import HTTPClientConfig, Message, TransportError
 from syncworkers.http.client import HTTPClient
 from syncworkers.signing import Signer, verify
 
+pytestmark = pytest.mark.transport_independent  # each test names its transport
+
 URL = "https://partner.invalid/hook"  # never resolved: responses answers before any socket
 
 

@@ -1,7 +1,10 @@
-"""Broadcast: one webhook body to many endpoints at once, each on a pool thread of its own."""
+"""Broadcast: one webhook body to many endpoints at once, each on a pool thread of its own (or, over
+libcurl, on none: the client's I/O thread drives them all)."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
@@ -25,7 +28,10 @@ class Broadcaster:
     The broadcast's cancel signal is a child of the run's stop signal (*run*):
     stopping the worker reaches every delivery, and ``fail_fast`` cancels this
     broadcast alone — the deliveries not started yet are never sent, and the retry
-    waits of those in flight end at once.
+    waits of those in flight end at once. When the sender's client can submit
+    (libcurl's multi interface), no delivery takes a pool thread: up to
+    ``max(pool size, the client's per-host limit)`` are on the wire at once, the
+    others queued as on a pool of that many threads.
     """
 
     def __init__(self, sender: DirectSender, pool: DeliveryPool, run: Callable[[], StopSignal], *,
@@ -60,8 +66,57 @@ class Broadcaster:
                 cancel.set()  # before this pool thread takes the next queued delivery
             return result
 
-        futures = {endpoint: self.pool.submit(one, endpoint, url) for endpoint, url in targets.items()}
+        if self.sender.client.can_submit:
+            limit = self.sender.client.limiter.limit or 0
+            futures = self._started(targets, body, extra, cancel, fail_fast, max(self.pool.max_workers, limit))
+        else:
+            futures = {endpoint: self.pool.submit(one, endpoint, url) for endpoint, url in targets.items()}
         return self._gather(futures, targets, cancel, fail_fast)
+
+    def _started(self, targets: Mapping[str, str], body: bytes, extra: Dict[str, str], cancel: StopSignal,
+                 fail_fast: bool, in_flight: int) -> Dict[str, "Future[DeliveryResult]"]:
+        """One future per endpoint; at most *in_flight* deliveries started at a time, the next one when
+        one ends (on the thread that ended it), none once *cancel* is set. Each is tracked by the pool,
+        so that stop() waits for it as for its own."""
+        queue = deque(targets.items())
+        futures: Dict[str, "Future[DeliveryResult]"] = {endpoint: Future() for endpoint in targets}
+        for future in futures.values():
+            self.pool.track(future)
+        lock = threading.Lock()
+
+        def next_one() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    endpoint, url = queue.popleft()
+                outer = futures[endpoint]
+                if not outer.set_running_or_notify_cancel():
+                    continue  # cancelled by fail_fast: never sent
+                if cancel.is_set():
+                    outer.set_result(DeliveryResult.failed(endpoint, url, CANCELLED))
+                    continue
+                try:
+                    inner = self.sender.start(Webhook(endpoint, url, body, extra, check_delivery_id(None)), cancel)
+                except Exception as exc:  # a bug: reported as this delivery's error, never raised
+                    outer.set_exception(exc)
+                    continue
+                inner.add_done_callback(lambda done, outer=outer: ended(done, outer))  # type: ignore[misc]
+                return
+
+        def ended(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
+            exc = done.exception()
+            if exc is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result(done.result())
+                if fail_fast and not done.result().ok:
+                    cancel.set()  # the others' retry waits and waits for a host slot end at once
+            next_one()
+
+        for _ in range(min(in_flight, len(queue))):
+            next_one()
+        return futures
 
     def _gather(self, futures: Mapping[str, "Future[DeliveryResult]"], targets: Mapping[str, str],
                 cancel: StopSignal, fail_fast: bool) -> Dict[str, DeliveryResult]:

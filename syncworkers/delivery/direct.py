@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from ..exceptions import RequestError
 from ..http.client import HTTPClient
+from ..http.messages import Response
 from ..http.outcome import Kind, classify_error
 from ..observability import events
 from ..observability.logging import plural
@@ -62,15 +64,48 @@ class DirectSender:
     def send(self, webhook: Webhook, cancel: threading.Event) -> DeliveryResult:
         """POST a checked *webhook*; *cancel* cuts its retry waits short."""
         # Built once: every attempt carries the same id, timestamp and signature.
-        headers = delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers)
+        request = self.client.build("POST", webhook.url, data=webhook.body,
+                                    headers=delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers))
         started = time.monotonic()
         try:
-            response = self.client.request("POST", webhook.url, data=webhook.body, headers=headers, cancel=cancel,
-                                           allow_redirects=False)
+            response = self.client.send(request, url=webhook.url, cancel=cancel, allow_redirects=False)
         except RequestError as exc:
-            outcome, attempts = classify_error(exc), exc.attempts
+            return self.finish(webhook, started, None, exc)
+        return self.finish(webhook, started, response, None)
+
+    def start(self, webhook: Webhook, cancel: StopSignal) -> "Future[DeliveryResult]":
+        """:meth:`send` without holding a thread (``client.can_submit``: libcurl's multi interface); the
+        future ends with the result on the client's I/O thread."""
+        request = self.client.build("POST", webhook.url, data=webhook.body,
+                                    headers=delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers))
+        started = time.monotonic()
+        result: "Future[DeliveryResult]" = Future()
+        result.set_running_or_notify_cancel()
+
+        def ended(done: "Future[Response]") -> None:
+            exc = done.exception()
+            try:
+                if exc is None or isinstance(exc, RequestError):
+                    result.set_result(self.finish(webhook, started, None if exc is not None else done.result(),
+                                                  exc))
+                else:
+                    result.set_exception(exc)
+            except BaseException as error:  # a bug in the bookkeeping: the delivery's error, never lost
+                if not result.done():
+                    result.set_exception(error)
+
+        self.client.submit(request, url=webhook.url, cancel=cancel).add_done_callback(ended)
+        return result
+
+    def finish(self, webhook: Webhook, started: float, response: Optional[Response],
+               error: Optional[RequestError]) -> DeliveryResult:
+        """Count, log and return the result of *webhook* sent since *started*: *response*, or *error*."""
+        if error is not None:
+            outcome, attempts = classify_error(error), error.attempts
+        elif response is not None:
+            outcome, attempts = response.outcome, response.attempts
         else:
-            outcome, attempts = getattr(response, "outcome"), getattr(response, "attempts")
+            raise TypeError("finish() needs the response or the error")
         if outcome.kind is Kind.CIRCUIT_OPEN:
             self._stats.incr("circuit_open")
         elif outcome.kind is Kind.INTERRUPTED:

@@ -56,8 +56,12 @@ class Dispatcher:
     def __init__(self, outbox: OutboxStore, send: Callable[[Delivery, float], Union[Sent, Outcome]],
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None,
-                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER) -> None:
+                 disable_after: Optional[float] = DEFAULT_DISABLE_AFTER,
+                 launch: Optional[Callable[[Delivery, float], "Future[Sent]"]] = None) -> None:
         self.outbox = outbox
+        #: ``(delivery, now) -> Future[Sent]``: an attempt that holds no thread (libcurl's multi interface);
+        #: then only recording its outcome takes a pool thread, and *free_slots* counts attempts in flight.
+        self._launch = launch
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
         self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
@@ -169,6 +173,12 @@ class Dispatcher:
             return True
         return None
 
+    def settle(self, timeout: Optional[float]) -> bool:
+        """Wait until no delivery of this process is in flight (sent and recorded) or *timeout* passes;
+        True when none is."""
+        with self._progress:
+            return self._progress.wait_for(lambda: not self.in_flight, timeout)
+
     def abandon(self) -> int:
         """Hand this process's unfinished claims back (pending, attempts unchanged); end the drain.
 
@@ -261,6 +271,10 @@ class Dispatcher:
         for delivery in self.outbox.claim_due(free):
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
+            if self._launch is not None:
+                self._start(delivery)
+                started += 1
+                continue
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
@@ -319,7 +333,7 @@ class Dispatcher:
                 return
             self._wake.wait(self.claims.keep_alive())
 
-    def _done(self, future: "Future[None]") -> None:
+    def _done(self, future: "Optional[Future[None]]") -> None:
         with self._progress:
             self._outcomes += 1
             self._progress.notify_all()
@@ -339,10 +353,45 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
-            abandoned = self._abandoned.is_set()
-            if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
-                self._record_failures += 1
-                self._wake.set()
+            self._record(delivery, sent, at)
+        finally:
+            self.claims.drop(delivery.id)
+
+    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
+        abandoned = self._abandoned.is_set()
+        if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
+            self._record_failures += 1
+            self._wake.set()
+
+    # -- one attempt without a thread (launch), recorded on the pool ------------------------
+
+    def _start(self, delivery: Delivery) -> None:
+        at = self._clock()
+        try:
+            launched = self._launch(delivery, at)  # type: ignore[misc]
+        except Exception as exc:  # a bug, not the receiver: recorded as an attempt that raised
+            launched = Future()
+            launched.set_exception(exc)
+        launched.add_done_callback(lambda done: self._landed(delivery, done, at))
+
+    def _landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
+        """An attempt ended (on the I/O thread): record it on the pool, which may block on the store."""
+        try:
+            future = self._submit(self._record_landed, delivery, done, at)
+        except RuntimeError:  # the pool is shut down (stop() gave up waiting): record it here, as a pool
+            self._record_landed(delivery, done, at)  # thread still on the wire at stop() would
+            self._done(None)
+            return
+        future.add_done_callback(self._done)
+
+    def _record_landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
+        try:
+            try:
+                sent = done.result()
+            except Exception as exc:
+                self.logger.exception("webhook attempt raised", delivery_id=delivery.id, exc_info=exc)
+                sent = Sent(classify_error(exc))
+            self._record(delivery, sent, at)
         finally:
             self.claims.drop(delivery.id)
 

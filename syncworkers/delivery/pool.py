@@ -65,6 +65,12 @@ class DeliveryPool:
         future.add_done_callback(self._forget)
         return future
 
+    def track(self, future: "Future[Any]") -> None:
+        """Count a call that runs elsewhere (libcurl's I/O thread) as this pool's own: stop waits for it."""
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
     def _forget(self, future: "Future[Any]") -> None:
         with self._lock:
             self._futures.discard(future)
@@ -91,7 +97,8 @@ def stop_pools(pools: Sequence[DeliveryPool], deadline: Deadline) -> Set["Future
     shut = [pool.shutdown() for pool in pools]
     executors = [executor for executor, _ in shut if executor is not None]
     futures = [future for _, running in shut for future in running]
-    if executors:
+    # (Calls tracked from libcurl's I/O thread start no executor: a stop with a timeout waits for them too.)
+    if executors or (futures and deadline.at is not None):
         _, pending = wait(futures, deadline.remaining())
     else:
         pending = {future for future in futures if not future.done()}

@@ -9,6 +9,7 @@ worker's loop job, or from the calling thread in :meth:`OutboxProducer.flush`.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..config.settings import WebhookConfig
@@ -24,7 +25,7 @@ from ..scheduling.jobs import Job, LoopJob
 from ..scheduling.runner import Runner
 from ..signals import StopSignal
 from ..signing import Signer
-from .attempt import Sent, send_once
+from .attempt import Sent, launch_once, send_once
 from .checks import InputChecks
 from .dispatch import Dispatcher
 from .pool import DeliveryPool
@@ -80,11 +81,14 @@ class OutboxProducer:
                 if self._outbox is None:
                     # One connection per delivering thread, plus the claiming loop and flush().
                     self._outbox = open_outbox(self.config.outbox_location, pool_size=self.pool.max_workers + 2)
+                # Over libcurl an attempt holds no thread: the pool only records outcomes.
+                lean = self.client.can_submit
                 self._dispatcher = Dispatcher(
-                    self._outbox, self._send, self.pool.submit, self.pool.free_slots,
+                    self._outbox, self._send, self.pool.submit, self._free_slots if lean else self.pool.free_slots,
                     RetryPolicy.from_schedule(self.config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),
-                    logger=self.logger, stats=self._stats, disable_after=self.config.disable_after)
+                    logger=self.logger, stats=self._stats, disable_after=self.config.disable_after,
+                    launch=self._launch if lean else None)
             return self._dispatcher
 
     @property
@@ -100,6 +104,30 @@ class OutboxProducer:
 
     def _send(self, delivery: Delivery, now: float) -> Sent:
         return send_once(self.client, self.signer, delivery, now, self._limiter)
+
+    def _launch(self, delivery: Delivery, now: float) -> "Future[Sent]":
+        return launch_once(self.client, self.signer, delivery, now, self._limiter)
+
+    def _free_slots(self) -> int:
+        """Attempts that may start now when they hold no thread: as many as the host limit allows
+        (at least a pool's worth) less those in flight."""
+        dispatcher = self._dispatcher
+        in_flight = 0 if dispatcher is None else dispatcher.in_flight
+        return max(self.pool.max_workers, self.config.per_host_limit) - in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Outbox deliveries this process is sending now."""
+        dispatcher = self._dispatcher
+        return 0 if dispatcher is None else dispatcher.in_flight
+
+    def settle(self, timeout: Optional[float]) -> bool:
+        """Wait until no attempt is in flight over libcurl's multi interface (and its outcome is recorded),
+        or *timeout*; True when none is. (Pool attempts are the pool's to wait for.)"""
+        dispatcher = self._dispatcher
+        if dispatcher is None or not self.client.can_submit:
+            return True
+        return dispatcher.settle(timeout)
 
     # -- enqueue, flush, the loop ---------------------------------------------------------
 

@@ -88,6 +88,8 @@ class HostBreaker(CircuitBreaker):  # type: ignore[misc]  # the package is untyp
 
     def before_request(self) -> None:
         """Return if a call may go ahead (taking the probe permit when half-open), else raise."""
+        if self._state == STATE_CLOSED:  # one attribute read: a closed circuit needs no lock
+            return
         with self._lock:
             state = super().state
             if state == STATE_CLOSED:
@@ -101,6 +103,8 @@ class HostBreaker(CircuitBreaker):  # type: ignore[misc]  # the package is untyp
 
     def record_success(self) -> None:
         """The host answered well: close the circuit, reset the count, free the probe permit."""
+        if self._state == STATE_CLOSED and not self._failure_count and not self._probing:
+            return  # nothing to reset (a failure counted meanwhile is as if it came after this success)
         with self._lock:
             self.reset()
             self._probing = False

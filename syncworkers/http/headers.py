@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 #: An HTTP header name: an RFC 9110 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FORBIDDEN_IN_VALUE = frozenset("\r\n\x00")
+#: What a value must not hold: a line break or a NUL (header injection).
+_FORBIDDEN_IN_VALUE = re.compile("[\r\n\x00]")
 #: Headers only the transport sets (lowercase): the message's framing (RFC 9112 §6), the
 #: connection's own (hop-by-hop, RFC 9110 §7.6.1) and the target host. ``Proxy-*`` too.
 TRANSPORT_HEADERS = frozenset((
@@ -49,14 +50,15 @@ def value_problem(value: Any) -> Optional[str]:
         value = value.decode("latin-1")  # every byte is a Latin-1 character
     elif not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
-    if any(c in _FORBIDDEN_IN_VALUE for c in value):
+    if _FORBIDDEN_IN_VALUE.search(value):
         return "contains a line break or a NUL"
     if value[:1].isspace():
         return "starts with whitespace"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return "must be Latin-1 text (encode other text first)"
+    if not value.isascii():  # (ASCII, the common case, is Latin-1 without encoding it)
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return "must be Latin-1 text (encode other text first)"
     return None
 
 

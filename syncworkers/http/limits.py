@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Dict, Optional
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from ..signals import Deadline, StopSignal
 from .hosts import origin
@@ -35,12 +36,17 @@ class HostLimiter:
     ``try_acquire`` never blocks; ``acquire`` waits until a slot frees or its
     cancel signal is set: a :class:`~syncworkers.signals.StopSignal` wakes the
     waiters the moment it is set (plain Events are looked at every half second).
+    A freed slot wakes one waiter of its own host, not every waiter.
     """
 
     def __init__(self, limit: Optional[int]) -> None:
         self.limit = limit
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._held: Dict[str, int] = {}
+        self._waiting: Dict[str, threading.Condition] = {}  # host -> its waiters (on the one lock)
+        # host -> callbacks waiting for a slot without a thread (when_free), first come first served
+        self._queued: Dict[str, Deque[Tuple[StopSignal, Callable[[bool], None]]]] = {}
+        self._cancelled: List[Callable[[bool], None]] = []
         self._watched: "weakref.WeakSet[StopSignal]" = weakref.WeakSet()
 
     def try_acquire(self, key: str) -> bool:
@@ -48,42 +54,99 @@ class HostLimiter:
         if self.limit is None:
             return True
         with self._lock:
-            if self._held.get(key, 0) >= self.limit:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
                 return False
-            self._held[key] = self._held.get(key, 0) + 1
+            self._held[key] = held + 1
             return True
 
     def acquire(self, key: str, cancel: threading.Event, timeout: Optional[float] = None) -> bool:
         """Wait for a slot for *key*; False when *cancel* is set or *timeout* passes first."""
-        if self.limit is None:
+        limit = self.limit
+        if limit is None:
             return True
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held < limit:  # the common case: a slot is free
+                self._held[key] = held + 1
+                return True
         stepped = not isinstance(cancel, StopSignal)
         if not stepped:
             self._watch(cancel)  # type: ignore[arg-type]
         deadline = Deadline(timeout)
         with self._lock:
-            while self._held.get(key, 0) >= self.limit:
+            waiters = self._waiting.get(key)
+            if waiters is None:
+                waiters = self._waiting[key] = threading.Condition(self._lock)
+            while self._held.get(key, 0) >= limit:
                 if cancel.is_set() or deadline.expired:
+                    if self._held.get(key, 0) < limit:
+                        waiters.notify()  # a wake-up this waiter will not use: pass it on
                     return False
-                self._lock.wait(deadline.cap(_EVENT_STEP) if stepped else deadline.remaining())
+                waiters.wait(deadline.cap(_EVENT_STEP) if stepped else deadline.remaining())
             self._held[key] = self._held.get(key, 0) + 1
             return True
+
+    def when_free(self, key: str, cancel: StopSignal, then: Callable[[bool], None]) -> None:
+        """Call ``then(True)`` holding a slot for *key* as soon as one is free (at once if one is), or
+        ``then(False)`` once *cancel* is set first: a wait that holds no thread. *then* must not block;
+        it runs on the thread that freed the slot (or set *cancel*)."""
+        if self.limit is None:
+            then(True)
+            return
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held < self.limit:
+                self._held[key] = held + 1
+                queued = False
+            else:
+                self._queued.setdefault(key, deque()).append((cancel, then))
+                queued = True
+        if not queued:
+            then(True)
+        else:
+            self._watch(cancel)
 
     def release(self, key: str) -> None:
         if self.limit is None:
             return
+        handed: Optional[Callable[[bool], None]] = None
         with self._lock:
-            count = self._held.get(key, 0) - 1
-            if count <= 0:
-                self._held.pop(key, None)
-            else:
-                self._held[key] = count
-            self._lock.notify_all()
+            queue = self._queued.get(key)
+            while queue:
+                cancel, then = queue.popleft()
+                if not cancel.is_set():
+                    handed = then  # the slot goes to the first waiter that holds no thread
+                    break
+                self._cancelled.append(then)
+            if handed is None:
+                count = self._held.get(key, 0) - 1
+                if count <= 0:
+                    self._held.pop(key, None)
+                else:
+                    self._held[key] = count
+                waiters = self._waiting.get(key)
+                if waiters is not None:
+                    waiters.notify()
+            cancelled, self._cancelled = self._cancelled, []
+        for then in cancelled:
+            then(False)
+        if handed is not None:
+            handed(True)
 
     def wake(self) -> None:
-        """Wake every waiter (a stop signal was set)."""
+        """Wake every waiter (a stop signal was set); callbacks of a set signal get False."""
         with self._lock:
-            self._lock.notify_all()
+            for waiters in self._waiting.values():
+                waiters.notify_all()
+            cancelled: List[Callable[[bool], None]] = []
+            for queue in self._queued.values():
+                kept = [(c, t) for c, t in queue if not c.is_set()]
+                cancelled += [t for c, t in queue if c.is_set()]
+                queue.clear()
+                queue.extend(kept)
+        for then in cancelled:
+            then(False)
 
     def in_flight(self, key: str) -> int:
         with self._lock:

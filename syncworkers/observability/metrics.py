@@ -1,4 +1,4 @@
-"""Thread-safe in-process metrics: counters and latency summaries.
+"""Thread-safe in-process metrics: counters and latency summaries, counted without locks.
 
 Workers count into a :class:`Metrics`; ``snapshot()`` gives a plain dict for
 health endpoints, logs, or an exporter of the application's choice.
@@ -8,36 +8,42 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, Optional
+from typing import Any, Deque, Dict, Iterable, List, Optional
 
 #: Latencies kept per series for percentiles (a sliding window, bounded memory).
 LATENCY_WINDOW = 1024
 
 
 class _Summary:
+    """One thread's share of a latency series; the window of recent values is shared by all."""
+
     __slots__ = ("count", "total", "max", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, window: Deque[float]) -> None:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
-        self.window: Deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.window = window
 
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
-        self.max = max(self.max, value)
-        self.window.append(value)
+        if value > self.max:
+            self.max = value
+        self.window.append(value)  # deque.append is atomic: no lock
 
-    def as_dict(self) -> Dict[str, float]:
-        ordered = sorted(self.window)
-        return {
-            "count": self.count,
-            "avg": self.total / self.count if self.count else 0.0,
-            "max": self.max,
-            "p50": percentile(ordered, 50),
-            "p99": percentile(ordered, 99),
-        }
+
+def _summary(parts: List[_Summary]) -> Dict[str, float]:
+    count = sum(p.count for p in parts)
+    total = sum(p.total for p in parts)
+    ordered = sorted(parts[0].window) if parts else []
+    return {
+        "count": count,
+        "avg": total / count if count else 0.0,
+        "max": max((p.max for p in parts), default=0.0),
+        "p50": percentile(ordered, 50),
+        "p99": percentile(ordered, 99),
+    }
 
 
 def percentile(ordered: Iterable[float], pct: float) -> float:
@@ -49,53 +55,118 @@ def percentile(ordered: Iterable[float], pct: float) -> float:
     return values[min(rank, len(values)) - 1]
 
 
+class _Shard:
+    """The counts and summaries of one thread: only that thread writes them."""
+
+    __slots__ = ("thread", "counters", "summaries")
+
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
+        self.counters: Dict[str, float] = {}
+        self.summaries: Dict[str, _Summary] = {}
+
+
 class Metrics:
-    """Counters (``incr``) and latency summaries (``observe``), safe from any thread."""
+    """Counters (``incr``) and latency summaries (``observe``), safe from any thread.
+
+    Counting takes no lock: each thread counts into a shard of its own, and readers
+    add the shards up (the shards of threads that ended are folded in once).
+    """
 
     def __init__(self, **labels: str) -> None:
         self.labels = dict(labels)
         self._lock = threading.Lock()
-        self._counters: Dict[str, float] = {}
-        self._summaries: Dict[str, _Summary] = {}
+        self._local = threading.local()
+        self._shards: List[_Shard] = []
+        self._ended = _Shard()  # what threads that ended counted
+        self._windows: Dict[str, Deque[float]] = {}
+
+    def _shard(self) -> _Shard:
+        try:
+            shard: _Shard = self._local.shard
+            return shard
+        except AttributeError:
+            shard = _Shard()
+            with self._lock:
+                self._fold_ended()
+                self._shards.append(shard)
+            self._local.shard = shard
+            return shard
+
+    def _fold_ended(self) -> None:
+        """Fold the shards of threads that ended into a new ``_ended`` (under the lock; a reader holding
+        the old ones still adds up right)."""
+        ended = [shard for shard in self._shards if not shard.thread.is_alive()]
+        if not ended:
+            return
+        folded = _Shard()
+        folded.counters = dict(self._ended.counters)
+        for name, part in self._ended.summaries.items():
+            copy = folded.summaries[name] = _Summary(part.window)
+            copy.count, copy.total, copy.max = part.count, part.total, part.max
+        for shard in ended:
+            for name, value in shard.counters.items():
+                folded.counters[name] = folded.counters.get(name, 0) + value
+            for name, part in shard.summaries.items():
+                into = folded.summaries.get(name)
+                if into is None:
+                    into = folded.summaries[name] = _Summary(part.window)
+                into.count += part.count
+                into.total += part.total
+                into.max = max(into.max, part.max)
+        self._ended = folded
+        self._shards = [shard for shard in self._shards if shard not in ended]
 
     def incr(self, name: str, value: float = 1) -> None:
-        with self._lock:
-            self._counters[name] = self._counters.get(name, 0) + value
+        counters = self._shard().counters
+        counters[name] = counters.get(name, 0) + value
 
     def observe(self, name: str, value: float) -> None:
+        summaries = self._shard().summaries
+        part = summaries.get(name)
+        if part is None:
+            with self._lock:
+                window = self._windows.get(name)
+                if window is None:
+                    window = self._windows[name] = deque(maxlen=LATENCY_WINDOW)
+            part = summaries[name] = _Summary(window)
+        part.add(value)
+
+    def _all(self) -> List[_Shard]:
         with self._lock:
-            summary = self._summaries.get(name)
-            if summary is None:
-                summary = self._summaries[name] = _Summary()
-            summary.add(value)
+            return [self._ended] + list(self._shards)
 
     def get(self, name: str, default: float = 0) -> float:
-        with self._lock:
-            return self._counters.get(name, default)
+        found = [shard.counters[name] for shard in self._all() if name in shard.counters]
+        return sum(found) if found else default
 
     def __getitem__(self, name: str) -> float:
         return self.get(name)
 
     def summary(self, name: str) -> Optional[Dict[str, float]]:
-        with self._lock:
-            summary = self._summaries.get(name)
-            return summary.as_dict() if summary else None
+        parts = [shard.summaries[name] for shard in self._all() if name in shard.summaries]
+        return _summary(parts) if parts else None
 
     def counters(self) -> Dict[str, float]:
         """Every counter by name."""
-        with self._lock:
-            return dict(self._counters)
+        total: Dict[str, float] = {}
+        for shard in self._all():
+            for name, value in dict(shard.counters).items():  # a copy: the owner may add a name meanwhile
+                total[name] = total.get(name, 0) + value
+        return total
 
     def summaries(self) -> Dict[str, Dict[str, float]]:
         """Every latency summary by name (the name carries the unit: ``_ms``, ``_seconds``)."""
-        with self._lock:
-            return {name: s.as_dict() for name, s in self._summaries.items()}
+        parts: Dict[str, List[_Summary]] = {}
+        for shard in self._all():
+            for name, part in dict(shard.summaries).items():
+                parts.setdefault(name, []).append(part)
+        return {name: _summary(found) for name, found in parts.items()}
 
     def snapshot(self) -> Dict[str, Any]:
         """Every counter, and every summary as {count, avg, max, p50, p99}."""
-        with self._lock:
-            data: Dict[str, Any] = dict(self._counters)
-            data.update({name: s.as_dict() for name, s in self._summaries.items()})
+        data: Dict[str, Any] = self.counters()
+        data.update(self.summaries())
         return data
 
     def __repr__(self) -> str:

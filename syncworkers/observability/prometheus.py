@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 SCRAPE_TIMEOUT = 2.0
 #: Seconds outbox counts read at a scrape are reused (scrapes from several Prometheus servers).
 CACHE_SECONDS = 1.0
+#: Labelled children the delivery metrics keep looked up (hosts x results; bounded like the label sets).
+_CHILDREN_CACHED = 4096
 #: The value of ``syncworkers_circuit_state`` for each state.
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 #: The states of ``syncworkers_outbox_deliveries`` (pending includes in_flight, as in ``counts()``).
@@ -172,6 +174,8 @@ class PrometheusMetrics:
         self.attempt_duration = Histogram("syncworkers_delivery_duration_seconds",
                                           "Time of one webhook request (one observation per attempt).",
                                           ["host"], registry=registry)
+        #: Labelled children of the delivery metrics, by (metric, labels): the hot path looks them up once.
+        self._children: Dict[Tuple[Any, ...], Any] = {}
         self.state = StateCollector(workers, timeout=timeout, cache_seconds=cache_seconds)
         registry.register(self.state)
         events.subscribe(self)
@@ -179,18 +183,28 @@ class PrometheusMetrics:
     # -- events.Observer ----------------------------------------------------------
 
     def on_poll(self, worker: str, outcome: str, seconds: float) -> None:
-        self.polls.labels(worker, outcome).inc()
-        self.poll_duration.labels(worker).observe(seconds)
+        self._child(self.polls, worker, outcome).inc()
+        self._child(self.poll_duration, worker).observe(seconds)
 
     def on_skipped_ticks(self, worker: str, count: int) -> None:
         self.skipped_ticks.labels(worker).inc(count)
 
     def on_delivery(self, host: str, outcome: str) -> None:
-        self.deliveries.labels(host, outcome).inc()
+        self._child(self.deliveries, host, outcome).inc()
 
     def on_attempt(self, host: str, result: str, seconds: float) -> None:
-        self.attempts.labels(host, result).inc()
-        self.attempt_duration.labels(host).observe(seconds)
+        self._child(self.attempts, host, result).inc()
+        self._child(self.attempt_duration, host).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """*metric*'s child for *labels*, looked up once (``labels()`` costs more than the count itself)."""
+        key = (id(metric),) + labels
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_CACHED:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def close(self) -> None:
         """Stop counting and take every metric out of the registry."""

@@ -24,7 +24,7 @@ client's per-request check is one attribute read.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from ..version import __version__
@@ -101,11 +101,13 @@ def with_current(headers: Dict[str, str]) -> Dict[str, str]:
     return {**found, **headers} if found else headers
 
 
-def begin(method: str, url: str, headers: Optional[Mapping[str, str]], redactor: Redactor) -> "Call":
-    """The trace of one client call: its parent, and what every attempt's span says of the request."""
+def begin(method: str, url: str, headers: Iterable[Tuple[str, Any]], redactor: Redactor) -> "Call":
+    """The trace of one client call (its *headers* as name/value pairs): its parent, and what every
+    attempt's span says of the request."""
     otel = _otel
     parent = otel.context.get_current()
-    given = {name.lower(): value for name, value in (headers or {}).items() if name.lower() in TRACE_HEADERS}
+    given = {name.lower(): value for name, value in headers
+             if name.lower() in TRACE_HEADERS and isinstance(value, str)}
     if "traceparent" in given:
         parent = otel.w3c.extract(given, context=parent)
     return Call(otel, parent, method, url, redactor)
@@ -142,11 +144,9 @@ class Call:
             attributes["server.port"] = port
         return attributes
 
-    def send(self, attempt: int, request: Q, with_headers: Callable[[Q, Dict[str, str]], Q],
-             send: Callable[[Q], R]) -> R:
-        """Make attempt number *attempt* a CLIENT span: *send* gets *request* with the span's context in its
-        headers (*with_headers* adds them to a copy) and runs with the span current; the answer's status or
-        the error it raised ends the span."""
+    def start(self, attempt: int) -> Optional["Attempt"]:
+        """Start attempt number *attempt*'s CLIENT span; None when there is nothing to record or propagate
+        (the API without an SDK, and no parent)."""
         otel = self._otel
         name = self._method if self._method in KNOWN_METHODS else "HTTP"
         span = otel.tracer.start_span(name, context=self._parent, kind=otel.client)
@@ -155,33 +155,57 @@ class Call:
             span.set_attributes(self.attributes())
             if attempt > 1:
                 span.set_attribute("http.request.resend_count", attempt - 1)
-        if not span.get_span_context().is_valid:  # no SDK and no parent: nothing to propagate
+        if not span.get_span_context().is_valid:
+            return None
+        return Attempt(otel, span, recording, otel.trace.set_span_in_context(span, self._parent))
+
+    def send(self, attempt: int, request: Q, with_headers: Callable[[Q, Dict[str, str]], Q],
+             send: Callable[[Q], R]) -> R:
+        """Make attempt number *attempt* a span: *send* gets *request* with the span's context in its headers
+        (*with_headers* adds them to a copy) and runs with the span current; its answer or error ends the span."""
+        span = self.start(attempt)
+        if span is None:
             return send(request)
-        context = otel.trace.set_span_in_context(span, self._parent)
-        wire: Dict[str, str] = {}
-        otel.propagate.inject(wire, context=context)
-        token = otel.context.attach(context)  # an instrumented transport below makes its spans our children
+        token = self._otel.context.attach(span.context)  # an instrumented transport's spans become our children
         try:
-            response = send(with_headers(request, wire) if wire else request)
+            response = send(with_headers(request, span.wire) if span.wire else request)
         except BaseException as exc:
-            if recording:
-                status = getattr(exc, "status", None)
-                if status is not None:
-                    span.set_attribute("http.response.status_code", status)
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(otel.error)
+            span.ended(None, exc)
             raise
         else:
-            if recording:
-                status = getattr(response, "status_code")
-                span.set_attribute("http.response.status_code", status)
-                if status >= 400:
-                    span.set_attribute("error.type", str(status))
-                    span.set_status(otel.error)
+            span.ended(response, None)
             return response
         finally:
-            otel.context.detach(token)
-            span.end()
+            self._otel.context.detach(token)
 
 
-__all__ = ["Call", "KNOWN_METHODS", "TRACE_HEADERS", "begin", "carrier", "enable", "enabled", "with_current"]
+class Attempt:
+    """One attempt's span: the headers that carry it on the wire (``wire``), ended by :meth:`ended`."""
+
+    __slots__ = ("_otel", "_span", "_recording", "context", "wire")
+
+    def __init__(self, otel: Any, span: Any, recording: bool, context: Any) -> None:
+        self._otel = otel
+        self._span = span
+        self._recording = recording
+        self.context = context
+        self.wire: Dict[str, str] = {}
+        otel.propagate.inject(self.wire, context=context)
+
+    def ended(self, response: Any, error: Optional[BaseException]) -> None:
+        """The attempt got *response* (its status is the span's) or raised *error*; the span ends."""
+        span = self._span
+        if self._recording:
+            status = getattr(response, "status_code", None) if error is None else getattr(error, "status", None)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+            if error is not None:
+                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_status(self._otel.error)
+            elif status is not None and status >= 400:
+                span.set_attribute("error.type", str(status))
+                span.set_status(self._otel.error)
+        span.end()
+
+
+__all__ = ["Attempt", "Call", "KNOWN_METHODS", "TRACE_HEADERS", "begin", "carrier", "enable", "enabled", "with_current"]

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-import requests
 
 from ..exceptions import PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
 from ..http.client import HTTPClient, merge_headers
+from ..http.messages import Response
 from ..http.outcome import is_poll_success, status_class
 from ..message import Message
 from ..observability.logging import StructuredLogger
@@ -299,7 +299,7 @@ class PageWalker:
             return self.headers
         return merge_headers(self._validators, self.headers)  # the caller's own headers win
 
-    def _remember_validators(self, response: requests.Response) -> None:
+    def _remember_validators(self, response: Response) -> None:
         if not self.conditional:
             return
         # Replaced, not merged: a validator the server stopped sending must not be sent back.

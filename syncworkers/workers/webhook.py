@@ -379,12 +379,17 @@ class WebhookSenderWorker(HTTPWorker):
         if self.source is not None:
             self.source.close()
         ended = super().stop(timeout)
+        # Over libcurl the outbox's attempts hold no pool thread until they land: wait for them (and for
+        # the records they hand the pool) as for pool work, before the pool goes.
+        landed = (self._producer.settle(deadline.remaining())
+                  if self._pools[1].started or deadline.at is not None else True)
         pending = stop_pools(self._pools, deadline)
-        if pending:
+        if pending or not landed:
             self.logger.warning("stop() timed out with {in_flight} deliveries still in flight: the outbox's are "
-                                "handed back and sent again later (same webhook-id)", in_flight=len(pending))
+                                "handed back and sent again later (same webhook-id)",
+                                in_flight=len(pending) + (0 if landed else self._producer.in_flight))
         self._producer.hand_back()
-        return ended and not pending
+        return ended and not pending and landed
 
     def close(self) -> None:
         """Stop (unless a shared Runner drives the worker), release connections, close the outbox it opened.

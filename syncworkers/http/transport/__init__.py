@@ -20,7 +20,7 @@ def make_transport(config: HTTPClientConfig, session: requests.Session, pool_siz
         except ImportError as exc:
             raise ConfigError("transport 'curl' needs pycurl: pip install 'syncworkers[curl]'",
                               {"transport": str(exc)}) from None
-        return CurlTransport(config, session, pool_size, clock)
+        return CurlTransport(config, session.cookies, pool_size, clock)
     from .requests_transport import RequestsTransport
 
     return RequestsTransport(config, session, pool_size, clock)

@@ -1,8 +1,9 @@
 """The transport seam: what HTTPClient needs from an HTTP library, and the rules both share.
 
-A transport sends one prepared request (one attempt: retries, breakers and
-waits belong to HTTPClient) and returns a ``requests.Response`` with the whole
-body read, or raises an error from :mod:`syncworkers.exceptions`:
+A transport sends one :class:`~syncworkers.http.messages.Request` (one attempt:
+retries, breakers, limits, redirects and waits belong to HTTPClient) and returns a
+:class:`~syncworkers.http.messages.Response` with the whole body read, or raises an
+error from :mod:`syncworkers.exceptions`:
 RequestTimeout (connect, read or the total deadline), TransportError,
 ResponseTooLarge, BlockedAddressError (the SSRF guard refused the address) or ConfigError (a URL it
 cannot send to).
@@ -12,10 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol, Tuple, Union
 
-import requests
-from requests.models import PreparedRequest
-
 from ...exceptions import RequestTimeout, ResponseTooLarge
+from ..messages import Request, Response
 
 #: (connect, read) seconds, or one number for both.
 Timeout = Union[float, Tuple[float, float]]
@@ -28,12 +27,11 @@ class Transport(Protocol):
     #: "requests" or "curl".
     name: str
 
-    def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             url: str, method: str) -> requests.Response:
-        """Send one request of an attempt, connect to last byte within *deadline* seconds.
+    def send(self, request: Request, *, url: str) -> Response:
+        """Send *request*, connect to last byte within ``request.deadline`` seconds.
 
         Never follows a redirect: HTTPClient does (the same rules for every transport).
-        *url* and *method* are what errors name (the caller's URL, before params).
+        *url* is what errors name (the caller's URL, before params).
         """
 
     def close(self) -> None:

@@ -1,5 +1,10 @@
 """The libcurl transport (``pip install 'syncworkers[curl]'``): a pool of reusable pycurl easy handles.
 
+The lean path: a request is the project's own :class:`~syncworkers.http.messages.Request`
+and the answer its own :class:`~syncworkers.http.messages.Response` (headers parsed on
+first use), so nothing of requests is built per transfer; a handle keeps the options
+that do not change and is told only what differs from its last transfer.
+
 libcurl releases the GIL for the whole transfer and keeps each handle's
 connections alive between requests, so a request on a pooled handle costs
 little more than the wire. A transfer borrows an idle handle (or makes one) and
@@ -22,30 +27,27 @@ attempt and leaves it to the retry policy.
 
 from __future__ import annotations
 
-import datetime
-import email.message
 import functools
 import ipaddress
 import math
 import os
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import certifi
 import pycurl  # type: ignore[import-untyped]
-import requests
-from requests.cookies import MockRequest, RequestsCookieJar
-from requests.models import PreparedRequest
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers, get_environ_proxies, select_proxy
+from requests.utils import get_environ_proxies, select_proxy
 
 from ...config.settings import HTTPClientConfig
 from ...exceptions import ConfigError, RequestTimeout, TransportError, safe_url
+from ..cookies import store_cookies
 from ..hosts import bracket_ipv6
+from ..messages import Headers, Request, Response
 from ..netguard import AddressPolicy, BlockedAddressError
-from .base import Timeouts, deadline_exceeded, too_large
+from .base import deadline_exceeded, too_large
 
 #: curl error codes, by what they mean here.
 _TIMEOUT = pycurl.E_OPERATION_TIMEDOUT
@@ -60,7 +62,13 @@ _TLS = {getattr(pycurl, name) for name in (
 _HTTP = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 #: Headers libcurl would add on its own unless the request names them (an empty value drops them).
 _SUPPRESS = (("accept", b"Accept:"), ("content-type", b"Content-Type:"), ("expect", b"Expect:"))
-_FRAMING = ("content-length", "transfer-encoding")
+_FRAMING = frozenset(("content-length", "transfer-encoding"))
+#: Seconds a checked address of a host is reused (libcurl's own DNS cache keeps answers as long).
+SSRF_VERDICT_SECONDS = 60.0
+#: Header lines remembered at most (see _header_lines).
+_LINES_MEMO = 512
+#: Handle modes (which of HTTPGET / POST / NOBODY the handle is set to).
+_GET, _POST, _HEAD = 0, 1, 2
 
 
 class _Sink:
@@ -89,39 +97,28 @@ class _Sink:
         return None
 
 
-class _Slot:
-    """One pooled easy handle, with its reusable body sink and header list."""
+class Slot:
+    """One pooled easy handle, its reusable body sink and header list, and what it was last set to."""
 
-    __slots__ = ("curl", "sink", "header_lines", "custom", "head", "generation", "refused")
+    __slots__ = ("curl", "sink", "header_lines", "custom", "mode", "generation", "refused", "url", "limits",
+                 "encoding", "pinned", "proxy")
 
     def __init__(self, curl: Any, generation: int) -> None:
         self.curl = curl
         self.sink = _Sink()
         self.header_lines: List[bytes] = []
-        self.custom = False  # CUSTOMREQUEST is set (and must be cleared for GET/POST/HEAD)
-        self.head = False  # NOBODY is set (and must be cleared before a POST)
+        self.custom: Optional[str] = None  # CUSTOMREQUEST, if set
+        self.mode = _GET  # a new handle makes GET requests
         self.generation = generation
         self.refused: Optional[str] = None  # the address the SSRF guard refused in this transfer
+        # The options of the last transfer, set again only when they change.
+        self.url = ""
+        self.limits: Tuple[int, int, int] = (0, 0, 0)
+        self.encoding: Optional[str] = None
+        self.pinned: Optional[str] = None
+        self.proxy: Optional[str] = None
         curl.setopt(pycurl.WRITEFUNCTION, self.sink.write)
         curl.setopt(pycurl.HEADERFUNCTION, self.header_lines.append)
-
-
-class _Raw:
-    """What ``Response.raw`` must offer HTTPClient's retry bookkeeping (urllib3 ``Retry``)."""
-
-    __slots__ = ("status",)
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-    def get_redirect_location(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def release_conn(self) -> None:
-        pass
 
 
 def _new_share() -> Any:
@@ -137,16 +134,23 @@ def _new_share() -> Any:
 
 class CurlTransport:
     """Sends on pooled pycurl easy handles, one transfer per handle at a time; DNS and TLS sessions
-    are shared between them."""
+    are shared between them.
+
+    *cookies* is the client's jar: Set-Cookie answers go into it, as requests does.
+    :meth:`setup` and :meth:`finish` are the two halves of a transfer, so that the
+    multi driver (:mod:`~syncworkers.http.transport.curl_multi`) drives the same
+    handles without a thread each.
+    """
 
     name = "curl"
 
-    def __init__(self, config: HTTPClientConfig, session: requests.Session, pool_size: int,
-                 clock: Any = None) -> None:
+    def __init__(self, config: HTTPClientConfig, cookies: Any, pool_size: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.cookies = session.cookies
+        self.cookies = cookies
         self.trust_env = config.trust_env
-        self._idle: List[_Slot] = []  # handles not in a transfer, the most recently used last
+        self.clock = clock
+        self._idle: List[Slot] = []  # handles not in a transfer, the most recently used last
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): handles of an older one are closed, not pooled
         self._share = _new_share()
@@ -166,23 +170,27 @@ class CurlTransport:
             self._ca = verify
         self._verify = verify is not False
         self._policy = AddressPolicy.of(config)
+        self._cap = config.max_response_size
+        self._lines: Dict[Any, Tuple[str, bytes]] = {}  # header -> (lowercase name, line)
+        #: (host, port) -> (the address the SSRF guard checked, until when it is reused).
+        self._verdicts: Dict[Tuple[str, int], Tuple[str, float]] = {}
 
     # -- handles -----------------------------------------------------------------
 
-    def _borrow(self) -> _Slot:
+    def borrow(self) -> Slot:
         """An idle handle (the most recently used: its connections are the warmest), or a new one."""
         with self._lock:
             if self._idle:
                 return self._idle.pop()
             generation, share = self._generation, self._share
-        slot = _Slot(self._new_handle(share), generation)
+        slot = Slot(self._new_handle(share), generation)
         if self._policy.block_private:
             # The last word on every socket libcurl opens (whatever it resolved): refused addresses
             # never get one.
             slot.curl.setopt(pycurl.OPENSOCKETFUNCTION, functools.partial(self._open_socket, slot))
         return slot
 
-    def _give_back(self, slot: _Slot) -> None:
+    def give_back(self, slot: Slot) -> None:
         """Pool the handle again, or close it (and its connections) when the pool is full or closed."""
         with self._lock:
             if slot.generation == self._generation and len(self._idle) < self._keep:
@@ -221,146 +229,148 @@ class CurlTransport:
             c.setopt(pycurl.PROXY, "")  # libcurl would read http_proxy & co. on its own
         return c
 
+    def multi(self) -> Any:
+        """A :class:`~syncworkers.http.transport.curl_multi.CurlMulti` driving this transport's handles."""
+        from .curl_multi import CurlMulti
+
+        return CurlMulti(self, clock=self.clock)
+
     # -- sending -----------------------------------------------------------------
 
-    def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             url: str, method: str) -> requests.Response:
-        slot = self._borrow()
+    def send(self, request: Request, *, url: str) -> Response:
+        slot = self.borrow()
         try:
-            return self._transfer(slot, request, timeouts, deadline, url, method)
+            read_bound = self.setup(slot, request, url)
+            try:
+                slot.curl.perform()
+            except pycurl.error as exc:
+                raise self.error(exc, slot, request, read_bound, url) from None
+            return self.finish(slot, request, url)
         finally:
-            self._give_back(slot)
+            self.give_back(slot)
 
-    def _transfer(self, slot: _Slot, request: PreparedRequest, timeouts: Timeouts, deadline: float,
-                  url: str, method: str) -> requests.Response:
+    def setup(self, slot: Slot, request: Request, url: str) -> bool:
+        """Set *slot*'s handle up for *request* (only what differs from its last transfer).
+
+        Returns whether the read timeout bounds the whole answer (see the module doc).
+        Raises (nothing sent) when the SSRF guard refuses the host.
+        """
         c = slot.curl
-        target = request.url or url
-        c.setopt(pycurl.URL, target)
+        target = request.url
+        if target != slot.url:
+            c.setopt(pycurl.URL, target)
+            slot.url = target
         slot.refused = None
         if self._policy.block_private:
-            self._pin(c, target, url, method)
-        body = _body_bytes(request.body)
-        verb = (request.method or method).upper()
+            self._pin(slot, target, url, request.method)
+        verb = request.method
+        body = request.body
         if verb == "HEAD":
-            c.setopt(pycurl.NOBODY, 1)
-            slot.head = True
+            if slot.mode != _HEAD:
+                c.setopt(pycurl.NOBODY, 1)
+                slot.mode = _HEAD
             _custom(slot, None)
         elif verb == "GET" or body is None and verb in ("DELETE", "OPTIONS"):
-            c.setopt(pycurl.HTTPGET, 1)  # also clears NOBODY
-            slot.head = False
+            if slot.mode != _GET:
+                c.setopt(pycurl.HTTPGET, 1)  # also clears NOBODY
+                slot.mode = _GET
             _custom(slot, None if verb == "GET" else verb)
         else:
-            if slot.head:
+            if slot.mode == _HEAD:
                 c.setopt(pycurl.NOBODY, 0)
-                slot.head = False
             payload = body or b""
             c.setopt(pycurl.POSTFIELDS, payload)
             c.setopt(pycurl.POSTFIELDSIZE_LARGE, len(payload))
+            slot.mode = _POST
             # POST stays a plain POST, so that a 301/302/303 turns it into a GET as with requests.
             _custom(slot, None if verb == "POST" else verb)
-        encoding = self._set_headers(c, request.headers)
-        c.setopt(pycurl.ACCEPT_ENCODING, encoding)
-        connect, read = timeouts
-        c.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(connect, deadline) * 1000)))
+        lines, encoding = _header_lines(request.headers, self._lines)
+        c.setopt(pycurl.HTTPHEADER, lines)
+        if encoding != slot.encoding:
+            c.setopt(pycurl.ACCEPT_ENCODING, encoding)
+            slot.encoding = encoding
+        connect, read = request.timeouts
+        deadline = request.deadline
         # libcurl counts "no byte for that long" in whole seconds: a read timeout under one second
         # bounds the whole answer instead (then a timeout past it is a read timeout).
-        total = read if read < 1.0 and read < deadline else deadline
-        c.setopt(pycurl.TIMEOUT_MS, max(1, int(total * 1000)))
-        c.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(read)))
+        read_bound = read < 1.0 and read < deadline
+        total = read if read_bound else deadline
+        limits = (max(1, int(min(connect, deadline) * 1000)), max(1, int(total * 1000)), max(1, math.ceil(read)))
+        if limits != slot.limits:
+            c.setopt(pycurl.CONNECTTIMEOUT_MS, limits[0])
+            c.setopt(pycurl.TIMEOUT_MS, limits[1])
+            c.setopt(pycurl.LOW_SPEED_TIME, limits[2])
+            slot.limits = limits
         if self.trust_env:
-            proxy = select_proxy(target, get_environ_proxies(target))
-            c.setopt(pycurl.PROXY, proxy or "")
-        sink = slot.sink
-        cap = self.config.max_response_size
-        sink.reset(cap)
-        lines = slot.header_lines
-        lines.clear()
-        try:
-            c.perform()
-        except pycurl.error as exc:
-            raise self._error(exc, c, slot, deadline, total < deadline, url, method) from None
-        finally:
-            c.setopt(pycurl.POSTFIELDS, b"")  # drop the reference to the body
-        status = c.getinfo(pycurl.RESPONSE_CODE)
-        response = requests.Response()
-        response.status_code = status
-        response.reason, response.headers, cookies = _parse_head(lines)
-        response._content = b"".join(sink.chunks)
-        response._content_consumed = True
-        response.url = c.getinfo(pycurl.EFFECTIVE_URL)
-        response.encoding = get_encoding_from_headers(response.headers)
-        response.raw = _Raw(status)
-        response.request = request
-        response.elapsed = datetime.timedelta(seconds=c.getinfo(pycurl.TOTAL_TIME))
-        if cookies:
-            self._store_cookies(cookies, request, response)
+            proxy = select_proxy(target, get_environ_proxies(target)) or ""
+            if proxy != slot.proxy:
+                c.setopt(pycurl.PROXY, proxy)
+                slot.proxy = proxy
+        slot.sink.reset(self._cap)
+        slot.header_lines.clear()
+        return read_bound
+
+    def finish(self, slot: Slot, request: Request, url: str) -> Response:
+        """The response of *slot*'s finished transfer."""
+        c = slot.curl
+        if slot.mode == _POST and request.body:
+            c.setopt(pycurl.POSTFIELDS, b"")  # drop the handle's reference to the body
+        head = _last_head(slot.header_lines)
+        chunks = slot.sink.chunks
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        status_line = head[0].split(None, 2) if head else []
+        response = Response(c.getinfo(pycurl.RESPONSE_CODE), Headers(lines=head), content, request.url,
+                            reason=status_line[2].decode("latin-1").strip() if len(status_line) > 2 else "",
+                            seconds=c.getinfo(pycurl.TOTAL_TIME), request=request)
+        if b"set-cookie:" in b"".join(head).lower():
+            store_cookies(self.cookies, response.headers.get_all("Set-Cookie"), request)
         return response
 
-    def _pin(self, c: Any, target: str, url: str, method: str) -> None:
-        """Resolve and check the host once; libcurl connects to that address (CURLOPT_RESOLVE)."""
+    def _pin(self, slot: Slot, target: str, url: str, method: str) -> None:
+        """Resolve and check the host (once per SSRF_VERDICT_SECONDS); libcurl connects to that address
+        (CURLOPT_RESOLVE)."""
         parts = urlsplit(target)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        try:
-            checked = self._policy.resolve(host, port)
-        except TransportError as exc:  # refused, or the name does not resolve: nothing was sent
-            raise type(exc)(str(exc), url=url, method=method) from None
+        now = self.clock()
+        known = self._verdicts.get((host, port))
+        if known is not None and known[1] > now:
+            checked = known[0]
+        else:
+            try:
+                checked = self._policy.resolve(host, port)
+            except TransportError as exc:  # refused, or the name does not resolve: nothing was sent
+                raise type(exc)(str(exc), url=url, method=method) from None
+            if len(self._verdicts) >= 1024:
+                self._verdicts.clear()
+            self._verdicts[(host, port)] = (checked, now + SSRF_VERDICT_SECONDS)
         try:
             ipaddress.ip_address(host)
         except ValueError:  # a name: pin it (an address literal is connected to as it is)
             address = f"[{checked}]" if ":" in checked else checked
-            c.setopt(pycurl.RESOLVE, [f"{host}:{port}:{address}"])
+            entry = f"{host}:{port}:{address}"
+            if entry != slot.pinned:
+                slot.curl.setopt(pycurl.RESOLVE, [entry])
+                slot.pinned = entry
 
-    def _open_socket(self, slot: _Slot, purpose: int, address: Any) -> Any:
+    def _open_socket(self, slot: Slot, purpose: int, address: Any) -> Any:
         ip = str(address.addr[0]).split("%", 1)[0]
         if self._policy.refuses(ip):
             slot.refused = ip
             return pycurl.SOCKET_BAD
         return socket.socket(address.family, address.socktype, address.protocol)
 
-    @staticmethod
-    def _set_headers(c: Any, headers: Any) -> Optional[str]:
-        """Pass the prepared headers; return the Accept-Encoding libcurl must offer (and decode)."""
-        lines: List[bytes] = []
-        seen = set()
-        encoding: Optional[str] = None
-        store = getattr(headers, "_store", None)  # CaseInsensitiveDict: lower -> (name, value)
-        items = store.items() if store is not None else ((k.lower(), (k, v)) for k, v in headers.items())
-        for key, (name, value) in items:
-            if key in _FRAMING:
-                continue  # libcurl frames the body itself (and drops it when a redirect turns POST into GET)
-            if key == "accept-encoding":
-                encoding = value if isinstance(value, str) else value.decode("latin-1")
-                continue
-            seen.add(key)
-            line = f"{name}: {value}" if isinstance(value, str) else f"{name}: {value.decode('latin-1')}"
-            lines.append(line.encode("latin-1") if value else f"{name};".encode("latin-1"))
-        for key, raw in _SUPPRESS:
-            if key not in seen:
-                lines.append(raw)
-        c.setopt(pycurl.HTTPHEADER, lines)
-        return encoding
-
-    def _store_cookies(self, values: List[str], request: PreparedRequest, response: requests.Response) -> None:
-        """Keep Set-Cookie answers in the session's jar, as requests does."""
-        msg = email.message.Message()
-        for value in values:
-            msg["Set-Cookie"] = value
-        fake = _CookieResponse(msg)
-        jar = RequestsCookieJar()
-        jar.extract_cookies(fake, MockRequest(request))  # type: ignore[arg-type]
-        response.cookies = jar
-        self.cookies.update(jar)
-
-    def _error(self, exc: pycurl.error, c: Any, slot: _Slot, deadline: float, read_bound: bool,
-               url: str, method: str) -> Exception:
+    def error(self, exc: pycurl.error, slot: Slot, request: Request, read_bound: bool,
+              url: str) -> Exception:
+        """Our exception for a transfer of *slot* that failed with *exc*."""
+        method, deadline = request.method, request.deadline
         code = exc.args[0] if exc.args else 0
         text = str(exc.args[1]) if len(exc.args) > 1 else ""
         if slot.refused is not None:
             return BlockedAddressError(f"refused: connecting to {slot.refused}, a private, loopback, link-local "
                                        "or reserved address (block_private_networks is on; allow it with "
                                        "allowed_networks)", url=url, method=method)
-        status = c.getinfo(pycurl.RESPONSE_CODE)
+        status = slot.curl.getinfo(pycurl.RESPONSE_CODE)
         if code == _TIMEOUT:
             if "too slow" in text or read_bound and "Operation timed out" in text:
                 return RequestTimeout("read timeout", url=url, method=method, cause=exc)
@@ -370,8 +380,7 @@ class CurlTransport:
         if code == _WRITE and slot.sink.over or code == _FILESIZE:
             length = None
             if code == _FILESIZE:
-                _, head, _ = _parse_head(slot.header_lines)
-                length = head.get("Content-Length")
+                length = Headers(lines=_last_head(slot.header_lines)).get("Content-Length")
             return too_large(slot.sink.cap, url, method, status, length)
         text = bracket_ipv6(text, url)  # libcurl prints an IPv6 address bare: "::1:8080"
         if code in _TLS:
@@ -392,72 +401,63 @@ class CurlTransport:
             slot.curl.close()
 
 
-def _custom(slot: _Slot, verb: Optional[str]) -> None:
+def _header_lines(headers: Any, memo: Dict[Any, Tuple[str, bytes]]) -> Tuple[List[bytes], Optional[str]]:
+    """The request's headers as libcurl takes them, and the Accept-Encoding it must offer (and decode).
+
+    *memo* keeps each header's line: the client's own headers repeat on every request.
+    """
+    lines: List[bytes] = []
+    seen = set()
+    encoding: Optional[str] = None
+    for pair in headers:
+        known = memo.get(pair)
+        if known is None:
+            name, value = pair
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            known = (name.lower(), f"{name}: {value}".encode("latin-1") if value else f"{name};".encode("latin-1"))
+            if len(memo) >= _LINES_MEMO:
+                memo.clear()  # per-request values (ids, signatures) pass through: keep it bounded
+            memo[pair] = known
+        key, line = known
+        if key in _FRAMING:
+            continue  # libcurl frames the body itself (and drops it when a redirect turns POST into GET)
+        if key == "accept-encoding":
+            value = pair[1]
+            encoding = value if isinstance(value, str) else value.decode("latin-1")
+            continue
+        seen.add(key)
+        lines.append(line)
+    for key, raw in _SUPPRESS:
+        if key not in seen:
+            lines.append(raw)
+    return lines, encoding
+
+
+def _custom(slot: Slot, verb: Optional[str]) -> None:
     """Set CUSTOMREQUEST to *verb*, or clear it (None), touching the handle only on a change."""
+    if verb == slot.custom:
+        return
     if verb is not None:
         slot.curl.setopt(pycurl.CUSTOMREQUEST, verb)
-        slot.custom = True
-    elif slot.custom:
+    else:
         slot.curl.unsetopt(pycurl.CUSTOMREQUEST)
-        slot.custom = False
+    slot.custom = verb
 
 
-class _CookieResponse:
-    """The little of an http.client response that ``CookieJar.extract_cookies`` reads."""
+def _last_head(lines: List[bytes]) -> List[bytes]:
+    """The lines of the last response head libcurl saw, status line first.
 
-    def __init__(self, headers: email.message.Message) -> None:
-        self._headers = headers
-
-    def info(self) -> email.message.Message:
-        return self._headers
-
-
-def _parse_head(lines: List[bytes]) -> Tuple[str, "CaseInsensitiveDict[str]", List[str]]:
-    """(reason, headers, Set-Cookie values) of the last response head libcurl saw.
-
-    (After redirects and ``100 Continue`` the lines hold several heads.)
+    (After ``100 Continue`` or through a proxy the lines hold several heads.)
     """
-    start = 0
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].startswith(b"HTTP/"):
-            start = i
-            break
-    headers: "CaseInsensitiveDict[str]" = CaseInsensitiveDict()
-    reason = ""
-    cookies: List[str] = []
-    if lines:
-        parts = lines[start].split(None, 2)
-        reason = parts[2].decode("latin-1").strip() if len(parts) > 2 else ""
-    store: Dict[str, Tuple[str, str]] = headers._store
-    for line in lines[start + 1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        key = name.decode("latin-1").strip()
-        text = value.decode("latin-1").strip()
-        lower = key.lower()
-        if lower == "set-cookie":
-            cookies.append(text)
-        known = store.get(lower)
-        # Repeated fields are joined as urllib3 joins them.
-        store[lower] = (key, text) if known is None else (known[0], f"{known[1]}, {text}")
-    return reason, headers, cookies
-
-
-def _body_bytes(body: Any) -> Optional[bytes]:
-    """The prepared body as bytes (requests leaves str, file objects or iterables there too)."""
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("latin-1")  # as http.client encodes a str body
-    if hasattr(body, "read"):
-        data = body.read()
-        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    return b"".join(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body)
+            return lines[i:]
+    return list(lines)
 
 
 def _describe(text: str) -> str:
     return text[:200]
 
 
-__all__ = ["CurlTransport"]
+__all__ = ["CurlTransport", "Slot", "SSRF_VERDICT_SECONDS"]

@@ -1,4 +1,10 @@
-"""The default transport: a pooled ``requests.Session``, with a real total deadline per attempt."""
+"""The default transport: a pooled ``requests.Session``, with a real total deadline per attempt.
+
+An adapter at the seam: the project's :class:`~syncworkers.http.messages.Request`
+becomes a ``requests.PreparedRequest`` (through requests' public API) and the answer
+a :class:`~syncworkers.http.messages.Response`, so ``responses``-based tests and
+adapters mounted on the session keep working.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,17 @@ from typing import Any, Dict, NoReturn, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from ...config.settings import HTTPClientConfig
 from ..netguard import AddressPolicy
 from ...exceptions import ConfigError, RequestError, RequestTimeout, TransportError, safe_url
-from .base import Timeouts, deadline_exceeded, too_large
+from ..messages import Headers, Request, Response
+from .base import deadline_exceeded, too_large
 from .deadline import WATCHDOG, Attempt, Watchdog
 from .pool import pool_classes
 
@@ -59,24 +68,29 @@ class RequestsTransport:
         session.mount("https://", adapter)
         # Settings requests would otherwise merge into every call, resolved once.
         self._send_kwargs: Dict[str, Any] = {"verify": session.verify, "cert": session.cert, "proxies": {}, "stream": True}
+        # The jar a prepared request carries for requests' redirect bookkeeping: HTTPClient
+        # puts the Cookie header in the request itself, so it stays empty.
+        self._no_cookies = RequestsCookieJar()
 
-    def send(self, request: PreparedRequest, *, timeouts: Timeouts, deadline: float,
-             url: str, method: str) -> requests.Response:
+    def send(self, request: Request, *, url: str) -> Response:
         session = self.session
         kwargs = self._send_kwargs
+        method, deadline = request.method, request.deadline
         if session.trust_env:
             # Proxy variables (HTTP_PROXY, NO_PROXY, ...) and REQUESTS_CA_BUNDLE, resolved per URL.
-            kwargs = session.merge_environment_settings(url, {}, True, session.verify, session.cert)
+            kwargs = dict(session.merge_environment_settings(request.url, {}, True, session.verify, session.cert))
             kwargs["stream"] = True
-        timeout = (min(timeouts[0], deadline), min(timeouts[1], deadline))
+        connect, read = request.timeouts
+        timeout = (min(connect, deadline), min(read, deadline))
+        prepared = self._prepared(request)
         attempt = self.watchdog.arm(deadline)
         try:
             try:
-                response = session.send(request, timeout=timeout, allow_redirects=False, **kwargs)
+                response = session.send(prepared, timeout=timeout, allow_redirects=False, **kwargs)
             except Exception as exc:
                 _reraise(exc, attempt, deadline, url, method)
             try:
-                self._read_body(response, url, method, attempt, deadline)
+                content = self._read_body(response, url, method, attempt, deadline)
             except RequestError:
                 raise
             except Exception as exc:
@@ -85,12 +99,27 @@ class RequestsTransport:
             if attempt.expired:
                 # The shutdown may have ended a body read to the close as if complete.
                 raise deadline_exceeded(deadline, url, method)
-            return response
         finally:
             self.watchdog.disarm(attempt)
+        return Response(response.status_code, Headers(list(response.headers.items())), content,
+                        response.url or request.url, reason=response.reason,
+                        seconds=response.elapsed.total_seconds(), request=request)
+
+    def _prepared(self, request: Request) -> PreparedRequest:
+        """*request* as requests sends it, built through its public API (nothing prepared twice)."""
+        p = PreparedRequest()
+        p.method = request.method
+        p.url = request.url
+        # (A bytes value goes on the wire as its Latin-1 text would.)
+        p.headers = CaseInsensitiveDict({name: value.decode("latin-1") if isinstance(value, bytes) else value
+                                         for name, value in request.headers})
+        p.body = request.body
+        p.prepare_content_length(request.body)
+        p.prepare_cookies(self._no_cookies)
+        return p
 
     def _read_body(self, response: requests.Response, url: str, method: str, attempt: Attempt,
-                   deadline: float) -> None:
+                   deadline: float) -> bytes:
         """Read the whole body, refusing more than max_response_size bytes."""
         cap = self.config.max_response_size
         length = response.headers.get("Content-Length")
@@ -108,8 +137,7 @@ class RequestsTransport:
                 response.close()
                 raise too_large(cap, url, method, response.status_code)
             chunks.append(chunk)
-        response._content = b"".join(chunks)
-        response._content_consumed = True
+        return b"".join(chunks)
 
     def close(self) -> None:
         self.session.close()
