@@ -25,7 +25,7 @@ LAYERS = {
                "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
                "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
-    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus",
+    "io": ["http", "delivery.verdict", "observability.logging", "observability.tracing", "observability.prometheus",
            "observability.process_hooks", "prometheus", "delivery.attempt", "delivery.direct",
            "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",

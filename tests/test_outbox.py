@@ -473,7 +473,7 @@ def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path):
 def test_schema_is_versioned_and_a_newer_one_is_refused(db):
     Outbox(db).close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"syncworkers_outbox", "syncworkers_outbox_attempts", "syncworkers_outbox_endpoints"}

@@ -216,7 +216,9 @@ def test_a_json_body_that_does_not_parse_is_delivered_as_text_with_a_warning(ser
     with LogCapture() as logs:
         outcome = walk(parts.walker(server.url("/broken")))
     assert not outcome.ok and outcome.results == ["{not json"]  # delivered, but the poll failed
-    assert "WARNING syncworkers.tests.walker: undecodable body, delivered as text: invalid JSON" in logs.text
+    assert (f"WARNING syncworkers.tests.walker: poll of {server.url('/broken')}: the body cannot be decoded "
+            "(status 200: invalid JSON") in logs.text
+    assert "; delivered as text, and the poll counts as failed" in logs.text
 
 
 # -- the walker inside a PollerWorker ----------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_poll_and_run_once_deliver_an_undecodable_body_as_text_and_count_a_failu
         outcome = worker.poll()
     assert_failed_but_delivered(worker, outcome, text, reason)
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "undecodable body, delivered as text" in warning.getMessage() and reason in warning.getMessage()
+    assert "the body cannot be decoded (status 200: " in warning.getMessage() and reason in warning.getMessage()
     assert body.decode("utf-8", "replace")[:20] not in warning.getMessage()  # the reason, never the body
     second = worker.run_once()
     assert_failed_but_delivered(worker, second, text, reason, polls=2)

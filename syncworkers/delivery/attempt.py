@@ -34,6 +34,13 @@ class Sent:
     body: bytes = b""  #: the answer's first ANSWER_BYTES bytes; empty when no answer was read
 
 
+def _headers(signer: Optional[Signer], delivery: Delivery, now: float) -> Mapping[str, str]:
+    """An attempt's headers, signed at *now*; the trace context enqueue() kept goes as the call's
+    ``traceparent`` (the delivery's own headers win), so that each attempt continues that trace."""
+    extra = {**delivery.trace_context, **delivery.headers} if delivery.trace_context else delivery.headers
+    return delivery_headers(delivery.id, delivery.body, signer, extra, int(now))
+
+
 def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, now: float,
               limiter: Optional[HostLimiter] = None) -> Sent:
     """POST *delivery* once: no retries, no redirects, signed with the timestamp *now*.
@@ -41,7 +48,7 @@ def send_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery, 
     A host that already has *limiter*'s limit of attempts on the wire is not waited
     for (that would hold a pool thread): the outcome is SATURATED, nothing sent.
     """
-    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
+    headers = _headers(signer, delivery, now)
     captured = _captured(delivery, headers)
     if captured is not None:
         return captured
@@ -71,7 +78,7 @@ def launch_once(client: HTTPClient, signer: Optional[Signer], delivery: Delivery
     """
     result: "Future[Sent]" = Future()
     result.set_running_or_notify_cancel()
-    headers = delivery_headers(delivery.id, delivery.body, signer, delivery.headers, int(now))
+    headers = _headers(signer, delivery, now)
     captured = _captured(delivery, headers)
     if captured is not None:
         result.set_result(captured)

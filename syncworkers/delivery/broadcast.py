@@ -8,6 +8,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
+from ..observability import tracing
 from ..observability.metrics import Metrics
 from ..signals import StopSignal
 from .checks import Webhook
@@ -51,6 +52,7 @@ class Broadcaster:
         complete in the background).
         """
         targets, body, extra = self.sender.checks.many(endpoints, data, headers)
+        extra = tracing.with_current(extra)  # the pool's threads do not see this thread's current span
         run = self._run()
         if run.is_set():
             return {endpoint: self.sender.refuse(endpoint, url, STOPPED) for endpoint, url in targets.items()}
@@ -138,9 +140,13 @@ class Broadcaster:
         cancelled = [safe_endpoint(e) for e, r in results.items() if r.error == CANCELLED]
         if cancel.is_set() and (unfinished or cancelled):
             self._stats.incr("broadcasts_cancelled")
-            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
-                                failed=[safe_endpoint(e) for e, r in results.items() if not r.ok],
-                                cancelled=cancelled, not_waited_for=unfinished)
+            failed = [safe_endpoint(e) for e, r in results.items() if not r.ok and r.error not in (CANCELLED, NOT_WAITED_FOR)]
+            self.logger.warning("broadcast to {endpoints} endpoints cut short by {cause}: {failed_count} failed "
+                                "{failed}, {cancelled_count} cancelled before sending {cancelled}, {in_flight} "
+                                "still in flight and not waited for {not_waited_for}", endpoints=len(futures),
+                                cause="fail_fast" if fail_fast else "stop()",
+                                failed_count=len(failed), failed=failed, cancelled_count=len(cancelled),
+                                cancelled=cancelled, in_flight=len(unfinished), not_waited_for=unfinished)
         return results
 
 

@@ -17,6 +17,7 @@ from ..http.client import HTTPClient
 from ..http.messages import Response
 from ..http.outcome import Kind, Outcome, classify_error
 from ..observability import events
+from ..observability.logging import plural
 from ..observability.metrics import Metrics
 from ..signals import StopSignal
 from ..signing import Signer
@@ -141,15 +142,22 @@ class DirectSender:
         stats.incr("attempts", result.attempts)
         stats.incr("retried", max(0, result.attempts - 1))
         stats.observe("delivery_seconds", result.duration)
-        fields: Dict[str, Any] = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
-                                      attempts=result.attempts, delivery_id=result.delivery_id,
+        fields: Dict[str, Any] = dict(delivery_id=result.delivery_id, url=result.url, endpoint=result.endpoint,
+                                      status_code=result.status_code, attempts=result.attempts,
                                       duration=round(result.duration, 3))
         if result.ok:
             stats.incr("delivered")
-            self.logger.info("webhook delivered", **fields)
+            self.logger.info("webhook {delivery_id} to {url} delivered: status {status_code} after {attempts} "
+                             + plural(result.attempts, "attempt"), **fields)
         else:
             stats.incr("failed")
-            getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
+            log = getattr(self.logger, level)
+            if result.attempts:
+                log("webhook {delivery_id} to {url} not delivered: {error}; given up after {attempts} "
+                    + plural(result.attempts, "attempt"), error=result.error, **fields)
+            else:
+                log("webhook {delivery_id} to {url} not delivered: {error}; nothing was sent", error=result.error,
+                    **fields)
         return result
 
 

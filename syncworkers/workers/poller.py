@@ -181,7 +181,8 @@ class PollerWorker(HTTPWorker):
 
     def process_message(self, message: Message) -> Any:
         """Handle one polled message (override). The default logs it and returns its body."""
-        self.logger.info("poll response", url=safe_url(self.url), status_code=message.headers.get("status_code"))
+        self.logger.info("poll response from {url}: status {status_code}", url=safe_url(self.url),
+                         status_code=message.headers.get("status_code"))
         return message.body
 
     def on_poll_error(self, exc: RequestError) -> None:
@@ -191,7 +192,8 @@ class PollerWorker(HTTPWorker):
         circuits, ERROR otherwise). The worker keeps polling either way.
         """
         level = logging.WARNING if isinstance(exc, (TransportError, CircuitOpenError)) else logging.ERROR
-        self.logger.log(level, "poll failed", url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+        self.logger.log(level, "poll failed: {url}: {reason}; polling again every {interval}s",
+                        url=safe_url(self.url), error=type(exc).__name__, reason=str(exc), interval=self.interval)
 
     # -- polling ----------------------------------------------------------------------
 
