@@ -5,11 +5,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 
 from syncworkers.config import settings as config_module
+
+from .helpers import unavailable
 
 pytestmark = pytest.mark.transport_independent
 
@@ -70,6 +73,26 @@ def test_python_receiver_scripts_answers_by_path():
     with started as rx:
         assert rx.proc is first  # a started receiver is not started twice
     assert first.poll() is not None
+
+
+def test_nginx_with_the_echo_module_plays_the_scripted_paths_of_the_latency_receiver():
+    sys.path.insert(0, SCRIPTS)
+    try:
+        import receivers
+    finally:
+        sys.path.remove(SCRIPTS)
+    if receivers.find_nginx() is None or receivers.find_echo_module() is None:
+        unavailable("nginx or its echo module (libnginx-mod-http-echo) is not installed", "nginx")
+    with receivers.latency_receiver("nginx") as rx, requests.Session() as s:
+        assert "echo_sleep" in rx.kind
+        started = time.monotonic()
+        assert s.post(rx.url + "/delay/50/hook", json={"a": 1}, timeout=5).status_code == 204
+        assert time.monotonic() - started >= 0.05  # a lower bound: the answer waited for its delay
+        assert s.post(rx.url + "/status/400/x", data=b"x" * 70000, timeout=5).status_code == 400
+        assert s.get(rx.url + "/delay/50/status/503/y", timeout=5).status_code == 503
+        assert s.post(rx.url + "/anything", data=b"{}", timeout=5).status_code == 204
+        proc = rx.proc
+    assert proc.poll() is not None
 
 
 @pytest.mark.slow
