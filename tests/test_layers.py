@@ -25,13 +25,13 @@ LAYERS = {
                "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
                "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
-    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus",
+    "io": ["http", "delivery.verdict", "observability.logging", "observability.tracing", "observability.prometheus",
            "observability.process_hooks", "prometheus", "delivery.attempt", "delivery.direct",
            "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer"],
     "workers": ["workers"],
-    "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
+    "face": ["__init__", "__main__", "cli", "contrib", "demo", "testing", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
 

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional
 
+from ..exceptions import safe_url
 from ..http.outcome import Kind
 from ..http.retry import RetryPolicy
 from ..outbox import DELIVERED, PENDING, Delivery, OutboxStore
@@ -43,6 +44,7 @@ class _Decided:
     delivery: Delivery
     kind: Kind
     verdict: Verdict
+    error: Optional[str]  #: what the attempt came to (its outcome's text)
     now: float
     next_at: float
     settlement: Settlement
@@ -140,7 +142,7 @@ class OutcomeRecorder:
         else:
             settlement = Settlement(delivery.id, verdict.state, status, verdict.reason or outcome.error or "dead",
                                     attempt=log, now=now)
-        return _Decided(delivery, outcome.kind, verdict, now, next_at, settlement, abandoned)
+        return _Decided(delivery, outcome.kind, verdict, outcome.error, now, next_at, settlement, abandoned)
 
     def _write(self, batch: List[_Decided]) -> Optional[int]:
         """Write *batch* in one go and report each outcome: None; or, when the store cannot take it (logged),
@@ -152,25 +154,36 @@ class OutcomeRecorder:
             return self._failed(batch, exc)
         for d in batch:
             if d.delivery.id in unknown:
-                self.logger.warning("webhook outcome not recorded: the delivery is no longer in the outbox",
-                                    delivery_id=d.delivery.id, status=d.settlement.status)
+                self.logger.warning("webhook {delivery_id} to {url}: its outcome (status {status_code}) was not "
+                                    "recorded: the delivery is no longer in the outbox", delivery_id=d.delivery.id,
+                                    url=safe_url(d.delivery.url), status_code=d.settlement.status)
                 continue
-            report(d.delivery, d.kind, d.settlement.status, d.verdict, d.now, d.next_at, self.logger, self._stats)
+            report(d.delivery, d.kind, d.settlement.status, d.verdict, d.now, d.next_at, self.logger, self._stats,
+                   error=d.error, max_attempts=self.policy.max_attempts)
         return None
 
     def _failed(self, batch: List[_Decided], exc: BaseException) -> int:
         """Log a batch the store could not take; how many of its outcomes count as failures."""
         stopped = self._abandoned()
-        after_stop = [d for d in batch if d.abandoned or stopped]
-        for d in after_stop:
-            # stop() timed out and handed the claim back; close() may have closed the outbox since.
-            self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
-                                "and will be sent again (same webhook-id)", delivery_id=d.delivery.id,
-                                status=d.settlement.status, error=str(exc))
-        failed = [d.delivery.id for d in batch if not (d.abandoned or stopped)]
-        if failed:
-            self.logger.error("could not record webhook outcomes; each delivery will be retried when its lease "
-                              "expires", delivery_ids=failed, exc_info=exc)
+        error = f"{type(exc).__name__}: {exc}"
+        for d in batch:
+            if d.abandoned or stopped:
+                # stop() timed out and handed the claim back; close() may have closed the outbox since.
+                self.logger.warning("webhook {delivery_id}: its outcome (status {status_code}) was not recorded "
+                                    "after stop(): {error}; it stays pending and is sent again (same webhook-id)",
+                                    delivery_id=d.delivery.id, status_code=d.settlement.status, error=str(exc))
+        failed = [d for d in batch if not (d.abandoned or stopped)]
+        where = self.outbox.path or "(in memory)"
+        if len(failed) == 1:
+            self.logger.exception("webhook {delivery_id}: its outcome (status {status_code}) could not be recorded "
+                                  "in the outbox {outbox}: {error}; it is sent again when its lease expires",
+                                  delivery_id=failed[0].delivery.id, status_code=failed[0].settlement.status,
+                                  outbox=where, error=error, exc_info=exc)
+        elif failed:
+            self.logger.exception("the outcomes of {count} webhooks {delivery_ids} could not be recorded in the "
+                                  "outbox {outbox}: {error}; each is sent again when its lease expires",
+                                  count=len(failed), delivery_ids=[d.delivery.id for d in failed], outbox=where,
+                                  error=error, exc_info=exc)
         return len(failed)
 
 

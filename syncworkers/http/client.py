@@ -41,6 +41,7 @@ from ..exceptions import (
     TransportError,
     safe_url,
 )
+from ..observability import tracing
 from ..observability.logging import get_logger, install_urllib3_redaction
 from ..observability.redaction import Redactor
 from ..signals import StopSignal
@@ -260,7 +261,7 @@ class HTTPClient:
                 sent_at = self._clock()
                 try:
                     response = self._send(request, follow, call.url, call.target.host,
-                                          cancel if limit_host else None)
+                                          cancel if limit_host else None, call)
                 except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
                     exc.attempts = call.attempt - 1
                     raise
@@ -272,7 +273,7 @@ class HTTPClient:
                     if again is None:
                         return response
                     wait, reason = again, response.outcome.error or ""
-                self._pause(wait, reason, call.attempt, request.method, call.url, cancel)
+                self._pause(wait, reason, call, cancel)
         finally:
             call.end()
 
@@ -322,11 +323,15 @@ class HTTPClient:
                 return
             call.attempt += 1
             sent_at = self._clock()
-            driver.submit(request, call.url).add_done_callback(lambda done: ended(done, sent_at, held))
+            span = call.trace.start(call.attempt) if call.trace is not None else None
+            sent = _with_headers(request, span.wire) if span is not None else request
+            driver.submit(sent, call.url).add_done_callback(lambda done: ended(done, sent_at, held, span))
 
-        def ended(done: "Future[Response]", sent_at: float, held: bool) -> None:
+        def ended(done: "Future[Response]", sent_at: float, held: bool, span: Optional[tracing.Attempt]) -> None:
             if held:
                 limiter.release(host)  # type: ignore[union-attr]
+            if span is not None:
+                span.ended(done.result() if done.exception() is None else None, done.exception())
             try:
                 exc = done.exception()
                 if exc is None:
@@ -345,7 +350,7 @@ class HTTPClient:
             except BaseException as error:
                 fail(error)
                 return
-            self._log_retry(wait, reason, call.attempt, request.method, call.url)
+            self._log_retry(wait, reason, call)
             waiting[0] = True
             driver.call_later(wait, attempt)
             signal.on_set(lambda: driver.call_soon(interrupt))
@@ -475,19 +480,27 @@ class HTTPClient:
         if self.on_attempt is not None:
             self.on_attempt(url, status, error, self._clock() - sent_at)
 
-    def _log_retry(self, wait: float, reason: str, attempt: int, method: str, url: str) -> None:
-        self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
-                         reason=reason, wait=round(wait, 3))
+    def _log_retry(self, wait: float, reason: str, call: "_Attempts") -> None:
+        # A webhook is named by its id (its webhook-id header), any other call by its method.
+        request = call.request
+        delivery_id = request.header("webhook-id")
+        subject: Dict[str, Any] = {"delivery_id": delivery_id} if delivery_id else {}
+        self.logger.info(("webhook {delivery_id} to {url}" if delivery_id else "{method} {url}")
+                         + " failed: {error}; retry in {retry_in}s (attempt {next_attempt} of {max_attempts})",
+                         **subject, method=request.method, url=safe_url(call.url), error=reason,
+                         retry_in=round(wait, 3), next_attempt=call.attempt + 1,
+                         max_attempts=call.policy.max_attempts if call.policy is not None else call.attempt)
 
-    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
-               cancel: threading.Event) -> None:
-        self._log_retry(wait, reason, attempt, method, url)
+    def _pause(self, wait: float, reason: str, call: "_Attempts", cancel: threading.Event) -> None:
+        self._log_retry(wait, reason, call)
         if cancel.wait(wait):
-            raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
+            raise RetryInterrupted("retry wait interrupted", url=call.url, method=call.request.method,
+                                   attempts=call.attempt)
 
     def _send(self, request: Request, follow: bool, url: str, host: str,
-              cancel: Optional[threading.Event]) -> Response:
-        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted)."""
+              cancel: Optional[threading.Event], call: Optional["_Attempts"] = None) -> Response:
+        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted), a span of *call*'s
+        trace."""
         limiter = self.limiter
         held = limiter.limit is not None and cancel is not None
         if held and not limiter.acquire(host, cancel):  # type: ignore[arg-type]
@@ -496,13 +509,19 @@ class HTTPClient:
         me = threading.get_ident()
         self._in_flight[me] = url
         try:
-            if not follow:
-                return self.transport.send(request, url=url)
-            return self._send_following(request, url)
+            if call is not None and call.trace is not None:
+                return call.trace.send(call.attempt, request, _with_headers,
+                                       lambda sent: self._on_wire(sent, follow, url))
+            return self._on_wire(request, follow, url)
         finally:
             del self._in_flight[me]
             if held:
                 limiter.release(host)
+
+    def _on_wire(self, request: Request, follow: bool, url: str) -> Response:
+        if not follow:
+            return self.transport.send(request, url=url)
+        return self._send_following(request, url)
 
     def _send_following(self, request: Request, url: str) -> Response:
         """One attempt that follows redirects itself (the same for every transport).
@@ -561,7 +580,7 @@ class _Attempts:
     :meth:`HTTPClient.submit` (callbacks): the breaker's verdict, the attempt hook, the outcome and
     whether the retry policy wants another attempt."""
 
-    __slots__ = ("client", "request", "url", "policy", "cancel", "target", "attempt", "settled")
+    __slots__ = ("client", "request", "url", "policy", "cancel", "target", "attempt", "settled", "trace")
 
     def __init__(self, client: HTTPClient, request: Request, url: str, policy: Optional[RetryPolicy],
                  cancel: threading.Event) -> None:
@@ -573,6 +592,9 @@ class _Attempts:
         self.target = client._target(url)
         self.attempt = 0
         self.settled = False
+        #: Each attempt's span, when tracing is on (its parent: the request's traceparent, else the current span).
+        self.trace = (tracing.begin(request.method, request.url, request.headers, client.redactor)
+                      if tracing.enabled else None)
 
     def begin(self) -> None:
         """Ask the host's breaker; CircuitOpenError (nothing sent) when its circuit is open."""
@@ -620,6 +642,13 @@ class _Attempts:
         if not self.settled:
             self.settled = True
             self.target.breaker.release()
+
+
+def _with_headers(request: Request, headers: Mapping[str, str]) -> Request:
+    """*request* with *headers* set (an attempt's ``traceparent``)."""
+    for name, value in headers.items():
+        request = request.with_header(name, value)
+    return request
 
 
 def _prepared_url(url: str) -> str:

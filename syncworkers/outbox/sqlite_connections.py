@@ -29,6 +29,11 @@ MAX_IDLE_CONNECTIONS = 8
 GROUP_COMMIT_SIZE = 256
 #: Write transactions of a process between two checkpoints (see ``SQLiteConnections._checkpoint_if_due``).
 CHECKPOINT_EVERY = 100
+#: Page cache of each connection, KiB. SQLite's default (2,000) fills as the file grows (every
+#: delivered row stays until purged), so RSS crept up for as long as the pooled connections
+#: took to fill theirs; the outbox's hot pages (due deliveries, the upper levels of its
+#: indexes) fit in this, and the OS page cache keeps the rest of the file.
+PAGE_CACHE_KIB = 256
 
 
 def connect(target: str) -> sqlite3.Connection:
@@ -42,6 +47,7 @@ def connect(target: str) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints outside its write lock
+    conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
     return conn
 
 
@@ -415,4 +421,5 @@ class _Write:
             raise self.error
 
 
-__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "Connections", "SQLiteConnections", "connect"]
+__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "PAGE_CACHE_KIB", "Connections", "SQLiteConnections",
+           "connect"]
