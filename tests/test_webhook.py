@@ -249,8 +249,8 @@ def test_retry_after_is_honoured(server):
             LogCapture() as logs:
         result = worker.deliver("/hook", {})
     assert result.ok and result.attempts == 2
-    retrying = next(line for line in logs.text.splitlines() if "retrying request" in line)
-    assert "wait=0.0" in retrying.split()  # the server's word, not the backoff
+    retrying = next(line for line in logs.text.splitlines() if "; retry in " in line)
+    assert "failed: status 429 Too Many Requests; retry in 0s (attempt 2 of 2)" in retrying  # the server's word
 
 
 def test_connection_refused_is_a_logged_failure():
