@@ -1,20 +1,29 @@
-"""Benchmark the PostgreSQL outbox: throughput with 1, 2, 4 processes vs direct sending, enqueue
-latency inside a transaction from 50 threads, and commit-to-first-attempt latency.
+"""Benchmark the outbox: throughput with 1, 2, 4 sender processes vs direct sending, each run measured
+against direct sends in the same run; on PostgreSQL also enqueue latency inside a transaction from 50
+threads and commit-to-first-attempt latency.
 
     python scripts/bench_outbox_pg.py                 # starts a throwaway PostgreSQL (tests/pg_server.py)
     python scripts/bench_outbox_pg.py --url postgresql://...   # or uses yours (a table of its own)
+    python scripts/bench_outbox_pg.py --sqlite        # the same throughput figure on a SQLite file
 
 The receiver for throughput is nginx (or scripts/receivers.py's Python server) answering
 after ``--delay-ms``, as a partner would; every sender (direct, or each outbox process)
-has ``--workers`` threads. Goals: commit-to-attempt p50 < 50 ms; 2 processes >= 0.8x direct.
+has ``--workers`` threads. Each of ``--runs`` runs measures direct sending, then the outbox
+with each number of processes, from the moment the senders are told to start (the
+deliveries are stored first) until the last is recorded delivered; the ratios are per run,
+printed as median (min-max). Targets: 1 process >= 0.8x direct, 2 processes >= 0.9x;
+commit-to-attempt p50 < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -29,17 +38,20 @@ from syncworkers import WebhookConfig  # noqa: E402
 from syncworkers.outbox import open_outbox  # noqa: E402
 from syncworkers.workers.webhook import WebhookSenderWorker  # noqa: E402
 
+#: One sender process: opens the outbox, says "ready", starts delivering on "go", stops when stdin closes.
 CHILD = """
 import sys
 from syncworkers import WebhookConfig
 from syncworkers.outbox import open_outbox
 from syncworkers.workers.webhook import WebhookSenderWorker
 url, base, workers, table = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-outbox = open_outbox(url, table=table, pool_size=workers + 2)
+options = {} if table == "-" else {"table": table, "pool_size": workers + 2}
+outbox = open_outbox(url, **options)
 sender = WebhookSenderWorker(base, WebhookConfig(max_workers=workers, retry_schedule=(1.0,)), outbox=outbox)
-sender.start()
 outbox.counts()
-print("started", flush=True)
+print("ready", flush=True)
+assert sys.stdin.readline().strip() == "go"
+sender.start()
 sys.stdin.read()
 sender.stop(timeout=10)
 sender.close()
@@ -78,21 +90,24 @@ def direct(base: str, path: str, workers: int, count: int) -> float:
 
 
 def through_outbox(url: str, base: str, path: str, workers: int, processes: int, count: int, run: int) -> float:
-    """Deliveries/s through the outbox with *processes* sender processes, timed from the commit."""
-    table = f"bench_outbox_{os.getpid()}_{run}"
+    """Deliveries/s through the outbox at *url* (a PostgreSQL URL, or a SQLite file's path) with *processes*
+    sender processes, from the moment they are told to start until the last delivery is recorded."""
+    sqlite = not url.startswith("postgres")
+    table = "-" if sqlite else f"bench_outbox_{os.getpid()}_{run}_{processes}"
+    if sqlite:
+        url = os.path.join(url, f"outbox_{run}_{processes}.db")
+    store = open_outbox(url) if sqlite else open_outbox(url, table=table)
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, base, str(workers), table], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
-    store = open_outbox(url, table=table)
     try:
+        store_all(store, url, base + path, path, count)
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            with conn.transaction():
-                for n in range(count):
-                    store.add(path, base + path, b'{"n": 1}', connection=conn)
-            start = time.perf_counter()
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         while store.counts()["delivered"] < count:
             time.sleep(0.02)
         return count / (time.perf_counter() - start)
@@ -100,7 +115,28 @@ def through_outbox(url: str, base: str, path: str, workers: int, processes: int,
         for proc in procs:
             proc.communicate("", timeout=60)
         store.close()
-        drop_tables(url, table)
+        if not sqlite:
+            drop_tables(url, table)
+
+
+def store_all(store: Any, url: str, target: str, path: str, count: int) -> None:
+    """Store *count* deliveries to *target* in one transaction."""
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            with conn.transaction():
+                for _ in range(count):
+                    store.add(path, target, b'{"n": 1}', connection=conn)
+        return
+    conn = sqlite3.connect(url, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for _ in range(count):
+            store.add(path, target, b'{"n": 1}', connection=conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
 
 
 def drop_tables(url: str, table: str) -> None:
@@ -192,35 +228,60 @@ def commit_to_attempt(url: str, samples: int) -> Dict[str, Any]:
     return {**percentiles(latencies), "n": len(latencies)}
 
 
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """*values* as ``median (min-max)``."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="PostgreSQL URL (default: start a throwaway server)")
-    parser.add_argument("--count", type=int, default=2000, help="deliveries per throughput run")
+    parser.add_argument("--sqlite", action="store_true", help="measure a SQLite outbox file instead (throughput)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; each measures direct and every outbox row")
+    parser.add_argument("--processes", default="1,2,4", help="outbox sender processes per row, comma separated")
+    parser.add_argument("--count", type=int, default=2000, help="deliveries per throughput row")
     parser.add_argument("--workers", type=int, default=16, help="threads per sender")
     parser.add_argument("--delay-ms", type=int, default=10, help="receiver latency (0: nginx, at once)")
-    parser.add_argument("--samples", type=int, default=200, help="commit-to-attempt samples")
+    parser.add_argument("--samples", type=int, default=200, help="commit-to-attempt samples (0: skip latencies)")
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.processes.split(",")]
 
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        url = args.url
-        if url is None:
-            from tests.pg_server import PostgresServer
+        if args.sqlite:
+            url = stack.enter_context(tempfile.TemporaryDirectory(prefix="syncworkers-bench-outbox-"))
+        else:
+            url = args.url
+            if url is None:
+                from tests.pg_server import PostgresServer
 
-            url = stack.enter_context(PostgresServer()).url
+                url = stack.enter_context(PostgresServer()).url
         # nginx answers at once whatever the path: the Python receiver plays a partner with latency.
         receiver = fast_receiver("python" if args.delay_ms > 0 else "auto")
         stack.callback(receiver.stop)
         path = f"/delay/{args.delay_ms}/hook"
+        store = "SQLite" if args.sqlite else "PostgreSQL"
         print(f"receiver {receiver.kind}, {args.delay_ms} ms; {args.workers} threads per sender; "
-              f"{args.count} deliveries per run")
-        base_rps = direct(receiver.url, path, args.workers, args.count)
-        print(f"direct send_webhook           {base_rps:8.0f} deliveries/s")
-        for run, processes in enumerate((1, 2, 4)):
-            rps = through_outbox(url, receiver.url, path, args.workers, processes, args.count, run)
-            print(f"PostgreSQL outbox, {processes} process{'es' if processes > 1 else '  '} "
-                  f"{rps:8.0f} deliveries/s  ({rps / base_rps:.2f}x direct)")
+              f"{args.count} deliveries per row; {args.runs} runs")
+        direct_rps: List[float] = []
+        outbox_rps: Dict[int, List[float]] = {n: [] for n in counts}
+        for run in range(args.runs):
+            direct_rps.append(direct(receiver.url, path, args.workers, args.count))
+            line = [f"run {run + 1}: direct {direct_rps[-1]:.0f}/s"]
+            for processes in counts:
+                outbox_rps[processes].append(
+                    through_outbox(url, receiver.url, path, args.workers, processes, args.count, run))
+                line.append(f"{processes}p {outbox_rps[processes][-1]:.0f}/s "
+                            f"({outbox_rps[processes][-1] / direct_rps[-1]:.2f}x)")
+            print("  " + ", ".join(line), flush=True)
+        print(f"direct send_webhook              {spread(direct_rps, 0)} deliveries/s")
+        for processes in counts:
+            ratios = [o / d for o, d in zip(outbox_rps[processes], direct_rps)]
+            print(f"{store} outbox, {processes} process{'es' if processes > 1 else '  '} "
+                  f"{spread(outbox_rps[processes], 0)} deliveries/s  ({spread(ratios)}x direct)")
+        if args.sqlite or not args.samples:
+            return
         lat = enqueue_latency(url, threads=50, per_thread=40)
         print(f"enqueue in a transaction, 50 threads: call p50 {lat['enqueue']['p50_ms']} ms, "
               f"p99 {lat['enqueue']['p99_ms']} ms; with commit p50 {lat['enqueue_and_commit']['p50_ms']} ms, "

@@ -159,6 +159,63 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path):
         assert len({body for rid, body in gate.requests if rid == id}) == 1
 
 
+#: A sender whose first outcome never reaches the store: its write blocks (and says so) until the test
+#: kills the process. Everything else is the real store and sender, in a real process.
+UNRECORDED = """
+import json, sys, threading
+from syncworkers import HTTPClientConfig, WebhookConfig
+from syncworkers.outbox import open_outbox
+from syncworkers.workers.webhook import WebhookSenderWorker
+location, base, transport = sys.argv[1], sys.argv[2], sys.argv[3]
+outbox = open_outbox(location, lease_seconds=2)
+
+def settle(settlements, **options):  # the outcome is decided; the process dies before it is written
+    print("recording " + " ".join(s.id for s in settlements), flush=True)
+    threading.Event().wait()
+
+outbox.settle = settle
+sender = WebhookSenderWorker(base, WebhookConfig(max_workers=1, retry_schedule=(0.05,)),
+                             HTTPClientConfig(transport=transport), outbox=outbox)
+print(json.dumps([sender.enqueue("/hook", {"n": n}) for n in range(3)]), flush=True)
+sender.start()
+threading.Event().wait(60)  # killed long before
+"""
+
+
+def test_a_process_killed_between_an_attempt_and_its_record_sends_it_again_and_loses_nothing(location):
+    from syncworkers.config import settings
+    from syncworkers.outbox import open_outbox
+
+    received = []
+    with quiet(LoopbackServer()) as server:
+        server.route("POST", "/hook", handler=lambda req: received.append(req.header("webhook-id")) or Reply(200))
+        first = subprocess.Popen([sys.executable, "-c", UNRECORDED, location, server.base_url,
+                                  settings.DEFAULT_TRANSPORT], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            enqueued = json.loads(first.stdout.readline())
+            recording = first.stdout.readline().split()
+            assert recording[:1] == ["recording"], first.stderr.read()
+        finally:
+            first.kill()  # SIGKILL between the attempt (answered 200) and its record
+            first.communicate(timeout=30)
+        assert first.returncode == -signal.SIGKILL
+        [unrecorded] = recording[1:]  # one thread: one attempt made, and it is the one left unrecorded
+        assert received == [unrecorded]
+        with open_outbox(location, lease_seconds=2) as box:
+            assert (box.get(unrecorded).state, box.get(unrecorded).attempts) == ("in_flight", 0)
+            assert box.attempts(unrecorded) == []
+            sender = WebhookSenderWorker(server.base_url, WebhookConfig(retry_schedule=(0.05,)), outbox=box)
+            try:
+                assert sender.flush(timeout=30)  # takes the claim over once its lease expires
+            finally:
+                sender.close()
+            assert box.counts() == {"pending": 0, "in_flight": 0, "delivered": 3, "dead": 0, "held": 0}
+            log = box.attempts(unrecorded)
+    assert Counter(received) == Counter({unrecorded: 2, **{id: 1 for id in enqueued if id != unrecorded}})
+    assert [attempt.status for attempt in log] == [200]  # the attempt log misses the one the kill took
+
+
 def test_sigterm_drains_deliveries_in_flight_and_exits_0(tmp_path):
     path, count = str(tmp_path / "outbox.db"), 100
     gate = HoldAfter(free=20)

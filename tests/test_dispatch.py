@@ -33,7 +33,7 @@ from syncworkers.signing import verify
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .helpers import LogCapture, closed_port, new_secret, wait_for
-from .server import Reply
+from .server import LoopbackServer, Reply
 
 T0 = 1_700_000_000.0
 SCHEDULE = (5.0, 300.0)
@@ -606,3 +606,116 @@ def test_a_claim_whose_lease_lapsed_is_not_sent_again_while_its_request_runs(tmp
     assert submitted == [id]  # ... but does not send it a second time
     assert outbox.get(id).lease_until == now[0] + 10
     outbox.close()
+
+
+# -- hosts at their limit ---------------------------------------------------------------------------
+
+
+def test_while_every_host_on_the_wire_is_at_its_limit_the_loop_claims_only_to_look_beyond_them(tmp_path,
+                                                                                                  monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from syncworkers.delivery import pacing
+
+    monkeypatch.setattr(pacing, "SATURATED_POSTPONE", 3600.0)  # one look only, in this test
+    outbox = Outbox(str(tmp_path / "o.db"), clock=lambda: T0)
+    pool = ThreadPoolExecutor(12, thread_name_prefix="syncworkers-test-pool")
+    on_the_wire, answer = [], threading.Event()
+    free, room = [4], [None]
+
+    def send(delivery, now):
+        on_the_wire.append(delivery.id)
+        answer.wait(10)
+        return status(200)
+
+    dispatcher = Dispatcher(outbox, send=send, submit=pool.submit, free_slots=lambda: free[0],
+                            policy=RetryPolicy.from_schedule(FAST), room=lambda: room[0])
+
+    def turn():  # one turn of the loop per flush(0), once what it sent is on the wire
+        dispatcher.flush(0, threading.Event())
+        assert wait_for(lambda: len(on_the_wire) == dispatcher.in_flight)
+        return len(on_the_wire)
+
+    try:
+        for _ in range(12):
+            outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert turn() == 4  # nothing on the wire yet: a claim per free slot
+        free[0], room[0] = 2, 0  # two slots free, and the one host on the wire takes no more
+        assert turn() == 6  # a look beyond the hosts on the wire, once per SATURATED_POSTPONE ...
+        assert [turn() for _ in range(5)] == [6] * 5  # ... and no claim between two: it would come back postponed
+        room[0] = 1  # an attempt of the host ended
+        assert turn() == 7  # as many as the host now takes
+    finally:
+        answer.set()
+        pool.shutdown(wait=True)
+        outbox.close()
+
+
+def test_a_partner_at_its_limit_does_not_hold_up_another_partners_delivery(server, tmp_path):
+    gate = Gate()
+    server.route("POST", "/slow", handler=gate)
+    with LoopbackServer() as other:
+        other.route("POST", "/fast", status=200)
+        worker = sender(server, tmp_path, max_workers=4, max_in_flight_per_host=2)
+        slow = [worker.enqueue("/slow", {"n": n}) for n in range(6)]
+        fast = worker.enqueue(other.url("/fast"), {"n": 0})  # due after the slow partner's backlog
+        worker.start()
+        try:
+            assert wait_for(lambda: gate.arrived == 2)  # the slow partner at its limit
+            assert wait_for(lambda: worker.outbox.get(fast).state == DELIVERED, 10)
+            assert gate.arrived == 2 and {worker.outbox.get(id).state for id in slow} != {DELIVERED}
+            gate.release.set()
+            assert worker.flush(10)
+        finally:
+            gate.release.set()
+            worker.stop(10)
+            worker.close()
+
+
+def test_after_claiming_the_last_due_deliveries_the_pace_lingers_and_a_quiet_outbox_claims_at_once():
+    from syncworkers.delivery.pacing import ClaimPace
+
+    now = [100.0]
+    pace = ClaimPace(lambda: 8, clock=lambda: now[0])
+    pace.linger = 0.5
+    assert pace.claimable() == 8
+    pace.claimed(8, 0)  # nothing due: no lingering ...
+    assert pace.claimable() == 8 and pace.until_next() is None
+    pace.claimed(8, 8)  # a full claim: a backlog may be due, claim again at once
+    assert pace.claimable() == 8 and pace.until_next() is None
+    pace.claimed(8, 3)  # the last due ones: what comes next waits to be claimed together ...
+    assert pace.claimable() == 0 and pace.until_next() == 0.5
+    now[0] += 0.25
+    assert pace.claimable() == 0 and pace.until_next() == 0.25
+    now[0] += 0.25
+    assert pace.claimable() == 8 and pace.until_next() is None  # ... for one linger
+    pace.claimed(8, 1)
+    pace.restart()  # a loop that starts claims at once
+    assert pace.claimable() == 8
+
+
+def test_the_loop_lingers_after_claiming_the_last_due_deliveries_not_after_finding_none(tmp_path):
+    from concurrent.futures import Future
+
+    outbox = Outbox(str(tmp_path / "o.db"), clock=lambda: T0)
+    submitted = []
+
+    def submit(func, *args):
+        submitted.append(args[0].id)  # never run
+        return Future()
+
+    dispatcher = Dispatcher(outbox, send=None, submit=submit, free_slots=lambda: 8,
+                            policy=RetryPolicy.from_schedule(FAST))
+    dispatcher.pace.linger = 3600.0
+    try:  # one turn of a running loop each (a flush() starts a loop, which claims at once)
+        assert dispatcher._dispatch_due() == 0  # nothing due: found nothing, so no lingering ...
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert dispatcher._dispatch_due() == 1  # ... and the next delivery is claimed at once
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        outbox.add("e", "http://127.0.0.1:1/hook", b"{}")
+        assert dispatcher._dispatch_due() == 0  # it was the last due one: the loop lingers
+        dispatcher.flush(0, threading.Event())  # a loop that starts claims at once
+        assert len(submitted) == 3
+    finally:
+        dispatcher.claims.hand_back()
+        outbox.close()

@@ -105,7 +105,8 @@ def test_policy_modules_do_no_io():
 PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"},
          "delivery.checks": {"InputChecks"}, "delivery.direct": {"DirectSender"}, "delivery.broadcast": {"Broadcaster"},
          "delivery.pool": {"DeliveryPool"}, "delivery.producer": {"OutboxProducer"}, "delivery.dispatch": {"Dispatcher"},
-         "delivery.claims": {"Claims"}, "delivery.recorder": {"OutcomeRecorder"}, "workers.relay": {"Relay"},
+         "delivery.claims": {"Claims"}, "delivery.pacing": {"ClaimPace"}, "delivery.recorder": {"OutcomeRecorder"},
+         "workers.relay": {"Relay"},
          "http.building": {"RequestBuilder"}, "http.attempts": {"Attempts"}, "http.submission": {"Submission"}}
 #: Modules whose classes still declare what a host class provides (mixins not yet made parts).
 HOST_DECLARATIONS_LEFT: set = set()

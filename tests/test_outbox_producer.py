@@ -239,3 +239,41 @@ def test_the_recorder_records_the_verdict_then_reports_it(tmp_path):
     with LogCapture() as logs:  # a closed store takes nothing: False, and said plainly after a stop
         assert recorder.record(claimed[ids[1]], Sent(classify_status(200, "OK")), clock.now, abandoned=True) is False
     assert "not recorded after stop()" in logs.text and "Traceback" not in logs.text
+
+
+def test_outcomes_that_end_while_one_is_written_are_written_together_in_the_next_batch(tmp_path):
+    clock = Clock()
+    outbox = Outbox(str(tmp_path / "o.db"), clock=clock)
+    writing, go_on = threading.Event(), threading.Event()
+    batches = []
+    settle = outbox.settle
+
+    def held_settle(settlements, **options):  # the real write, the first one held until the test says
+        batches.append([s.id for s in settlements])
+        if len(batches) == 1:
+            writing.set()
+            go_on.wait(10)
+        return settle(settlements, **options)
+
+    outbox.settle = held_settle
+    settled = []
+    recorder = OutcomeRecorder(outbox, RetryPolicy.from_schedule((60.0,)), logger=LOGGER, stats=Metrics(),
+                               settled=lambda ids, failures: settled.append((ids, failures)))
+    try:
+        ids = [outbox.add("/ok", f"http://127.0.0.1:1/ok/{n}", b"{}") for n in range(6)]
+        claimed = {d.id: d for d in outbox.claim_due(6)}
+        first = threading.Thread(target=recorder.submit, args=(claimed[ids[0]], Sent(classify_status(200, "OK")),
+                                                               clock.now), name="test-first-outcome")
+        first.start()  # this thread writes: its outcome alone, then whatever queued meanwhile
+        assert writing.wait(10)
+        for id in ids[1:]:  # each returns at once: queued for the writing thread
+            recorder.submit(claimed[id], Sent(classify_status(200, "OK")), clock.now)
+        assert settled == [] and outbox.get(ids[1]).state == "in_flight"  # nothing written yet
+        go_on.set()
+        first.join(10)
+        assert batches == [ids[:1], ids[1:]]  # two writes for six outcomes
+        assert settled == [(ids[:1], 0), (ids[1:], 0)]
+        assert {outbox.get(id).state for id in ids} == {DELIVERED}
+    finally:
+        go_on.set()
+        outbox.close()

@@ -5,8 +5,9 @@ them), signed with a fresh timestamp and the delivery's id as ``webhook-id``.
 :class:`Dispatcher` is the loop: claim up to the pool's free slots, send them
 concurrently, keep the leases of requests still on the wire (:class:`~syncworkers.delivery.claims.Claims`),
 and sleep until the next delivery is due or :meth:`Dispatcher.wakeup` is called.
-Each outcome is decided and recorded by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
-(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`).
+Each outcome is decided and recorded, in batches, by :class:`~syncworkers.delivery.recorder.OutcomeRecorder`
+(the delivery's attempt log and its endpoint's health: see :mod:`syncworkers.outbox.health`);
+the pool thread that sent it is free once it is queued, and the claim is held until it is written.
 A store that fails (a database restarting, a full disk) is logged and looked at
 again by the loop; :meth:`Dispatcher.flush` returns False.
 """
@@ -19,7 +20,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .attempt import Sent, send_once
 from ..exceptions import safe_url
@@ -28,6 +29,7 @@ from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore
 from ..outbox.health import DEFAULT_DISABLE_AFTER
 from .claims import Claims
+from .pacing import ClaimPace
 from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
 from ..http.outcome import Outcome, classify_error
@@ -48,6 +50,7 @@ class Dispatcher:
     drives at a time: the worker's (:meth:`run`) or a caller's (:meth:`flush`).
     Times are epoch seconds from the outbox's clock. An endpoint that has only
     failed for *disable_after* seconds (None: never), or answered 410, is disabled.
+    *free_slots* and *room* pace the claims (:class:`~syncworkers.delivery.pacing.ClaimPace`).
     """
 
     #: See :data:`POLL_INTERVAL`.
@@ -57,6 +60,7 @@ class Dispatcher:
                  submit: Callable[..., "Future[None]"], free_slots: Callable[[], int], policy: RetryPolicy, *,
                  logger: Any = None, stats: Optional[Metrics] = None,
                  disable_after: Optional[float] = DEFAULT_DISABLE_AFTER,
+                 room: Callable[[], Optional[int]] = lambda: None,
                  launch: Optional[Callable[[Delivery, float], "Future[Sent]"]] = None) -> None:
         self.outbox = outbox
         #: ``(delivery, now) -> Future[Sent]``: an attempt that holds no thread (libcurl's multi interface);
@@ -65,10 +69,12 @@ class Dispatcher:
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
         self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
-                                        disable_after=disable_after)
+                                        disable_after=disable_after, settled=self._settled,
+                                        abandoned=lambda: self._abandoned.is_set())
         self._send = send
         self._submit = submit
-        self._free_slots = free_slots
+        #: How many deliveries the loop claims at a time (:mod:`~syncworkers.delivery.pacing`).
+        self.pace = ClaimPace(free_slots, room)
         self._clock = outbox.clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -205,6 +211,7 @@ class Dispatcher:
         """Claim and send until *stop* or *deadline*; with a flush's *goal*, return once it is reached."""
         # New deliveries (from any process, for PostgreSQL) wake the loop while it runs.
         unsubscribe = self.outbox.subscribe(self.wakeup)
+        self.pace.restart()
         try:
             return self._claim_loop(stop, deadline, goal)
         finally:
@@ -264,20 +271,24 @@ class Dispatcher:
         return not held
 
     def _dispatch_due(self) -> int:
-        free = self._free_slots()
-        if free <= 0:
+        claimable = self.pace.claimable()
+        if claimable <= 0:
             return 0
         started = 0
-        for delivery in self.outbox.claim_due(free):
+        claimed = self.outbox.claim_due(claimable)
+        self.pace.claimed(claimable, len(claimed))
+        for delivery in claimed:
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
             if self._launch is not None:
-                self._start(delivery)
+                self._start(delivery)  # takes its host's slot at once: no pool thread to wait for
                 started += 1
                 continue
+            self.pace.handed()
             try:
                 future = self._submit(self._attempt, delivery)
             except RuntimeError:  # the pool is shut down: hand the claim back
+                self.pace.started()
                 self.claims.give_back(delivery.id)
                 continue
             # Added after the pool's own callback, which frees the pool slot first.
@@ -286,8 +297,11 @@ class Dispatcher:
         return started
 
     def _until_due(self) -> float:
-        if self._free_slots() <= 0:
+        if self.pace.free_slots() <= 0:
             return self.poll_interval  # a finished delivery wakes the loop
+        held_back = self.pace.until_next()
+        if held_back is not None:
+            return min(self.poll_interval, held_back)
         due = self.outbox.next_due()
         if due is None:
             return self.poll_interval
@@ -334,14 +348,25 @@ class Dispatcher:
             self._wake.wait(self.claims.keep_alive())
 
     def _done(self, future: "Optional[Future[None]]") -> None:
+        self._wake.set()  # a pool slot is free
+
+    def _settled(self, ids: List[str], failures: int) -> None:
+        """The recorder wrote the outcomes of *ids* (or could not: *failures* of them): no longer held."""
+        for id in ids:
+            self.claims.drop(id)
+        if failures:
+            self._record_failures += failures
         with self._progress:
-            self._outcomes += 1
+            self._outcomes += len(ids)
             self._progress.notify_all()
         self._wake.set()
 
     # -- one attempt (on the pool) -------------------------------------------------------
 
     def _attempt(self, delivery: Delivery) -> None:
+        """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
+        self.pace.started()
+        recording = False
         try:
             at, started = self._clock(), time.monotonic()
             try:
@@ -353,15 +378,14 @@ class Dispatcher:
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
+            recording = True
             self._record(delivery, sent, at)
         finally:
-            self.claims.drop(delivery.id)
+            if not recording:
+                self._settled([delivery.id], 0)
 
     def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
-        abandoned = self._abandoned.is_set()
-        if not self.recorder.record(delivery, sent, at, abandoned=abandoned) and not abandoned:
-            self._record_failures += 1
-            self._wake.set()
+        self.recorder.submit(delivery, sent, at, abandoned=self._abandoned.is_set())
 
     # -- one attempt without a thread (launch), recorded on the pool ------------------------
 
@@ -385,15 +409,18 @@ class Dispatcher:
         future.add_done_callback(self._done)
 
     def _record_landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
+        recording = False
         try:
             try:
                 sent = done.result()
             except Exception as exc:
                 self.logger.exception("webhook attempt raised", delivery_id=delivery.id, exc_info=exc)
                 sent = Sent(classify_error(exc))
+            recording = True
             self._record(delivery, sent, at)
         finally:
-            self.claims.drop(delivery.id)
+            if not recording:
+                self._settled([delivery.id], 0)
 
 
 @dataclass(frozen=True)

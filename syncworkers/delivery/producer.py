@@ -89,7 +89,7 @@ class OutboxProducer:
                     RetryPolicy.from_schedule(self.config.retry_schedule,
                                               retry_after_max=self.client.retry_config.retry_after_max),
                     logger=self.logger, stats=self._stats, disable_after=self.config.disable_after,
-                    launch=self._launch if lean else None)
+                    room=self._limiter.room, launch=self._launch if lean else None)
             return self._dispatcher
 
     @property

@@ -152,6 +152,14 @@ class HostLimiter:
         with self._lock:
             return self._held.get(key, 0)
 
+    def room(self) -> Optional[int]:
+        """How many more holders the hosts held now would take, in all; None without a limit or while
+        nothing is held. (A host not held has the whole limit: 0 only says every host held is full.)"""
+        with self._lock:
+            if self.limit is None or not self._held:
+                return None
+            return sum(self.limit - held for held in self._held.values())
+
     def _watch(self, signal: StopSignal) -> None:
         with self._lock:
             if signal in self._watched:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..config.defaults import DEFAULT_DISABLE_AFTER  # noqa: F401 - the default of WebhookConfig.disable_after
@@ -101,6 +101,45 @@ def observe(health: EndpointHealth, kind: str, status: Optional[int], at: float,
     return health
 
 
+#: An attempt as its endpoint's health sees it: ``(delivery id, kind, status, at)``.
+Observation = Tuple[str, str, Optional[int], float]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An endpoint's health before and after a batch of attempts, and what the store does about it."""
+
+    before: EndpointHealth
+    after: EndpointHealth
+    disabled: bool = False  #: the batch disabled it: every pending delivery of the endpoint is held
+    hold: Tuple[str, ...] = ()  #: deliveries attempted while it was disabled already: held if pending
+    counted: int = 0  #: attempts that said something about the endpoint (see :func:`effect`)
+
+    def quiet(self, stored: bool) -> bool:
+        """True when the store has nothing to write: the health is unchanged, nothing is held, and the
+        endpoint's row is *stored* already (or no attempt said anything about the endpoint)."""
+        return self.after == self.before and not self.disabled and not self.hold and (stored or not self.counted)
+
+
+def observe_all(health: EndpointHealth, attempts: Iterable[Observation],
+                disable_after: Optional[float]) -> Observed:
+    """:func:`observe` over *attempts* ``(delivery id, kind, status, at)`` to one endpoint, in the order
+    they ended, as if each were recorded alone: the one that disables the endpoint holds its pending
+    deliveries; one attempted while it was disabled already holds its own delivery."""
+    before, disabled, hold, counted = health, False, [], 0
+    for id, kind, status, at in attempts:
+        if effect(kind) is None:
+            continue
+        counted += 1
+        after = observe(health, kind, status, at, disable_after)
+        if health.enabled and not after.enabled:
+            disabled = True
+        elif not after.enabled:
+            hold.append(id)
+        health = after
+    return Observed(before, health, disabled, tuple(hold), counted)
+
+
 def _days(seconds: float) -> str:
     if seconds >= 86400:
         return f"{seconds / 86400:.1f} days"
@@ -110,4 +149,4 @@ def _days(seconds: float) -> str:
 
 
 __all__ = ["ANSWER_BYTES", "ATTEMPT_LOG_SIZE", "DEFAULT_DISABLE_AFTER", "EndpointHealth", "FAILED", "GONE",
-           "OK", "effect", "endpoint_of", "observe", "shown"]
+           "OK", "Observation", "Observed", "effect", "endpoint_of", "observe", "observe_all", "shown"]

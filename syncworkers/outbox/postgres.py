@@ -29,9 +29,9 @@ from ..exceptions import ConfigError
 from ..message import new_id
 from . import dbapi
 from . import health
-from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
+from .health import ATTEMPT_LOG_SIZE, EndpointHealth, Observation, endpoint_of
 from .listen import Listener, Subscribers
-from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Attempt, Delivery,
+from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Attempt, Delivery, Settlement,
                     check_new_delivery, default_owner, health_of, trace_text)
 
 try:
@@ -43,8 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from .postgres_connections import CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, Connections, PostgresConnections
 from .postgres_reads import PostgresReads
-from .postgres_sql import (CLAIM_HELD, DEFAULT_TABLE, NOT_DELIVERED, delivery_of, drop_statements, filters,
-                           schema_statements)
+from .postgres_sql import SETTLE_COLUMNS, DEFAULT_TABLE, delivery_of, drop_statements, filters, schema_statements
 from .server_clock import ServerClock
 
 logger = logging.getLogger(__name__)
@@ -191,140 +190,91 @@ class PostgresOutbox(PostgresReads):
         self._run("renew", {"now": self._now_param(now), "lease": self.lease_seconds, "owner": self.owner,
                             "ids": list(ids)})
 
+    def settle(self, settlements: Sequence[Settlement], *, disable_after: Optional[float] = None) -> List[str]:
+        """Record attempts' outcomes and their attempt logs in one statement; their endpoints' health after.
+
+        Returns the ids the outbox does not hold (nothing is recorded for them). An
+        outcome this owner may no longer record (see :class:`Settlement`) is ignored
+        with a warning; its attempt is logged all the same. Most batches leave every
+        endpoint's health as it was (successes to healthy endpoints): then the one
+        statement is all, and no endpoint row is locked, so deliveries to one endpoint
+        from many processes do not queue on its row.
+        """
+        if not settlements:
+            return []
+        params = _settle_params(settlements, self._now_param(None))
+        params.update(owner=self.owner, keep=ATTEMPT_LOG_SIZE)
+        query = self._connections.query("settle")
+        with self._connections.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+            known = {row[0]: row for row in rows if row[1]}
+            attempts: Dict[str, List[Observation]] = {}
+            stored: Dict[str, Any] = {}
+            for s in settlements:
+                row = known.get(s.id)
+                if row is None:
+                    continue
+                if not row[2] and s.state != DELIVERED:
+                    # Our lease expired and another owner took the delivery over (or it was already
+                    # settled): its outcome is theirs to record, not ours to overwrite.
+                    logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", s.id)
+                if s.attempt is not None:
+                    target = row[3] or endpoint_of(row[4])
+                    attempts.setdefault(target, []).append((s.id, s.attempt.kind, s.attempt.status, s.attempt.at))
+                    stored[target] = row[5:] if row[5] is not None else None
+            changing = [target for target, made in attempts.items() if not health.observe_all(
+                EndpointHealth(target) if stored[target] is None else health_of(stored[target]), made,
+                disable_after).quiet(stored[target] is not None)]
+            if changing:
+                self._observe(conn, {target: attempts[target] for target in changing}, disable_after)
+        return [s.id for s in settlements if s.id not in known]
+
+    def _observe(self, conn: "psycopg.Connection[Any]", attempts: Dict[str, List[Observation]],
+                 disable_after: Optional[float]) -> None:
+        """The health of the endpoints of *attempts* (by endpoint, in the order they ended), their rows locked;
+        a disabled endpoint holds its pending deliveries."""
+        targets = sorted(attempts)
+        with self._connections.transaction(conn):
+            conn.execute(self._connections.compiled("endpoints_new"), {"targets": targets})
+            for row in conn.execute(self._connections.compiled("endpoints_lock"), {"targets": targets}).fetchall():
+                target = row[0]
+                seen = health.observe_all(health_of(row), attempts[target], disable_after)
+                after = seen.after
+                if after != seen.before:
+                    conn.execute(self._connections.compiled("endpoint_set"), {
+                        "target": target, "disabled_at": after.disabled_at, "reason": after.reason,
+                        "failing_since": after.failing_since, "last_failure_at": after.last_failure_at,
+                        "last_status": after.last_status})
+                if seen.disabled:
+                    logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
+                                   " `syncworkers outbox enable`", health.shown(target), after.reason)
+                    conn.execute(self._connections.compiled("hold_endpoint"), {"target": target})
+                if seen.hold:  # disabled while these attempts were on the wire
+                    conn.execute(self._connections.compiled("hold_ids"), {"ids": list(seen.hold)})
+
     def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
                        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
-        """Record a successful attempt: final, even if this owner's lease was lost meanwhile.
-
-        ``attempt`` goes to the attempt log and the endpoint's health (see OutboxStore).
-        """
-        self._finish(id, DELIVERED, {"status": status}, now, require_claim=False, attempt=attempt,
-                     disable_after=disable_after)
+        """Record a successful attempt: final, even if this owner's lease was lost meanwhile (see :meth:`settle`).
+        KeyError for an unknown id."""
+        self._settle_one(Settlement(id, DELIVERED, status, attempt=attempt, now=now), disable_after)
 
     def mark_retry(self, id: str, next_attempt_at: float, error: Optional[str], status: Optional[int] = None,
                    spend_attempt: bool = True, now: Optional[float] = None, *,
                    attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
         """Put a claimed delivery back to pending, due at ``next_attempt_at`` (on the database's clock);
         held if its endpoint is disabled."""
-        self._finish(id, PENDING, {"spend": int(bool(spend_attempt)), "next": float(next_attempt_at),
-                                   "error": error, "status": status}, now, attempt=attempt,
-                     disable_after=disable_after)
+        self._settle_one(Settlement(id, PENDING, status, error, float(next_attempt_at), spend_attempt, attempt, now),
+                         disable_after)
 
     def mark_dead(self, id: str, reason: str, status: Optional[int] = None, spend_attempt: bool = True,
                   now: Optional[float] = None, *,
                   attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
         """Give up on a claimed delivery; ``reason`` is kept as its last error."""
-        self._finish(id, DEAD, {"spend": int(bool(spend_attempt)), "error": reason, "status": status}, now,
-                     attempt=attempt, disable_after=disable_after)
+        self._settle_one(Settlement(id, DEAD, status, reason, None, spend_attempt, attempt, now), disable_after)
 
-    def _finish(self, id: str, state: str, params: Dict[str, Any], now: Optional[float],
-                require_claim: bool = True, attempt: Optional[Attempt] = None,
-                disable_after: Optional[float] = None) -> None:
-        """Apply an attempt's outcome and log the attempt, atomically; the claim is cleared. KeyError for
-        an unknown id."""
-        params = {**params, "id": id, "owner": self.owner, "now": self._now_param(now)}
-        condition = CLAIM_HELD if require_claim else NOT_DELIVERED
-        with self._connections.connection() as conn:
-            if attempt is not None and health.effect(attempt.kind) is not None:
-                # Most outcomes leave their endpoint's health as it is (a success to a healthy endpoint):
-                # one read, then the outcome and its attempt in one statement, no transaction to hold.
-                peek = conn.execute(self._connections.compiled("finish_peek"), {"id": id}).fetchone()
-                if peek is None:
-                    raise KeyError(id)
-                if peek[0] is not None and not self._health_changes(peek[0], peek[2:], attempt, disable_after):
-                    query = self._connections.compiled(f"finish_logged {state} {condition}")
-                    done = conn.execute(query, {**params, **self._attempt_params(attempt)}).fetchone()
-                    applied = done is not None and done[0] > 0
-                    self._ignored(applied, require_claim, id)
-                    return
-            self._finish_in_transaction(conn, id, state, params, condition, require_claim, attempt, disable_after)
-
-    def _finish_in_transaction(self, conn: "psycopg.Connection[Any]", id: str, state: str, params: Dict[str, Any],
-                               condition: str, require_claim: bool, attempt: Optional[Attempt],
-                               disable_after: Optional[float]) -> None:
-        with self._connections.transaction(conn):
-            info, changes = None, False
-            if attempt is not None and health.effect(attempt.kind) is not None:
-                info = self._info(conn, id)
-                changes = self._changes_health(conn, info[0] or endpoint_of(info[1]), attempt, disable_after)
-                if changes:
-                    # The endpoint's row first, then the delivery's: enable_endpoint() locks them in that
-                    # order too, so the two never wait on each other (a deadlock PostgreSQL would abort).
-                    self._lock_endpoint(conn, info[0] or endpoint_of(info[1]))
-            query = self._connections.compiled(f"finish {state} {condition}")
-            applied = conn.execute(query, params).fetchone() is not None
-            if not applied or attempt is not None:
-                info = info or self._info(conn, id)
-                if attempt is not None:  # the attempt was made, whoever records its outcome
-                    self._log_attempt(conn, id, attempt)
-                    if changes:
-                        self._observe(conn, id, info[0] or endpoint_of(info[1]), attempt, disable_after)
-        self._ignored(applied, require_claim, id)
-
-    @staticmethod
-    def _ignored(applied: bool, require_claim: bool, id: str) -> None:
-        if not applied and require_claim:
-            # Our lease expired and another owner took the delivery over (or it was already
-            # settled): its outcome is theirs to record, not ours to overwrite.
-            logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
-
-    def _info(self, conn: "psycopg.Connection[Any]", id: str) -> Any:
-        """``(target, url)`` of delivery *id*; KeyError for an unknown id."""
-        info = conn.execute(self._connections.compiled("finish_info"), {"id": id}).fetchone()
-        if info is None:
-            raise KeyError(id)
-        return info
-
-    def _lock_endpoint(self, conn: "psycopg.Connection[Any]", target: str) -> Any:
-        """Create *target*'s health row if missing and lock it until the transaction ends; the row."""
-        conn.execute(self._connections.compiled("endpoint_new"), {"target": target})
-        return conn.execute(self._connections.compiled("endpoint"), {"target": target}).fetchone()
-
-    def _log_attempt(self, conn: "psycopg.Connection[Any]", id: str, attempt: Attempt) -> None:
-        conn.execute(self._connections.compiled("log_attempt"), {"id": id, **self._attempt_params(attempt)})
-
-    @staticmethod
-    def _attempt_params(attempt: Attempt) -> Dict[str, Any]:
-        return {"attempt_at": attempt.at, "attempt_duration": attempt.duration, "attempt_kind": attempt.kind,
-                "attempt_status": attempt.status, "attempt_error": attempt.error,
-                "attempt_body": bytes(attempt.body[:health.ANSWER_BYTES]), "keep": ATTEMPT_LOG_SIZE}
-
-    def _changes_health(self, conn: "psycopg.Connection[Any]", target: str, attempt: Attempt,
-                        disable_after: Optional[float]) -> bool:
-        """Whether *attempt* changes *target*'s health row, creates it, or meets it disabled (a read, no lock).
-
-        Most attempts are successes to healthy endpoints: they leave the row alone and take no
-        lock, so deliveries to one endpoint from many processes do not queue on its row.
-        """
-        row = conn.execute(self._connections.compiled("endpoint_peek"), {"target": target}).fetchone()
-        return self._health_changes(target, row, attempt, disable_after)
-
-    @staticmethod
-    def _health_changes(target: str, row: Optional[Sequence[Any]], attempt: Attempt,
-                        disable_after: Optional[float]) -> bool:
-        """Whether *attempt* changes the health *row* of *target* (None or all NULLs: it has none yet)."""
-        if row is not None and row[0] is None:
-            row = None  # the LEFT JOIN of finish_peek found no row
-        before = EndpointHealth(target) if row is None else health_of(row)
-        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
-        return row is None or after != before or not before.enabled  # a new endpoint gets its row once
-
-    def _observe(self, conn: "psycopg.Connection[Any]", id: str, target: str, attempt: Attempt,
-                 disable_after: Optional[float]) -> None:
-        """The endpoint's health after *attempt* (its row locked); a disabled endpoint holds its pending deliveries."""
-        row = self._lock_endpoint(conn, target)
-        before = EndpointHealth(target) if row is None else health_of(row)
-        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
-        if after != before:
-            conn.execute(self._connections.compiled("endpoint_set"), {
-                "target": target, "disabled_at": after.disabled_at, "reason": after.reason,
-                "failing_since": after.failing_since, "last_failure_at": after.last_failure_at,
-                "last_status": after.last_status})
-        if before.enabled and not after.enabled:
-            logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
-                           " `syncworkers outbox enable`", health.shown(target), after.reason)
-            conn.execute(self._connections.compiled("hold_endpoint"), {"target": target})
-        elif not after.enabled:  # disabled while this attempt was on the wire
-            conn.execute(self._connections.compiled("hold_one"), {"id": id})
+    def _settle_one(self, settlement: Settlement, disable_after: Optional[float]) -> None:
+        if self.settle([settlement], disable_after=disable_after):
+            raise KeyError(settlement.id)
 
     def _run(self, key: str, params: Dict[str, Any], **parts: str) -> int:
         with self._connections.connection() as conn:
@@ -404,6 +354,32 @@ class PostgresOutbox(PostgresReads):
 
     def __repr__(self) -> str:
         return f"PostgresOutbox(url={self.path!r}, table={self.table!r}, owner={self.owner!r})"
+
+
+def _settle_params(settlements: Sequence[Settlement], now: Optional[float]) -> Dict[str, Any]:
+    """The arrays of the ``settle`` statement (one per :data:`~.postgres_sql.SETTLE_COLUMNS`), one entry an outcome.
+    *now* stands in for an outcome's own time when it has none (None: the database's clock).
+
+    Numbers go as text (the statement casts each array): psycopg types a list by its
+    values (smallint or integer, unknown when all are None), and prepares a statement
+    once it has run with the same types five times; one type per array keeps it prepared.
+    """
+    columns: Dict[str, List[Any]] = {name: [] for name, _ in SETTLE_COLUMNS}
+    no_attempt = (None, None, None, None, None, b"")
+    for s in settlements:
+        a = s.attempt
+        logged = no_attempt if a is None else (_text(a.at), _text(a.duration), a.kind, _text(a.status), a.error,
+                                               bytes(a.body[:health.ANSWER_BYTES]))
+        values = (s.id, s.state, _text(int(bool(s.spend))), _text(s.next_attempt_at), s.error, _text(s.status),
+                  _text(now if s.now is None else float(s.now)), a is not None, *logged)
+        for (name, _), value in zip(SETTLE_COLUMNS, values):
+            columns[name].append(value)
+    return columns
+
+
+def _text(value: Optional[float]) -> Optional[str]:
+    """A number as the text PostgreSQL reads back exactly (``repr`` of a float round-trips); None stays NULL."""
+    return None if value is None else repr(value)
 
 
 __all__ = ["CONNECT_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_TABLE", "PostgresOutbox", "drop_statements",

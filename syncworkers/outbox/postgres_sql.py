@@ -69,18 +69,18 @@ _HOLD_IF_DISABLED = (f"CASE WHEN EXISTS (SELECT 1 FROM {{e}} e WHERE e.target = 
                      f" IS NOT NULL) THEN '{HELD}' ELSE '{PENDING}' END")
 _ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
 _ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
-#: Appends an attempt to a delivery's log (CTEs ``n`` and ``ins``; the caller trims the log to its size).
-#: Its parameters are named ``attempt_*``: beside an outcome's own status and error in ``finish_logged``.
-_LOG_ATTEMPT = (
-    "n AS (SELECT COALESCE(MAX(n), 0) + 1 AS n FROM {a} WHERE delivery_id = %(id)s),"
-    f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT %(id)s, n.n, %(attempt_at)s,"
-    " %(attempt_duration)s, %(attempt_kind)s, %(attempt_status)s, %(attempt_error)s, %(attempt_body)s FROM n)"
+#: The columns of a batch of outcomes (``settle``), each passed as an array and read with ``unnest``.
+SETTLE_COLUMNS = (("id", "text"), ("state", "text"), ("spend", "int"), ("next", "float8"), ("error", "text"),
+                  ("status", "int"), ("now", "float8"), ("logged", "bool"), ("at", "float8"), ("duration", "float8"),
+                  ("kind", "text"), ("attempt_status", "int"), ("attempt_error", "text"), ("body", "bytea"))
+_SETTLE_ROWS = (
+    "SELECT * FROM unnest(" + ", ".join(f"%({name})s::{kind}[]" for name, kind in SETTLE_COLUMNS) + ")"
+    " AS v(" + ", ".join(name for name, _ in SETTLE_COLUMNS) + ")"
 )
-#: Keeps the last ``keep`` attempts of a delivery's log (after :data:`_LOG_ATTEMPT`).
-_TRIM_LOG = "DELETE FROM {a} WHERE delivery_id = %(id)s AND n <= (SELECT n FROM n) - %(keep)s"
-#: Settles a delivery: ``{assignments}`` by outcome (:data:`FINISH`), if ``{condition}`` holds; the claim is cleared.
-_FINISH = (f"UPDATE {{t}} SET {{assignments}}, owner = NULL, lease_until = NULL, updated_at = {_NOW}"
-           " WHERE id = %(id)s AND {condition} RETURNING id")
+#: Which outcomes apply: a delivery is delivered whoever holds it (unless it was already); any other
+#: outcome only while this owner holds the claim (else another owner took the delivery over).
+_SETTLE_APPLIES = (f"CASE WHEN v.state = '{DELIVERED}' THEN d.state <> '{DELIVERED}'"
+                   f" ELSE d.state = '{IN_FLIGHT}' AND d.owner = %(owner)s END")
 
 QUERIES = {
     # One statement: the notification goes out with the row, when the caller's transaction commits.
@@ -114,7 +114,6 @@ QUERIES = {
         f"UPDATE {{t}} SET lease_until = {_NOW} + %(lease)s"
         f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
     ),
-    "finish": _FINISH,
     "release": (
         f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
         f" lease_until = NULL, updated_at = {_DB_NOW} WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
@@ -134,25 +133,46 @@ QUERIES = {
         " RETURNING id), logs AS (DELETE FROM {a} WHERE delivery_id IN (SELECT id FROM gone))"
         " SELECT COUNT(*) FROM gone"
     ),
-    "finish_info": "SELECT target, url FROM {t} WHERE id = %(id)s",
-    # What an outcome needs to know in one round trip: the delivery's target and URL, and the target's
-    # health row (NULLs when it has none).
-    "finish_peek": (
-        "SELECT d.target, d.url, " + ", ".join(f"e.{c.strip()}" for c in _ENDPOINT_COLUMNS.split(","))
-        + " FROM {t} AS d LEFT JOIN {e} AS e ON e.target = d.target WHERE d.id = %(id)s"
+    # A batch of outcomes in one statement (no transaction of its own): each delivery settled if its
+    # outcome applies, each attempt appended to its log (an attempt another process logs under the same
+    # number at the same moment is dropped: the log may miss an attempt, never an outcome), and per
+    # outcome whether it applied, the delivery's endpoint and that endpoint's health row as it was.
+    "settle": (
+        f"WITH v AS ({_SETTLE_ROWS}), c AS (SELECT {_DB_NOW} AS db_now),"
+        " known AS (SELECT d.id, d.target, d.url FROM {t} AS d JOIN v ON d.id = v.id),"
+        " u AS (UPDATE {t} AS d SET"
+        f" state = CASE WHEN v.state = '{PENDING}' THEN {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}"
+        " ELSE v.state END,"
+        " attempts = d.attempts + v.spend,"
+        f" next_attempt_at = CASE WHEN v.state = '{PENDING}' THEN v.next ELSE d.next_attempt_at END,"
+        f" last_error = CASE WHEN v.state = '{DELIVERED}' THEN d.last_error ELSE v.error END,"
+        " last_status = v.status,"
+        f" delivered_at = CASE WHEN v.state = '{DELIVERED}' THEN COALESCE(v.now, c.db_now) ELSE d.delivered_at END,"
+        " owner = NULL, lease_until = NULL, updated_at = COALESCE(v.now, c.db_now)"
+        f" FROM v, c WHERE d.id = v.id AND {_SETTLE_APPLIES} RETURNING d.id),"
+        " n AS (SELECT v.id, COALESCE(MAX(a.n), 0) + 1 AS n FROM v JOIN known ON known.id = v.id"
+        " LEFT JOIN {a} AS a ON a.delivery_id = v.id WHERE v.logged GROUP BY v.id),"
+        f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT v.id, n.n, v.at, v.duration,"
+        " v.kind, v.attempt_status, v.attempt_error, v.body FROM v JOIN n ON n.id = v.id"
+        " ON CONFLICT (delivery_id, n) DO NOTHING),"
+        " trim AS (DELETE FROM {a} AS a USING n WHERE a.delivery_id = n.id AND a.n <= n.n - %(keep)s)"
+        " SELECT v.id, known.id IS NOT NULL, u.id IS NOT NULL, known.target, known.url, "
+        + ", ".join(f"e.{c}" for c in _ENDPOINT_COLUMNS.split(", "))
+        + " FROM v LEFT JOIN known ON known.id = v.id LEFT JOIN u ON u.id = v.id"
+        " LEFT JOIN {e} AS e ON e.target = known.target"
     ),
-    "log_attempt": f"WITH {_LOG_ATTEMPT} {_TRIM_LOG}",
-    # An outcome and its attempt in one statement (no transaction of its own): the common case.
-    "finish_logged": f"WITH f AS ({_FINISH}), {_LOG_ATTEMPT}, trim AS ({_TRIM_LOG}) SELECT COUNT(*) FROM f",
-    "endpoint": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s FOR UPDATE",
-    "endpoint_peek": f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = %(target)s",
-    "endpoint_new": "INSERT INTO {e} (target) VALUES (%(target)s) ON CONFLICT (target) DO NOTHING",
+    # The endpoints a batch changes, created if missing and locked in one order (enable_endpoint()
+    # locks an endpoint's row before its deliveries' too), until the transaction ends.
+    "endpoints_new": ("INSERT INTO {e} (target) SELECT t FROM unnest(%(targets)s::text[]) AS t ORDER BY t"
+                      " ON CONFLICT (target) DO NOTHING"),
+    "endpoints_lock": (f"SELECT {_ENDPOINT_COLUMNS} FROM {{e}} WHERE target = ANY(%(targets)s)"
+                       " ORDER BY target FOR UPDATE"),
     "endpoint_set": (
         "UPDATE {e} SET disabled_at = %(disabled_at)s, reason = %(reason)s, failing_since = %(failing_since)s,"
         " last_failure_at = %(last_failure_at)s, last_status = %(last_status)s WHERE target = %(target)s"
     ),
     "hold_endpoint": f"UPDATE {{t}} SET state = '{HELD}' WHERE target = %(target)s AND state = '{PENDING}'",
-    "hold_one": f"UPDATE {{t}} SET state = '{HELD}' WHERE id = %(id)s AND state = '{PENDING}'",
+    "hold_ids": f"UPDATE {{t}} SET state = '{HELD}' WHERE id = ANY(%(ids)s) AND state = '{PENDING}'",
     "enable": (
         "UPDATE {e} SET disabled_at = NULL, reason = NULL, failing_since = NULL WHERE target = %(target)s"
         " RETURNING target"
@@ -184,17 +204,6 @@ QUERIES = {
     ),
     "db_now": f"SELECT {_DB_NOW}",
 }
-
-FINISH = {
-    DELIVERED: (f"state = '{DELIVERED}', attempts = attempts + 1, last_status = %(status)s,"
-                f" delivered_at = {_NOW}"),
-    PENDING: (f"state = '{PENDING}', attempts = attempts + %(spend)s, next_attempt_at = %(next)s,"
-              " last_error = %(error)s, last_status = %(status)s"),
-    DEAD: f"state = '{DEAD}', attempts = attempts + %(spend)s, last_error = %(error)s, last_status = %(status)s",
-}
-CLAIM_HELD = f"state = '{IN_FLIGHT}' AND owner = %(owner)s"
-NOT_DELIVERED = f"state <> '{DELIVERED}'"
-
 
 def schema_statements(table: str = DEFAULT_TABLE, schema: Optional[str] = None) -> List[str]:
     """The SQL that creates the outbox tables of *table* (in *schema*) and their indexes when missing, to

@@ -23,13 +23,14 @@ from ..config.validators import checked, seconds
 from ..message import new_id
 from . import dbapi
 from . import health
-from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
+from .health import ATTEMPT_LOG_SIZE, EndpointHealth, Observation, endpoint_of
 from .listen import Subscribers
 from .sqlite_connections import Connections, SQLiteConnections, connect
 from .sqlite_reads import SQLiteReads
-from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION, A, E,
-                            T, chunks, delivery_of, drop_statements, filters, marks, schema_statements)
-from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery,
+from .sqlite_schema import (CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, LOG_ATTEMPT,
+                            SCHEMA_VERSION, SETTLE, TRIM_LOG, A, E, T, chunks, delivery_of, drop_statements, filters,
+                            marks, schema_statements)
+from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery, Settlement,
                     check_new_delivery, default_owner, health_of, trace_text)
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,13 @@ logger = logging.getLogger(__name__)
 class Outbox(SQLiteReads):
     """A delivery queue in a SQLite file (durable) or in memory (``path`` None; not durable).
 
-    Every method is safe from many threads at once. A file is opened in WAL mode; adds
-    commit with ``synchronous=FULL``, so a delivery survives a crash once :meth:`add`
-    returns (claims and outcomes skip the fsync: see ``SQLiteConnections.write``). Each
+    Every method is safe from many threads at once. A file is opened in WAL mode; a
+    delivery is committed when :meth:`add` returns, so a crash of any process (kill -9)
+    loses nothing. With ``fsync`` the add also waits until the file's log is on disk, so
+    a power cut or an OS crash loses nothing either; without it (the default: a sync
+    costs each call milliseconds, more on a busy disk) those can take back what was added
+    in the moments before them, until the next checkpoint or the operating system's
+    write-back put it on disk (see ``SQLiteConnections``). Each
     thread borrows a connection from a small pool. Times come from ``clock`` unless a
     method is given ``now``. ``owner`` names this process's claims. ``connections`` replaces
     the store's own with an app's connections to its database (Django's: see
@@ -58,6 +63,7 @@ class Outbox(SQLiteReads):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         owner: Optional[str] = None,
         connections: Optional[Connections] = None,
+        fsync: bool = False,
     ):
         lease_seconds = checked("lease_seconds", lease_seconds, seconds(above=0, text=False))
         if path is not None:
@@ -69,7 +75,7 @@ class Outbox(SQLiteReads):
         self._subscribers = Subscribers()
         if connections is None:
             connections = SQLiteConnections(None if path in (None, ":memory:") else path,
-                                            lambda target: self._connect(target))
+                                            lambda target: self._connect(target), fsync=fsync)
         self._connections: Connections = connections
         self.path: Optional[str] = connections.path
         self.durable: bool = connections.durable
@@ -108,8 +114,7 @@ class Outbox(SQLiteReads):
             self._connections.check_same_file(connection)
             dbapi.execute(connection, INSERT, params)
         else:
-            with self._connections.write() as conn:
-                conn.execute(*dbapi.convert(INSERT, params, "qmark"))
+            self._connections.commit(*dbapi.convert(INSERT, params, "qmark"))
         # Subscribers look at once; a delivery in a caller's transaction is found once committed,
         # by their next look (at most the dispatcher's poll interval later).
         self._subscribers.notify()
@@ -161,23 +166,81 @@ class Outbox(SQLiteReads):
                     (at + self.lease_seconds, IN_FLIGHT, self.owner, *chunk),
                 )
 
+    def settle(self, settlements: Sequence[Settlement], *, disable_after: Optional[float] = None) -> List[str]:
+        """Record attempts' outcomes, their attempt logs and their endpoints' health in one transaction.
+
+        Returns the ids the outbox does not hold (nothing is recorded for them). An
+        outcome this owner may no longer record (see :class:`Settlement`) is ignored
+        with a warning; its attempt is logged all the same.
+        """
+        if not settlements:
+            return []
+        with self._connections.write(durable=False) as conn:
+            rows: Dict[str, sqlite3.Row] = {}
+            for chunk in chunks([s.id for s in settlements]):
+                rows.update((row["id"], row) for row in conn.execute(
+                    f"SELECT id, state, owner, target, url FROM {T} WHERE id IN ({marks(len(chunk))})", chunk))
+            updates: Dict[str, List[Dict[str, Any]]] = {state: [] for state in SETTLE}
+            logged: List[Dict[str, Any]] = []
+            attempts: Dict[str, List[Observation]] = {}
+            for s in settlements:
+                row = rows.get(s.id)
+                if row is None:
+                    continue
+                if s.state == DELIVERED or (row["state"] == IN_FLIGHT and row["owner"] == self.owner):
+                    if row["state"] != DELIVERED:
+                        updates[s.state].append({"id": s.id, "spend": int(bool(s.spend)), "status": s.status,
+                                                 "error": s.error, "next": s.next_attempt_at, "now": self._now(s.now)})
+                else:
+                    # Our lease expired and another owner took the delivery over (or it was already
+                    # settled): its outcome is theirs to record, not ours to overwrite.
+                    logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", s.id)
+                if s.attempt is not None:  # the attempt was made, whoever records its outcome
+                    a = s.attempt
+                    logged.append({"id": s.id, "at": a.at, "duration": a.duration, "kind": a.kind, "status": a.status,
+                                   "error": a.error, "body": bytes(a.body[:health.ANSWER_BYTES]),
+                                   "keep": ATTEMPT_LOG_SIZE})
+                    target = row["target"] or endpoint_of(row["url"])
+                    attempts.setdefault(target, []).append((s.id, a.kind, a.status, a.at))
+            for state, params in updates.items():
+                if params:
+                    conn.executemany(SETTLE[state], params)
+            if logged:
+                conn.executemany(LOG_ATTEMPT, logged)
+                conn.executemany(TRIM_LOG, logged)
+            self._observe(conn, attempts, disable_after)
+        return [s.id for s in settlements if s.id not in rows]
+
+    @staticmethod
+    def _observe(conn: sqlite3.Connection, attempts: Dict[str, List[Observation]],
+                 disable_after: Optional[float]) -> None:
+        """The endpoints' health after *attempts* (by endpoint, in the order they ended)."""
+        found: Dict[str, sqlite3.Row] = {}
+        for chunk in chunks(list(attempts)):
+            found.update((row["target"], row) for row in conn.execute(
+                f"SELECT {ENDPOINT_COLUMNS} FROM {E} WHERE target IN ({marks(len(chunk))})", chunk))
+        for target, made in attempts.items():
+            row = found.get(target)
+            seen = health.observe_all(EndpointHealth(target) if row is None else health_of(row), made, disable_after)
+            after = seen.after
+            if after != seen.before or (row is None and seen.counted):  # a new endpoint gets its row once
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {E} ({ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (target, after.disabled_at, after.reason, after.failing_since, after.last_failure_at,
+                     after.last_status),
+                )
+            if seen.disabled:
+                logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
+                               " `syncworkers outbox enable`", health.shown(target), after.reason)
+                conn.execute(f"UPDATE {T} SET state = ? WHERE target = ? AND state = ?", (HELD, target, PENDING))
+            for chunk in chunks(seen.hold):  # disabled while these attempts were on the wire
+                conn.execute(f"UPDATE {T} SET state = ? WHERE state = ? AND id IN ({marks(len(chunk))})",
+                             (HELD, PENDING, *chunk))
+
     def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
                        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
-        """Record a successful attempt: the delivery is final.
-
-        Applies even if this owner's lease was lost meanwhile: the receiver has it.
-        ``attempt`` goes to the attempt log and the endpoint's health (see OutboxStore).
-        """
-        at = self._now(now)
-        self._finish(
-            id,
-            "state = ?, attempts = attempts + 1, last_status = ?, delivered_at = ?",
-            (DELIVERED, status, at),
-            at,
-            require_claim=False,
-            attempt=attempt,
-            disable_after=disable_after,
-        )
+        """Record a successful attempt: the delivery is final (see :meth:`settle`). KeyError for an unknown id."""
+        self._settle_one(Settlement(id, DELIVERED, status, attempt=attempt, now=now), disable_after)
 
     def mark_retry(self, id: str, next_attempt_at: float, error: Optional[str], status: Optional[int] = None,
                    spend_attempt: bool = True, now: Optional[float] = None, *,
@@ -187,15 +250,8 @@ class Outbox(SQLiteReads):
         ``spend_attempt=False`` postpones without counting an attempt (Retry-After, an
         open circuit). Ignored, with a warning, if this owner no longer holds the claim.
         """
-        at = self._now(now)
-        self._finish(
-            id,
-            "state = ?, attempts = attempts + ?, next_attempt_at = ?, last_error = ?, last_status = ?",
-            (PENDING, int(bool(spend_attempt)), float(next_attempt_at), error, status),
-            at,
-            attempt=attempt,
-            disable_after=disable_after,
-        )
+        self._settle_one(Settlement(id, PENDING, status, error, float(next_attempt_at), spend_attempt, attempt, now),
+                         disable_after)
 
     def mark_dead(self, id: str, reason: str, status: Optional[int] = None, spend_attempt: bool = True,
                   now: Optional[float] = None, *,
@@ -204,69 +260,11 @@ class Outbox(SQLiteReads):
 
         Ignored, with a warning, if this owner no longer holds the claim.
         """
-        at = self._now(now)
-        self._finish(
-            id,
-            "state = ?, attempts = attempts + ?, last_error = ?, last_status = ?",
-            (DEAD, int(bool(spend_attempt)), reason, status),
-            at,
-            attempt=attempt,
-            disable_after=disable_after,
-        )
+        self._settle_one(Settlement(id, DEAD, status, reason, None, spend_attempt, attempt, now), disable_after)
 
-    def _finish(
-        self, id: str, assignments: str, params: Tuple[Any, ...], at: float, require_claim: bool = True,
-        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None,
-    ) -> None:
-        """Apply an attempt's outcome; the claim is cleared. KeyError for an unknown id."""
-        with self._connections.write(durable=False) as conn:
-            row = conn.execute(f"SELECT state, owner, target, url FROM {T} WHERE id = ?", (id,)).fetchone()
-            if row is None:
-                raise KeyError(id)
-            held = row["state"] == IN_FLIGHT and row["owner"] == self.owner
-            if require_claim and not held:
-                # Our lease expired and another owner took the delivery over (or it was
-                # already settled): its outcome is theirs to record, not ours to overwrite.
-                logger.warning("outbox: delivery %s is no longer claimed by this owner; outcome ignored", id)
-            elif row["state"] != DELIVERED:
-                conn.execute(
-                    f"UPDATE {T} SET {assignments}, owner = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ?",
-                    (*params, at, id),
-                )
-            if attempt is not None:  # the attempt was made, whoever records its outcome
-                self._log_attempt(conn, id, attempt)
-                self._observe(conn, id, row["target"] or endpoint_of(row["url"]), attempt, disable_after)
-
-    @staticmethod
-    def _log_attempt(conn: sqlite3.Connection, id: str, attempt: Attempt) -> None:
-        n = conn.execute(f"SELECT COALESCE(MAX(n), 0) + 1 FROM {A} WHERE delivery_id = ?", (id,)).fetchone()[0]
-        conn.execute(
-            f"INSERT INTO {A} (delivery_id, n, {ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (id, n, attempt.at, attempt.duration, attempt.kind, attempt.status, attempt.error,
-             bytes(attempt.body[:health.ANSWER_BYTES])),
-        )
-        conn.execute(f"DELETE FROM {A} WHERE delivery_id = ? AND n <= ?", (id, n - ATTEMPT_LOG_SIZE))
-
-    @staticmethod
-    def _observe(conn: sqlite3.Connection, id: str, target: str, attempt: Attempt,
-                 disable_after: Optional[float]) -> None:
-        """The endpoint's health after *attempt*; a disabled endpoint holds its pending deliveries."""
-        row = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM {E} WHERE target = ?", (target,)).fetchone()
-        before = EndpointHealth(target) if row is None else health_of(row)
-        after = health.observe(before, attempt.kind, attempt.status, attempt.at, disable_after)
-        if after != before or row is None:
-            conn.execute(
-                f"INSERT OR REPLACE INTO {E} ({ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                (target, after.disabled_at, after.reason, after.failing_since, after.last_failure_at,
-                 after.last_status),
-            )
-        if before.enabled and not after.enabled:
-            logger.warning("outbox: endpoint %s disabled (%s); its deliveries are held until"
-                           " `syncworkers outbox enable`", health.shown(target), after.reason)
-            conn.execute(f"UPDATE {T} SET state = ? WHERE target = ? AND state = ?", (HELD, target, PENDING))
-        elif not after.enabled:  # disabled while this attempt was on the wire
-            conn.execute(f"UPDATE {T} SET state = ? WHERE id = ? AND state = ?", (HELD, id, PENDING))
+    def _settle_one(self, settlement: Settlement, disable_after: Optional[float]) -> None:
+        if self.settle([settlement], disable_after=disable_after):
+            raise KeyError(settlement.id)
 
     def release(self, ids: Optional[Sequence[str]] = None) -> int:
         """Hand this owner's claims back (graceful stop): in flight -> pending, attempts unchanged.

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ..exceptions import ConfigError
 from .health import endpoint_of
-from .store import HELD, PENDING, STATES, Delivery, table_names, trace_of
+from .store import DEAD, DELIVERED, HELD, PENDING, STATES, Delivery, table_names, trace_of
 
 #: Ids per ``IN (...)`` clause, well under SQLite's host-parameter limit.
 CHUNK = 500
@@ -210,6 +210,20 @@ INSERT = (
 )
 ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
 ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
+#: Settles a delivery by outcome (``Outbox.settle``, one ``executemany`` per state); the claim is cleared.
+SETTLE = {
+    DELIVERED: f"UPDATE {T} SET state = '{DELIVERED}', attempts = attempts + :spend, last_status = :status,"
+               " delivered_at = :now, owner = NULL, lease_until = NULL, updated_at = :now WHERE id = :id",
+    PENDING: f"UPDATE {T} SET state = {HOLD_IF_DISABLED.format(target=f'{T}.target')},"
+             " attempts = attempts + :spend, next_attempt_at = :next, last_error = :error, last_status = :status,"
+             " owner = NULL, lease_until = NULL, updated_at = :now WHERE id = :id",
+    DEAD: f"UPDATE {T} SET state = '{DEAD}', attempts = attempts + :spend, last_error = :error,"
+          " last_status = :status, owner = NULL, lease_until = NULL, updated_at = :now WHERE id = :id",
+}
+#: Appends an attempt to its delivery's log, then keeps the last ``:keep`` of them.
+LOG_ATTEMPT = (f"INSERT INTO {A} (delivery_id, n, {ATTEMPT_COLUMNS}) SELECT :id, COALESCE(MAX(n), 0) + 1, :at,"
+               f" :duration, :kind, :status, :error, :body FROM {A} WHERE delivery_id = :id")
+TRIM_LOG = f"DELETE FROM {A} WHERE delivery_id = :id AND n <= (SELECT MAX(n) FROM {A} WHERE delivery_id = :id) - :keep"
 
 
 def chunks(ids: Sequence[str]) -> Iterator[List[str]]:

@@ -118,6 +118,25 @@ class Attempt:
                 "error": self.error, "body": self.body.decode("utf-8", "replace")}
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What one attempt did to its claimed delivery, for :meth:`OutboxStore.settle` (times in epoch seconds).
+
+    DELIVERED applies even when this owner's lease was lost meanwhile (the receiver has
+    it); PENDING and DEAD apply only while this owner holds the claim: otherwise the
+    delivery was taken over, and its outcome is the new owner's to record.
+    """
+
+    id: str
+    state: str  #: DELIVERED; PENDING, due again at ``next_attempt_at`` (held while its endpoint is disabled); DEAD
+    status: Optional[int] = None  #: kept as ``last_status``
+    error: Optional[str] = None  #: kept as ``last_error`` (PENDING and DEAD): the reason
+    next_attempt_at: Optional[float] = None  #: PENDING only
+    spend: bool = True  #: whether the attempt counts (False: postponed)
+    attempt: Optional[Attempt] = None  #: appended to the attempt log and observed by the endpoint's health
+    now: Optional[float] = None  #: when it was decided (``updated_at``); None: the store's clock
+
+
 def default_owner() -> str:
     """A name for this process's claims, unique across machines and restarts (:func:`~syncworkers.message.owner_id`)."""
     return owner_id()
@@ -205,11 +224,14 @@ class OutboxStore(Protocol):
     its operations raise when the store cannot do them now (database unreachable
     or locked, store closed): callers that must survive those catch exactly these.
 
-    Given an ``attempt``, the ``mark_*`` methods also append it to the delivery's
-    attempt log (the last ATTEMPT_LOG_SIZE kept) and update its endpoint's health
-    in the same transaction: an endpoint disabled then (410, or only failures for
-    ``disable_after`` seconds) has its pending deliveries held, and deliveries
-    added, replayed or released for a disabled endpoint are held too.
+    ``settle`` records a batch of outcomes (:class:`Settlement`) in one statement or
+    one transaction, and returns the ids the store does not hold (nothing recorded for
+    them); ``mark_delivered``, ``mark_retry`` and ``mark_dead`` settle one (KeyError for
+    an unknown id). An outcome's ``attempt`` is appended to the delivery's attempt log
+    (the last ATTEMPT_LOG_SIZE kept) whoever records the outcome, and updates its
+    endpoint's health: an endpoint disabled then (410, or only failures for
+    ``disable_after`` seconds) has its pending deliveries held, and deliveries added,
+    replayed, released or put back to pending for a disabled endpoint are held too.
     ``counts()`` gives pending (in flight included), in_flight, delivered, dead and held.
     ``add``'s ``trace_context`` (``traceparent``/``tracestate``) is kept with the delivery and
     given back on it (``Delivery.trace_context``).
@@ -233,6 +255,8 @@ class OutboxStore(Protocol):
     def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]: ...
 
     def renew(self, ids: Sequence[str], now: Optional[float] = None) -> None: ...
+
+    def settle(self, settlements: Sequence[Settlement], *, disable_after: Optional[float] = None) -> List[str]: ...
 
     def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
                        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None: ...
@@ -275,4 +299,4 @@ class OutboxStore(Protocol):
 
 
 __all__ = ["PENDING", "IN_FLIGHT", "DELIVERED", "DEAD", "HELD", "STATES", "DEFAULT_LEASE_SECONDS", "DEFAULT_TABLE",
-           "Attempt", "Delivery", "OutboxStore", "next_delay", "table_names"]
+           "Attempt", "Delivery", "OutboxStore", "Settlement", "next_delay", "table_names"]

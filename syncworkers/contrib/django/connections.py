@@ -82,6 +82,11 @@ class DjangoSQLiteConnections:
         with self._turns, borrowed(self.alias) as wrapper, transaction.atomic(using=self.alias):
             yield cast(sqlite3.Connection, _Rows(wrapper.connection))
 
+    def commit(self, query: str, params: Any) -> None:
+        """One write in the calling thread's transaction (committed at once outside one)."""
+        with self.write() as conn:
+            conn.execute(query, params)
+
     def check_same_file(self, connection: Any) -> None:
         """A caller's own ``sqlite3`` connection must be Django's, or on the same file."""
         if not isinstance(connection, sqlite3.Connection):

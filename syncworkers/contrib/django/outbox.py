@@ -24,7 +24,7 @@ from django.db import connections, transaction
 from ...outbox import open_outbox
 from ...outbox.health import EndpointHealth
 from ...outbox.listen import Subscribers
-from ...outbox.store import DEFAULT_LEASE_SECONDS, DELIVERED, Attempt, Delivery, OutboxStore, default_owner
+from ...outbox.store import DEFAULT_LEASE_SECONDS, DELIVERED, Attempt, Delivery, OutboxStore, Settlement, default_owner
 from .connections import DjangoPostgresConnections, DjangoSQLiteConnections, is_in_memory
 
 
@@ -150,6 +150,9 @@ class DjangoOutbox:
 
     def renew(self, ids: Sequence[str], now: Optional[float] = None) -> None:
         self._delivering().renew(ids, now)
+
+    def settle(self, settlements: Sequence[Settlement], *, disable_after: Optional[float] = None) -> List[str]:
+        return self._delivering().settle(settlements, disable_after=disable_after)
 
     def mark_delivered(self, id: str, status: Optional[int], now: Optional[float] = None, *,
                        attempt: Optional[Attempt] = None, disable_after: Optional[float] = None) -> None:
