@@ -29,7 +29,7 @@ LAYERS = {
            "observability.process_hooks", "prometheus", "delivery.attempt", "delivery.direct",
            "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
-                    "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer"],
+                    "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer", "delivery.launcher"],
     "workers": ["workers"],
     "face": ["__init__", "__main__", "cli", "contrib", "demo", "testing", "observability.ops_server"],
 }
@@ -107,7 +107,8 @@ PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"},
          "delivery.pool": {"DeliveryPool"}, "delivery.producer": {"OutboxProducer"}, "delivery.dispatch": {"Dispatcher"},
          "delivery.claims": {"Claims"}, "delivery.pacing": {"ClaimPace"}, "delivery.recorder": {"OutcomeRecorder"},
          "workers.relay": {"Relay"},
-         "http.building": {"RequestBuilder"}, "http.attempts": {"Attempts"}, "http.submission": {"Submission"}}
+         "http.building": {"RequestBuilder"}, "http.attempts": {"Attempts"}, "http.submission": {"Submission"},
+         "delivery.launcher": {"Launcher"}}
 #: Modules whose classes still declare what a host class provides (mixins not yet made parts).
 HOST_DECLARATIONS_LEFT: set = set()
 

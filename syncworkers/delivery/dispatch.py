@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from .attempt import Sent, send_once
-from ..exceptions import safe_url
 from ..observability.logging import get_logger, plural
 from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore
 from ..outbox.health import DEFAULT_DISABLE_AFTER
 from .claims import Claims
+from .launcher import Launcher
 from .pacing import ClaimPace
 from .recorder import OutcomeRecorder
 from .verdict import Verdict, decide
-from ..http.outcome import Outcome, classify_error
+from ..http.outcome import Outcome
 from ..http.retry import RetryPolicy
 from ..signals import Deadline, StopSignal
 
@@ -63,16 +62,11 @@ class Dispatcher:
                  room: Callable[[], Optional[int]] = lambda: None,
                  launch: Optional[Callable[[Delivery, float], "Future[Sent]"]] = None) -> None:
         self.outbox = outbox
-        #: ``(delivery, now) -> Future[Sent]``: an attempt that holds no thread (libcurl's multi interface);
-        #: then only recording its outcome takes a pool thread, and *free_slots* counts attempts in flight.
-        self._launch = launch
         self.logger = logger or get_logger(__name__)
         self.claims = Claims(outbox, self.logger)
         self.recorder = OutcomeRecorder(outbox, policy, logger=self.logger, stats=stats or Metrics(),
                                         disable_after=disable_after, settled=self._settled,
                                         abandoned=lambda: self._abandoned.is_set())
-        self._send = send
-        self._submit = submit
         #: How many deliveries the loop claims at a time (:mod:`~syncworkers.delivery.pacing`).
         self.pace = ClaimPace(free_slots, room)
         self._clock = outbox.clock
@@ -84,6 +78,9 @@ class Dispatcher:
         self._progress = threading.Condition()
         self._outcomes = 0  # moves at every recorded outcome; flush() waits on it
         self._abandoned = threading.Event()
+        #: Starts each claimed delivery's attempt and hands its outcome to the recorder.
+        self.launcher = Launcher(send, launch, submit, self.pace, self.recorder, self._clock, self.logger,
+                                 self._settled, self._wake.set, self._abandoned)
         self._loops = 0
         self._store_failing = False  # the store's last operation in the loop failed (logged once)
         self._record_failures = 0  # outcomes the store could not record; a flush() ends at one
@@ -280,20 +277,10 @@ class Dispatcher:
         for delivery in claimed:
             if not self.claims.take(delivery):
                 continue  # its lease lapsed while its request is still on the wire here: not twice
-            if self._launch is not None:
-                self._start(delivery)  # takes its host's slot at once: no pool thread to wait for
+            if self.launcher.start(delivery):
                 started += 1
-                continue
-            self.pace.handed()
-            try:
-                future = self._submit(self._attempt, delivery)
-            except RuntimeError:  # the pool is shut down: hand the claim back
-                self.pace.started()
+            else:  # the pool is shut down: hand the claim back
                 self.claims.give_back(delivery.id)
-                continue
-            # Added after the pool's own callback, which frees the pool slot first.
-            future.add_done_callback(self._done)
-            started += 1
         return started
 
     def _until_due(self) -> float:
@@ -347,9 +334,6 @@ class Dispatcher:
                 return
             self._wake.wait(self.claims.keep_alive())
 
-    def _done(self, future: "Optional[Future[None]]") -> None:
-        self._wake.set()  # a pool slot is free
-
     def _settled(self, ids: List[str], failures: int) -> None:
         """The recorder wrote the outcomes of *ids* (or could not: *failures* of them): no longer held."""
         for id in ids:
@@ -360,67 +344,6 @@ class Dispatcher:
             self._outcomes += len(ids)
             self._progress.notify_all()
         self._wake.set()
-
-    # -- one attempt (on the pool) -------------------------------------------------------
-
-    def _attempt(self, delivery: Delivery) -> None:
-        """Send *delivery* once and hand its outcome to the recorder, which drops the claim once it is written."""
-        self.pace.started()
-        recording = False
-        try:
-            at, started = self._clock(), time.monotonic()
-            try:
-                sent = self._send(delivery, at)
-            except Exception as exc:  # a bug, not the receiver: spend an attempt, keep the delivery
-                self.logger.exception("webhook {delivery_id} to {url}: the attempt raised {error}; it counts as a "
-                                      "failed attempt", delivery_id=delivery.id, url=safe_url(delivery.url),
-                                      error=_describe(exc))
-                sent = classify_error(exc)
-            if isinstance(sent, Outcome):
-                sent = Sent(sent, time.monotonic() - started)
-            recording = True
-            self._record(delivery, sent, at)
-        finally:
-            if not recording:
-                self._settled([delivery.id], 0)
-
-    def _record(self, delivery: Delivery, sent: Sent, at: float) -> None:
-        self.recorder.submit(delivery, sent, at, abandoned=self._abandoned.is_set())
-
-    # -- one attempt without a thread (launch), recorded on the pool ------------------------
-
-    def _start(self, delivery: Delivery) -> None:
-        at = self._clock()
-        try:
-            launched = self._launch(delivery, at)  # type: ignore[misc]
-        except Exception as exc:  # a bug, not the receiver: recorded as an attempt that raised
-            launched = Future()
-            launched.set_exception(exc)
-        launched.add_done_callback(lambda done: self._landed(delivery, done, at))
-
-    def _landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
-        """An attempt ended (on the I/O thread): record it on the pool, which may block on the store."""
-        try:
-            future = self._submit(self._record_landed, delivery, done, at)
-        except RuntimeError:  # the pool is shut down (stop() gave up waiting): record it here, as a pool
-            self._record_landed(delivery, done, at)  # thread still on the wire at stop() would
-            self._done(None)
-            return
-        future.add_done_callback(self._done)
-
-    def _record_landed(self, delivery: Delivery, done: "Future[Sent]", at: float) -> None:
-        recording = False
-        try:
-            try:
-                sent = done.result()
-            except Exception as exc:
-                self.logger.exception("webhook attempt raised", delivery_id=delivery.id, exc_info=exc)
-                sent = Sent(classify_error(exc))
-            recording = True
-            self._record(delivery, sent, at)
-        finally:
-            if not recording:
-                self._settled([delivery.id], 0)
 
 
 @dataclass(frozen=True)
