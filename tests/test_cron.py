@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -125,26 +126,30 @@ COORDINATED_APP = textwrap.dedent("""
         def process_message(self, message):
             pass
 """)
-#: The coordinated cron poller's interval: one hour, so that runs started together fall on one tick.
-HOURLY = 3600
+#: Intervals for the coordinated cron poller: long, so that runs started together fall on one tick.
+LONG_INTERVALS = (3600, 2400)
 
 
-def off_the_tick_edge(interval, margin=120.0):
-    """Return once the wall clock is more than *margin* seconds from the point where the nearest tick
-    changes (half an interval past a grid point), so that runs started together round to one tick
-    whatever the machine's load; an Event wait, only when the clock is that close."""
-    import time
+def interval_off_the_tick_edge(now, margin=120.0):
+    """A long interval whose nearest tick does not change within *margin* seconds of *now* (its edge is
+    half an interval past a grid point), so that runs started together round to one tick whatever the
+    machine's load. The two edges are never both that close to one instant: no waiting for the clock."""
+    for interval in LONG_INTERVALS:
+        if abs(now % interval - interval / 2) >= margin:
+            return interval
+    raise AssertionError(f"no interval in {LONG_INTERVALS} is {margin}s away from its edge at {now}")
 
-    edge = interval / 2
-    phase = time.time() % interval
-    if abs(phase - edge) < margin:
-        threading.Event().wait(edge + margin - phase)
+
+def test_one_of_the_long_intervals_is_always_off_its_tick_edge():
+    # Every instant of the intervals' common period (7,200 s), a second apart.
+    assert all(interval_off_the_tick_edge(float(t)) for t in range(0, 7200))
 
 
 @pytest.mark.parametrize("backend", ["redis", "postgresql+psycopg"])
 def test_overlapping_once_runs_with_coordination_poll_once(server, app_dir, backend, request):
     server.route("GET", "/api", json={})
-    (app_dir / "hourly.py").write_text(COORDINATED_APP.replace("INTERVAL", str(HOURLY)))
+    interval = interval_off_the_tick_edge(time.time())
+    (app_dir / "hourly.py").write_text(COORDINATED_APP.replace("INTERVAL", str(interval)))
     if backend == "redis":
         from .redis_server import RedisServer, require_redis_package
 
@@ -154,7 +159,6 @@ def test_overlapping_once_runs_with_coordination_poll_once(server, app_dir, back
         url = redis_server.url
     else:
         url = request.getfixturevalue("pg_db").replace("postgresql://", "postgresql+psycopg://", 1)
-    off_the_tick_edge(HOURLY)
     args = ["run", "--once", "--coordination", url, "--app-dir", str(app_dir), "hourly:Poller"]
     procs = [cron(args, {"API_URL": server.url("/api")}) for _ in range(3)]
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
