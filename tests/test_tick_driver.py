@@ -22,9 +22,12 @@ class ManualPool:
         self.queued = []
         self.lock = threading.Lock()
 
-    def run(self, fn, /, *args):
+    def run_each(self, fn, args):
         with self.lock:
-            self.queued.append((fn, args))
+            self.queued += [(fn, (arg,)) for arg in args]
+
+    def nudge(self):
+        return False
 
     def run_queued(self):
         with self.lock:
