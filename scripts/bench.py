@@ -969,7 +969,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     with contextlib.ExitStack() as stack:
         fast = receivers.fast_receiver(args.receiver)
         stack.callback(fast.stop)
-        slow = receivers.PythonReceiver().start()
+        slow = receivers.latency_receiver(args.receiver)
         stack.callback(slow.stop)
         results["receiver"] = fast.kind
         results["latency_receiver"] = slow.kind

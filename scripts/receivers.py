@@ -1,7 +1,9 @@
 """Benchmark receivers on 127.0.0.1, each in a process of its own.
 
 * :class:`NginxReceiver` — Debian's nginx answering ``204`` to anything, from a
-  config generated in a temp dir (the fast receiver when nginx is installed).
+  config generated in a temp dir (the fast receiver when nginx is installed); with
+  Debian's echo module (``libnginx-mod-http-echo``) it also plays the scripted paths
+  below, the latency receiver that costs the client's cores least.
 * :class:`PythonReceiver` — a single-threaded ``selectors`` HTTP/1.1 keep-alive
   server (``python scripts/receivers.py serve``): the fallback fast receiver and
   the latency-bound one. The path scripts the answer, so one server can play
@@ -33,6 +35,11 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+#: Debian's echo module (echo_sleep): nginx answers after a delay without a thread per request.
+ECHO_MODULE_CANDIDATES = ("/usr/lib/nginx/modules/ngx_http_echo_module.so",
+                          "/usr/local/nginx/modules/ngx_http_echo_module.so")
+#: The delays (ms) the scripted nginx plays; the Python receiver plays any.
+NGINX_DELAYS_MS = (50, 200, 2000)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 #: Largest request the Python receiver accepts (a benchmark webhook is small).
@@ -101,7 +108,7 @@ class _Process:
 # -- nginx -------------------------------------------------------------------------
 
 NGINX_CONF = """\
-daemon off;
+{modules}daemon off;
 master_process on;
 worker_processes {workers};
 pid {tmp}/nginx.pid;
@@ -117,9 +124,9 @@ http {{
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     server_tokens off;
-    server {{
+{maps}    server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
-        location / {{ return 204; }}
+{locations}        location / {{ return 204; }}
     }}
 }}
 """
@@ -132,16 +139,36 @@ def find_nginx() -> Optional[str]:
     return None
 
 
-class NginxReceiver(_Process):
-    """nginx answering 204 to every request, on a free 127.0.0.1 port."""
+def find_echo_module() -> Optional[str]:
+    return next((path for path in ECHO_MODULE_CANDIDATES if os.path.exists(path)), None)
 
-    def __init__(self, binary: str, workers: int = 1) -> None:
+
+def _scripted(module: str) -> Dict[str, str]:
+    """The config pieces that make nginx play the scripted paths (see the module docstring)."""
+    delays = "".join(f"        ~^/delay/{ms}/ {ms / 1000};\n" for ms in NGINX_DELAYS_MS)
+    maps = "    map $uri $delay_s {\n" + delays + "        default 0;\n    }\n"
+    locations = ""
+    for status in sorted(REASONS):
+        locations += (f"        location ~ ^/delay/\\d+/status/{status}/ {{ echo_read_request_body; "
+                      f"echo_sleep $delay_s; echo_status {status}; }}\n"
+                      f"        location ~ ^/status/{status}/ {{ return {status}; }}\n")
+    locations += "        location ~ ^/delay/ { echo_read_request_body; echo_sleep $delay_s; echo_status 204; }\n"
+    return {"modules": f"load_module {module};\n", "maps": maps, "locations": locations}
+
+
+class NginxReceiver(_Process):
+    """nginx answering 204 to every request, on a free 127.0.0.1 port; with *echo_module*, the
+    scripted paths too (delays of NGINX_DELAYS_MS only)."""
+
+    def __init__(self, binary: str, workers: int = 1, echo_module: Optional[str] = None) -> None:
         self.binary = binary
         self.workers = workers
+        self.echo_module = echo_module
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
         version = (out.stderr or out.stdout).strip().rsplit("/", 1)[-1]
-        self.kind = f"nginx {version} (return 204; {workers} worker process{'es' if workers > 1 else ''})"
+        plays = "scripted paths with echo_sleep" if echo_module else "return 204"
+        self.kind = f"nginx {version} ({plays}; {workers} worker process{'es' if workers > 1 else ''})"
 
     def start(self) -> "NginxReceiver":
         self._tmp = tempfile.TemporaryDirectory(prefix="syncworkers-bench-nginx-")
@@ -150,7 +177,8 @@ class NginxReceiver(_Process):
         self.port = free_port()
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(workers=self.workers, tmp=tmp, port=self.port))
+            pieces = _scripted(self.echo_module) if self.echo_module else {"modules": "", "maps": "", "locations": ""}
+            f.write(NGINX_CONF.format(workers=self.workers, tmp=tmp, port=self.port, **pieces))
         self.proc = subprocess.Popen([self.binary, "-c", conf, "-p", tmp, "-e", f"{tmp}/error.log"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
@@ -227,6 +255,23 @@ def fast_receiver(prefer: str = "auto") -> _Process:
                 print(f"note: nginx failed to start ({exc}); using the Python receiver", file=sys.stderr)
         elif prefer == "nginx":
             raise RuntimeError("nginx is not installed")
+    return PythonReceiver().start()
+
+
+def latency_receiver(prefer: str = "auto") -> _Process:
+    """nginx with the echo module when *prefer* allows it and both are installed, else the Python
+    receiver (started): at hundreds in flight a single-threaded Python receiver is the bottleneck."""
+    binary, module = find_nginx(), find_echo_module()
+    if prefer in ("auto", "nginx") and binary and module:
+        try:
+            return NginxReceiver(binary, echo_module=module).start()
+        except (RuntimeError, OSError) as exc:
+            if prefer == "nginx":
+                raise
+            print(f"note: nginx with the echo module failed to start ({exc}); using the Python receiver",
+                  file=sys.stderr)
+    elif prefer == "nginx":
+        raise RuntimeError("nginx or its echo module (libnginx-mod-http-echo) is not installed")
     return PythonReceiver().start()
 
 

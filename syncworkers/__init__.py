@@ -19,6 +19,7 @@ from .config.settings import (  # noqa: E402
 )
 from .exceptions import (  # noqa: E402
     BlockedAddressError,
+    BodyDecodeError,
     CircuitOpenError,
     ConfigError,
     DeliveryError,
@@ -136,6 +137,7 @@ __all__ = [
     "UnknownOptionError",
     "WorkerError",
     "BlockedAddressError",
+    "BodyDecodeError",
     "OutboxError",
     "StopSignal",
 ]

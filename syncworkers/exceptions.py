@@ -84,6 +84,13 @@ class ResponseTooLarge(RequestError):
     """The response body exceeded the configured size cap."""
 
 
+class BodyDecodeError(RequestError, ValueError):
+    """A response's body could not be decoded as its content type says (invalid JSON or charset, too deep).
+
+    A poll delivers such a body as text all the same; this error marks the poll failed.
+    """
+
+
 class CircuitOpenError(RequestError):
     """The host's circuit is open: the request was refused without touching the network."""
 
@@ -134,6 +141,7 @@ __all__ = [
     "RequestTimeout",
     "BlockedAddressError",
     "ResponseTooLarge",
+    "BodyDecodeError",
     "CircuitOpenError",
     "RetryInterrupted",
     "DeliveryError",

@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from syncworkers.testing import captured_webhooks  # noqa: F401  (the fixture, as a project's conftest takes it)
+
 from .passes import default_transports_built, runs_once
 from .server import LoopbackServer
 
@@ -164,6 +166,26 @@ def restore_logging():
     logger.setLevel(saved[0])
     logger.handlers[:] = saved[1]
     logger.propagate = saved[2]
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    """The spans syncworkers finishes (an InMemorySpanExporter of the OpenTelemetry SDK), and ``.app``: a
+    tracer for the application's own spans. syncworkers' tracer is pointed at a provider of the test's own."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from syncworkers.observability import tracing
+
+    assert tracing.enable()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing._otel, "tracer", provider.get_tracer("syncworkers"))
+    exporter.app = provider.get_tracer("app")
+    yield exporter
+    provider.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -279,7 +279,7 @@ def test_stop_logs_pending_and_in_memory_outbox_warns_with_the_count(server):
             sender.enqueue("/hook", {"n": n})
         sender.close()  # never started: the three are still pending
     warnings = [r for r in logs.text.splitlines() if "in-memory outbox" in r]
-    assert len(warnings) == 1 and "WARNING" in warnings[0] and "pending=3" in warnings[0], logs.text
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "stopped with 3 deliveries pending" in warnings[0], logs.text
 
 
 @pytest.mark.transport_dependent
@@ -298,7 +298,7 @@ def test_stop_of_a_durable_outbox_says_how_many_it_left_pending(server, tmp_path
         assert sender.stop(timeout=30)
     sender.close()
     lines = [r for r in logs.text.splitlines() if "left pending" in r]
-    assert len(lines) == 1 and "pending=2" in lines[0] and "INFO" in lines[0], logs.text
+    assert len(lines) == 1 and "stopped with 2 deliveries left pending" in lines[0] and "INFO" in lines[0], logs.text
 
 
 SLOW_START_APP = textwrap.dedent("""

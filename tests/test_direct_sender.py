@@ -71,7 +71,7 @@ def test_a_delivery_is_retried_with_the_same_signed_headers_then_counted_and_log
     assert len(server.requests) == 3 and len(sent) == 1  # built once: every attempt carries the same headers
     assert all(verify(r.body, r.headers, secret) and r.header("X-Source") == "shop" for r in server.requests)
     assert (sender.stats["delivered"], sender.stats["attempts"], sender.stats["retried"]) == (1, 3, 2)
-    assert "webhook delivered" in logs.text and "delivery_id=evt_1" in logs.text
+    assert f"webhook evt_1 to {server.url('/orders')} delivered: status 200 after 3 attempts" in logs.text
 
 
 def test_a_failure_is_a_result_and_an_error_line_never_an_exception(server, parts):
@@ -81,8 +81,8 @@ def test_a_failure_is_a_result_and_an_error_line_never_an_exception(server, part
         result = sender.sender.deliver("/gone", {})
     assert (result.ok, result.status_code, result.attempts) == (False, 410, 1)
     assert sender.stats["failed"] == 1
-    line = next(line for line in logs.text.splitlines() if "webhook not delivered" in line)
-    assert " ERROR " in line and "status=410" in line
+    line = next(line for line in logs.text.splitlines() if " not delivered: " in line)
+    assert " ERROR " in line and "not delivered: status 410 Gone; given up after 1 attempt" in line
 
 
 def test_bad_input_raises_before_anything_is_sent(server, parts):
@@ -102,7 +102,8 @@ def test_nothing_is_sent_once_the_run_is_stopped(server, parts):
         result = sender.sender.deliver("/orders", {})
     assert (result.ok, result.error, result.attempts) == (False, STOPPED, 0)
     assert server.requests == []
-    assert " WARNING " in next(line for line in logs.text.splitlines() if "webhook not delivered" in line)
+    line = next(line for line in logs.text.splitlines() if " not delivered: " in line)
+    assert " WARNING " in line and "nothing was sent" in line
 
 
 def test_the_callers_cancel_and_the_runs_stop_each_end_a_retry_wait(server, parts):
@@ -184,7 +185,8 @@ def test_fail_fast_cancels_the_queued_interrupts_retry_waits_and_names_every_end
     finally:
         hold.set()
     assert sorted(r.path for r in server.requests) == ["/bad", "/retry", "/slow"]
-    assert "broadcast cut short" in logs.text and sender.stats["broadcasts_cancelled"] == 1
+    line = next(line for line in logs.text.splitlines() if "broadcast to 5 endpoints cut short by fail_fast: " in line)
+    assert '"/bad"' in line.split(" failed ")[1].split("]")[0] and sender.stats["broadcasts_cancelled"] == 1
 
 
 def test_a_broadcast_after_stop_sends_nothing_and_names_every_endpoint(server, parts):
@@ -225,5 +227,5 @@ def test_a_sender_renamed_after_construction_logs_and_names_its_threads_by_the_n
         worker.close()
     assert all(name.startswith("syncworkers-webhook-after") for name in threads)
     assert threads or worker.client.can_submit  # (over libcurl a broadcast takes no pool thread)
-    line = next(line for line in logs.text.splitlines() if "webhook delivered" in line)
+    line = next(line for line in logs.text.splitlines() if " delivered: status 200" in line)
     assert "worker=after" in line and "before" not in logs.text

@@ -294,9 +294,10 @@ def test_outcomes_of_a_real_receiver(server, tmp_path):
     assert got["/moved"].last_error == "exhausted after 3 attempts: status 302 Found: redirects are not followed"
     assert got["down"].state == DEAD and got["down"].attempts == 3
     assert got["down"].last_error.startswith("exhausted after 3 attempts: connection failed")
-    dead_lines = [line for line in logs.text.splitlines() if "webhook dead" in line]
+    dead_lines = [line for line in logs.text.splitlines() if "; dead after " in line]
     assert len(dead_lines) == 4 and all(line.startswith("ERROR") or " ERROR " in line for line in dead_lines)
-    assert any("gone: status 410 Gone" in line and ids["/gone"] in line for line in dead_lines)
+    assert any(f"webhook {ids['/gone']} to " in line and "failed: status 410 Gone; dead after 1 attempt (gone: "
+               in line for line in dead_lines)
 
 
 def test_retry_after_postpones_without_spending_an_attempt(server, tmp_path):

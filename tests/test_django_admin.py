@@ -132,3 +132,18 @@ def test_a_staff_member_who_may_only_view_sees_the_outbox_but_cannot_replay(made
     viewer.post("/admin/syncworkers/delivery/", {"action": "replay", "_selected_action": [made["bad"]]})
     assert sender().outbox.get(made["bad"]).state == "dead"
     assert staff("nobody").get("/admin/syncworkers/delivery/").status_code == 403
+
+
+def test_a_delivery_page_shows_the_trace_context_it_was_enqueued_in(hooks, operator, spans):
+    from syncworkers.contrib.django import enqueue, release_outbox
+
+    with spans.app.start_as_current_span("POST /pay") as span:
+        traced = enqueue("/hooks/orders", {"order": 9})
+    untraced = enqueue("/hooks/orders", {"order": 10})
+    release_outbox()
+    context = span.get_span_context()
+    page = operator.get(f"/admin/syncworkers/delivery/{traced}/change/")
+    assert page.status_code == 200, (page.status_code, page.get("Location"), list(page.context or [])[:0])
+    html = page.content.decode()
+    assert f"00-{context.trace_id:032x}-{context.span_id:016x}-" in html and "Trace context" in html
+    assert "00-" not in operator.get(f"/admin/syncworkers/delivery/{untraced}/change/").content.decode()

@@ -59,9 +59,9 @@ def test_verbosity_sets_the_log_level_of_a_command_that_has_one_unless_it_is_giv
         return done.stderr
 
     target = "tests.apps.cli_workers:GoodPoller"
-    assert "retrying request" in run_once("run", "--once", target)
+    assert "failed: status 503 Service Unavailable; retry in" in run_once("run", "--once", target)
     assert run_once("run", "--once", target, "--verbosity", "0") == ""
-    assert "retrying request" in run_once("-v", "0", "run", "--once", "--log-level", "INFO", target)
+    assert "; retry in" in run_once("-v", "0", "run", "--once", "--log-level", "INFO", target)
     assert len(hooks.calls("/api")) == 6
 
 

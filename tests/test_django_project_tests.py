@@ -3,8 +3,10 @@ memory) and on PostgreSQL, where the test database is dropped at the end (no con
 left open: "database test_… is being accessed by other users" would fail the run).
 
 The project is tests/apps/djangoproject; its tests (``tests_project.py``) enqueue from a view, read the
-outbox back inside ``TestCase``, deliver with ``call_command("syncworkers", "run", "--once")``, and replay
-and enable in the admin (through Django's connection to either database).
+outbox back inside ``TestCase``, deliver with ``call_command("syncworkers", "run", "--once")``, replay
+and enable in the admin (through Django's connection to either database), and capture what they would
+send with ``syncworkers.testing.capture_webhooks`` (nothing of it reaches the receiver: its calls are
+exactly the delivered orders').
 """
 
 import os
@@ -24,7 +26,11 @@ MANAGE = os.path.join(ROOT, "tests", "apps", "djangoproject", "manage.py")
 TESTS = ("test_the_view_enqueues_the_order_webhook", "test_a_refused_payment_enqueues_nothing",
          "test_an_inner_atomic_that_raises_takes_its_webhook_back",
          "test_manage_py_syncworkers_run_once_delivers_what_was_committed",
-         "test_an_operator_replays_a_dead_delivery_and_enables_its_endpoint")
+         "test_an_operator_replays_a_dead_delivery_and_enables_its_endpoint",
+         "test_the_view_webhook_is_captured_and_a_refused_payment_is_not",
+         "test_an_inner_atomic_keeps_its_webhook_when_it_exits_and_not_when_it_raises",
+         "test_direct_sends_and_broadcasts_are_captured_not_sent",
+         "test_a_run_inside_the_capture_delivers_what_was_committed_to_it")
 
 
 def manage_py_test(server, **env):

@@ -25,13 +25,13 @@ LAYERS = {
                "polling.pagination", "polling.cursor", "polling.ratelimit", "polling.bodies", "polling.health",
                "outbox.health",
                "observability.redaction", "observability.metrics", "observability.events"],
-    "io": ["http", "delivery.verdict", "observability.logging", "observability.prometheus",
+    "io": ["http", "delivery.verdict", "observability.logging", "observability.tracing", "observability.prometheus",
            "observability.process_hooks", "prometheus", "delivery.attempt", "delivery.direct",
            "outbox", "sources", "polling.state", "polling.pages", "scheduling.coordination"],
     "concurrency": ["scheduling", "delivery.dispatch", "delivery.reporting", "delivery.broadcast",
                     "delivery.pool", "delivery.claims", "delivery.recorder", "delivery.producer"],
     "workers": ["workers"],
-    "face": ["__init__", "__main__", "cli", "contrib", "demo", "observability.ops_server"],
+    "face": ["__init__", "__main__", "cli", "contrib", "demo", "testing", "observability.ops_server"],
 }
 ORDER = list(LAYERS)
 
@@ -105,7 +105,8 @@ def test_policy_modules_do_no_io():
 PARTS = {"polling.pages": {"PageWalker"}, "scheduling.ticks": {"TickDriver"},
          "delivery.checks": {"InputChecks"}, "delivery.direct": {"DirectSender"}, "delivery.broadcast": {"Broadcaster"},
          "delivery.pool": {"DeliveryPool"}, "delivery.producer": {"OutboxProducer"}, "delivery.dispatch": {"Dispatcher"},
-         "delivery.claims": {"Claims"}, "delivery.recorder": {"OutcomeRecorder"}, "workers.relay": {"Relay"}}
+         "delivery.claims": {"Claims"}, "delivery.recorder": {"OutcomeRecorder"}, "workers.relay": {"Relay"},
+         "http.building": {"RequestBuilder"}, "http.attempts": {"Attempts"}, "http.submission": {"Submission"}}
 #: Modules whose classes still declare what a host class provides (mixins not yet made parts).
 HOST_DECLARATIONS_LEFT: set = set()
 
@@ -146,13 +147,18 @@ def test_no_class_declares_attributes_a_host_class_provides():
         assert found.get(module), f"syncworkers.{module} has no host declarations left: remove it from the list"
 
 
+#: A named tuple's public methods, underscored only so as not to clash with its fields.
+NAMEDTUPLE_API = ("_replace", "_asdict", "_fields", "_make")
+
+
 def test_a_part_reads_no_private_attribute_of_another_object():
     """A part uses what it is given through its public surface (``self``'s own privates are its own)."""
     for module, package, path in modules():
         if module not in PARTS:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and node.attr not in NAMEDTUPLE_API):
                 owner = node.value
                 own = isinstance(owner, ast.Name) and owner.id in ("self", "cls") or (
                     isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")

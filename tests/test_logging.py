@@ -101,7 +101,7 @@ def reference_calls(log):
 def test_text_format_has_timestamp_level_logger_message_and_fields():
     record = logging.LogRecord("syncworkers.poller", logging.INFO, __file__, 1, "msg", (), None)
     record.created, record.msecs = 1767225600.123, 123.0  # 2026-01-01T00:00:00.123Z
-    record.fields = {"event": "value", "note": "a b", "n": 3, "d": {"a": 1}, "empty": ""}
+    record.__dict__.update({"event": "value", "note": "a b", "n": 3, "d": {"a": 1}, "empty": ""})
 
     line = TextFormatter().format(record)
 
@@ -179,13 +179,14 @@ def test_json_is_one_valid_object_per_line_whatever_the_values(configured):
     assert obj["data"] == "b'bytes'" and obj["items"] == "{1, 2}"
 
 
-def test_field_names_that_are_record_attributes_are_kept_as_fields(configured, plain):
+def test_field_names_that_are_record_attributes_are_kept_as_prefixed_attributes(configured, plain):
     log, handler = plain
-    log.info("hello", name="n", msg="m", args=(1,), message="x", levelname="L", exc_info=None)
+    log.info("hello", name="n", msg="m", args=(1,), message="x", levelname="L", exc_info=None, plain=1)
 
     record = handler.records[0]
-    assert record.getMessage() == "hello" and record.levelname == "INFO"
-    assert record.fields == {"name": "n", "msg": "m", "args": (1,), "message": "x", "levelname": "L"}
+    assert record.getMessage() == "hello" and record.levelname == "INFO" and record.name == log.name
+    assert (record.field_name, record.field_msg, record.field_args, record.field_message, record.field_levelname,
+            record.plain) == ("n", "m", (1,), "x", "L", 1)
 
     log, stream = configured("json")
     log.info("hello", msg="m", level=3, ts="t", logger="l")
@@ -263,8 +264,8 @@ def test_bind_adds_context_without_changing_the_original(plain):
     bound.info("tick", url="https://b", n=1)
     log.info("plain")
 
-    assert handler.records[0].fields == {"worker": "poller-1", "url": "https://b", "n": 1}
-    assert handler.records[1].fields == {}
+    assert (handler.records[0].worker, handler.records[0].url, handler.records[0].n) == ("poller-1", "https://b", 1)
+    assert not hasattr(handler.records[1], "worker")
     assert bound.name == log.name and bound.logger is log.logger
 
 
@@ -312,9 +313,9 @@ def test_secrets_appear_nowhere(configured, plain):
     log, handler = plain
     log = StructuredLogger(log.logger, redactor=redactor)
     log_everything(log)
-    # Objects stay objects on the record (only the formatters render them), hence default=type.
-    dumps = [r.getMessage() + json.dumps(r.fields, default=lambda o: type(o).__name__)
-             + (r.exc_text or "") for r in handler.records]
+    # The record's attributes are what any formatter prints (python-json-logger, structlog): objects
+    # there are their masked text already.
+    dumps = [r.getMessage() + json.dumps(slog._record_fields(r)) + (r.exc_text or "") for r in handler.records]
 
     assert len(handler.records) == 3 and "PermissionError: rejected" in handler.lines[2]
     assert all("***" in text for text in outputs + dumps)  # the lines were written, masked
@@ -457,3 +458,32 @@ def test_formatters_never_raise_on_records_from_plain_loggers():
 
     assert text.endswith("other: bad %d ('x',) custom='token=***'")
     assert obj["msg"] == "bad %d ('x',)" and obj["custom"] == "token=***"
+
+
+# -- sentences and record attributes ---------------------------------------------------------------
+
+
+def test_placeholders_make_the_sentence_and_the_text_format_does_not_repeat_them(configured, plain):
+    log, handler = plain
+    log.bind(worker="w").warning("webhook {delivery_id} to {url} failed: {error}; retry in {retry_in}s, 100% {other}",
+                                 delivery_id="msg_1", url="http://h/x", error="status 503", retry_in=30.0,
+                                 status_code=503)
+    record = handler.records[0]
+    assert record.getMessage() == "webhook msg_1 to http://h/x failed: status 503; retry in 30s, 100% {other}"
+    assert (record.delivery_id, record.url, record.retry_in, record.status_code, record.worker) == (
+        "msg_1", "http://h/x", 30.0, 503, "w")
+    assert record.msg.startswith("webhook %(delivery_id)s to %(url)s")  # a template: tools group by it
+
+    text_log, stream = configured("text")
+    text_log.bind(worker="w").warning("webhook {delivery_id} failed: {error}", delivery_id="msg_1",
+                                      error="boom", status_code=None, attempts=2)
+    assert stream.getvalue().rstrip("\n").endswith(": webhook msg_1 failed: boom worker=w status_code=None attempts=2")
+
+
+def test_a_credential_split_between_message_and_field_is_masked_in_the_sentence(plain):
+    log, handler = plain
+    log.info("calling with token={value}", value="abc123")
+    log.info("key {name}", name="Bearer abcdef123456")
+
+    assert [r.getMessage() for r in handler.records] == ["calling with token=***", "key Bearer ***"]
+    assert handler.records[1].name == log.name and handler.records[1].field_name == "Bearer ***"

@@ -1,10 +1,11 @@
 import threading
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from syncworkers import Message, Metrics
-from syncworkers.observability.metrics import percentile
+from syncworkers.observability.metrics import LATENCY_WINDOW, percentile
 
 pytestmark = pytest.mark.transport_independent
 
@@ -74,3 +75,23 @@ def test_metrics_keep_what_threads_that_ended_counted():
     assert metrics.counters() == {"sent": 10}
     summary = metrics.summary("latency_ms")
     assert (summary["count"], summary["max"], summary["avg"]) == (10, 5.0, (9 + 25 + 4) / 10)
+
+
+def test_a_latency_summary_holds_its_memory_from_the_first_value_and_percentiles_cover_the_last_window():
+    # A poller observes one latency per poll: memory that grew with each one until the window
+    # was full was a quarter of an hour of steady RSS growth per poller at one poll a second.
+    metrics = Metrics()
+    tracemalloc.start()
+    try:
+        metrics.observe("latency_ms", 0.0)
+        first = tracemalloc.get_traced_memory()[0]
+        for value in range(1, 3 * LATENCY_WINDOW):
+            metrics.observe("latency_ms", float(value))
+        grown = tracemalloc.get_traced_memory()[0] - first
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024, f"{grown} bytes more after {3 * LATENCY_WINDOW} values"
+    summary = metrics.summary("latency_ms")
+    last = [float(v) for v in range(2 * LATENCY_WINDOW, 3 * LATENCY_WINDOW)]
+    assert summary == {"count": 3 * LATENCY_WINDOW, "avg": (3 * LATENCY_WINDOW - 1) / 2,
+                       "max": 3 * LATENCY_WINDOW - 1.0, "p50": percentile(last, 50), "p99": percentile(last, 99)}

@@ -6,6 +6,8 @@ PostgreSQL database (a fresh one per test, on the session's real server).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -433,6 +435,29 @@ def test_in_memory_outbox_works_from_several_threads(clock):
             assert ob.counts() == {"pending": 0, "in_flight": 0, "delivered": 200, "dead": 0, "held": 0}
 
 
+def test_each_connection_keeps_a_small_page_cache_however_large_the_file_grows(db):
+    # Every delivered row stays in the file until purged: with SQLite's default cache (2 MB per
+    # connection) the process's memory grew for as long as the pooled connections filled theirs.
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        pytest.skip("no shared libsqlite3 to ask how much memory SQLite holds")
+    memory_used = ctypes.CDLL(name).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    with Outbox(db) as ob:
+        ids = [ob.add("e", "http://h/", os.urandom(20_000)) for _ in range(400)]  # 8 MB of bodies
+        before = memory_used()
+        start, read = threading.Barrier(4), []
+
+        def read_everything():
+            start.wait()  # all at once: four pooled connections, each reading every page
+            read.append(sum(len(ob.get(id).body) for id in ids))
+
+        run_threads(read_everything, [()] * 4)
+        grown = memory_used() - before
+    assert read == [8_000_000] * 4
+    assert grown < 4 * 512 * 1024, f"SQLite holds {grown / 2**20:.1f} MB more after reading the file"
+
+
 def test_missing_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         Outbox(str(tmp_path / "nope" / "outbox.db"))
@@ -448,7 +473,7 @@ def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path):
 def test_schema_is_versioned_and_a_newer_one_is_refused(db):
     Outbox(db).close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"syncworkers_outbox", "syncworkers_outbox_attempts", "syncworkers_outbox_endpoints"}

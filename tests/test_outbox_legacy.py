@@ -48,7 +48,7 @@ def test_a_version_2_file_is_renamed_on_open_and_every_delivery_is_found(tmp_pat
         assert box.enable_endpoint(GONE.split("://", 1)[1]) == 1
         assert box.get("msg_held").state == "pending"
         assert box.replay(ids=["msg_dead"]) == 1
-    assert tables(path) == (PREFIXED, 3)
+    assert tables(path) == (PREFIXED, 4)
     with Outbox(path) as box:  # opened again: nothing left to migrate
         assert len(box.list(limit=100)) == len(DELIVERIES)
 
@@ -58,7 +58,7 @@ def test_the_command_line_lists_every_delivery_of_a_version_2_file(tmp_path):
     result = CliRunner().invoke(cli, ["outbox", "list", "--path", path, "--json", "--limit", "100"])
     assert result.exit_code == 0, result.output
     assert {d["id"] for d in json.loads(result.output)} == set(DELIVERIES)
-    assert tables(path) == (PREFIXED, 3)
+    assert tables(path) == (PREFIXED, 4)
 
 
 def test_a_version_1_sqlite_file_is_migrated_and_its_deliveries_get_their_endpoint(tmp_path):
@@ -75,10 +75,46 @@ def test_a_version_1_sqlite_file_is_migrated_and_its_deliveries_get_their_endpoi
         box.mark_dead(d.id, "gone", 410, attempt=Attempt(at=T0, duration=0.1, kind="gone", status=410))
         assert [e.endpoint for e in box.endpoints()] == ["127.0.0.1:9/hooks/orders"]
         assert box.get("msg_old").attempts == 3
-    assert tables(path) == (PREFIXED, 3)
+    assert tables(path) == (PREFIXED, 4)
 
 
 def test_a_file_made_now_has_the_prefixed_tables_only(tmp_path):
     path = str(tmp_path / "new.db")
     Outbox(path).close()
-    assert tables(path) == (PREFIXED, 3)
+    assert tables(path) == (PREFIXED, 4)
+
+
+# -- the trace context (schema 4; PostgreSQL's added column) ---------------------------------------------
+
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "shop=1"}
+
+
+def test_a_version_3_file_gains_the_trace_context_and_its_deliveries_go_on_without_one(tmp_path):
+    path = version_2_file(tmp_path)
+    Outbox(path).close()
+    with sqlite3.connect(path) as conn:  # as syncworkers before trace contexts left it: schema 3
+        conn.execute("ALTER TABLE syncworkers_outbox DROP COLUMN trace_context")
+        conn.execute("PRAGMA user_version=3")
+    conn.close()
+    with Outbox(path, clock=Clock(T0 + 100), owner="A") as box:
+        assert box.get("msg_pending").trace_context is None
+        new = box.add("/hooks/orders", "http://127.0.0.1:9/hooks/orders", b"{}", trace_context=TRACE)
+        assert box.get(new).trace_context == TRACE
+        assert {d.id: d.trace_context for d in box.claim_due(100)}[new] == TRACE
+    assert tables(path) == (PREFIXED, 4)
+
+
+def test_a_postgresql_table_without_the_trace_context_gains_it_and_keeps_its_deliveries(pg_db):
+    import psycopg
+
+    from syncworkers.outbox import open_outbox
+
+    with open_outbox(pg_db) as box:
+        old = box.add("/hooks/orders", "http://127.0.0.1:9/hooks/orders", b"{}")
+    with psycopg.connect(pg_db, autocommit=True) as conn:  # the table as an earlier version made it
+        conn.execute("ALTER TABLE syncworkers_outbox DROP COLUMN trace_context")
+    with open_outbox(pg_db) as box:
+        assert box.get(old).trace_context is None
+        new = box.add("/hooks/orders", "http://127.0.0.1:9/hooks/orders", b"{}", trace_context=TRACE)
+        assert box.get(new).trace_context == TRACE
+        assert {d.id: d.trace_context for d in box.claim_due(10)} == {old: None, new: TRACE}

@@ -144,7 +144,8 @@ def test_stop_hands_the_claims_in_flight_back_and_a_late_success_is_still_record
             producer.producer.hand_back()
         counts = producer.producer.outbox.counts()
         assert (counts["pending"], counts["in_flight"]) == (3, 0)
-        assert "handed back" in logs.text and "stopped with deliveries left pending" in logs.text
+        assert "stop(): 2 outbox deliveries in flight handed back" in logs.text
+        assert "stopped with 3 deliveries left pending in the outbox" in logs.text
         gate.release.set()
         assert wait_for(lambda: producer.producer.outbox.counts()["delivered"] == 2)
     finally:
@@ -229,7 +230,10 @@ def test_the_recorder_records_the_verdict_then_reports_it(tmp_path):
         assert [outbox.get(id).state for id in ids] == [DELIVERED, PENDING, DEAD]
         assert outbox.get(ids[1]).next_attempt_at == clock.now + 60
         assert (stats["outbox_delivered"], stats["outbox_retried"], stats["outbox_dead"]) == (1, 1, 1)
-        assert "retry scheduled" in logs.text and "webhook dead" in logs.text
+        lines = [line for line in logs.text.splitlines() if "syncworkers.tests.producer" in line]
+        assert f"webhook {ids[0]} to " in lines[0] and "delivered: status 200 on attempt 1 of" in lines[0]
+        assert f"webhook {ids[1]} to " in lines[1] and "failed: status 500 boom; retry in 60s (attempt 2 of" in lines[1]
+        assert f"webhook {ids[2]} to " in lines[2] and "failed: status 410 Gone; dead after 1 attempt (gone" in lines[2]
     finally:
         outbox.close()
     with LogCapture() as logs:  # a closed store takes nothing: False, and said plainly after a stop

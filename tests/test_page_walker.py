@@ -215,8 +215,10 @@ def test_a_json_body_that_does_not_parse_is_delivered_as_text_with_a_warning(ser
     server.route("GET", "/broken", body=b"{not json", headers={"Content-Type": "application/json"})
     with LogCapture() as logs:
         outcome = walk(parts.walker(server.url("/broken")))
-    assert outcome.ok and outcome.results == ["{not json"]
-    assert "WARNING syncworkers.tests.walker: invalid JSON body, delivered as text" in logs.text
+    assert not outcome.ok and outcome.results == ["{not json"]  # delivered, but the poll failed
+    assert (f"WARNING syncworkers.tests.walker: poll of {server.url('/broken')}: the body cannot be decoded "
+            "(status 200: invalid JSON") in logs.text
+    assert "; delivered as text, and the poll counts as failed" in logs.text
 
 
 # -- the walker inside a PollerWorker ----------------------------------------------------------------

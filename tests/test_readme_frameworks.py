@@ -53,7 +53,8 @@ def sample(word):
 
 
 def test_each_sample_of_the_section_is_run_by_a_test_here():
-    kinds = ["def create_app", "syncworkers check", "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
+    kinds = ["def create_app", "syncworkers check", "import captured_webhooks", "def test_an_order_enqueues",
+             "gunicorn --workers", "multiprocess.MultiProcessCollector(registry)",
              "PROMETHEUS_MULTIPROC_DIR=", 'INSTALLED_APPS += ["syncworkers.contrib.django"]',
              "def pay(request", "python manage.py migrate", "class PayTests(TestCase)",
              "* * * * syncworkers run --once"]
@@ -127,6 +128,17 @@ def test_the_check_line_checks_the_flask_sample_one_line_per_problem(app_dir, se
         assert done.stderr.strip().splitlines() == [
             "Error: SYNCWORKERS_SIGNING_SECRET: signing secret is 5 bytes long; at least 24 are needed "
             "(Standard Webhooks: 24 to 64, e.g. 'whsec_' + base64 of 32 random bytes)"]
+
+
+def test_the_flask_test_samples_capture_the_order_webhook_under_pytest(app_dir, server):
+    folder, env = app_dir
+    (folder / "conftest.py").write_text(sample("import captured_webhooks"))
+    (folder / "test_orders.py").write_text(sample("def test_an_order_enqueues"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=folder,
+                          env=command_env(env), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
+    assert server.requests == []  # nothing sent, nothing polled: the test's app starts no worker
 
 
 def command_env(env):

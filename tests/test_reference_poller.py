@@ -371,7 +371,7 @@ def test_advanced_api_poller_posts_with_its_configuration(api_server, caplog):
     assert request.header("Content-Type") == "application/json"
     assert (poller.interval, poller.client.timeout, poller.client.pool_size) == (60, (10.0, 30.0), 50)
     (record,) = [r for r in caplog.records if r.getMessage().startswith("Received response with status 200")]
-    assert record.fields["response_size"] == len(str({"events": []}))
+    assert record.response_size == len(str({"events": []}))
 
 
 def test_event_poller_gets_one_message_per_event(api_server):
@@ -421,10 +421,10 @@ def test_monitored_poller_dict_metrics_and_error_path(api_server, caplog):
     assert poller.metrics == {"requests_sent": 0, "responses_received": 3, "errors_count": 1}
     assert poller.health()["metrics"]["process_errors"] == 1
     own = [r for r in caplog.records if r.getMessage() == "Error processing API response"]
-    assert own and own[0].exc_info and own[0].fields["metrics"]["errors_count"] == 1
+    assert own and own[0].exc_info and own[0].metrics["errors_count"] == 1
     assert any(r.exc_info and "process_message raised" in r.getMessage() for r in caplog.records)
     info = [r for r in caplog.records if r.getMessage() == "Processing API response"]
-    assert info[0].fields["url"] == api("/metrics") and info[0].fields["status_code"] == 200
+    assert info[0].url == api("/metrics") and info[0].status_code == 200
 
 
 def test_health_check_poller_alerts_after_three_failing_statuses(api_server, monkeypatch, caplog):
@@ -437,10 +437,10 @@ def test_health_check_poller_alerts_after_three_failing_statuses(api_server, mon
         (True, 200, 0), (False, 503, 1), (False, 500, 2), (False, 404, 3), (True, 200, 0)]
     alerts = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert [r.getMessage() for r in alerts] == ["API health check failed 3 times consecutively"]
-    assert alerts[0].fields["url"] == api("/health")
+    assert alerts[0].url == api("/health")
     assert poller.last_successful_poll is not None and poller.consecutive_failures == 0
     ok = [r for r in caplog.records if r.getMessage() == "API health check successful"]
-    assert isinstance(ok[0].fields["response_time_ms"], float)
+    assert isinstance(ok[0].response_time_ms, float)
 
 
 def test_api_monitor_alerts_the_ops_team_unless_operational(api_server):

@@ -103,8 +103,8 @@ def test_order_notification_sender_reports_a_refused_webhook(urls):
         assert sender.send_order_created(ORDER) is False
     assert len(server.requests) == 1  # a 422 is final: no retry
     lines = logs.text.splitlines()
-    cause = next(line for line in lines if "webhook not delivered" in line)
-    assert "status=422" in cause and "attempts=1" in cause
+    cause = next(line for line in lines if " not delivered: " in line)
+    assert "status 422" in cause and "given up after 1 attempt" in cause
     assert any(" ERROR " in line and "Failed to send order created webhook for order 42" in line
                for line in lines)
 
@@ -520,8 +520,8 @@ def test_retryable_sender_logs_critical_after_all_retries(urls):
     assert len(server.requests) == 5  # max_attempts counts the first attempt
     line = next(line for line in logs.text.splitlines() if "Critical webhook failed" in line)
     assert " CRITICAL " in line and '"alert":"db down"' in line
-    cause = next(line for line in logs.text.splitlines() if "webhook not delivered" in line)
-    assert "status=503" in cause and "attempts=5" in cause
+    cause = next(line for line in logs.text.splitlines() if " not delivered: " in line)
+    assert "status 503" in cause and "given up after 5 attempts" in cause
 
 
 # -- Common Use Cases: Payment API Integration --------------------------------------------

@@ -84,7 +84,7 @@ def test_each_message_is_handled_then_acked_and_one_that_raises_is_requeued():
             thread.join(5)
     assert handler.seen == [1, 2, 3, 2]  # requeued at the end of the queue, then handled
     assert (stats["messages_processed"], stats["messages_failed"]) == (3, 1)
-    assert "process_message raised; message requeued" in logs.text and "RuntimeError: transient" in logs.text
+    assert "process_message raised on message " in logs.text and "RuntimeError: transient; the message is requeued" in logs.text
 
 
 def test_a_delivery_error_during_stop_is_a_message_handed_back_not_an_error():
@@ -102,7 +102,7 @@ def test_a_delivery_error_during_stop_is_a_message_handed_back_not_an_error():
         thread = consume_in_thread(relay, source)
         thread.join(5)
     assert not thread.is_alive()
-    assert "delivery interrupted by stop; message requeued" in logs.text
+    assert "requeued: its delivery was interrupted by stop()" in logs.text
     assert "ERROR" not in logs.text and stats["messages_failed"] == 0
     source.bind(threading.Event())
     assert next(source.consume()).id == message.id  # back in the queue

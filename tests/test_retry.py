@@ -73,6 +73,15 @@ def test_retry_after_seconds_date_cap_and_garbage():
     assert parse_retry_after(None, cap=60) is None
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("9" * 5000, 60.0),  # more digits than int() converts: as long as asked, capped
+    ("9" * 400, 60.0),  # an int too large for a float
+    ("Mon, 01 Jan 99999999 00:00:00 GMT", None),  # a date no calendar holds
+])
+def test_a_hostile_retry_after_is_capped_or_ignored_never_raised(value, expected):
+    assert parse_retry_after(value, cap=60) == expected
+
+
 def test_max_attempts_counts_the_first_attempt():
     policy = policy_of(max_attempts=3, initial_delay=0.5, strategy="fixed")
     assert policy.next(REFUSED, 1).wait == 0.5

@@ -8,6 +8,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
+from ..observability import tracing
 from ..observability.metrics import Metrics
 from ..signals import StopSignal
 from .checks import Webhook
@@ -51,6 +52,7 @@ class Broadcaster:
         complete in the background).
         """
         targets, body, extra = self.sender.checks.many(endpoints, data, headers)
+        extra = tracing.with_current(extra)  # the pool's threads do not see this thread's current span
         run = self._run()
         if run.is_set():
             return {endpoint: self.sender.refuse(endpoint, url, STOPPED) for endpoint, url in targets.items()}
@@ -99,10 +101,13 @@ class Broadcaster:
                 except Exception as exc:  # a bug: reported as this delivery's error, never raised
                     outer.set_exception(exc)
                     continue
+                if inner.done():  # ended at once (a test's capture took it): the next one from this loop, as a
+                    settle(inner, outer)  # callback each would nest a frame deeper per delivery
+                    continue
                 inner.add_done_callback(lambda done, outer=outer: ended(done, outer))  # type: ignore[misc]
                 return
 
-        def ended(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
+        def settle(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
             exc = done.exception()
             if exc is not None:
                 outer.set_exception(exc)
@@ -110,6 +115,9 @@ class Broadcaster:
                 outer.set_result(done.result())
                 if fail_fast and not done.result().ok:
                     cancel.set()  # the others' retry waits and waits for a host slot end at once
+
+        def ended(done: "Future[DeliveryResult]", outer: "Future[DeliveryResult]") -> None:
+            settle(done, outer)
             next_one()
 
         for _ in range(min(in_flight, len(queue))):
@@ -132,9 +140,13 @@ class Broadcaster:
         cancelled = [safe_endpoint(e) for e, r in results.items() if r.error == CANCELLED]
         if cancel.is_set() and (unfinished or cancelled):
             self._stats.incr("broadcasts_cancelled")
-            self.logger.warning("broadcast cut short", fail_fast=fail_fast,
-                                failed=[safe_endpoint(e) for e, r in results.items() if not r.ok],
-                                cancelled=cancelled, not_waited_for=unfinished)
+            failed = [safe_endpoint(e) for e, r in results.items() if not r.ok and r.error not in (CANCELLED, NOT_WAITED_FOR)]
+            self.logger.warning("broadcast to {endpoints} endpoints cut short by {cause}: {failed_count} failed "
+                                "{failed}, {cancelled_count} cancelled before sending {cancelled}, {in_flight} "
+                                "still in flight and not waited for {not_waited_for}", endpoints=len(futures),
+                                cause="fail_fast" if fail_fast else "stop()",
+                                failed_count=len(failed), failed=failed, cancelled_count=len(cancelled),
+                                cancelled=cancelled, in_flight=len(unfinished), not_waited_for=unfinished)
         return results
 
 

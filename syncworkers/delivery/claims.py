@@ -73,8 +73,10 @@ class Claims:
             return
         try:
             self.outbox.renew(ids)
-        except self.outbox.errors:
-            self.logger.exception("could not renew the leases of in-flight deliveries", in_flight=len(ids))
+        except self.outbox.errors as exc:
+            self.logger.exception("could not renew the leases of {in_flight} deliveries in flight: {error}; "
+                                  "trying again at the next renewal", in_flight=len(ids),
+                                  error=f"{type(exc).__name__}: {exc}")
 
     def hand_back(self) -> int:
         """Release every claim held (pending again, attempts unchanged); how many the outbox released."""
@@ -83,9 +85,10 @@ class Claims:
             return 0
         try:
             return self.outbox.release(ids)
-        except self.outbox.errors:  # closed or locked: their leases expire instead
-            self.logger.exception("could not hand back in-flight deliveries; their leases will expire",
-                                  in_flight=len(ids))
+        except self.outbox.errors as exc:  # closed or locked: their leases expire instead
+            self.logger.exception("could not hand back {in_flight} deliveries in flight: {error}; they are sent "
+                                  "again when their leases expire", in_flight=len(ids),
+                                  error=f"{type(exc).__name__}: {exc}")
             return 0
 
 

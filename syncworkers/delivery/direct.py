@@ -15,13 +15,15 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from ..exceptions import RequestError
 from ..http.client import HTTPClient
 from ..http.messages import Response
-from ..http.outcome import Kind, classify_error
+from ..http.outcome import Kind, Outcome, classify_error
 from ..observability import events
+from ..observability.logging import plural
 from ..observability.metrics import Metrics
 from ..signals import StopSignal
 from ..signing import Signer
+from . import capture
 from .checks import InputChecks, Webhook
-from .request import DeliveryResult, delivery_headers
+from .request import DeliveryResult, delivery_headers, safe_endpoint
 
 #: The error of a send asked of a worker whose run was stopped.
 STOPPED = "worker stopped"
@@ -63,8 +65,11 @@ class DirectSender:
     def send(self, webhook: Webhook, cancel: threading.Event) -> DeliveryResult:
         """POST a checked *webhook*; *cancel* cuts its retry waits short."""
         # Built once: every attempt carries the same id, timestamp and signature.
-        request = self.client.build("POST", webhook.url, data=webhook.body,
-                                    headers=delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers))
+        headers = delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers)
+        captured = self._captured(webhook, headers)
+        if captured is not None:
+            return captured
+        request = self.client.build("POST", webhook.url, data=webhook.body, headers=headers)
         started = time.monotonic()
         try:
             response = self.client.send(request, url=webhook.url, cancel=cancel, allow_redirects=False)
@@ -75,11 +80,15 @@ class DirectSender:
     def start(self, webhook: Webhook, cancel: StopSignal) -> "Future[DeliveryResult]":
         """:meth:`send` without holding a thread (``client.can_submit``: libcurl's multi interface); the
         future ends with the result on the client's I/O thread."""
-        request = self.client.build("POST", webhook.url, data=webhook.body,
-                                    headers=delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers))
-        started = time.monotonic()
+        headers = delivery_headers(webhook.id, webhook.body, self.signer, webhook.headers)
         result: "Future[DeliveryResult]" = Future()
         result.set_running_or_notify_cancel()
+        captured = self._captured(webhook, headers)
+        if captured is not None:
+            result.set_result(captured)
+            return result
+        request = self.client.build("POST", webhook.url, data=webhook.body, headers=headers)
+        started = time.monotonic()
 
         def ended(done: "Future[Response]") -> None:
             exc = done.exception()
@@ -95,6 +104,16 @@ class DirectSender:
 
         self.client.submit(request, url=webhook.url, cancel=cancel).add_done_callback(ended)
         return result
+
+    @staticmethod
+    def _captured(webhook: Webhook, headers: Mapping[str, str]) -> Optional[DeliveryResult]:
+        """The result of a webhook a test's capture took instead of the wire (nothing sent, nothing counted:
+        the caller sees it accepted), or None when no capture is attached."""
+        if capture.capturing() and capture.hand(capture.CapturedWebhook(
+                webhook.id, safe_endpoint(webhook.endpoint), webhook.url, webhook.body, dict(headers))):
+            return DeliveryResult.from_outcome(webhook.endpoint, webhook.url, Outcome(Kind.SUCCESS), 0, 0.0,
+                                               webhook.id)
+        return None
 
     def finish(self, webhook: Webhook, started: float, response: Optional[Response],
                error: Optional[RequestError]) -> DeliveryResult:
@@ -123,15 +142,22 @@ class DirectSender:
         stats.incr("attempts", result.attempts)
         stats.incr("retried", max(0, result.attempts - 1))
         stats.observe("delivery_seconds", result.duration)
-        fields: Dict[str, Any] = dict(endpoint=result.endpoint, url=result.url, status=result.status_code,
-                                      attempts=result.attempts, delivery_id=result.delivery_id,
+        fields: Dict[str, Any] = dict(delivery_id=result.delivery_id, url=result.url, endpoint=result.endpoint,
+                                      status_code=result.status_code, attempts=result.attempts,
                                       duration=round(result.duration, 3))
         if result.ok:
             stats.incr("delivered")
-            self.logger.info("webhook delivered", **fields)
+            self.logger.info("webhook {delivery_id} to {url} delivered: status {status_code} after {attempts} "
+                             + plural(result.attempts, "attempt"), **fields)
         else:
             stats.incr("failed")
-            getattr(self.logger, level)("webhook not delivered", error=result.error, **fields)
+            log = getattr(self.logger, level)
+            if result.attempts:
+                log("webhook {delivery_id} to {url} not delivered: {error}; given up after {attempts} "
+                    + plural(result.attempts, "attempt"), error=result.error, **fields)
+            else:
+                log("webhook {delivery_id} to {url} not delivered: {error}; nothing was sent", error=result.error,
+                    **fields)
         return result
 
 

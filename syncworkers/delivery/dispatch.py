@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
 from .attempt import Sent, send_once
-from ..observability.logging import get_logger
+from ..exceptions import safe_url
+from ..observability.logging import get_logger, plural
 from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore
 from ..outbox.health import DEFAULT_DISABLE_AFTER
@@ -141,7 +142,8 @@ class Dispatcher:
         try:
             return self._flush(stop, deadline, _Goal(due_only, on_turn))
         except self.outbox.errors as exc:
-            self.logger.error("flush: the outbox cannot be used", outbox=self.outbox.path, error=_describe(exc))
+            self.logger.error("flush: the outbox cannot be used ({outbox}): {error}; what is pending stays pending",
+                              outbox=_where(self.outbox), error=_describe(exc))
             return False
 
     def _flush(self, stop: threading.Event, deadline: Deadline, goal: "_Goal") -> bool:
@@ -217,8 +219,8 @@ class Dispatcher:
             if goal is not None and self._record_failures != record_failures:
                 # The store takes no outcome (full disk, damaged file): what is claimed stays so until
                 # its lease expires; waiting for that would only repeat the attempts.
-                self.logger.error("flush: the outbox could not record an outcome; giving up",
-                                  outbox=self.outbox.path)
+                self.logger.error("flush: the outbox could not record an outcome ({outbox}); giving up (what is "
+                                  "claimed is sent again when its lease expires)", outbox=_where(self.outbox))
                 return False
             try:
                 claimed = self._dispatch_due()
@@ -244,20 +246,21 @@ class Dispatcher:
         """The loop goes on when the store fails (a database restarting): say so once, not every turn."""
         if not self._store_failing:
             self._store_failing = True
-            self.logger.error("the outbox cannot be used; the loop looks again every poll interval",
-                              outbox=self.outbox.path, error=_describe(exc), poll_interval=self.poll_interval)
+            self.logger.error("the outbox cannot be used ({outbox}): {error}; looking again every {poll_interval}s",
+                              outbox=_where(self.outbox), error=_describe(exc), poll_interval=self.poll_interval)
 
     def _store_answered(self) -> None:
         if self._store_failing:
             self._store_failing = False
-            self.logger.info("the outbox answers again", outbox=self.outbox.path)
+            self.logger.info("the outbox answers again ({outbox})", outbox=_where(self.outbox))
 
     def _none_held(self) -> bool:
         """True unless deliveries wait for a disabled endpoint (nothing is pending otherwise)."""
         held = self.outbox.counts().get("held", 0)
         if held:
-            self.logger.warning("deliveries are held for disabled endpoints: `syncworkers outbox endpoints` "
-                                "lists them, `syncworkers outbox enable` releases them", held=held)
+            self.logger.warning("{held} " + plural(held, "delivery", "deliveries")
+                                + " held for disabled endpoints: `syncworkers outbox endpoints` lists them, "
+                                "`syncworkers outbox enable` releases them", held=held)
         return not held
 
     def _dispatch_due(self) -> int:
@@ -344,7 +347,9 @@ class Dispatcher:
             try:
                 sent = self._send(delivery, at)
             except Exception as exc:  # a bug, not the receiver: spend an attempt, keep the delivery
-                self.logger.exception("webhook attempt raised", delivery_id=delivery.id)
+                self.logger.exception("webhook {delivery_id} to {url}: the attempt raised {error}; it counts as a "
+                                      "failed attempt", delivery_id=delivery.id, url=safe_url(delivery.url),
+                                      error=_describe(exc))
                 sent = classify_error(exc)
             if isinstance(sent, Outcome):
                 sent = Sent(sent, time.monotonic() - started)
@@ -397,6 +402,11 @@ class _Goal:
 
     due_only: bool = False
     on_turn: Optional[Callable[[], None]] = None
+
+
+def _where(outbox: OutboxStore) -> str:
+    """The outbox in a sentence: its path, never with a password."""
+    return outbox.path or "(in memory)"
 
 
 def _describe(exc: BaseException) -> str:

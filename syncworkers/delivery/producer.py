@@ -17,18 +17,20 @@ from ..exceptions import ConfigError, OutboxError, WorkerError
 from ..http.client import HTTPClient
 from ..http.limits import HostLimiter
 from ..http.retry import RetryPolicy
-from ..observability.logging import redact_text
+from ..observability import tracing
+from ..observability.logging import plural, redact_text
 from ..observability.metrics import Metrics
 from ..outbox import Delivery, OutboxStore, open_outbox
 from ..scheduling.jobs import Job, LoopJob
 from ..scheduling.runner import Runner
 from ..signals import StopSignal
 from ..signing import Signer
+from . import capture
 from .attempt import Sent, launch_once, send_once
 from .checks import InputChecks
 from .dispatch import Dispatcher
 from .pool import DeliveryPool
-from .request import safe_endpoint
+from .request import delivery_headers, safe_endpoint
 
 
 class OutboxProducer:
@@ -136,14 +138,20 @@ class OutboxProducer:
         webhook = self.checks.one(endpoint, data, headers, delivery_id)
         dispatcher = self.dispatcher
         outbox = dispatcher.outbox
+        # The caller's current span (a web request's): every attempt, wherever and whenever, is its child.
+        trace_context = tracing.carrier() if tracing.enabled else None
         try:
             stored = outbox.add(safe_endpoint(webhook.endpoint), webhook.url, webhook.body, webhook.headers,
-                                id=webhook.id, connection=connection)
+                                id=webhook.id, connection=connection, trace_context=trace_context)
         except outbox.errors as exc:
             if connection is not None:
                 raise  # the caller's own connection and transaction: their error, as raised
             raise OutboxError(f"the webhook was not stored: the outbox {outbox.path or '(in memory)'} cannot "
                               f"take it ({type(exc).__name__}: {redact_text(str(exc))})") from exc
+        if capture.capturing():  # a test's: it asks the outbox later whether the caller's transaction kept it
+            first = delivery_headers(stored, webhook.body, self.signer, webhook.headers)  # what attempt 1 carries
+            capture.hand(capture.CapturedWebhook(stored, safe_endpoint(webhook.endpoint), webhook.url, webhook.body,
+                                                 dict(first), enqueued=True), outbox)
         dispatcher.wakeup()
         return stored
 
@@ -152,7 +160,7 @@ class OutboxProducer:
         try:
             dispatcher = self.dispatcher
         except ConfigError as exc:  # the outbox file cannot be opened (corrupted, removed)
-            self.logger.error("flush: the outbox cannot be opened", error=str(exc))
+            self.logger.error("flush: the outbox cannot be opened: {error}", error=str(exc))
             return False
         return dispatcher.flush(timeout, self._run())
 
@@ -167,7 +175,7 @@ class OutboxProducer:
             if self.outbox.counts()["dead"] > dead_before:
                 return "outbox deliveries died"
         except (ConfigError, *self._errors()) as exc:  # type: ignore[misc]  # a tuple of classes
-            self.logger.error("run_once: the outbox cannot be used", error=f"{type(exc).__name__}: {exc}")
+            self.logger.error("run_once: the outbox cannot be used: {error}", error=f"{type(exc).__name__}: {exc}")
             return "the outbox cannot be used"
         return None
 
@@ -202,7 +210,9 @@ class OutboxProducer:
             return
         released = dispatcher.abandon()
         if released:
-            self.logger.warning("outbox deliveries in flight at stop() handed back", released=released)
+            self.logger.warning("stop(): {released} outbox " + plural(released, "delivery", "deliveries")
+                                + " in flight handed back: pending again, sent later with the same webhook-id",
+                                released=released)
         self.report_pending("stopped")
 
     def report_pending(self, when: str) -> None:
@@ -216,9 +226,12 @@ class OutboxProducer:
             return
         self._pending_reported = left
         if outbox is not None and outbox.durable:
-            self.logger.info(f"{when} with deliveries left pending in the outbox", pending=left)
+            self.logger.info(f"{when} with {{pending}} {plural(left, 'delivery', 'deliveries')} left pending "
+                             "in the outbox {outbox}: the next run delivers them", pending=left,
+                             outbox=outbox.path or "(in memory)")
         else:
-            self.logger.warning(f"{when} with deliveries pending in an in-memory outbox: they are lost when "
+            self.logger.warning(f"{when} with {{pending}} {plural(left, 'delivery', 'deliveries')} pending "
+                                "in an in-memory outbox: they are lost when "
                                 "the process exits (set WEBHOOK_OUTBOX_URL or WEBHOOK_OUTBOX_PATH for a durable "
                                 "outbox)", pending=left)
 

@@ -64,14 +64,17 @@ class OutcomeRecorder:
         except outbox.errors as exc:
             if abandoned:
                 # stop() timed out and handed the claim back; close() may have closed the outbox since.
-                self.logger.warning("webhook outcome not recorded after stop(): the delivery stays pending "
-                                    "and will be sent again (same webhook-id)", delivery_id=id, status=status,
-                                    error=str(exc))
+                self.logger.warning("webhook {delivery_id}: its outcome (status {status_code}) was not recorded "
+                                    "after stop(): {error}; it stays pending and is sent again (same webhook-id)",
+                                    delivery_id=id, status_code=status, error=str(exc))
             else:
-                self.logger.exception("could not record a webhook outcome; it will be retried when its lease "
-                                      "expires", delivery_id=id)
+                self.logger.exception("webhook {delivery_id}: its outcome (status {status_code}) could not be "
+                                      "recorded in the outbox {outbox}: {error}; it is sent again when its lease "
+                                      "expires", delivery_id=id, status_code=status, outbox=self.outbox.path or
+                                      "(in memory)", error=f"{type(exc).__name__}: {exc}")
             return False
-        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats)
+        report(delivery, attempt.kind, status, verdict, now, next_at, self.logger, self._stats, error=attempt.error,
+               max_attempts=self.policy.max_attempts)
         return True
 
 

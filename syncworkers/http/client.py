@@ -15,20 +15,13 @@ retries, host limits, redirects, the attempt hook) lives here, above the seam.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Mapping, MutableMapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple, Union
 
 import requests
-from requests.models import PreparedRequest
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_auth_from_url, get_netrc_auth, requote_uri
 
-from ..version import __version__
-from .breaker import BreakerRegistry, HostBreaker
-from .headers import check_header, header_problem
 from ..config.settings import HTTPClientConfig, RetryConfig
 from ..config.validators import checked, count
 from ..exceptions import (
@@ -44,45 +37,16 @@ from ..exceptions import (
 from ..observability.logging import get_logger, install_urllib3_redaction
 from ..observability.redaction import Redactor
 from ..signals import StopSignal
-from .messages import HeaderValue, Request, Response
-from .outcome import classify_error, classify_status
-from .payloads import query_string, request_body
-from .retry import RetryPolicy, parse_retry_after
-from .limits import HostLimiter, host_key
-from .redirects import REDIRECT_STATUSES, Hop, follow
-from .transport import Timeout, as_timeouts, make_transport
+from .attempts import Attempts, with_headers
+from .breaker import BreakerRegistry
+from .building import DEFAULT_USER_AGENT, RequestBuilder, new_session
+from .limits import HostLimiter
+from .messages import Request, Response
+from .redirects import REDIRECT_STATUSES, follow
+from .retry import RetryPolicy
+from .submission import Submission
+from .transport import Timeout, make_transport
 from .transport.base import deadline_exceeded
-from .cookies import cookie_header, has_cookies
-from .urls import join_url
-
-DEFAULT_USER_AGENT = f"syncworkers/{__version__} python-requests/{getattr(requests, '__version__')}"
-#: Entries kept in each per-URL cache of a client (prepared URLs, breakers) before it is cleared.
-_URL_CACHE_SIZE = 1024
-#: A merged header set: lowercase name -> (name as given, value), in order.
-_HeaderMap = Dict[str, Tuple[str, HeaderValue]]
-
-
-class _Target(NamedTuple):
-    """What a URL a caller asks for comes to, worked out once: the URL sent, its breaker and host key."""
-
-    url: str  #: as requests prepares it (IDNA host, quoted path)
-    breaker: HostBreaker
-    host: str  #: ``host:port``: what host limits count per
-    credentials: bool  #: the URL has userinfo (sent as Basic auth, as requests does)
-
-
-class _WatchedHeaders(CaseInsensitiveDict):  # type: ignore[type-arg]
-    """The session's headers, counting changes so that the client re-reads them only after one."""
-
-    version = 0
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self.version += 1
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self.version += 1
 
 
 class HTTPClient:
@@ -121,54 +85,27 @@ class HTTPClient:
         install_urllib3_redaction(self.redactor)
         self.logger = logger or get_logger("syncworkers.http.client", redactor=self.redactor)
         self.pool_size = max(self.config.max_connections, checked("threads", threads, count(text=False)))
-        self.session = self._build_session()
+        self.session = new_session(self.config)
         self.transport = make_transport(self.config, self.session, self.pool_size, clock)
         self.deadline = self.config.effective_deadline
+        #: Builds what each call sends (the project's Request) and the per-URL pieces.
+        self.builder = RequestBuilder(self.config, self.session, self.breakers, self.timeout, self.deadline)
         # Threads inside the transport now (ident -> URL): stop() guarantees rely on it.
         self._in_flight: Dict[int, str] = {}
         #: The in-call retry policy (immutable: one value serves every call).
         self.retry_policy = RetryPolicy.from_config(self.retry_config)
-        self._timeouts = as_timeouts(self.timeout)
-        self._targets: Dict[str, _Target] = {}
         self._multi: Any = None  # the transport's multi driver, once submit() is used
         self._multi_lock = threading.Lock()
-        self._absolute_urls: Dict[str, str] = {}
         #: At most ``max_in_flight_per_host`` attempts on the wire to one host:port at once.
         self.limiter = HostLimiter(self.config.max_in_flight_per_host)
-        self._defaults: Optional[_HeaderMap] = None  # the session's headers, checked (None: read again)
-        self._defaults_of: Tuple[Any, int] = (None, -1)  # (headers object, version) they were read from
         #: Called as ``(url, status, error, seconds)`` after every attempt (each retry too).
         self.on_attempt: Optional[Callable[[str, Optional[int], Optional[BaseException], float], None]] = None
-
-    def _build_session(self) -> requests.Session:
-        cfg = self.config
-        session = requests.Session()
-        session.trust_env = cfg.trust_env
-        session.verify = cfg.verify_ssl
-        if cfg.ssl_cert_file:
-            session.cert = (cfg.ssl_cert_file, cfg.ssl_key_file) if cfg.ssl_key_file else cfg.ssl_cert_file
-        headers = _WatchedHeaders(session.headers)
-        headers["User-Agent"] = cfg.user_agent or DEFAULT_USER_AGENT
-        # Auth first, so that explicitly given headers (default_headers, per call) win over it.
-        if cfg.auth_type == "bearer":
-            headers["Authorization"] = f"Bearer {cfg.bearer_token}"
-        elif cfg.auth_type == "api_key":
-            headers[cfg.api_key_header] = cfg.api_key or ""  # validated: set when auth_type is api_key
-        elif cfg.auth_type == "basic":
-            headers["Authorization"] = f"Basic {cfg.basic_credentials}"
-        headers.update(cfg.default_headers)
-        session.headers = headers
-        return session
 
     # -- public API -------------------------------------------------------------
 
     def url_for(self, url: str) -> str:
         """An absolute URL: *url* itself, or *url* joined to ``base_url`` (see :func:`~syncworkers.http.urls.join_url`)."""
-        absolute = self._absolute_urls.get(url)
-        if absolute is None:
-            absolute = join_url(self.config.base_url, url)
-            self._remember(self._absolute_urls, url, absolute)
-        return absolute
+        return self.builder.url_for(url)
 
     def request(self, method: str, url: str, *, params: Any = None, headers: Optional[Mapping[str, Any]] = None,
                 json: Any = None, data: Any = None, timeout: Optional[Timeout] = None,
@@ -201,46 +138,7 @@ class HTTPClient:
         """The :class:`~syncworkers.http.messages.Request` a call sends: *url* (absolute) with *params*,
         the session's headers with *headers* over them (None removes one), cookies, the body of
         *json* / *data*, the timeouts and the deadline. Build once, :meth:`send` as often as needed."""
-        method = method.upper()
-        target = self._target(url)
-        sent_url = target.url
-        session = self.session
-        if session.params or session.auth is not None:
-            return self._build_by_requests(method, url, params, headers, json, data, timeout)
-        if params:
-            sent_url = _with_query(sent_url, query_string(params))
-        merged = self._default_headers()
-        copied = False
-        if headers:
-            merged, copied = dict(merged), True
-            for name, value in headers.items():
-                if value is None:  # None removes a session header, as in requests
-                    merged.pop(name.lower(), None)
-                else:
-                    check_header(name, value)
-                    merged[name.lower()] = (name, value)
-        # requests' order: the session's and the call's headers, cookies, the body's type, auth.
-        jar = session.cookies
-        if has_cookies(jar):
-            cookie = cookie_header(jar, sent_url, {pair[0]: pair[1] for pair in merged.values()})
-            if cookie is not None:
-                if not copied:
-                    merged, copied = dict(merged), True
-                merged["cookie"] = ("Cookie", cookie)
-        body, content_type = request_body(data, json) if data is not None or json is not None else (None, None)
-        if content_type is not None and "content-type" not in merged:
-            if not copied:
-                merged, copied = dict(merged), True
-            merged["content-type"] = ("Content-Type", content_type)
-        credentials = get_netrc_auth(url) if session.trust_env else None
-        if credentials is None and target.credentials:
-            credentials = get_auth_from_url(sent_url)
-        if credentials is not None and any(credentials):
-            if not copied:
-                merged, copied = dict(merged), True
-            merged["authorization"] = ("Authorization", _basic(*credentials))
-        timeouts = self._timeouts if timeout is None else as_timeouts(timeout)
-        return Request(method, sent_url, tuple(merged.values()), body, timeouts, self.deadline)
+        return self.builder.build(method, url, params=params, headers=headers, json=json, data=data, timeout=timeout)
 
     def send(self, request: Request, *, url: Optional[str] = None,
              retry: Union[RetryConfig, RetryPolicy, bool, None] = None, cancel: Optional[threading.Event] = None,
@@ -252,7 +150,7 @@ class HTTPClient:
         """
         cancel = cancel or self.stop_event
         follow = self.config.follow_redirects if allow_redirects is None else allow_redirects
-        call = _Attempts(self, request, request.url if url is None else url, self._policy(retry), cancel)
+        call = self._attempts(request, url, retry, cancel)
         call.begin()
         try:
             while True:
@@ -260,7 +158,7 @@ class HTTPClient:
                 sent_at = self._clock()
                 try:
                     response = self._send(request, follow, call.url, call.target.host,
-                                          cancel if limit_host else None)
+                                          cancel if limit_host else None, call)
                 except RetryInterrupted as exc:  # stopped while waiting for a slot: nothing sent
                     exc.attempts = call.attempt - 1
                     raise
@@ -272,7 +170,7 @@ class HTTPClient:
                     if again is None:
                         return response
                     wait, reason = again, response.outcome.error or ""
-                self._pause(wait, reason, call.attempt, request.method, call.url, cancel)
+                self._pause(wait, reason, call, cancel)
         finally:
             call.end()
 
@@ -287,77 +185,17 @@ class HTTPClient:
         once when *cancel* is set. Redirects are not followed.
         """
         driver = self._driver()
-        future: "Future[Response]" = Future()
-        future.set_running_or_notify_cancel()
         signal = cancel if cancel is not None else self._stop_signal()
-        call = _Attempts(self, request, request.url if url is None else url, self._policy(retry), signal)
+        call = self._attempts(request, url, retry, signal)
         try:
             call.begin()
         except CircuitOpenError as exc:
-            future.set_exception(exc)
-            return future
+            failed: "Future[Response]" = Future()
+            failed.set_running_or_notify_cancel()
+            failed.set_exception(exc)
+            return failed
         limiter = self.limiter if limit_host and self.limiter.limit is not None else None
-        host = call.target.host
-        waiting: List[bool] = [False]  # a retry wait is on
-
-        def fail(exc: BaseException) -> None:
-            call.end()
-            if not future.done():
-                future.set_exception(exc)
-
-        def attempt() -> None:
-            waiting[0] = False
-            if signal.is_set() and call.attempt:
-                fail(RetryInterrupted("retry wait interrupted", url=call.url, method=request.method,
-                                      attempts=call.attempt))
-            elif limiter is not None:
-                limiter.when_free(host, signal, go)
-            else:
-                go(False)
-
-        def go(held: bool) -> None:
-            if limiter is not None and not held:
-                fail(RetryInterrupted("interrupted while waiting for a slot of the host", url=call.url,
-                                      method=request.method, attempts=call.attempt))
-                return
-            call.attempt += 1
-            sent_at = self._clock()
-            driver.submit(request, call.url).add_done_callback(lambda done: ended(done, sent_at, held))
-
-        def ended(done: "Future[Response]", sent_at: float, held: bool) -> None:
-            if held:
-                limiter.release(host)  # type: ignore[union-attr]
-            try:
-                exc = done.exception()
-                if exc is None:
-                    response = done.result()
-                    again = call.answered(response, sent_at)
-                    if again is None:
-                        call.end()
-                        future.set_result(response)
-                        return
-                    wait, reason = again, response.outcome.error or ""
-                elif isinstance(exc, (TransportError, ResponseTooLarge)):
-                    wait = call.failed(exc, sent_at)
-                    reason = str(exc)
-                else:
-                    raise exc
-            except BaseException as error:
-                fail(error)
-                return
-            self._log_retry(wait, reason, call.attempt, request.method, call.url)
-            waiting[0] = True
-            driver.call_later(wait, attempt)
-            signal.on_set(lambda: driver.call_soon(interrupt))
-
-        def interrupt() -> None:
-            if waiting[0]:
-                waiting[0] = False
-                fail(RetryInterrupted("retry wait interrupted", url=call.url, method=request.method,
-                                      attempts=call.attempt))
-
-        driver.call_soon(attempt)
-        return future
+        return Submission(driver, call, signal, limiter, self._clock, self._log_retry).start()
 
     @property
     def can_submit(self) -> bool:
@@ -399,6 +237,13 @@ class HTTPClient:
 
     # -- internals ----------------------------------------------------------------
 
+    def _attempts(self, request: Request, url: Optional[str], retry: Union[RetryConfig, RetryPolicy, bool, None],
+                  cancel: threading.Event) -> Attempts:
+        """The bookkeeping of one call of *request* (*url*: what the caller asked for, by default the request's)."""
+        url = request.url if url is None else url
+        return Attempts(request, url, self._policy(retry), cancel, self.builder.target(url), self._attempted,
+                        self.redactor)
+
     def _policy(self, retry: Union[RetryConfig, RetryPolicy, bool, None]) -> Optional[RetryPolicy]:
         if retry is False:
             return None
@@ -427,67 +272,31 @@ class HTTPClient:
         stop = self.stop_event
         return stop if isinstance(stop, StopSignal) else StopSignal.any(stop)
 
-    def _target(self, url: str) -> _Target:
-        """The per-URL pieces of *url*, worked out on its first use."""
-        target = self._targets.get(url)
-        if target is None:
-            target = _Target(_prepared_url(url), self.breakers.for_url(url), host_key(url),
-                             "@" in url.split("?", 1)[0].split("#", 1)[0])
-            self._remember(self._targets, url, target)
-        return target
-
-    def _default_headers(self) -> _HeaderMap:
-        """The session's headers, checked, re-read only after they changed (never mutate the result)."""
-        headers = self.session.headers
-        version = getattr(headers, "version", -1)
-        defaults = self._defaults
-        if defaults is None or self._defaults_of[0] is not headers or version != self._defaults_of[1] or version < 0:
-            merged: _HeaderMap = {}
-            for name, value in headers.items():
-                problem = header_problem(name, value, caller=False)  # requests' own Connection is fine here
-                if problem is not None:
-                    raise ValueError(problem)
-                merged[name.lower()] = (name, value)
-            self._defaults, self._defaults_of = merged, (headers, version)
-            defaults = merged
-        return defaults
-
-    def _build_by_requests(self, method: str, url: str, params: Any, headers: Optional[Mapping[str, Any]],
-                           json: Any, data: Any, timeout: Optional[Timeout]) -> Request:
-        """requests' own preparation, for a session given params or an auth object after construction."""
-        for name, value in (headers or {}).items():
-            if value is not None:  # None removes a session header, as in requests
-                check_header(name, value)  # on requests' own path too: the transport's headers are refused
-        prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, params=params,
-                                                                 json=json, data=data))
-        body, _ = request_body(prepared.body, None)
-        timeouts = self._timeouts if timeout is None else as_timeouts(timeout)
-        pairs = tuple((str(k), v) for k, v in prepared.headers.items() if k.lower() != "content-length")
-        return Request(method, prepared.url or url, pairs, body, timeouts, self.deadline)
-
-    @staticmethod
-    def _remember(cache: Dict[str, Any], key: str, value: Any) -> None:
-        if len(cache) >= _URL_CACHE_SIZE:
-            cache.clear()  # many distinct URLs (e.g. query strings): keep the cache bounded
-        cache[key] = value
-
     def _attempted(self, url: str, status: Optional[int], error: Optional[BaseException], sent_at: float) -> None:
         if self.on_attempt is not None:
             self.on_attempt(url, status, error, self._clock() - sent_at)
 
-    def _log_retry(self, wait: float, reason: str, attempt: int, method: str, url: str) -> None:
-        self.logger.info("retrying request", method=method, url=safe_url(url), attempt=attempt,
-                         reason=reason, wait=round(wait, 3))
+    def _log_retry(self, wait: float, reason: str, call: Attempts) -> None:
+        # A webhook is named by its id (its webhook-id header), any other call by its method.
+        request = call.request
+        delivery_id = request.header("webhook-id")
+        subject: Dict[str, Any] = {"delivery_id": delivery_id} if delivery_id else {}
+        self.logger.info(("webhook {delivery_id} to {url}" if delivery_id else "{method} {url}")
+                         + " failed: {error}; retry in {retry_in}s (attempt {next_attempt} of {max_attempts})",
+                         **subject, method=request.method, url=safe_url(call.url), error=reason,
+                         retry_in=round(wait, 3), next_attempt=call.attempt + 1,
+                         max_attempts=call.policy.max_attempts if call.policy is not None else call.attempt)
 
-    def _pause(self, wait: float, reason: str, attempt: int, method: str, url: str,
-               cancel: threading.Event) -> None:
-        self._log_retry(wait, reason, attempt, method, url)
+    def _pause(self, wait: float, reason: str, call: Attempts, cancel: threading.Event) -> None:
+        self._log_retry(wait, reason, call)
         if cancel.wait(wait):
-            raise RetryInterrupted("retry wait interrupted", url=url, method=method, attempts=attempt)
+            raise RetryInterrupted("retry wait interrupted", url=call.url, method=call.request.method,
+                                   attempts=call.attempt)
 
     def _send(self, request: Request, follow: bool, url: str, host: str,
-              cancel: Optional[threading.Event]) -> Response:
-        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted)."""
+              cancel: Optional[threading.Event], call: Optional[Attempts] = None) -> Response:
+        """One attempt, holding a slot of the host (unless *cancel* is None: no slot wanted), a span of *call*'s
+        trace."""
         limiter = self.limiter
         held = limiter.limit is not None and cancel is not None
         if held and not limiter.acquire(host, cancel):  # type: ignore[arg-type]
@@ -496,13 +305,19 @@ class HTTPClient:
         me = threading.get_ident()
         self._in_flight[me] = url
         try:
-            if not follow:
-                return self.transport.send(request, url=url)
-            return self._send_following(request, url)
+            if call is not None and call.trace is not None:
+                return call.trace.send(call.attempt, request, with_headers,
+                                       lambda sent: self._on_wire(sent, follow, url))
+            return self._on_wire(request, follow, url)
         finally:
             del self._in_flight[me]
             if held:
                 limiter.release(host)
+
+    def _on_wire(self, request: Request, follow: bool, url: str) -> Response:
+        if not follow:
+            return self.transport.send(request, url=url)
+        return self._send_following(request, url)
 
     def _send_following(self, request: Request, url: str) -> Response:
         """One attempt that follows redirects itself (the same for every transport).
@@ -536,113 +351,7 @@ class HTTPClient:
                          {str(name): value for name, value in request.headers},  # type: ignore[misc]
                          request.body, self.redactor.is_secret_key)
             history.append(response)
-            request = self._hop_request(hop, request)
-
-    def _hop_request(self, hop: Hop, previous: Request) -> Request:
-        """The request a redirect leads to; cookies from the jar only on the same origin."""
-        url = _prepared_url(hop.url)
-        headers: Dict[str, Tuple[str, HeaderValue]] = {
-            name.lower(): (name, value) for name, value in hop.headers.items()}
-        headers.pop("cookie", None)  # recomputed for the new URL, or dropped with the origin
-        if hop.body is None:
-            headers.pop("content-length", None)
-            headers.pop("transfer-encoding", None)
-        jar = self.session.cookies
-        # A cookie jar ignores ports: only the origin rule keeps host A's cookies from host B.
-        if not hop.cross_origin and has_cookies(jar):
-            cookie = cookie_header(jar, url, {pair[0]: pair[1] for pair in headers.values()})
-            if cookie is not None:
-                headers["cookie"] = ("Cookie", cookie)
-        return previous._replace(method=hop.method, url=url, headers=tuple(headers.values()), body=hop.body)
-
-
-class _Attempts:
-    """The bookkeeping of one call's attempts, shared by :meth:`HTTPClient.send` (a thread) and
-    :meth:`HTTPClient.submit` (callbacks): the breaker's verdict, the attempt hook, the outcome and
-    whether the retry policy wants another attempt."""
-
-    __slots__ = ("client", "request", "url", "policy", "cancel", "target", "attempt", "settled")
-
-    def __init__(self, client: HTTPClient, request: Request, url: str, policy: Optional[RetryPolicy],
-                 cancel: threading.Event) -> None:
-        self.client = client
-        self.request = request
-        self.url = url
-        self.policy = policy
-        self.cancel = cancel
-        self.target = client._target(url)
-        self.attempt = 0
-        self.settled = False
-
-    def begin(self) -> None:
-        """Ask the host's breaker; CircuitOpenError (nothing sent) when its circuit is open."""
-        try:
-            self.target.breaker.before_request()
-        except CircuitOpenError as exc:
-            raise CircuitOpenError(str(exc), host=exc.host, remaining=exc.remaining, url=self.url,
-                                   method=self.request.method) from None
-
-    def answered(self, response: Response, sent_at: float) -> Optional[float]:
-        """Seconds to wait before another attempt, or None: *response* is final (annotated)."""
-        client = self.client
-        status = response.status_code
-        client._attempted(self.url, status, None, sent_at)
-        if 200 <= status < 300:
-            outcome = classify_status(status)
-        else:
-            outcome = classify_status(status, response.reason,
-                                      retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        response.outcome = outcome
-        if self.policy is not None and not outcome.ok:
-            decision = self.policy.next(outcome, self.attempt)
-            if decision.wait is not None:
-                return decision.wait
-        self.target.breaker.record_outcome(outcome)
-        self.settled = True
-        response.attempts = self.attempt
-        return None
-
-    def failed(self, exc: RequestError, sent_at: float) -> float:
-        """Seconds to wait before another attempt; re-raises *exc* when it is final."""
-        self.client._attempted(self.url, exc.status, exc, sent_at)
-        outcome = classify_error(exc)
-        # Requests that may have reached the receiver (a refused address sent nothing).
-        exc.attempts = self.attempt if outcome.sent else self.attempt - 1
-        decision = None if self.policy is None else self.policy.next(outcome, self.attempt)
-        if decision is None or decision.wait is None:
-            self.target.breaker.record_outcome(outcome, exc)
-            self.settled = True
-            raise exc
-        return decision.wait
-
-    def end(self) -> None:
-        """The call is over: an unsettled one frees the breaker's probe permit."""
-        if not self.settled:
-            self.settled = True
-            self.target.breaker.release()
-
-
-def _prepared_url(url: str) -> str:
-    """*url* as requests sends it (IDNA host, quoted path): its own rule, asked once per URL."""
-    prepared = PreparedRequest()
-    prepared.prepare_url(url, None)
-    return prepared.url or url
-
-
-def _with_query(url: str, query: str) -> str:
-    """*url* with *query* added to its query string (before any fragment), as requests adds params."""
-    if not query:
-        return url
-    base, hash_, fragment = url.partition("#")
-    joined = f"{base}&{query}" if "?" in base and not base.endswith("?") else (
-        f"{base}{query}" if base.endswith("?") else f"{base}?{query}")
-    return requote_uri(joined + hash_ + fragment)
-
-
-def _basic(user: str, password: str) -> str:
-    """An ``Authorization`` value for Basic auth (Latin-1 credentials, as requests encodes them)."""
-    token = base64.b64encode(f"{user}:{password}".encode("latin-1")).decode("ascii")
-    return f"Basic {token}"
+            request = self.builder.hop_request(hop, request)
 
 
 def merge_headers(*layers: Optional[Mapping[str, str]]) -> MutableMapping[str, str]:

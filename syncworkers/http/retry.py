@@ -51,12 +51,15 @@ def parse_retry_after(value: Optional[str], cap: float = math.inf, now: Optional
     if value is None:
         return None
     if _DELTA.match(value):
-        seconds = float(int(value))
+        seconds = float(value)  # not int(): a hostile 5,000-digit value is inf, not a ValueError
     else:
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+        try:
+            seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+        except (ValueError, OverflowError):  # a date no calendar holds (year 99999999)
+            return None
     return min(max(seconds, 0.0), cap)
 
 

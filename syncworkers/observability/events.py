@@ -22,8 +22,8 @@ from ..http.outcome import is_poll_success, status_class
 logger = logging.getLogger(__name__)
 
 #: Poll outcomes: a 2xx (or 304) handled without error; another status (data, but an error);
-#: no usable response (transport error, open circuit, body too large); data_extractor or
-#: process_message raised; stop() cut a retry wait short.
+#: no usable response (transport error, open circuit, body too large or not decodable);
+#: data_extractor or process_message raised; stop() cut a retry wait short.
 POLL_OUTCOMES = ("success", "http_error", "request_error", "process_error", "interrupted")
 #: Delivery outcomes: a 2xx; a direct send that did not get one; an outbox delivery given up.
 DELIVERY_OUTCOMES = ("delivered", "failed", "dead")

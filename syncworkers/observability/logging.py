@@ -1,15 +1,22 @@
 """Structured logging: ``logger.info("msg", key=value)`` on top of stdlib logging, secrets redacted.
 
-:class:`StructuredLogger` wraps a stdlib :class:`logging.Logger`. Keyword
-fields travel on the record as ``record.fields`` (never as record attributes,
-so a field called ``name`` or ``msg`` is fine), merged with the bound context.
-Before a record is created the message, the fields and the formatted traceback
-are redacted, so any handler (a Django ``LOGGING`` config, pytest's caplog)
-sees only masked values; :class:`TextFormatter` and :class:`JSONFormatter`
-redact their final output once more. A logger masks with the
-:class:`~syncworkers.observability.redaction.Redactor` it is given (the secret values and
-names its owner configured), and the record carries it (``record.redactor``) to those
-formatters. Nothing is computed for a disabled level.
+:class:`StructuredLogger` wraps a stdlib :class:`logging.Logger`. Keyword fields
+(merged with the bound context) become attributes of the ``LogRecord``, as
+``extra=`` makes them, so ``%(delivery_id)s`` formats, python-json-logger and
+structlog's stdlib bridge read them; a field whose name the record already has
+(``name``, ``msg``, ``args``, ``levelname``, ... ``message``, ``asctime``) is set as
+``field_<name>``. A ``{name}`` in the message that names a field is replaced by its
+value, so the message says what happened on its own, whatever the formatter: the
+record keeps the sentence as a ``%(name)s`` template in ``record.msg`` with those
+fields in ``record.args`` (``getMessage()`` gives the sentence).
+
+Before a record is created the message, the fields and the formatted traceback are
+redacted with the :class:`~syncworkers.observability.redaction.Redactor` the logger is
+given (the secret values and names its owner configured), and a field holding any
+other object than text, a number, a date or a container of those is kept as its
+masked text: any handler (a Django ``LOGGING`` config, gunicorn's, pytest's caplog)
+sees only masked values. :class:`TextFormatter` and :class:`JSONFormatter` redact
+their output once more. Nothing is computed for a disabled level.
 
 ``import logging`` here is the stdlib module: imports are absolute.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -26,7 +34,7 @@ import weakref
 from collections.abc import Mapping
 from datetime import date, datetime
 from types import FrameType, TracebackType
-from typing import Any, Dict, Optional, Tuple, Type, Union
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
 
 from ..exceptions import ConfigError
 from .redaction import (  # re-exported: this was their home before redaction.py
@@ -91,10 +99,12 @@ def _exc_tuple(exc_info: ExcInfo) -> Optional[Tuple[Any, Any, Any]]:
 
 
 class StructuredLogger:
-    """A stdlib logger that takes keyword fields: ``log.info("sent", url=url, status=200)``.
+    """A stdlib logger that takes keyword fields: ``log.info("sent {url}", url=url, status_code=200)``.
 
-    ``%``-style ``args`` work as in stdlib logging; the message is formatted and
-    redacted by *redactor* (the rule alone when None) before the record is created.
+    The fields become record attributes; ``{name}`` placeholders in the message are
+    filled from them. ``%``-style ``args`` work as in stdlib logging. The message and
+    the fields are redacted by *redactor* (the rule alone when None) before the
+    record is created.
     """
 
     def __init__(self, logger: logging.Logger, context: Optional[Dict[str, Any]] = None,
@@ -162,20 +172,96 @@ class StructuredLogger:
         exc = _exc_tuple(exc_info)
         record = self.logger.makeRecord(self.logger.name, level, filename, lineno, msg, args,
                                         exc, func, None, sinfo)
-        try:
-            text = record.getMessage()
-        except Exception:  # bad %-args: keep what we have rather than lose the line
-            text = f"{_safe_str(msg)} {_safe_str(args)}"
         redactor = self.redactor
-        record.msg, record.args = redactor.text(text), ()
-        record.fields = redactor.redact({**self.context, **fields})
-        record.redactor = redactor  # our formatters mask what they render of objects with it
+        values = _loggable(redactor.redact({**self.context, **fields}) if (self.context or fields) else {}, redactor)
+        template = _template(msg, values, redactor) if not args and values and isinstance(msg, str) else None
+        if template is not None:
+            record.msg, record.args = template
+        else:
+            try:
+                text = record.getMessage()
+            except Exception:  # bad %-args: keep what we have rather than lose the line
+                text = f"{_safe_str(msg)} {_safe_str(args)}"
+            if values and "{" in text:
+                text = _PLACEHOLDER.sub(lambda m: _shown(values[m.group(1)]) if m.group(1) in values
+                                        else m.group(0), text)
+            record.msg, record.args = redactor.text(text), ()
+        taken = record.__dict__
+        for key, value in values.items():
+            taken[f"field_{key}" if key in taken or key in _FORMATTER_ATTRS else key] = value
         if exc is not None:
             # Stdlib formatters reuse a cached exc_text, so plain handlers get the masked traceback.
             record.exc_text = redactor.text(_PLAIN_FORMATTER.formatException(exc))
         if sinfo:
             record.stack_info = redactor.text(sinfo)
         self.logger.handle(record)
+
+#: ``{name}`` in a message: replaced by the field *name* when the call has one.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: Attributes a Formatter adds to a record as it formats it (never set by a field).
+_FORMATTER_ATTRS = frozenset({"message", "asctime"})
+
+
+def _template(msg: str, values: Dict[str, Any], redactor: Redactor) -> Optional[Tuple[str, Dict[str, str]]]:
+    """``(%-template, its fields shown)`` for a message whose ``{name}`` placeholders name fields, or None.
+
+    None too when the sentence they make would be masked (a credential split between the
+    message and a field): the caller then keeps the masked sentence itself.
+    """
+    if "{" not in msg:
+        return None
+    shown: Dict[str, str] = {}
+
+    def placeholder(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0).replace("%", "%%")
+        shown[name] = _shown(values[name])
+        return f"%({name})s"
+
+    pieces = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(msg):
+        pieces.append(msg[last:match.start()].replace("%", "%%"))
+        pieces.append(placeholder(match))
+        last = match.end()
+    if not shown:
+        return None
+    pieces.append(msg[last:].replace("%", "%%"))
+    template = "".join(pieces)
+    text = template % shown
+    return None if redactor.text(text) != text else (template, shown)
+
+
+def _shown(value: Any) -> str:
+    """A field's value as a sentence shows it: ``30`` for 30.0, ``0.25`` for 0.25, text as it is."""
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        text = f"{value:.3f}".rstrip("0").rstrip(".")
+        return text if text not in ("", "-0") else "0"
+    if isinstance(value, str):
+        return value
+    return _text_value(value)
+
+
+_PLAIN_TYPES = (str, int, float, bool, type(None), datetime, date)
+
+
+def _loggable(value: Any, redactor: Redactor) -> Any:
+    """*value* (redacted) as a record attribute any formatter may print: an object that is not text, a
+    number, a date or a container of those becomes its masked text (its ``str()`` may hold a secret)."""
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, dict):
+        return {k: _loggable(v, redactor) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_loggable(v, redactor) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return redactor.text(_safe_str(value))
+
+
+def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
+    """*noun* for *count* of it, in a sentence after the number: ``attempt`` for 1, else *nouns* (``attempts``)."""
+    return noun if count == 1 else nouns or noun + "s"
 
 
 def get_logger(name: str = ROOT_LOGGER, *, redactor: Optional[Redactor] = None, **context: Any) -> StructuredLogger:
@@ -185,23 +271,21 @@ def get_logger(name: str = ROOT_LOGGER, *, redactor: Optional[Redactor] = None, 
 
 # -- formatters -----------------------------------------------------------------
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "fields", "redactor", "taskName"}
-
-
-def _redactor(record: logging.LogRecord) -> Redactor:
-    """The redactor of the logger that made *record* (the rule alone for a record of another logger)."""
-    redactor = getattr(record, "redactor", None)
-    return redactor if isinstance(redactor, Redactor) else _RULE_ONLY
+# Attributes every LogRecord has; anything else on a record is a field (ours, or stdlib ``extra=``).
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | _FORMATTER_ATTRS | {"taskName"}
 
 
 def _record_fields(record: logging.LogRecord) -> Dict[str, Any]:
-    """The record's structured fields: ``record.fields``, else stdlib ``extra=`` attributes."""
-    fields = getattr(record, "fields", None)
-    if isinstance(fields, Mapping):
-        return dict(fields)
+    """The record's fields: its attributes beyond those every LogRecord has."""
     return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
+
+
+def _said(record: logging.LogRecord) -> FrozenSet[str]:
+    """The fields the record's message already shows (its ``%(name)s`` template's arguments)."""
+    args = record.args
+    if not isinstance(args, Mapping):
+        return frozenset()
+    return frozenset(args) | {f"field_{name}" for name in args}
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -226,15 +310,18 @@ def _traceback(formatter: logging.Formatter, record: logging.LogRecord, redactor
 class TextFormatter(logging.Formatter):
     """One line ``2026-01-01T00:00:00.123Z INFO syncworkers.poller: msg key=value key2='a b'``.
 
-    Containers render as compact JSON; a value with spaces, quotes or ``=`` is
-    quoted. The traceback and stack, if any, follow on their own lines.
+    The fields follow the message, but for those it already shows (its ``{name}``
+    placeholders). Containers render as compact JSON; a value with spaces, quotes
+    or ``=`` is quoted. The traceback and stack, if any, follow on their own lines.
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        redactor = _redactor(record)
+        redactor = _RULE_ONLY
         parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {_message(record)}"]
+        said = _said(record)
         for key, value in redactor.redact(_record_fields(record)).items():
-            parts.append(f"{key}={_text_value(value)}")
+            if key not in said:
+                parts.append(f"{key}={_text_value(value)}")
         text = " ".join(parts)
         exc_text = _traceback(self, record, redactor)
         if exc_text:
@@ -268,7 +355,7 @@ class JSONFormatter(logging.Formatter):
     _CORE = ("ts", "level", "logger", "msg", "exc", "stack")
 
     def format(self, record: logging.LogRecord) -> str:
-        redactor = _redactor(record)
+        redactor = _RULE_ONLY
         try:
             payload: Dict[str, Any] = {
                 "ts": _timestamp(record),
@@ -424,6 +511,7 @@ __all__ = [
     "Redactor",
     "StructuredLogger",
     "get_logger",
+    "plural",
     "configure_logging",
     "TextFormatter",
     "JSONFormatter",

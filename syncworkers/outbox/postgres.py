@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from ..config.connections import POSTGRESQL, parse_connection_url
 from ..config.validators import checked, count, seconds
@@ -32,7 +32,7 @@ from . import health
 from .health import ATTEMPT_LOG_SIZE, EndpointHealth, endpoint_of
 from .listen import Listener, Subscribers
 from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Attempt, Delivery,
-                    check_new_delivery, default_owner, health_of)
+                    check_new_delivery, default_owner, health_of, trace_text)
 
 try:
     import psycopg
@@ -142,6 +142,7 @@ class PostgresOutbox(PostgresReads):
         now: Optional[float] = None,
         *,
         connection: Any = None,
+        trace_context: Optional[Mapping[str, str]] = None,
     ) -> str:
         """Store a pending delivery due at once and return its id; committed before it returns.
 
@@ -154,7 +155,8 @@ class PostgresOutbox(PostgresReads):
         headers = check_new_delivery(url, body, headers)
         id = new_id() if id is None else str(id)
         params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body), "target": endpoint_of(url),
-                  "headers": json.dumps(headers), "now": self._now_param(now), "channel": self.channel}
+                  "headers": json.dumps(headers), "now": self._now_param(now), "channel": self.channel,
+                  "trace_context": trace_text(trace_context)}
         query = self._connections.query("add")
         if connection is not None:
             dbapi.execute(connection, query, params)
@@ -176,8 +178,8 @@ class PostgresOutbox(PostgresReads):
         query = self._connections.query("claim")
         with self._connections.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        rows.sort(key=lambda row: (row[7], row[17]))
-        taken = sorted({row[16] or "?" for row in rows if row[15] == IN_FLIGHT})
+        rows.sort(key=lambda row: (row[7], row[18]))
+        taken = sorted({row[17] or "?" for row in rows if row[16] == IN_FLIGHT})
         if taken:
             logger.warning("outbox: took over deliveries whose lease expired (owners: %s)", ", ".join(taken))
         return [delivery_of(row) for row in rows]

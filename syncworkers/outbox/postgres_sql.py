@@ -13,12 +13,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from psycopg import sql
 
-from .store import DEAD, DEFAULT_TABLE, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery, table_names
+from .store import DEAD, DEFAULT_TABLE, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery, table_names, trace_of
 
 _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 _NOW = f"COALESCE(%(now)s::float8, {_DB_NOW})"
 _COLUMNS = ("id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
-            " last_status, last_error, owner, lease_until, delivered_at")
+            " last_status, last_error, owner, lease_until, delivered_at, trace_context")
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS {t} (
@@ -63,7 +63,7 @@ DDL = (
 )
 #: Columns added since the table's first version: added when missing, by the store. (ALTER TABLE
 #: takes an exclusive lock even when IF NOT EXISTS finds the column: never run it needlessly.)
-ADDED_COLUMNS = (("target", "text"),)
+ADDED_COLUMNS = (("target", "text"), ("trace_context", "text"))
 #: The state of a delivery (re)entering the schedule: held while its endpoint is disabled.
 _HOLD_IF_DISABLED = (f"CASE WHEN EXISTS (SELECT 1 FROM {{e}} e WHERE e.target = {{target}} AND e.disabled_at"
                      f" IS NOT NULL) THEN '{HELD}' ELSE '{PENDING}' END")
@@ -86,8 +86,9 @@ QUERIES = {
     # One statement: the notification goes out with the row, when the caller's transaction commits.
     "add": (
         "WITH ins AS (INSERT INTO {t} (id, endpoint, url, body, headers, state, attempts, next_attempt_at,"
-        " created_at, updated_at, target) SELECT %(id)s, %(endpoint)s, %(url)s, %(body)s, %(headers)s,"
-        f" {_HOLD_IF_DISABLED.format(e='{e}', target='%(target)s')}, 0, c.now, c.now, c.now, %(target)s"
+        " created_at, updated_at, target, trace_context) SELECT %(id)s, %(endpoint)s, %(url)s, %(body)s,"
+        f" %(headers)s, {_HOLD_IF_DISABLED.format(e='{e}', target='%(target)s')}, 0, c.now, c.now, c.now,"
+        " %(target)s, %(trace_context)s"
         f" FROM (SELECT {_NOW} AS now) c"
         " ON CONFLICT (id) DO NOTHING RETURNING id)"
         " SELECT pg_notify(%(channel)s, '') FROM ins"
@@ -107,7 +108,7 @@ QUERIES = {
         " lease_until = clk.now + %(lease)s, updated_at = clk.now FROM due, clk WHERE d.id = due.id"
         " RETURNING d.id, d.endpoint, d.url, d.body, d.headers, d.state, d.attempts, d.next_attempt_at,"
         " d.created_at, d.updated_at, d.last_status, d.last_error, d.owner, d.lease_until,"
-        " d.delivered_at, due.state, due.owner, d.seq"
+        " d.delivered_at, d.trace_context, due.state, due.owner, d.seq"
     ),
     "renew": (
         f"UPDATE {{t}} SET lease_until = {_NOW} + %(lease)s"
@@ -236,6 +237,7 @@ def delivery_of(row: Sequence[Any]) -> Delivery:
         id=row[0], endpoint=row[1], url=row[2], body=bytes(row[3]), headers=json.loads(row[4]),
         state=row[5], attempts=row[6], next_attempt_at=row[7], created_at=row[8], updated_at=row[9],
         last_status=row[10], last_error=row[11], owner=row[12], lease_until=row[13], delivered_at=row[14],
+        trace_context=trace_of(row[15]),
     )
 
 

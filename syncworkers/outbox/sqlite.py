@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from ..config.validators import checked, seconds
 from ..message import new_id
@@ -30,7 +30,7 @@ from .sqlite_reads import SQLiteReads
 from .sqlite_schema import (ATTEMPT_COLUMNS, CLAIM, ENDPOINT_COLUMNS, HOLD_IF_DISABLED, INSERT, SCHEMA_VERSION, A, E,
                             T, chunks, delivery_of, drop_statements, filters, marks, schema_statements)
 from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery,
-                    check_new_delivery, default_owner, health_of)
+                    check_new_delivery, default_owner, health_of, trace_text)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ class Outbox(SQLiteReads):
     # -- writing ----------------------------------------------------------
 
     def add(self, endpoint: str, url: str, body: bytes, headers: Optional[Dict[str, str]] = None,
-            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None) -> str:
+            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None,
+            trace_context: Optional[Mapping[str, str]] = None) -> str:
         """Store a pending delivery due at once and return its id; committed before it returns.
 
         With ``connection`` (a ``sqlite3`` or other DB-API connection to this outbox's
@@ -101,7 +102,8 @@ class Outbox(SQLiteReads):
         id = new_id() if id is None else str(id)
         at = self._now(now)
         params = {"id": id, "endpoint": endpoint, "url": url, "body": bytes(body),
-                  "headers": json.dumps(headers), "at": at, "target": endpoint_of(url)}
+                  "headers": json.dumps(headers), "at": at, "target": endpoint_of(url),
+                  "trace_context": trace_text(trace_context)}
         if connection is not None:
             self._connections.check_same_file(connection)
             dbapi.execute(connection, INSERT, params)

@@ -21,6 +21,11 @@ from .sqlite_schema import migrate
 BUSY_TIMEOUT = 30.0
 #: Idle connections kept for reuse; more concurrent callers open (and later close) extra ones.
 MAX_IDLE_CONNECTIONS = 8
+#: Page cache of each connection, KiB. SQLite's default (2,000) fills as the file grows (every
+#: delivered row stays until purged), so RSS crept up for as long as the pooled connections
+#: took to fill theirs; the outbox's hot pages (due deliveries, the upper levels of its
+#: indexes) fit in this, and the OS page cache keeps the rest of the file.
+PAGE_CACHE_KIB = 256
 
 
 def connect(target: str) -> sqlite3.Connection:
@@ -33,6 +38,7 @@ def connect(target: str) -> sqlite3.Connection:
                            uri=target.startswith("file:"))
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
     return conn
 
 
@@ -188,4 +194,5 @@ class SQLiteConnections:
             conn.close()
 
 
-__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "Connections", "SQLiteConnections", "connect"]
+__all__ = ["BUSY_TIMEOUT", "MAX_IDLE_CONNECTIONS", "PAGE_CACHE_KIB", "Connections", "SQLiteConnections",
+           "connect"]

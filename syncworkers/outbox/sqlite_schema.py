@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ..exceptions import ConfigError
 from .health import endpoint_of
-from .store import HELD, PENDING, STATES, Delivery, table_names
+from .store import HELD, PENDING, STATES, Delivery, table_names, trace_of
 
 #: Ids per ``IN (...)`` clause, well under SQLite's host-parameter limit.
 CHUNK = 500
@@ -109,6 +109,8 @@ _MIGRATIONS: Tuple[Tuple[_Step, ...], ...] = (
     ),
     # 3: the tables take the prefix (see _prefix_tables; nothing to do for a file made at 3).
     (),
+    # 4: the trace context enqueue() kept (W3C traceparent/tracestate as JSON; NULL without one).
+    ("ALTER TABLE {t} ADD COLUMN trace_context TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -186,7 +188,7 @@ def migrate(conn: sqlite3.Connection, path: Optional[str]) -> None:
 
 COLUMNS = (
     "id, endpoint, url, body, headers, state, attempts, next_attempt_at, created_at, updated_at,"
-    " last_status, last_error, owner, lease_until, delivered_at"
+    " last_status, last_error, owner, lease_until, delivered_at, trace_context"
 )
 CLAIM = (
     f"SELECT * FROM (SELECT rowid AS rid, {COLUMNS} FROM {T} WHERE state = ?1"
@@ -202,8 +204,9 @@ HOLD_IF_DISABLED = (
 )
 INSERT = (
     f"INSERT OR IGNORE INTO {T} (id, endpoint, url, body, headers, state, attempts,"
-    " next_attempt_at, created_at, updated_at, target) VALUES (%(id)s, %(endpoint)s, %(url)s, %(body)s,"
-    f" %(headers)s, {HOLD_IF_DISABLED.format(target='%(target)s')}, 0, %(at)s, %(at)s, %(at)s, %(target)s)"
+    " next_attempt_at, created_at, updated_at, target, trace_context) VALUES (%(id)s, %(endpoint)s, %(url)s,"
+    f" %(body)s, %(headers)s, {HOLD_IF_DISABLED.format(target='%(target)s')}, 0, %(at)s, %(at)s, %(at)s,"
+    " %(target)s, %(trace_context)s)"
 )
 ENDPOINT_COLUMNS = "target, disabled_at, reason, failing_since, last_failure_at, last_status"
 ATTEMPT_COLUMNS = "at, duration, kind, status, error, body"
@@ -247,6 +250,7 @@ def delivery_of(row: sqlite3.Row) -> Delivery:
         next_attempt_at=row["next_attempt_at"], created_at=row["created_at"],
         updated_at=row["updated_at"], last_status=row["last_status"], last_error=row["last_error"],
         owner=row["owner"], lease_until=row["lease_until"], delivered_at=row["delivered_at"],
+        trace_context=trace_of(row["trace_context"]),
     )
 
 

@@ -11,8 +11,9 @@ schedule only as delivered or dead.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Type
 
 from ..message import owner_id
 from ..observability.redaction import redact_headers, safe_url
@@ -58,6 +59,8 @@ class Delivery:
     owner: Optional[str]
     lease_until: Optional[float]
     delivered_at: Optional[float]
+    #: The trace context ``enqueue()`` kept (W3C ``traceparent``/``tracestate``): its attempts continue it.
+    trace_context: Optional[Dict[str, str]] = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -94,6 +97,7 @@ class Delivery:
             "owner": self.owner,
             "lease_until": self.lease_until,
             "delivered_at": self.delivered_at,
+            "trace_context": self.trace_context,
         }
 
 
@@ -132,6 +136,26 @@ def check_new_delivery(url: str, body: bytes, headers: Optional[Dict[str, str]])
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str (header {key!r})")
     return headers
+
+
+def trace_text(trace_context: Optional[Mapping[str, str]]) -> Optional[str]:
+    """A delivery's trace context as its column holds it: JSON of its ``traceparent``/``tracestate``, or NULL."""
+    if not trace_context:
+        return None
+    kept = {name: value for name, value in trace_context.items()
+            if name in ("traceparent", "tracestate") and isinstance(value, str)}
+    return json.dumps(kept) if kept else None
+
+
+def trace_of(text: Optional[str]) -> Optional[Dict[str, str]]:
+    """The trace context a column holds (:func:`trace_text`); None for NULL or a value that is not one."""
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and found else None
 
 
 def attempt_of(row: Sequence[Any]) -> Attempt:
@@ -187,6 +211,8 @@ class OutboxStore(Protocol):
     ``disable_after`` seconds) has its pending deliveries held, and deliveries
     added, replayed or released for a disabled endpoint are held too.
     ``counts()`` gives pending (in flight included), in_flight, delivered, dead and held.
+    ``add``'s ``trace_context`` (``traceparent``/``tracestate``) is kept with the delivery and
+    given back on it (``Delivery.trace_context``).
     """
 
     owner: str
@@ -199,7 +225,8 @@ class OutboxStore(Protocol):
     def clock(self) -> Callable[[], float]: ...
 
     def add(self, endpoint: str, url: str, body: bytes, headers: Optional[Dict[str, str]] = None,
-            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None) -> str: ...
+            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None,
+            trace_context: Optional[Mapping[str, str]] = None) -> str: ...
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]: ...
 

@@ -10,12 +10,13 @@ be driven alone.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 
-from ..exceptions import PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
+from ..exceptions import BodyDecodeError, PaginationError, RequestError, RetryInterrupted, StateStoreError, safe_url
 from ..http.client import HTTPClient, merge_headers
 from ..http.messages import Response
 from ..http.outcome import is_poll_success, status_class
@@ -38,8 +39,10 @@ class PollOutcome:
     """What one poll did.
 
     ``ok`` is False when the poll failed: a transport error, an open circuit, a
-    body too large, a ``data_extractor`` or ``process_message`` exception, or a
-    stop during a retry wait. A non-2xx response is data: ``ok`` stays True.
+    body too large or one that cannot be decoded (a :class:`BodyDecodeError`; the
+    body still reached ``process_message`` as text), a ``data_extractor`` or
+    ``process_message`` exception, or a stop during a retry wait. A non-2xx
+    response is data: ``ok`` stays True (unless its body cannot be decoded).
     ``results`` are the values ``process_message`` returned; ``messages`` how
     many messages were delivered to it.
     """
@@ -142,8 +145,8 @@ class PageWalker:
                 highest = self.cursor.highest(highest, records(page.items if self.data_extractor else [page.body]))
             request, walked = self._next_request(page, outcome, logger)
             if request is not None and number >= self.max_pages:
-                logger.warning("max_pages reached: the rest waits for the next tick", url=safe_url(self.url),
-                               max_pages=self.max_pages)
+                logger.warning("poll of {url} stopped at max_pages ({max_pages} pages): the rest waits for the "
+                               "next tick", url=safe_url(self.url), max_pages=self.max_pages)
                 request, walked = None, True
         if walked and outcome.ok and self.cursor is not None and highest is not None and highest != since:
             try:  # only now: every item of the tick went through process_message (at-least-once)
@@ -172,7 +175,9 @@ class PageWalker:
             self._poll_failed(outcome, exc, logger)
             return None, False
         except Exception as exc:
-            logger.error("paginator raised", url=safe_url(self.url), exc_info=True)
+            logger.error("poll of {url}: the paginator raised after page {page}; the walk ends here, the next "
+                         "tick starts over", url=safe_url(self.url), page=page.number, error=_describe(exc),
+                         exc_info=True)
             self.stats.incr("pagination_errors")
             outcome.ok, outcome.error = False, outcome.error or exc
             return None, False
@@ -208,7 +213,7 @@ class PageWalker:
                                            params=self.params if params is None else params,
                                            json=self.json, data=self.data, cancel=stop)
         except RetryInterrupted as exc:  # stop() during a retry wait: shutting down, not a failure
-            logger.info("poll interrupted by stop", url=safe_url(request.url))
+            logger.info("poll of {url} interrupted by stop(): {error}", url=safe_url(request.url), error=str(exc))
             outcome.ok, outcome.error = False, exc
             return None
         except RequestError as exc:
@@ -227,10 +232,15 @@ class PageWalker:
         success = 200 <= status < 300
         if success and first:
             self._remember_validators(response)
-        body, json_error = decode_body(response.content, response.headers.get("Content-Type", ""))
-        if json_error is not None:
-            logger.warning("invalid JSON body, delivered as text", url=safe_url(self.url),
-                           status_code=status, reason=str(json_error))
+        body, decode_error = decode_body(response.content, response.headers.get("Content-Type", ""))
+        if decode_error is not None:  # delivered as text, but the poll failed: counted, not clean
+            stats.incr("decode_errors")
+            logger.warning("poll of {url}: the body cannot be decoded (status {status_code}: {error}); "
+                           "delivered as text, and the poll counts as failed",
+                           url=safe_url(request.url), status_code=status, error=str(decode_error))
+            outcome.ok = False
+            outcome.error = outcome.error or BodyDecodeError(f"the body cannot be decoded: {decode_error}",
+                                                             url=request.url, method=self.method, status=status)
         headers = {
             "status_code": status,
             "response_time": elapsed_ms,
@@ -242,13 +252,17 @@ class PageWalker:
         }
         if self.paginator is not None:
             headers["page"] = number
+        if decode_error is not None:
+            headers["decode_error"] = str(decode_error)
         items = [body]
-        if success and self.data_extractor is not None:
+        if success and self.data_extractor is not None and decode_error is None:
             try:
                 items = as_items(self.data_extractor(body))
             except Exception as exc:
                 stats.incr("extractor_errors")
-                logger.error("data_extractor raised", url=safe_url(request.url), status_code=status, exc_info=True)
+                logger.error("poll of {url}: data_extractor raised on the answer (status {status_code}): {error}; "
+                             "its messages are skipped, the next tick polls again", url=safe_url(request.url),
+                             status_code=status, error=_describe(exc), exc_info=True)
                 outcome.ok, outcome.error = False, outcome.error or exc
                 return None
         for item in items:
@@ -259,10 +273,12 @@ class PageWalker:
                 outcome.results.append(self._process_message(message))
             except Exception as exc:  # one bad message must not drop the others nor stop the worker
                 stats.incr("process_errors")
-                logger.error("process_message raised", url=safe_url(request.url), status_code=status,
-                             message_id=message.id, exc_info=True)
+                logger.error("poll of {url}: process_message raised on message {message_id} (status "
+                             "{status_code}): {error}; the poll goes on with the next message",
+                             url=safe_url(request.url), status_code=status, message_id=message.id,
+                             error=_describe(exc), exc_info=True)
                 outcome.ok, outcome.error = False, outcome.error or exc
-        if not success:
+        if not success or decode_error is not None:  # a page not understood ends the walk; no cursor moves
             return None
         page_items = items if self.data_extractor is not None else (body if isinstance(body, list) else None)
         return Page(request=request, status=status, headers=response.headers, body=body, items=page_items,
@@ -275,12 +291,14 @@ class PageWalker:
         try:
             self._on_poll_error(exc)
         except Exception:
-            logger.error("on_poll_error raised", url=safe_url(self.url), exc_info=True)
+            logger.error("poll of {url} failed and on_poll_error raised: {error}", url=safe_url(self.url),
+                         error=_describe(sys.exc_info()[1]), exc_info=True)
 
     def _tick_failed(self, outcome: PollOutcome, exc: StateStoreError, what: str,
                      logger: StructuredLogger) -> PollOutcome:
         self.stats.incr("errors")
-        logger.error(what, url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+        logger.error("poll of {url} failed: " + what + ": {reason}; the next tick tries again", url=safe_url(self.url),
+                     error=type(exc).__name__, reason=str(exc))
         outcome.ok, outcome.error = False, exc
         self._record(False)
         return outcome
@@ -300,6 +318,11 @@ class PageWalker:
         if response.headers.get("Last-Modified"):
             validators["If-Modified-Since"] = response.headers["Last-Modified"]
         self._validators = validators
+
+
+def _describe(exc: Optional[BaseException]) -> str:
+    """An exception in a sentence: its type and message."""
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
 
 
 __all__ = ["CONDITIONAL_METHODS", "PageWalker", "PollOutcome"]

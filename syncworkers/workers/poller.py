@@ -46,8 +46,8 @@ DataExtractor = Callable[[Any], Any]
 
 #: Counters every poller reports from the start (0 until something happens).
 COUNTERS = ("polls", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
-            "not_modified", "errors", "process_errors", "extractor_errors", "skipped_ticks", "messages",
-            "ticks_here", "ticks_elsewhere", "ticks_unclaimed", "pages", "pagination_errors",
+            "not_modified", "errors", "decode_errors", "process_errors", "extractor_errors", "skipped_ticks",
+            "messages", "ticks_here", "ticks_elsewhere", "ticks_unclaimed", "pages", "pagination_errors",
             "rate_limited_ticks")
 #: Failed polls in a row after which a poller reports not ready (``/readyz``).
 NOT_READY_AFTER = 3
@@ -89,6 +89,9 @@ class PollerWorker(HTTPWorker):
     ``attempts``. The body is parsed JSON for a JSON content type, text
     otherwise, None when empty. With *data_extractor*, a 2xx body becomes one
     message per item of the list it returns (any other value is one item).
+    A body that cannot be decoded (invalid JSON or charset, nested too deep)
+    arrives whole as text with ``headers["decode_error"]`` saying why; the poll
+    is counted in ``decode_errors`` and fails (a BodyDecodeError).
 
     With ``PollerConfig.conditional`` (the default), GET and HEAD polls send
     the last 2xx response's ETag / Last-Modified back; a 304 produces no message.
@@ -178,7 +181,8 @@ class PollerWorker(HTTPWorker):
 
     def process_message(self, message: Message) -> Any:
         """Handle one polled message (override). The default logs it and returns its body."""
-        self.logger.info("poll response", url=safe_url(self.url), status_code=message.headers.get("status_code"))
+        self.logger.info("poll response from {url}: status {status_code}", url=safe_url(self.url),
+                         status_code=message.headers.get("status_code"))
         return message.body
 
     def on_poll_error(self, exc: RequestError) -> None:
@@ -188,7 +192,8 @@ class PollerWorker(HTTPWorker):
         circuits, ERROR otherwise). The worker keeps polling either way.
         """
         level = logging.WARNING if isinstance(exc, (TransportError, CircuitOpenError)) else logging.ERROR
-        self.logger.log(level, "poll failed", url=safe_url(self.url), error=type(exc).__name__, reason=str(exc))
+        self.logger.log(level, "poll failed: {url}: {reason}; polling again every {interval}s",
+                        url=safe_url(self.url), error=type(exc).__name__, reason=str(exc), interval=self.interval)
 
     # -- polling ----------------------------------------------------------------------
 

@@ -151,11 +151,12 @@ class Relay:
             except Exception as exc:
                 if isinstance(exc, DeliveryError) and self._run().is_set():
                     # process_message's documented way to hand a message back on stop: not an error.
-                    self.logger.info("delivery interrupted by stop; message requeued", message_id=message.id,
-                                     error=str(exc))
+                    self.logger.info("message {message_id} requeued: its delivery was interrupted by stop() "
+                                     "({error})", message_id=message.id, error=str(exc))
                 else:
                     self._stats.incr("messages_failed")
-                    self.logger.exception("process_message raised; message requeued", message_id=message.id)
+                    self.logger.exception("process_message raised on message {message_id}: {error}; the message "
+                                          "is requeued", message_id=message.id, error=f"{type(exc).__name__}: {exc}")
                 self._settle(source, message, ok=False)
             else:
                 self._stats.incr("messages_processed")
@@ -170,8 +171,8 @@ class Relay:
             else:
                 source.nack(message, requeue=True)
         except Exception as exc:
-            self.logger.warning("could not settle message with its source; it may be delivered again",
-                                message_id=message.id, error=f"{type(exc).__name__}: {exc}")
+            self.logger.warning("could not settle message {message_id} with its source: {error}; it may be "
+                                "delivered again", message_id=message.id, error=f"{type(exc).__name__}: {exc}")
 
     def loop(self, source: Any, process: Callable[[], None], stop: threading.Event) -> None:
         """The worker's loop job: *process* with *source* bound to *stop*, then idle until *stop*."""

@@ -320,7 +320,8 @@ class WebhookSenderWorker(HTTPWorker):
         """
         endpoint = message.headers.get("endpoint")
         if not endpoint:
-            self.logger.warning("message has no 'endpoint' header; skipped", message_id=message.id)
+            self.logger.warning("message {message_id} has no 'endpoint' header: skipped, not sent",
+                                message_id=message.id)
             return None
         result = self.deliver(endpoint, message.body, delivery_id=message.id)
         if not result.ok and self.stop_event.is_set():
@@ -384,7 +385,8 @@ class WebhookSenderWorker(HTTPWorker):
                   if self._pools[1].started or deadline.at is not None else True)
         pending = stop_pools(self._pools, deadline)
         if pending or not landed:
-            self.logger.warning("stop() timed out with deliveries in flight",
+            self.logger.warning("stop() timed out with {in_flight} deliveries still in flight: the outbox's are "
+                                "handed back and sent again later (same webhook-id)",
                                 in_flight=len(pending) + (0 if landed else self._producer.in_flight))
         self._producer.hand_back()
         return ended and not pending and landed

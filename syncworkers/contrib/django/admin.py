@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join  # type: ignore[impo
 from ...exceptions import ConfigError
 from ...observability.redaction import redact, redact_headers, redact_text, safe_url
 from ...outbox.health import shown
-from ...outbox.store import DEAD, HELD
+from ...outbox.store import DEAD, HELD, trace_of
 from .models import Delivery, Endpoint
 
 
@@ -88,12 +88,12 @@ class DeliveryAdmin(_OutboxAdmin):
     fieldsets = (
         (None, {"fields": ("id", "endpoint", "shown_url", "state", "attempts", "last_status", "shown_error")}),
         ("Schedule", {"fields": ("created", "updated", "next_attempt", "delivered", "owner", "lease")}),
-        ("What is sent", {"fields": ("payload", "shown_headers")}),
+        ("What is sent", {"fields": ("payload", "shown_headers", "trace")}),
         ("Attempt log", {"fields": ("attempt_log",)}),
     )
     readonly_fields = ("id", "endpoint", "shown_url", "state", "attempts", "last_status", "shown_error", "created",
                        "updated", "next_attempt", "delivered", "owner", "lease", "payload", "shown_headers",
-                       "attempt_log")
+                       "trace", "attempt_log")
 
     @_display(description="created", ordering="created_at")
     def created(self, obj: Delivery) -> str:
@@ -140,6 +140,12 @@ class DeliveryAdmin(_OutboxAdmin):
     def shown_headers(self, obj: Delivery) -> Any:
         headers = redact_headers(json.loads(obj.headers or "{}"))
         return format_html("<pre>{}</pre>", json.dumps(headers, indent=2, ensure_ascii=False))
+
+    @_display(description="trace context")
+    def trace(self, obj: Delivery) -> str:
+        """The traceparent enqueue() kept: every attempt is a child of that span."""
+        found = trace_of(obj.trace_context)
+        return str(found.get("traceparent", "")) if found else str(self.get_empty_value_display())
 
     @_display(description="attempts, oldest first")
     def attempt_log(self, obj: Delivery) -> Any:

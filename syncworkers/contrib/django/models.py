@@ -36,6 +36,7 @@ class Delivery(models.Model):  # type: ignore[misc]
     lease_until = models.FloatField(null=True)
     delivered_at = models.FloatField(null=True)
     target = models.TextField(null=True)
+    trace_context = models.TextField(null=True)  #: JSON: the traceparent/tracestate enqueue() kept
 
     class Meta:
         managed = False

@@ -16,7 +16,7 @@ connections do it all.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from django.db import Error as DjangoDatabaseError  # type: ignore[import-untyped]
 from django.db import connections, transaction
@@ -76,12 +76,14 @@ class DjangoOutbox:
     # -- what the app does: Django's connection of the calling thread ---------------------------
 
     def add(self, endpoint: str, url: str, body: bytes, headers: Optional[Dict[str, str]] = None,
-            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None) -> str:
+            id: Optional[str] = None, now: Optional[float] = None, *, connection: Any = None,
+            trace_context: Optional[Mapping[str, str]] = None) -> str:
         """Store a delivery in the current transaction (or at once, outside one); see ``OutboxStore.add``.
 
         A deliverer in this process hears of it once the transaction commits.
         """
-        added = self._app.add(endpoint, url, body, headers, id=id, now=now, connection=connection)
+        added = self._app.add(endpoint, url, body, headers, id=id, now=now, connection=connection,
+                              trace_context=trace_context)
         self._notify_on_commit()
         return added
 

@@ -11,6 +11,7 @@ from django.test import TestCase, TransactionTestCase
 
 from syncworkers.contrib.django import enqueue, sender
 from syncworkers.contrib.django.models import Endpoint
+from syncworkers.testing import capture_webhooks
 
 from .models import Order
 
@@ -45,6 +46,52 @@ class EnqueueTests(TestCase):
         except RuntimeError:
             pass
         self.assertEqual([d.id for d in sender().outbox.list(state="pending")], [kept])
+
+
+class CaptureTests(TestCase):
+    """What a test would send, captured: none of it reaches the receiver (whose calls the runner checks)."""
+
+    def test_the_view_webhook_is_captured_and_a_refused_payment_is_not(self):
+        with capture_webhooks() as webhooks:
+            paid = self.client.post("/orders/100").json()["id"]
+            self.assertEqual(self.client.post("/orders/101?fail=1").status_code, 402)
+        self.assertEqual(webhooks.ids, [paid])
+        self.assertEqual(webhooks.payloads, [{"order": 100}])
+        self.assertEqual(webhooks[0].url, os.environ["DJANGO_HOOKS_BASE_URL"] + "/hooks/orders")
+        self.assertEqual(webhooks[0].headers["webhook-id"], paid)
+
+    def test_an_inner_atomic_keeps_its_webhook_when_it_exits_and_not_when_it_raises(self):
+        with capture_webhooks() as webhooks:
+            with transaction.atomic():
+                kept = enqueue("/hooks/orders", {"order": 102})
+            try:
+                with transaction.atomic():
+                    taken_back = enqueue("/hooks/orders", {"order": 103})
+                    self.assertEqual(webhooks.ids, [kept, taken_back])  # inside its own transaction
+                    raise RuntimeError("refused")
+            except RuntimeError:
+                pass
+            self.assertEqual(webhooks.ids, [kept])
+        self.assertEqual(webhooks.payloads, [{"order": 102}])
+
+    def test_direct_sends_and_broadcasts_are_captured_not_sent(self):
+        with capture_webhooks() as webhooks:
+            self.assertTrue(sender().send_webhook("/hooks/orders", {"order": 104}))
+            self.assertEqual(sender().broadcast_webhook(["/hooks/orders", "/hooks/orders?copy=2"], {"order": 105}),
+                             {"/hooks/orders": True, "/hooks/orders?copy=2": True})
+        self.assertEqual(sorted(w.payload["order"] for w in webhooks), [104, 105, 105])
+
+
+class CommittedCaptureTests(TransactionTestCase):
+    def tearDown(self):
+        empty_outbox()
+
+    def test_a_run_inside_the_capture_delivers_what_was_committed_to_it(self):
+        with capture_webhooks() as webhooks:
+            ids = [self.client.post(f"/orders/{n}").json()["id"] for n in (106, 107)]
+            call_command("syncworkers", "run", "--once")
+        self.assertEqual(webhooks.ids, ids)  # each once: enqueued, then delivered to the capture
+        self.assertEqual(sender().outbox.counts()["delivered"], 2)
 
 
 class DeliveryTests(TransactionTestCase):
