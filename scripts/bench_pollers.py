@@ -5,6 +5,8 @@
     python scripts/bench_pollers.py --quick            # 50 pollers, 0.5 s, 3 ticks: the harness works
     python scripts/bench_pollers.py --profile          # + a cProfile of the pool and timer threads
     python scripts/bench_pollers.py --gc-freeze        # gc.freeze() once the pollers are built
+    python scripts/bench_pollers.py --interval 1 --runs 5 --baseline /path/to/other/checkout
+                                                       # 5 runs each, interleaved, and the CPU ratio
 
 The pollers are staggered (``Runner(stagger=True)``) on one Runner with at most
 64 pool threads. Tick n of poller i is due at ``A + i/N*interval + n*interval``,
@@ -17,8 +19,19 @@ late, a fixed-rate one no later than any single tick. The receiver runs in a
 process of its own (scripts/receivers.py: nginx when installed, else its
 single-threaded ``selectors`` server), so its CPU does not count against the pollers.
 
+Client CPU is counted twice: over the whole run (start, every tick, stop) and
+over the steady ticks alone (from tick 1 of the first poller to the end: no
+connection set-up, no first use of anything), which is what a long-running
+process pays per poll.
+
 Prints a table with the targets (p99 lateness < 20 ms, drift < 20 ms, RSS < 100 MB)
 and, last, one JSON line with every figure (scripts/bench.py reads it).
+
+With ``--runs N`` or ``--baseline TREE`` each run is a process of its own, and with a
+baseline (another checkout of syncworkers, e.g. ``git worktree add /tmp/base <commit>``)
+the runs of the two trees alternate, so that both see the same machine: it prints each
+tree's median CPU per poll with its range and the ratio of the medians (and the range
+of the ratios of runs side by side). The machine's other load moves both alike.
 """
 
 from __future__ import annotations
@@ -32,6 +45,8 @@ import math
 import os
 import pstats
 import resource
+import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -39,9 +54,13 @@ from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _path in (HERE, ROOT):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+#: The checkout whose syncworkers a run measures (set for the runs of a --baseline tree).
+TREE_ENV = "BENCH_POLLERS_TREE"
+TREE = os.path.abspath(os.environ.get(TREE_ENV) or ROOT)
+for _path in (HERE, TREE):
+    if _path in sys.path:
+        sys.path.remove(_path)
+    sys.path.insert(0, _path)
 
 import receivers  # noqa: E402
 from syncworkers import PollerWorker, Runner  # noqa: E402
@@ -213,8 +232,13 @@ def run(pollers: int, interval: float, ticks: int, max_workers: int, profile: bo
                 anchor = _anchor(runner, [w.name for w in workers], offsets)
                 # Tick `ticks` of the last poller is due at A + offset + ticks*interval; one interval of grace.
                 deadline = anchor + offsets[-1] + (ticks + 1) * interval
+                # The steady ticks: from tick 1 of the first poller, once every first tick went by.
+                steady_from = anchor + interval
+                time.sleep(max(0.0, steady_from - time.monotonic()))
+                cpu_steady, steady_from = os.times(), time.monotonic()
                 while time.monotonic() < deadline and not all(len(w.starts) > ticks for w in workers):
-                    time.sleep(0.2)
+                    time.sleep(0.05)
+                cpu_end, steady_to = os.times(), time.monotonic()
             finally:
                 ended = runner.stop(timeout=30)
         wall = time.monotonic() - anchor
@@ -226,6 +250,8 @@ def run(pollers: int, interval: float, ticks: int, max_workers: int, profile: bo
     if gc_freeze:
         gc.unfreeze()
     cpu_s = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system)
+    steady_cpu_s = (cpu_end.user - cpu_steady.user) + (cpu_end.system - cpu_steady.system)
+    steady_polls = sum(steady_from <= start <= steady_to for w in workers for start in w.starts)
 
     by_tick: Dict[int, List[float]] = {}
     for worker, offset in zip(workers, offsets):
@@ -236,7 +262,7 @@ def run(pollers: int, interval: float, ticks: int, max_workers: int, profile: bo
     everything = sorted(v for values in by_tick.values() for v in values)
     steady = sorted(v for n, values in by_tick.items() if n > 0 for v in values)
     metrics = [w._stats.snapshot() for w in workers]
-    latencies = sorted(m["poll_latency"]["p50"] for m in metrics if "poll_latency" in m)
+    latencies = sorted(m["poll_latency_ms"]["p50"] for m in metrics if "poll_latency_ms" in m)
     result = {
         "pollers": pollers, "interval_s": interval, "ticks": ticks, "max_workers": max_workers,
         "server": server, "gc_freeze": gc_freeze, "stopped_cleanly": ended,
@@ -257,6 +283,9 @@ def run(pollers: int, interval: float, ticks: int, max_workers: int, profile: bo
         "cpu_s": cpu_s,
         "cpu_per_poll_ms": cpu_s * 1000.0 / max(1, len(everything)),
         "cpu_share": cpu_s / wall,
+        "steady_polls": steady_polls,
+        "steady_cpu_per_poll_ms": steady_cpu_s * 1000.0 / max(1, steady_polls),
+        "steady_cpu_share": steady_cpu_s / max(1e-9, steady_to - steady_from),
     }
     if profiles is not None:
         result["profile"] = profiles.report()
@@ -264,18 +293,20 @@ def run(pollers: int, interval: float, ticks: int, max_workers: int, profile: bo
 
 
 def _profile_timer(runner: Runner, profiles: _Profiles) -> None:
-    """Profile the Runner's timer thread too: its target is looked up at start(), so wrap it before."""
-    loop = runner._timer_loop
+    """Profile the Runner's timer thread too: start() builds its tick driver, so wrap the driver's loop."""
+    from syncworkers.scheduling.ticks import TickDriver
 
-    def profiled() -> None:
+    loop = TickDriver._timer_loop
+
+    def profiled(driver: TickDriver) -> None:
         profile = profiles.get()
         profile.enable()
         try:
-            loop()
+            loop(driver)
         finally:
             profile.disable()
 
-    runner._timer_loop = profiled  # type: ignore[method-assign]
+    TickDriver._timer_loop = profiled  # type: ignore[method-assign]
 
 
 def _summary(values: List[float]) -> Dict[str, float]:
@@ -309,7 +340,9 @@ def report(r: Dict[str, Any]) -> str:
         ("ticks skipped (still busy)", str(r["skipped_ticks"]), "", ""),
         ("poll errors", str(r["errors"]), "", ""),
         ("poll latency p50", f"{r['poll_latency_ms_p50']:.2f} ms", "", ""),
-        ("client CPU", f"{r['cpu_per_poll_ms']:.2f} ms per poll, {100 * r['cpu_share']:.0f}% of a core", "", ""),
+        ("client CPU", f"{r['cpu_per_poll_ms']:.3f} ms per poll, {100 * r['cpu_share']:.0f}% of a core", "", ""),
+        ("  steady ticks (after the first)", f"{r['steady_cpu_per_poll_ms']:.3f} ms per poll, "
+         f"{100 * r['steady_cpu_share']:.0f}% of a core", "", ""),
         ("GC: gen-2 runs / longest pause", f"{r['gc_gen2_collections']} / {r['gc_max_pause_ms']:.1f} ms"
          + (" (gc.freeze)" if r["gc_freeze"] else ""), "", ""),
     ]
@@ -317,6 +350,74 @@ def report(r: Dict[str, Any]) -> str:
     head = (f"{r['pollers']} pollers, interval {r['interval_s']:g} s, {r['ticks']} ticks after the first, "
             f"max_workers {r['max_workers']}, staggered\nreceiver (own process): {r['server']}")
     lines = [head, ""] + [f"{a:<{width}}  {b:<30} {c:<16} {d}".rstrip() for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def commit_of(tree: str) -> str:
+    """The short commit a checkout is at (with ``+`` when it has changes), or its path if git cannot say."""
+    try:
+        head = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return tree
+    return head + ("+" if dirty else "")
+
+
+def run_in_process(tree: str, flags: List[str], timeout: float) -> Dict[str, Any]:
+    """One run of this script on *tree*'s syncworkers, in a process of its own; its JSON line."""
+    env = dict(os.environ, **{TREE_ENV: tree})
+    out = subprocess.run([sys.executable, os.path.abspath(__file__)] + flags, capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"a run on {tree} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+    result: Dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def spread_of(values: List[float]) -> Dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def compare(flags: List[str], runs: int, baseline: Optional[str], timeout: float) -> Dict[str, Any]:
+    """*runs* runs of this tree (and of *baseline*, alternating); medians, ranges and ratios of CPU per poll."""
+    trees = {"this": TREE} if baseline is None else {"this": TREE, "baseline": os.path.abspath(baseline)}
+    got: Dict[str, List[Dict[str, Any]]] = {name: [] for name in trees}
+    for n in range(runs):
+        order = list(trees) if n % 2 == 0 else list(reversed(trees))  # neither always goes first
+        for name in order:
+            got[name].append(run_in_process(trees[name], flags, timeout))
+    summary: Dict[str, Any] = {"runs": runs, "transport": os.environ.get("HTTP_TRANSPORT") or "requests"}
+    for name, tree in trees.items():
+        summary[name] = {"tree": tree, "commit": commit_of(tree), "results": got[name]}
+        for key in ("cpu_per_poll_ms", "steady_cpu_per_poll_ms"):
+            summary[name][key] = spread_of([r[key] for r in got[name]])
+    if baseline is not None:
+        for key in ("cpu_per_poll_ms", "steady_cpu_per_poll_ms"):
+            pairs = [a[key] / b[key] for a, b in zip(got["this"], got["baseline"])]
+            summary[f"ratio_{key}"] = {"of_medians": summary["this"][key]["median"] / summary["baseline"][key]["median"],
+                                       "paired_min": min(pairs), "paired_max": max(pairs)}
+    return summary
+
+
+def compare_report(c: Dict[str, Any], head: str) -> str:
+    def cell(s: Dict[str, float]) -> str:
+        return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]"
+
+    lines = [head, f"transport {c['transport']}, {c['runs']} run(s) per tree, each in a process of its own"
+             + (", alternating" if "baseline" in c else ""), "",
+             f"{'':<28} {'CPU ms per poll, median [range]':<34} {'steady ticks only':<30}"]
+    for name in ("this", "baseline"):
+        if name in c:
+            label = f"{name} ({c[name]['commit']})"
+            lines.append(f"{label:<28} {cell(c[name]['cpu_per_poll_ms']):<34} "
+                         f"{cell(c[name]['steady_cpu_per_poll_ms']):<30}")
+    if "baseline" in c:
+        whole, steady = c["ratio_cpu_per_poll_ms"], c["ratio_steady_cpu_per_poll_ms"]
+        lines.append(f"{'this / baseline':<28} {whole['of_medians']:.2f}x (runs side by side "
+                     f"{whole['paired_min']:.2f}-{whole['paired_max']:.2f})"
+                     f"{'':<3} {steady['of_medians']:.2f}x ({steady['paired_min']:.2f}-{steady['paired_max']:.2f})")
     return "\n".join(lines)
 
 
@@ -330,6 +431,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the pool and timer threads")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() once the pollers are built (keeps full collections short)")
+    parser.add_argument("--runs", type=int, default=1, help="runs per tree, each in a process of its own")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="another checkout of syncworkers measured in the same session, runs alternating")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
     pollers = args.pollers if args.pollers is not None else base["pollers"]
@@ -337,6 +441,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     ticks = args.ticks if args.ticks is not None else base["ticks"]
     if pollers < 2 or interval <= 0 or ticks < 1 or not 1 <= args.max_workers <= MAX_POOL:
         parser.error(f"need --pollers >= 2, --interval > 0, --ticks >= 1, 1 <= --max-workers <= {MAX_POOL}")
+    if args.runs < 1:
+        parser.error("need --runs >= 1")
+    if args.baseline is not None and not os.path.isdir(os.path.join(args.baseline, "syncworkers")):
+        parser.error(f"--baseline {args.baseline}: no syncworkers package there")
+    if args.runs > 1 or args.baseline is not None:
+        if args.profile:
+            parser.error("--profile measures one run of this tree: leave out --runs and --baseline")
+        flags = ["--pollers", str(pollers), "--interval", str(interval), "--ticks", str(ticks),
+                 "--max-workers", str(args.max_workers)] + (["--gc-freeze"] if args.gc_freeze else [])
+        summary = compare(flags, args.runs, args.baseline, timeout=(ticks + 2) * interval * 3 + 120)
+        head = (f"{pollers} pollers, interval {interval:g} s, {ticks} ticks after the first, "
+                f"max_workers {args.max_workers}, staggered")
+        print(compare_report(summary, head))
+        print(json.dumps(summary))
+        return 0
     result = run(pollers, interval, ticks, args.max_workers, args.profile, args.gc_freeze)
     profile = result.pop("profile", None)
     print(report(result))

@@ -20,6 +20,10 @@ def test_headers_are_looked_up_in_any_case_and_keep_the_list():
     assert headers["content-type"] == headers.get("CONTENT-TYPE") == "application/json"
     assert headers["Set-Cookie"] == "a=1, b=2" and headers.get_all("SET-COOKIE") == ["a=1", "b=2"]
     assert dict(headers) == {"Content-Type": "application/json", "Set-Cookie": "a=1, b=2"}
+    copy = headers.as_dict()  # the same, a dict of its own: changing it changes nothing here
+    assert copy == dict(headers) and type(copy) is dict
+    copy["Content-Type"] = "text/html"
+    assert headers["Content-Type"] == "application/json"
     assert "SET-cookie" in headers and "X-None" not in headers and headers.get("X-None", "d") == "d"
     assert headers == {"content-type": "application/json", "set-cookie": "a=1, b=2"}
     assert headers.pairs == [("Content-Type", "application/json"), ("Set-Cookie", "a=1"), ("set-cookie", "b=2")]

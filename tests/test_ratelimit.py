@@ -5,8 +5,10 @@ import threading
 from email.utils import formatdate
 
 import pytest
+from requests.structures import CaseInsensitiveDict
 
 from syncworkers import PollerWorker, RateLimits
+from syncworkers.http.messages import Headers
 from syncworkers.polling.ratelimit import _wait as default_wait
 from syncworkers.polling.ratelimit import blocked_seconds, shared_rate_limits
 
@@ -52,7 +54,14 @@ class FakeTime:
     (200, {"X-RateLimit-Remaining": "0"}, None),  # spent, reset unknown: no guess
     (200, {}, None),
 ])
-def test_blocked_seconds_reads_the_usual_headers(status, headers, expected):
+@pytest.mark.parametrize("kind", ["dict", "response", "requests"])
+def test_blocked_seconds_reads_the_usual_headers(status, headers, expected, kind):
+    # A response's own headers are read as they are (case-insensitive), a plain mapping lowercased first.
+    if kind == "response":
+        headers = Headers([(name.upper() if i % 2 else name.title(), value)
+                           for i, (name, value) in enumerate(headers.items())])
+    elif kind == "requests":
+        headers = CaseInsensitiveDict({name.upper(): value for name, value in headers.items()})
     assert blocked_seconds(status, headers, WALL) == expected
 
 

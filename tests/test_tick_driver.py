@@ -2,7 +2,6 @@
 
 import logging
 import threading
-from concurrent.futures import Executor, Future
 
 import pytest
 
@@ -16,25 +15,25 @@ from .helpers import wait_for
 pytestmark = pytest.mark.transport_independent
 
 
-class ManualPool(Executor):
+class ManualPool:
     """Ticks wait here until the test runs them: firing, skipping and claiming without pool threads."""
 
     def __init__(self):
         self.queued = []
         self.lock = threading.Lock()
 
-    def submit(self, fn, /, *args, **kwargs):
-        future = Future()
+    def run_each(self, fn, args):
         with self.lock:
-            self.queued.append((future, fn, args, kwargs))
-        return future
+            self.queued += [(fn, (arg,)) for arg in args]
+
+    def nudge(self):
+        return False
 
     def run_queued(self):
         with self.lock:
             queued, self.queued = self.queued, []
-        for future, fn, args, kwargs in queued:
-            if future.set_running_or_notify_cancel():
-                future.set_result(fn(*args, **kwargs))
+        for fn, args in queued:
+            fn(*args)
         return len(queued)
 
 
@@ -63,7 +62,7 @@ def test_ticks_fire_on_the_fixed_rate_grid_however_late_or_long_a_tick_is():
     assert ticks.fire_due() == 6.0  # the next tick stays at 20: neither the work nor the delay drifts
     pool.run_queued()
     assert ran == [3.0, 14.0]
-    jobs, _ = ticks.report()
+    jobs = ticks.report()
     assert jobs["poll"]["fired"] == 2 and jobs["poll"]["skipped"] == 0 and jobs["poll"]["next_due"] == 20.0
 
 
@@ -75,14 +74,14 @@ def test_a_tick_due_while_the_last_is_still_queued_or_running_is_skipped_and_cou
         clock.now = now
         ticks.fire_due()
     assert len(pool.queued) == 1 and skips == [1, 1]  # never two ticks of one job at once, nor two queued
-    poll = ticks.report()[0]["poll"]
+    poll = ticks.report()["poll"]
     assert (poll["fired"], poll["skipped"], poll["busy"]) == (1, 2, True)
     pool.run_queued()
-    assert ticks.report()[0]["poll"]["busy"] is False
+    assert ticks.report()["poll"]["busy"] is False
     clock.now = 65.0  # 30, 40, 50 and 60 went by: one tick runs, three are skipped
     ticks.fire_due()
     assert len(pool.queued) == 1 and skips == [1, 1, 3]
-    poll = ticks.report()[0]["poll"]
+    poll = ticks.report()["poll"]
     assert (poll["fired"], poll["skipped"]) == (2, 5)
 
 
@@ -91,7 +90,7 @@ def test_an_empty_schedule_waits_the_longest_and_jobs_named_alike_get_keys_of_th
     ticks = driver(pool)
     assert ticks.fire_due() == MAX_TIMER_WAIT
     ticks.schedule([PeriodicJob("poll", 5.0, lambda: None), PeriodicJob("poll", 7.0, lambda: None)])
-    assert sorted(ticks.report()[0]) == ["poll", "poll-2"]
+    assert sorted(ticks.report()) == ["poll", "poll-2"]
     assert ticks.fire_due() == 5.0 and len(pool.queued) == 2
 
 
@@ -128,11 +127,11 @@ def test_a_loop_job_runs_on_its_named_thread_with_the_stop_and_is_called_again_a
 
     ticks = driver(stop=stop, loop_restart_delay=0.0)
     ticks.schedule([LoopJob("relay", relay)])
-    _, [thread] = ticks.outstanding()
+    [thread] = ticks.loop_threads()
     try:
         assert again.wait(10)
         assert calls == [stop, stop] and names == ["syncworkers-loop-relay"] * 2
-        assert ticks.report()[0]["relay"] == {"kind": "loop", "alive": True, "errors": 1}
+        assert ticks.report()["relay"] == {"kind": "loop", "alive": True, "errors": 1}
     finally:
         stop.set()
         thread.join(10)
@@ -140,20 +139,42 @@ def test_a_loop_job_runs_on_its_named_thread_with_the_stop_and_is_called_again_a
     assert "loop job 'relay' raised" in caplog.text
 
 
-def test_a_tick_knows_it_is_one_and_a_stop_from_inside_it_does_not_wait_for_it():
+def test_a_tick_knows_it_is_one_and_a_stop_from_inside_it_waits_only_for_the_others():
     pool, seen = ManualPool(), []
     ticks = driver(pool)
+    b_running, release = threading.Event(), threading.Event()
 
-    def tick():
-        seen.append((ticks.in_tick(), ticks.outstanding()[0]))
+    def a():
+        seen.append((ticks.in_tick(), ticks.running(), ticks.wait_running(0)))
 
-    ticks.schedule([PeriodicJob("a", 10.0, tick), PeriodicJob("b", 10.0, lambda: None)])
+    def b():
+        b_running.set()
+        release.wait(10)
+
+    ticks.schedule([PeriodicJob("a", 10.0, a), PeriodicJob("b", 10.0, b)])
     ticks.fire_due()
-    futures, _ = ticks.outstanding()
-    assert len(futures) == 2 and not ticks.in_tick()
-    pool.run_queued()
-    [(inside, waited_for)] = seen
-    assert inside and len(waited_for) == 1 and waited_for[0] in futures  # b's tick, not its own
+    [(run_a, args_a), (run_b, args_b)] = pool.queued
+    assert ticks.running() == [] and not ticks.in_tick()  # queued is not running: a stop drops those
+    other = threading.Thread(target=run_b, args=args_b, name="syncworkers-test-b")
+    other.start()
+    try:
+        assert b_running.wait(10)
+        run_a(*args_a)
+    finally:
+        release.set()
+        other.join(10)
+    assert seen == [(True, ["b"], 1)]  # b's tick, not its own
+    assert ticks.wait_running(10) == 0 and ticks.running() == []
+
+
+def test_a_tick_queued_before_the_stop_does_not_start_after_it():
+    pool, ran, stop = ManualPool(), [], StopSignal()
+    ticks = driver(pool, stop=stop)
+    ticks.schedule([PeriodicJob("poll", 10.0, lambda: ran.append(1))])
+    ticks.fire_due()
+    stop.set()
+    assert pool.run_queued() == 1 and ran == []
+    assert ticks.report()["poll"]["busy"] is False and ticks.wait_running(0) == 0
 
 
 class Claims:
@@ -187,12 +208,12 @@ def test_with_a_gate_each_tick_runs_in_one_driver_and_the_others_are_told_why_no
         pool.run_queued()
     # Tick n falls when the wall clock reads n * interval: the same number in every process.
     assert ran == [0] and told == [True] and claims.claimed == [("orders", 100_010)]
-    assert drivers[1].report()[0]["orders"]["ticks_elsewhere"] == 1
+    assert drivers[1].report()["orders"]["ticks_elsewhere"] == 1
     claims.down = True
     clock.now = 110.0
     drivers[0].fire_due()
     pools[0].run_queued()
-    assert ran == [0] and told == [True, False] and drivers[0].report()[0]["orders"]["ticks_unclaimed"] == 1
+    assert ran == [0] and told == [True, False] and drivers[0].report()["orders"]["ticks_unclaimed"] == 1
 
 
 def test_a_wall_clock_step_places_a_coordinated_grid_again_so_ticks_keep_the_clusters_numbers(caplog):
@@ -216,5 +237,5 @@ def test_a_wall_clock_step_places_a_coordinated_grid_again_so_ticks_keep_the_clu
 def test_stagger_spreads_the_first_ticks_of_jobs_scheduled_together(stagger, firsts):
     ticks = driver(stagger=stagger)
     ticks.schedule([PeriodicJob(name, 10.0, lambda: None) for name in "abc"])
-    jobs, _ = ticks.report()
+    jobs = ticks.report()
     assert [jobs[name]["next_due"] for name in "abc"] == pytest.approx(firsts)

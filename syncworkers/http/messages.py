@@ -98,6 +98,10 @@ class Headers(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._lookup())
 
+    def as_dict(self) -> Dict[str, str]:
+        """What ``dict(headers)`` gives (each name as first spelled), without a lookup per name."""
+        return dict(self._lookup().values())
+
     def get_all(self, name: str) -> List[str]:
         """Every value of field *name*, in order."""
         lower = name.lower()

@@ -247,7 +247,7 @@ class PageWalker:
             "url": request.url,
             "method": self.method,
             "content_type": response.headers.get("Content-Type"),
-            "response_headers": dict(response.headers),
+            "response_headers": response.headers.as_dict(),
             "attempts": getattr(response, "attempts", 1),
         }
         if self.paginator is not None:

@@ -78,7 +78,11 @@ def reset_seconds(value: str, wall_now: float) -> Optional[float]:
 
 def blocked_seconds(status: int, headers: Mapping[str, str], wall_now: float) -> Optional[float]:
     """How long a response says its host must not be called (0: the budget is fine; None: it does not say)."""
-    lowered = {k.lower(): v for k, v in headers.items()}  # once per response: it is read up to four times
+    lowered: Mapping[str, str]
+    if callable(getattr(headers, "lower_items", None)):
+        lowered = headers  # case-insensitive already (a response's Headers, requests' CaseInsensitiveDict)
+    else:
+        lowered = {k.lower(): v for k, v in headers.items()}  # once per response: it is read up to four times
     if status in RETRY_AFTER_STATUSES:
         retry_after = _header(lowered, "retry-after")
         seconds = parse_retry_after(retry_after, float("inf"), now=wall_now) if retry_after else None
@@ -145,6 +149,8 @@ class RateLimits:
         Waits (on *stop*) when the host is blocked for at most *max_wait*
         seconds; a stop during that wait returns ``(False, 0.0)``.
         """
+        if not self._hosts:  # no answer ever spoke of a budget: nothing to look up or wait for
+            return True, 0.0
         remaining = self.blocked_for(url)
         if remaining <= 0:
             self._recovered(url)

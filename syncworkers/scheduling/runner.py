@@ -11,13 +11,11 @@ coordination (coordination.py), a pool thread claims each tick before running it
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from .coordination import COORDINATION_ENV, TickClaims, open_gate
@@ -25,13 +23,14 @@ from ..config.validators import checked, count, flag
 from ..exceptions import ConfigError, WorkerError
 from ..observability.process_hooks import install
 from .jobs import Job, LoopJob, PeriodicJob, Worker
+from .pool import TickPool
 from .schedule import Schedule, stagger_offsets
 from ..signals import Deadline, StopSignal
 from .ticks import CLOCK_STEP, LOOP_RESTART_DELAY, MAX_TIMER_WAIT, TickDriver
 
 logger = logging.getLogger(__name__)
 
-#: Pool size when ``max_workers`` is None: the ThreadPoolExecutor default.
+#: Pool size when ``max_workers`` is None: the ThreadPoolExecutor default (the pool is a lighter one of ours).
 DEFAULT_MAX_WORKERS = max(1, min(32, (os.cpu_count() or 1) + 4))
 #: How often run() on the main thread looks for a received SIGINT/SIGTERM (see run()).
 SIGNAL_POLL_INTERVAL = 0.2
@@ -41,7 +40,7 @@ _NEW, _STARTING, _RUNNING, _STOPPED = "new", "starting", "running", "stopped"
 
 
 class Runner:
-    """Drive the jobs of many workers with one ThreadPoolExecutor and one timer thread.
+    """Drive the jobs of many workers with one thread pool and one timer thread.
 
     Periodic jobs run on the pool, never two ticks of one job at once and at
     most one queued per job; loop jobs run on their own threads. The runner
@@ -93,7 +92,7 @@ class Runner:
         self._workers: List[Any] = []
         self._started: List[Any] = []
         self._workers_shut = False
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool: Optional[TickPool] = None
         self._ticks: Optional[TickDriver] = None  # built by start(), with the pool
         self._signalled: Optional[int] = None
         self._stopped_first = False  # stop() came before start(): run() then returns at once
@@ -148,8 +147,7 @@ class Runner:
                 self._shutdown_workers()
                 self._close_gate()
                 raise
-            self._pool = ThreadPoolExecutor(self.max_workers,
-                                            thread_name_prefix=f"syncworkers-pool-{self.name}")
+            self._pool = TickPool(self.max_workers, f"syncworkers-pool-{self.name}")
             self._ticks = TickDriver(self._pool, self.stop_event, name=self.name, clock=self._clock,
                                      wall_clock=self._wall_clock, gate=self._gate, stagger=self.stagger,
                                      loop_restart_delay=self.loop_restart_delay)
@@ -187,10 +185,10 @@ class Runner:
         if timer is not None and timer is not current:
             timer.join(deadline.remaining())
         if first:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(cancel=True)  # ticks queued and not started never start
         inside_tick = ticks.in_tick()
-        futures, loops = ticks.outstanding()
-        _, pending = concurrent.futures.wait(futures, timeout=deadline.remaining())
+        pending = ticks.wait_running(deadline.remaining())
+        loops = ticks.loop_threads()
         for thread in loops:
             thread.join(deadline.remaining())
         alive = [t.name for t in loops if t.is_alive()]
@@ -199,11 +197,11 @@ class Runner:
         ended = not pending and not alive
         if not ended:
             logger.warning("runner %r: stop() timed out; still running: %d tick(s), threads %s",
-                           self.name, len(pending), alive)
+                           self.name, pending, alive)
         self._shutdown_workers()
         self._close_gate()
         if ended and not inside_tick:
-            pool.shutdown(wait=True)  # every tick is over: this only joins the idle threads
+            pool.join()  # every tick is over: this only joins the idle threads
         if ended:
             from ..http.transport.deadline import WATCHDOG
 
@@ -256,8 +254,9 @@ class Runner:
     @property
     def stats(self) -> Dict[str, Any]:
         """A snapshot: ticks fired, skipped and failed per job and in total, and live threads."""
-        ticks = self._ticks
-        jobs, pool_threads = ticks.report() if ticks is not None else ({}, 0)
+        ticks, pool = self._ticks, self._pool
+        jobs = ticks.report() if ticks is not None else {}
+        pool_threads = pool.alive if pool is not None else 0
         timer = ticks.timer if ticks is not None else None
         periodic = [job for job in jobs.values() if job["kind"] == "periodic"]
         return {

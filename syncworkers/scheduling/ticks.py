@@ -14,11 +14,10 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
-from ..signals import StopSignal
+from ..signals import Deadline, StopSignal
 from .coordination import TickGate
 from .jobs import Job, LoopJob, PeriodicJob
 from .schedule import Schedule, name_offset, stagger_offsets
@@ -31,6 +30,18 @@ MAX_TIMER_WAIT = 60.0
 CLOCK_STEP = 1.0
 #: Seconds before a loop job whose function raised is called again.
 LOOP_RESTART_DELAY = 1.0
+#: Shortest sleep of the timer (unless woken): ticks falling due within it fire together, at most this late.
+#: A thousand pollers at 1 s then cost ~200 wake-ups a second, not 1,000, and each batch of ticks runs on
+#: one pool thread instead of passing the GIL between five.
+FIRE_WINDOW = 0.005
+
+
+class Pool(Protocol):
+    """What runs the ticks: :class:`~syncworkers.scheduling.pool.TickPool`, or a test's own."""
+
+    def run_each(self, func: Callable[[Any], Any], args: Iterable[Any]) -> None: ...
+
+    def nudge(self) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -39,7 +50,7 @@ class _Entry:
     job: PeriodicJob
     schedule: Schedule
     busy: bool = False  # a tick is queued or running: the next one due is skipped
-    future: Optional["Future[None]"] = None
+    tick: int = 0  # the grid point of the tick queued or running (the schedule may be placed again meanwhile)
     fired: int = 0
     skipped: int = 0
     errors: int = 0
@@ -67,9 +78,16 @@ class TickDriver:
     it runs. *stop* ends the timer and the loops and keeps queued ticks from
     running. ``start()`` runs the timer thread ``syncworkers-timer-<name>``; tests
     may call :meth:`fire_due` themselves with an injected *clock* instead.
+
+    The timer sleeps on a lock that :meth:`wakeup` releases (no Event, no
+    condition variable), at least :data:`FIRE_WINDOW` unless woken, and hands the
+    ticks due to the pool as one batch; the pool's ``nudge()`` at each wake-up
+    brings in another thread for ticks held up behind a slow one. A tick's
+    counters are written only by the thread running it (one tick of a job at a
+    time), so only its start and end take the lock.
     """
 
-    def __init__(self, pool: Executor, stop: StopSignal, *, name: str, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, pool: Pool, stop: StopSignal, *, name: str, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, gate: Optional[TickGate] = None,
                  stagger: bool = False, loop_restart_delay: float = LOOP_RESTART_DELAY,
                  rand: Optional[random.Random] = None) -> None:
@@ -82,15 +100,19 @@ class TickDriver:
         self._wall_clock = wall_clock
         self._gate = gate
         self._random = rand or random.Random()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()  # guards the heap, the entries and their counters; never held to wait
+        # Held while the timer sleeps; wakeup() releases it (two wake-ups before the timer reads one are one).
+        self._bell = threading.Lock()
+        self._bell.acquire()
+        self._lock = threading.Lock()  # guards the heap, the entries, what runs; never held to wait
+        self._idle = threading.Condition(self._lock)  # notified when a tick ends while a stop waits
+        self._stopping = 0  # how many wait_running() calls wait now
         self._local = threading.local()
         self._keys: Set[str] = set()
         self._entries: List[_Entry] = []
         self._loops: List[_Loop] = []
         self._heap: List[Tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
-        self._pool_threads: Set[threading.Thread] = set()
+        self._running: Set[_Entry] = set()  # ticks whose func was started and has not returned
         self.timer: Optional[threading.Thread] = None
         stop.on_set(self.wakeup)  # the timer reads the stop as soon as it is given
 
@@ -101,7 +123,10 @@ class TickDriver:
 
     def wakeup(self) -> None:
         """Make the timer read the clock and the schedule now."""
-        self._wake.set()
+        try:
+            self._bell.release()
+        except RuntimeError:  # released already: the timer has a wake-up waiting
+            pass
 
     def schedule(self, jobs: List[Job]) -> None:
         """Put periodic *jobs* on the heap (first tick one interval from now) and start the loop jobs' threads."""
@@ -138,13 +163,15 @@ class TickDriver:
         self.wakeup()
 
     def fire_due(self) -> float:
-        """Submit every tick due now; return the seconds until the next one is due."""
+        """Hand every tick due now to the pool; return the seconds until the next one is due."""
         now = self._clock()
         wall_now = self._wall_clock() if self._gate is not None else 0.0
-        skips = []
+        fires: List[_Entry] = []
+        skips: List[Tuple[_Entry, int]] = []
+        heap = self._heap
         with self._lock:
-            while self._heap and self._heap[0][0] <= now:
-                _, _, entry = heapq.heappop(self._heap)
+            while heap and heap[0][0] <= now:
+                entry = heap[0][2]
                 if entry.epoch is not None and abs(now - wall_now - entry.epoch) > CLOCK_STEP:
                     # The wall clock stepped (NTP, a resumed VM): follow it, or this process
                     # would number its ticks unlike the others.
@@ -152,16 +179,21 @@ class TickDriver:
                                    entry.key, entry.epoch - (now - wall_now))
                     entry.schedule = self._epoch_schedule(entry.job, entry.offset, now, wall_now)
                     entry.epoch = now - wall_now
-                    heapq.heappush(self._heap, (entry.schedule.next_due, next(self._seq), entry))
+                    heapq.heapreplace(heap, (entry.schedule.next_due, next(self._seq), entry))
                     continue
                 fire, skipped = entry.schedule.due(now, busy=entry.busy)
                 if fire:
-                    self._submit(entry)
+                    entry.tick = entry.schedule.tick
+                    entry.busy = True  # from now until the tick ends, the job's next ticks are skipped
+                    entry.fired += 1
+                    fires.append(entry)
                 if skipped:
                     entry.skipped += skipped
                     skips.append((entry, skipped))
-                heapq.heappush(self._heap, (entry.schedule.next_due, next(self._seq), entry))
-            next_due = self._heap[0][0] if self._heap else None
+                heapq.heapreplace(heap, (entry.schedule.next_due, next(self._seq), entry))
+            next_due = heap[0][0] if heap else None
+        if fires:  # after the lock: the thread woken takes it as each tick starts
+            self._submit(fires)
         for entry, skipped in skips:
             logger.debug("job %r: skipped %d tick(s), the previous one was still running", entry.key, skipped)
             if entry.job.on_skip is not None:
@@ -177,21 +209,39 @@ class TickDriver:
         """True when the calling thread is running one of this driver's ticks."""
         return getattr(self._local, "entry", None) is not None
 
-    def outstanding(self) -> Tuple[List["Future[None]"], List[threading.Thread]]:
-        """The ticks submitted and not cancelled, and the loop threads: what a stop waits for.
+    def running(self) -> List[str]:
+        """The keys of the jobs whose tick is running now, but the calling thread's own (a stop from inside one).
 
-        Leaves out the calling thread's own tick or loop (a stop from inside one).
+        A tick queued and not started is not running: after the stop it never starts.
         """
-        own, current = getattr(self._local, "entry", None), threading.current_thread()
+        own = getattr(self._local, "entry", None)
         with self._lock:
-            # A future cancelled by the pool's shutdown never counts as done for wait(): leave it out.
-            futures = [e.future for e in self._entries
-                       if e.future is not None and not e.future.cancelled() and e is not own]
-            loops = [loop.thread for loop in self._loops if loop.thread is not current]
-        return futures, loops
+            return sorted(e.key for e in self._running if e is not own)
 
-    def report(self) -> Tuple[Dict[str, Dict[str, Any]], int]:
-        """``(jobs, pool threads alive)``: each job's counters by key, and how many pool threads ran ticks."""
+    def wait_running(self, timeout: Optional[float] = None) -> int:
+        """Wait up to *timeout* until no tick runs (but the calling thread's own); return how many still do."""
+        own = getattr(self._local, "entry", None)
+        deadline = Deadline(timeout)
+        with self._lock:
+            self._stopping += 1
+            try:
+                while True:
+                    left = len(self._running) - (own in self._running)
+                    remaining = deadline.remaining()
+                    if not left or remaining == 0:
+                        return left
+                    self._idle.wait(remaining)
+            finally:
+                self._stopping -= 1
+
+    def loop_threads(self) -> List[threading.Thread]:
+        """The loop jobs' threads, but the calling one (a stop from inside a loop): what a stop joins."""
+        current = threading.current_thread()
+        with self._lock:
+            return [loop.thread for loop in self._loops if loop.thread is not current]
+
+    def report(self) -> Dict[str, Dict[str, Any]]:
+        """Each job's counters by key."""
         with self._lock:
             jobs: Dict[str, Dict[str, Any]] = {
                 e.key: {"kind": "periodic", "interval": e.job.interval, "fired": e.fired,
@@ -201,7 +251,7 @@ class TickDriver:
                 for e in self._entries}
             for loop in self._loops:
                 jobs[loop.key] = {"kind": "loop", "alive": loop.thread.is_alive(), "errors": loop.errors}
-            return jobs, sum(t.is_alive() for t in self._pool_threads)
+            return jobs
 
     # -- internals ----------------------------------------------------------
 
@@ -213,37 +263,40 @@ class TickDriver:
         return key
 
     def _timer_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            if self.stop.is_set():  # checked after clear(): setting the stop wakes us after setting it
-                return
-            self._wake.wait(self.fire_due())
+        bell, stop, pool = self._bell, self.stop, self._pool
+        while not stop.is_set():  # setting the stop wakes us after setting it
+            wait = self.fire_due()
+            held_up = pool.nudge()
+            bell.acquire(timeout=FIRE_WINDOW if held_up else max(wait, FIRE_WINDOW))
 
     def _epoch_schedule(self, job: PeriodicJob, offset: float, now: float, wall_now: float) -> Schedule:
         return Schedule.on_epoch_grid(job.interval, now, wall_now, offset=offset, jitter=job.jitter,
                                       rand=self._random.random)
 
-    def _submit(self, entry: _Entry) -> None:
+    def _submit(self, entries: List[_Entry]) -> None:
         try:
-            entry.future = self._pool.submit(self._run_tick, entry, entry.schedule.tick)
+            self._pool.run_each(self._run_tick, entries)
         except RuntimeError:  # the run's stop shut the pool while this timer was still firing
-            return
-        entry.busy = True
-        entry.fired += 1
-
-    def _run_tick(self, entry: _Entry, tick: int) -> None:
-        self._local.entry = entry  # lets a stop called from this tick skip waiting for it
-        try:
             with self._lock:
-                self._pool_threads.add(threading.current_thread())
-            # Not after the stop: queued before it and not cancelled in time.
-            if not self.stop.is_set() and self._claimed(entry, tick):
-                with self._lock:
-                    entry.here += 1
+                for entry in entries:
+                    entry.busy = False
+                    entry.fired -= 1
+
+    def _run_tick(self, entry: _Entry) -> None:
+        # The entry's counters are written only here and one tick of a job runs at a time: no lock.
+        local = self._local
+        with self._lock:
+            if self.stop.is_set():  # queued before the stop and not dropped in time: it does not start
+                entry.busy = False
+                return
+            self._running.add(entry)
+        local.entry = entry  # lets a stop called from this tick skip waiting for it
+        try:
+            if self._claimed(entry, entry.tick):
+                entry.here += 1
                 entry.job.func()
         except BaseException as exc:
-            with self._lock:
-                entry.errors += 1
+            entry.errors += 1
             if entry.job.on_error is None:
                 logger.error("job %r raised", entry.key, exc_info=exc)
             else:
@@ -252,9 +305,12 @@ class TickDriver:
                 except Exception:
                     logger.exception("job %r: on_error raised", entry.key)
         finally:
-            self._local.entry = None
+            local.entry = None
             with self._lock:
+                self._running.discard(entry)
                 entry.busy = False
+                if self._stopping:
+                    self._idle.notify_all()
 
     def _claimed(self, entry: _Entry, tick: int) -> bool:
         """True if this process is to run *tick*: always without coordination, else if it got the claim."""
@@ -263,11 +319,10 @@ class TickDriver:
         verdict = self._gate.admit(entry.key, tick, entry.job.interval)
         if verdict:
             return True
-        with self._lock:
-            if verdict is None:
-                entry.unclaimed += 1
-            else:
-                entry.elsewhere += 1
+        if verdict is None:
+            entry.unclaimed += 1
+        else:
+            entry.elsewhere += 1
         if entry.job.on_unclaimed is not None:
             try:
                 entry.job.on_unclaimed(verdict is False)
@@ -291,4 +346,4 @@ class TickDriver:
             return
 
 
-__all__ = ["CLOCK_STEP", "LOOP_RESTART_DELAY", "MAX_TIMER_WAIT", "TickDriver"]
+__all__ = ["CLOCK_STEP", "FIRE_WINDOW", "LOOP_RESTART_DELAY", "MAX_TIMER_WAIT", "Pool", "TickDriver"]
