@@ -165,3 +165,16 @@ def test_a_part_reads_no_private_attribute_of_another_object():
                 own = isinstance(owner, ast.Name) and owner.id in ("self", "cls") or (
                     isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")
                 assert own, f"syncworkers.{module} line {node.lineno} reads {ast.unparse(node)}"
+
+
+#: "No class over ~300 lines": the longest left are public faces whose methods are mostly their
+#: documented docstrings (WebhookSenderWorker) and the stores, one method per operation of the interface.
+MAX_CLASS_LINES = 340
+
+
+def test_no_class_grows_past_about_300_lines():
+    for module, package, path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                lines = node.end_lineno - node.lineno + 1
+                assert lines <= MAX_CLASS_LINES, f"syncworkers.{module}.{node.name} is {lines} lines: cut it into parts"
