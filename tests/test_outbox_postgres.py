@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from syncworkers import WebhookConfig
 from syncworkers.cli import cli
 from syncworkers.exceptions import ConfigError
-from syncworkers.outbox import DELIVERED, IN_FLIGHT, Outbox, open_outbox
+from syncworkers.outbox import DELIVERED, IN_FLIGHT, PENDING, Outbox, open_outbox
 from syncworkers.workers.webhook import WebhookSenderWorker
 
 from .helpers import need_module, wait_for
@@ -289,3 +289,39 @@ def test_a_store_opening_the_outbox_waits_for_no_lock_an_open_transaction_holds(
                 assert second.counts()["pending"] == 0  # not committed yet: not seen, not waited for
             app.rollback()
         assert first.get(pending) is None
+
+
+# -- held deliveries and a concurrent enable -----------------------------------------------
+
+
+def test_an_outcome_held_on_a_snapshot_from_before_enable_endpoint_is_released(pg_db):
+    # settle() decides "held" from its statement's snapshot. An operator's enable_endpoint() committed
+    # while that statement waited on the delivery's row released what was held then, not this one:
+    # it must not stay held behind an enabled endpoint (seen as a rare hang of the kill -9 chaos test).
+    from syncworkers.outbox.store import HELD, Attempt, Settlement
+
+    with open_outbox(pg_db, owner="A") as box:
+        gone = box.add("/gone", "http://127.0.0.1:9/hook", b"{}")
+        waiting = box.add("/hook", "http://127.0.0.1:9/hook", b"{}")
+        assert {d.id for d in box.claim_due(10)} == {gone, waiting}
+        at = box.clock()
+        box.settle([Settlement(gone, "dead", 410, "gone: status 410", now=at,
+                               attempt=Attempt(at=at, duration=0.1, kind="gone", status=410, error="gone", body=b""))])
+        [endpoint] = [e for e in box.endpoints() if not e.enabled]  # a 410 disabled it
+        with psycopg.connect(pg_db, autocommit=False) as blocker:
+            blocker.execute(f"SELECT 1 FROM {box.table} WHERE id = %s FOR UPDATE", (waiting,))
+            retry = Settlement(waiting, PENDING, 503, "status 503", at, True, None, at)
+            settling = threading.Thread(target=box.settle, args=([retry],), name="syncworkers-test-settle")
+            settling.start()
+            try:
+                with psycopg.connect(pg_db, autocommit=True) as watcher:
+                    assert wait_for(lambda: watcher.execute(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%%unnest%%'").fetchone()[0] == 1, timeout=30)
+                assert box.enable_endpoint(endpoint.endpoint) == 0  # nothing was held yet
+            finally:
+                blocker.rollback()
+                settling.join(30)
+        assert not settling.is_alive()
+        assert box.get(waiting).state == PENDING, "held behind an enabled endpoint"
+        assert box.counts().get(HELD, 0) == 0

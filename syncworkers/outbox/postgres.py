@@ -31,7 +31,7 @@ from . import dbapi
 from . import health
 from .health import ATTEMPT_LOG_SIZE, EndpointHealth, Observation, endpoint_of
 from .listen import Listener, Subscribers
-from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, IN_FLIGHT, PENDING, Attempt, Delivery, Settlement,
+from .store import (DEAD, DEFAULT_LEASE_SECONDS, DELIVERED, HELD, IN_FLIGHT, PENDING, Attempt, Delivery, Settlement,
                     check_new_delivery, default_owner, health_of, trace_text)
 
 try:
@@ -161,7 +161,9 @@ class PostgresOutbox(PostgresReads):
             dbapi.execute(connection, query, params)
             return id
         with self._connections.connection() as conn:
-            conn.execute(query, params)
+            row = conn.execute(query, params).fetchone()
+            if row is not None and row[1] == HELD:
+                self._release_if_enabled(conn, [id])
         return id
 
     def claim_due(self, limit: int, now: Optional[float] = None) -> List[Delivery]:
@@ -221,13 +223,23 @@ class PostgresOutbox(PostgresReads):
                 if s.attempt is not None:
                     target = row[3] or endpoint_of(row[4])
                     attempts.setdefault(target, []).append((s.id, s.attempt.kind, s.attempt.status, s.attempt.at))
-                    stored[target] = row[5:] if row[5] is not None else None
+                    stored[target] = row[6:] if row[6] is not None else None
             changing = [target for target, made in attempts.items() if not health.observe_all(
                 EndpointHealth(target) if stored[target] is None else health_of(stored[target]), made,
                 disable_after).quiet(stored[target] is not None)]
             if changing:
                 self._observe(conn, {target: attempts[target] for target in changing}, disable_after)
+            held = [row[0] for row in rows if row[5] == HELD]
+            if held:
+                self._release_if_enabled(conn, held)
         return [s.id for s in settlements if s.id not in known]
+
+    def _release_if_enabled(self, conn: "psycopg.Connection[Any]", ids: List[str]) -> None:
+        """Release the deliveries among *ids* a statement held whose endpoint is enabled by now (see the
+        ``release_if_enabled`` query): an enable_endpoint() that ran beside that statement missed them."""
+        with self._connections.transaction(conn):
+            conn.execute(self._connections.compiled("lock_endpoints_of"), {"ids": ids})
+            conn.execute(self._connections.compiled("release_if_enabled"), {"ids": ids, "channel": self.channel})
 
     def _observe(self, conn: "psycopg.Connection[Any]", attempts: Dict[str, List[Observation]],
                  disable_after: Optional[float]) -> None:

@@ -90,8 +90,8 @@ QUERIES = {
         f" %(headers)s, {_HOLD_IF_DISABLED.format(e='{e}', target='%(target)s')}, 0, c.now, c.now, c.now,"
         " %(target)s, %(trace_context)s"
         f" FROM (SELECT {_NOW} AS now) c"
-        " ON CONFLICT (id) DO NOTHING RETURNING id)"
-        " SELECT pg_notify(%(channel)s, '') FROM ins"
+        " ON CONFLICT (id) DO NOTHING RETURNING id, state)"
+        " SELECT pg_notify(%(channel)s, ''), ins.state FROM ins"
     ),
     # Pending rows due and in-flight rows whose lease expired, each search bounded by the index;
     # SKIP LOCKED: rows another owner is claiming right now are left to it, not waited for.
@@ -149,14 +149,14 @@ QUERIES = {
         " last_status = v.status,"
         f" delivered_at = CASE WHEN v.state = '{DELIVERED}' THEN COALESCE(v.now, c.db_now) ELSE d.delivered_at END,"
         " owner = NULL, lease_until = NULL, updated_at = COALESCE(v.now, c.db_now)"
-        f" FROM v, c WHERE d.id = v.id AND {_SETTLE_APPLIES} RETURNING d.id),"
+        f" FROM v, c WHERE d.id = v.id AND {_SETTLE_APPLIES} RETURNING d.id, d.state),"
         " n AS (SELECT v.id, COALESCE(MAX(a.n), 0) + 1 AS n FROM v JOIN known ON known.id = v.id"
         " LEFT JOIN {a} AS a ON a.delivery_id = v.id WHERE v.logged GROUP BY v.id),"
         f" ins AS (INSERT INTO {{a}} (delivery_id, n, {_ATTEMPT_COLUMNS}) SELECT v.id, n.n, v.at, v.duration,"
         " v.kind, v.attempt_status, v.attempt_error, v.body FROM v JOIN n ON n.id = v.id"
         " ON CONFLICT (delivery_id, n) DO NOTHING),"
         " trim AS (DELETE FROM {a} AS a USING n WHERE a.delivery_id = n.id AND a.n <= n.n - %(keep)s)"
-        " SELECT v.id, known.id IS NOT NULL, u.id IS NOT NULL, known.target, known.url, "
+        " SELECT v.id, known.id IS NOT NULL, u.id IS NOT NULL, known.target, known.url, u.state, "
         + ", ".join(f"e.{c}" for c in _ENDPOINT_COLUMNS.split(", "))
         + " FROM v LEFT JOIN known ON known.id = v.id LEFT JOIN u ON u.id = v.id"
         " LEFT JOIN {e} AS e ON e.target = known.target"
@@ -170,6 +170,16 @@ QUERIES = {
     "endpoint_set": (
         "UPDATE {e} SET disabled_at = %(disabled_at)s, reason = %(reason)s, failing_since = %(failing_since)s,"
         " last_failure_at = %(last_failure_at)s, last_status = %(last_status)s WHERE target = %(target)s"
+    ),
+    # A statement that held deliveries decided on its snapshot: an enable_endpoint() committed meanwhile
+    # released what was held then, not these. Under its endpoints' locks (the order enable_endpoint()
+    # takes them in), those whose endpoint is enabled now are released.
+    "lock_endpoints_of": ("SELECT 1 FROM {e} WHERE target IN (SELECT target FROM {t} WHERE id = ANY(%(ids)s))"
+                          " ORDER BY target FOR SHARE"),
+    "release_if_enabled": (
+        f"WITH r AS (UPDATE {{t}} AS d SET state = '{PENDING}' WHERE id = ANY(%(ids)s) AND state = '{HELD}'"
+        " AND NOT EXISTS (SELECT 1 FROM {e} e WHERE e.target = d.target AND e.disabled_at IS NOT NULL)"
+        " RETURNING id) SELECT COUNT(*), pg_notify(%(channel)s, '') FROM r"
     ),
     "hold_endpoint": f"UPDATE {{t}} SET state = '{HELD}' WHERE target = %(target)s AND state = '{PENDING}'",
     "hold_ids": f"UPDATE {{t}} SET state = '{HELD}' WHERE id = ANY(%(ids)s) AND state = '{PENDING}'",
