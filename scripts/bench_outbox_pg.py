@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from receivers import fast_receiver  # noqa: E402
+from receivers import NGINX_DELAYS_MS, fast_receiver, latency_receiver  # noqa: E402
 
 from syncworkers import WebhookConfig  # noqa: E402
 from syncworkers.outbox import open_outbox  # noqa: E402
@@ -258,7 +258,10 @@ def main(argv: Optional[List[str]] = None) -> None:
 
                 url = stack.enter_context(PostgresServer()).url
         # nginx answers at once whatever the path: the Python receiver plays a partner with latency.
-        receiver = fast_receiver("python" if args.delay_ms > 0 else "auto")
+        if args.delay_ms in NGINX_DELAYS_MS:
+            receiver = latency_receiver()  # nginx with its echo module when installed
+        else:
+            receiver = fast_receiver("python" if args.delay_ms > 0 else "auto")
         stack.callback(receiver.stop)
         path = f"/delay/{args.delay_ms}/hook"
         store = "SQLite" if args.sqlite else "PostgreSQL"

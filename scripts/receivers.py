@@ -39,7 +39,7 @@ NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/ngin
 ECHO_MODULE_CANDIDATES = ("/usr/lib/nginx/modules/ngx_http_echo_module.so",
                           "/usr/local/nginx/modules/ngx_http_echo_module.so")
 #: The delays (ms) the scripted nginx plays; the Python receiver plays any.
-NGINX_DELAYS_MS = (50, 200, 2000)
+NGINX_DELAYS_MS = (10, 50, 200, 2000)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 #: Largest request the Python receiver accepts (a benchmark webhook is small).
