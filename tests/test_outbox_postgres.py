@@ -294,34 +294,40 @@ def test_a_store_opening_the_outbox_waits_for_no_lock_an_open_transaction_holds(
 # -- held deliveries and a concurrent enable -----------------------------------------------
 
 
-def test_an_outcome_held_on_a_snapshot_from_before_enable_endpoint_is_released(pg_db):
-    # settle() decides "held" from its statement's snapshot. An operator's enable_endpoint() committed
-    # while that statement waited on the delivery's row released what was held then, not this one:
-    # it must not stay held behind an enabled endpoint (seen as a rare hang of the kill -9 chaos test).
-    from syncworkers.outbox.store import HELD, Attempt, Settlement
+@pytest.mark.parametrize("operation", ["settle", "release", "replay"])
+def test_a_delivery_held_on_a_snapshot_from_before_enable_endpoint_is_released(pg_db, operation):
+    # settle(), release() and replay() decide "held" from their statement's snapshot. An operator's
+    # enable_endpoint() committed while that statement waited on the delivery's row released what was
+    # held then, not this one: it must not stay held behind an enabled endpoint (seen as a rare hang
+    # of the kill -9 chaos test).
+    from syncworkers.outbox.store import DEAD, HELD, Attempt, Settlement
 
     with open_outbox(pg_db, owner="A") as box:
         gone = box.add("/gone", "http://127.0.0.1:9/hook", b"{}")
         waiting = box.add("/hook", "http://127.0.0.1:9/hook", b"{}")
         assert {d.id for d in box.claim_due(10)} == {gone, waiting}
         at = box.clock()
-        box.settle([Settlement(gone, "dead", 410, "gone: status 410", now=at,
+        if operation == "replay":
+            box.settle([Settlement(waiting, DEAD, 400, "refused: status 400", now=at)])
+        box.settle([Settlement(gone, DEAD, 410, "gone: status 410", now=at,
                                attempt=Attempt(at=at, duration=0.1, kind="gone", status=410, error="gone", body=b""))])
         [endpoint] = [e for e in box.endpoints() if not e.enabled]  # a 410 disabled it
+        call = {"settle": lambda: box.settle([Settlement(waiting, PENDING, 503, "status 503", at, True, None, at)]),
+                "release": lambda: box.release([waiting]),
+                "replay": lambda: box.replay(ids=[waiting])}[operation]
         with psycopg.connect(pg_db, autocommit=False) as blocker:
             blocker.execute(f"SELECT 1 FROM {box.table} WHERE id = %s FOR UPDATE", (waiting,))
-            retry = Settlement(waiting, PENDING, 503, "status 503", at, True, None, at)
-            settling = threading.Thread(target=box.settle, args=([retry],), name="syncworkers-test-settle")
-            settling.start()
+            running = threading.Thread(target=call, name="syncworkers-test-hold")
+            running.start()
             try:
                 with psycopg.connect(pg_db, autocommit=True) as watcher:
                     assert wait_for(lambda: watcher.execute(
                         "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%%unnest%%'").fetchone()[0] == 1, timeout=30)
+                        f" AND query LIKE '%%UPDATE%%{box.table}%%'").fetchone()[0] == 1, timeout=30)
                 assert box.enable_endpoint(endpoint.endpoint) == 0  # nothing was held yet
             finally:
                 blocker.rollback()
-                settling.join(30)
-        assert not settling.is_alive()
+                running.join(30)
+        assert not running.is_alive()
         assert box.get(waiting).state == PENDING, "held behind an enabled endpoint"
         assert box.counts().get(HELD, 0) == 0

@@ -293,12 +293,23 @@ class PostgresOutbox(PostgresReads):
             query = self._connections.format(key, conn, **parts) if parts else self._connections.compiled(key)
             return conn.execute(query, params).rowcount
 
+    def _run_holding(self, key: str, params: Dict[str, Any], **parts: str) -> int:
+        """:meth:`_run` for a statement that may hold what it changes (it returns ``id, state``): what it
+        held behind an endpoint enabled meanwhile is released (see :meth:`_release_if_enabled`)."""
+        with self._connections.connection() as conn:
+            query = self._connections.format(key, conn, **parts) if parts else self._connections.compiled(key)
+            rows = conn.execute(query, params).fetchall()
+            held = [row[0] for row in rows if row[1] == HELD]
+            if held:
+                self._release_if_enabled(conn, held)
+        return len(rows)
+
     def release(self, ids: Optional[Sequence[str]] = None) -> int:
         """Hand this owner's claims back (graceful stop): in flight -> pending, attempts unchanged."""
         if ids is None:
-            return self._run("release", {"owner": self.owner})
+            return self._run_holding("release", {"owner": self.owner})
         ids = list(ids)
-        return self._run("release_ids", {"owner": self.owner, "ids": ids}) if ids else 0
+        return self._run_holding("release_ids", {"owner": self.owner, "ids": ids}) if ids else 0
 
     def replay(self, ids: Optional[Sequence[str]] = None, endpoint: Optional[str] = None,
                since: Optional[float] = None, now: Optional[float] = None) -> int:
@@ -312,7 +323,7 @@ class PostgresOutbox(PostgresReads):
         if ids is not None:
             where += " AND id = ANY(%(ids)s)"
             params["ids"] = list(ids)
-        return self._run("replay", {**params, "now": self._now_param(now)}, where=where)
+        return self._run_holding("replay", {**params, "now": self._now_param(now)}, where=where)
 
     def purge(self, older_than: float, state: str = DELIVERED, now: Optional[float] = None) -> int:
         """Delete ``state`` deliveries (delivered or dead) last updated more than ``older_than`` s ago."""

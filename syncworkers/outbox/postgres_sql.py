@@ -117,16 +117,18 @@ QUERIES = {
     "release": (
         f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
         f" lease_until = NULL, updated_at = {_DB_NOW} WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s"
+        " RETURNING d.id, d.state"
     ),
     "release_ids": (
         f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, owner = NULL,"
         f" lease_until = NULL, updated_at = {_DB_NOW}"
-        f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s)"
+        f" WHERE state = '{IN_FLIGHT}' AND owner = %(owner)s AND id = ANY(%(ids)s) RETURNING d.id, d.state"
     ),
     "replay": (
         f"UPDATE {{t}} AS d SET state = {_HOLD_IF_DISABLED.format(e='{e}', target='d.target')}, attempts = 0,"
         " next_attempt_at = c.now, owner = NULL,"
         f" lease_until = NULL, updated_at = c.now FROM (SELECT {_NOW} AS now) c WHERE {{where}}"
+        " RETURNING d.id, d.state"
     ),
     "purge": (
         f"WITH gone AS (DELETE FROM {{t}} WHERE state = %(state)s AND updated_at < {_NOW} - %(older_than)s"
