@@ -1,27 +1,36 @@
-"""A raw TCP receiver on 127.0.0.1 that answers whatever bytes a test scripts, however slowly."""
+"""Raw TCP receivers on the loopback: one answers whatever bytes a test scripts, however slowly; one keeps the exact bytes of every request."""
 
 import socket
 import threading
 
 
-class HostileReceiver:
-    """A TCP server that reads a request head, then feeds the client with *behaviour*."""
+class _LoopbackListener:
+    """A listening socket on the loopback with one accepting thread and a thread per connection;
+    a subclass's ``_serve(conn)`` speaks on each. Stopped (threads joined, socket closed) on exit."""
 
-    def __init__(self, behaviour):
-        self.behaviour = behaviour
+    #: Seconds each accept() and the subclass's reads wait before they look at ``stop`` again.
+    poll = 0.1
+    name = "loopback"
+
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.stop = threading.Event()
-        self.requests = threading.Event()  # a request head arrived
-        self.count = 0
-        self.closed_by_client = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
         self.sock.listen(16)
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(self.poll)
+        self.port = self.sock.getsockname()[1]
         self.threads = []
-        self.acceptor = threading.Thread(target=self._accept, name="hostile-accept", daemon=True)
+        self.acceptor = threading.Thread(target=self._accept, name=f"{self.name}-accept", daemon=True)
+
+    @property
+    def base_url(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def url(self, path="/"):
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}{path}"
+        return self.base_url + path
 
     def __enter__(self):
         self.acceptor.start()
@@ -40,9 +49,26 @@ class HostileReceiver:
                 conn, _ = self.sock.accept()
             except socket.timeout:
                 continue
-            t = threading.Thread(target=self._serve, args=(conn,), name="hostile-conn", daemon=True)
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn", daemon=True)
             self.threads.append(t)
             t.start()
+
+    def _serve(self, conn):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class HostileReceiver(_LoopbackListener):
+    """A TCP server that reads a request head, then feeds the client with *behaviour*."""
+
+    name = "hostile"
+
+    def __init__(self, behaviour):
+        super().__init__()
+        self.behaviour = behaviour
+        self.requests = threading.Event()  # a request head arrived
+        self.count = 0
+        self.closed_by_client = threading.Event()
 
     def _serve(self, conn):
         with conn:
@@ -64,7 +90,7 @@ class HostileReceiver:
                 self.closed_by_client.set()
 
 
-class RecordingReceiver:
+class RecordingReceiver(_LoopbackListener):
     """An HTTP/1.1 receiver on the loopback (``127.0.0.1``, or ``::1`` with *host*) that keeps the exact
     bytes of every request and answers each ``200`` with an empty body, on keep-alive connections.
 
@@ -73,58 +99,21 @@ class RecordingReceiver:
     with a broken framing leaves unread is kept too: ``requests`` holds each request's bytes as read.
     """
 
+    poll = 0.05
+    name = "recording"
+
     def __init__(self, host="127.0.0.1"):
-        self.host = host
+        super().__init__(host)
         self.requests = []  # raw bytes of each request: head and body
-        self.connections = 0
         self.received = threading.Event()  # a request arrived
-        self.stop = threading.Event()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.threads = []
-        self.acceptor = threading.Thread(target=self._accept, name="recording-accept", daemon=True)
-
-    @property
-    def base_url(self):
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def url(self, path="/"):
-        return self.base_url + path
 
     def heads(self):
         """Each request's head lines (request line first), as text."""
         return [raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n") for raw in self.requests]
 
-    def __enter__(self):
-        self.acceptor.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.acceptor.join(5)
-        for t in self.threads:
-            t.join(5)
-        self.sock.close()
-
-    def _accept(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            self.connections += 1
-            t = threading.Thread(target=self._serve, args=(conn,), name="recording-conn", daemon=True)
-            self.threads.append(t)
-            t.start()
-
     def _serve(self, conn):
         with conn:
-            conn.settimeout(0.05)
+            conn.settimeout(self.poll)
             buffer = b""
             while not self.stop.is_set():
                 try:
