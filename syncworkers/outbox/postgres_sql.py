@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from psycopg import sql
 
-from .store import DEAD, DEFAULT_TABLE, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery, table_names, trace_of
+from .store import DEFAULT_TABLE, DELIVERED, HELD, IN_FLIGHT, PENDING, STATES, Delivery, table_names, trace_of
 
 _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 _NOW = f"COALESCE(%(now)s::float8, {_DB_NOW})"
